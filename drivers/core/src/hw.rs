@@ -1,0 +1,71 @@
+//! The small hardware traits the driver logic is written against.
+//!
+//! The kernel module implements them over `ioread32`/`iowrite32` on the BARs;
+//! `micemu` implements them over its register file and a memfd; unit tests
+//! implement them over arrays. Every method takes `&self`: hardware is shared
+//! state with its own side effects, and interior mutability is its nature.
+
+/// 32-bit register access to the X100 MMIO space (BAR4 on the host, the
+/// 0x08_007C_0000 window on the card). `offset` is relative to the start of
+/// the MMIO space; SBOX registers live at [`crate::regs::SBOX_BASE`] + X.
+pub trait Mmio {
+    fn read32(&self, offset: u32) -> u32;
+    fn write32(&self, offset: u32, value: u32);
+}
+
+/// Why a memory access was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemError {
+    /// `addr + len` falls outside the memory (or overflows).
+    OutOfBounds { addr: u64, len: u64 },
+}
+
+/// Byte-addressed memory: the card's GDDR seen through the aperture (host),
+/// the card's physical address space (card), or host RAM holding the device
+/// page. Implementations must check `addr + buf.len()` against their size and
+/// return [`MemError::OutOfBounds`] rather than panic.
+pub trait Memory {
+    /// Size in bytes; valid addresses are `0..size()`.
+    fn size(&self) -> u64;
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError>;
+
+    fn read_u8(&self, addr: u64) -> Result<u8, MemError> {
+        let mut b = [0u8; 1];
+        self.read(addr, &mut b)?;
+        Ok(b[0])
+    }
+    fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn write_u8(&self, addr: u64, v: u8) -> Result<(), MemError> {
+        self.write(addr, &[v])
+    }
+    fn write_u16(&self, addr: u64, v: u16) -> Result<(), MemError> {
+        self.write(addr, &v.to_le_bytes())
+    }
+    fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
+        self.write(addr, &v.to_le_bytes())
+    }
+    fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
+        self.write(addr, &v.to_le_bytes())
+    }
+}
+
+/// Checks that `addr .. addr + len` lies inside `0 .. size`, without overflow.
+#[must_use]
+pub fn in_bounds(addr: u64, len: u64, size: u64) -> bool {
+    addr.checked_add(len).is_some_and(|end| end <= size)
+}

@@ -1,0 +1,1 @@
+//! FUSE filesystem serving sysfs and debugfs.

@@ -1,0 +1,1 @@
+//! Card kernel log: decode and follow the printk ring.
