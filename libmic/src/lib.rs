@@ -1,4 +1,26 @@
 //! The client library shared by `micctl`, `mictop` and `mpssd`: everything a
 //! tool needs to know about cards under a `MIC_ROOT`.
+//!
+//! - [`MicRoot`]: the root all paths resolve under (`--root`, `MIC_ROOT`, `/`),
+//!   card enumeration and selection, firmware names.
+//! - [`Card`]: typed readers and writers for the sysfs attributes and debugfs
+//!   files of one card; [`CardInfo`] snapshots.
+//! - [`StateWatcher`], [`wait_any`], [`Card::wait_for`]: waiting on `state`
+//!   with `poll(POLLPRI|POLLERR)`.
+//! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
 
+pub mod attrs;
+pub mod card;
+pub mod error;
 pub mod klog;
+pub mod root;
+pub mod sysmap;
+pub mod wait;
+
+pub use attrs::{Attr, DebugFile};
+pub use card::{Card, CardInfo};
+pub use error::{Error, Result};
+pub use mic_core::abi::{BootMode, MicState, MicStatus};
+pub use root::MicRoot;
+pub use sysmap::SystemMap;
+pub use wait::{StateWatcher, wait_any};

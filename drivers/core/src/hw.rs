@@ -6,7 +6,7 @@
 //! state with its own side effects, and interior mutability is its nature.
 
 /// 32-bit register access to the X100 MMIO space (BAR4 on the host, the
-/// 0x08_007C_0000 window on the card). `offset` is relative to the start of
+/// `0x08_007C_0000` window on the card). `offset` is relative to the start of
 /// the MMIO space; SBOX registers live at [`crate::regs::SBOX_BASE`] + X.
 pub trait Mmio {
     fn read32(&self, offset: u32) -> u32;
@@ -69,3 +69,34 @@ pub trait Memory {
 pub fn in_bounds(addr: u64, len: u64, size: u64) -> bool {
     addr.checked_add(len).is_some_and(|end| end <= size)
 }
+
+/// `base + off` as a memory address, or [`MemError::OutOfBounds`] if the sum
+/// overflows. Use it for every address derived from a value the other side
+/// supplied (a device-page address from a scratchpad, a ring address from a
+/// descriptor): plain `+` would panic in debug builds on hostile input.
+pub fn offset_addr(base: u64, off: u64) -> Result<u64, MemError> {
+    base.checked_add(off)
+        .ok_or(MemError::OutOfBounds { addr: base, len: off })
+}
+
+/// Checks that `addr .. addr + len` lies inside `mem`, as an error the `?`
+/// operator can carry.
+pub fn check_range(mem: &impl Memory, addr: u64, len: u64) -> Result<(), MemError> {
+    if in_bounds(addr, len, mem.size()) {
+        Ok(())
+    } else {
+        Err(MemError::OutOfBounds { addr, len })
+    }
+}
+
+impl core::fmt::Display for MemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MemError::OutOfBounds { addr, len } => {
+                write!(f, "memory access out of bounds: {len:#x} bytes at {addr:#x}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for MemError {}

@@ -1,0 +1,124 @@
+//! Fakes for unit tests: a register file and byte-addressed memories.
+
+use core::cell::RefCell;
+use std::vec;
+use std::vec::Vec;
+
+use crate::hw::{MemError, Memory, Mmio, in_bounds};
+use crate::regs::MMIO_SIZE;
+
+/// A plain register file: reads return the last value written; every access
+/// is logged so tests can check order.
+pub(crate) struct FakeMmio {
+    regs: RefCell<Vec<u32>>,
+    pub(crate) writes: RefCell<Vec<(u32, u32)>>,
+    pub(crate) reads: RefCell<Vec<u32>>,
+}
+
+impl FakeMmio {
+    pub(crate) fn new() -> Self {
+        Self {
+            regs: RefCell::new(vec![0; (MMIO_SIZE / 4) as usize]),
+            writes: RefCell::new(Vec::new()),
+            reads: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Sets a register without logging a write.
+    pub(crate) fn set(&self, off: u32, v: u32) {
+        self.regs.borrow_mut()[(off / 4) as usize] = v;
+    }
+
+    /// Reads a register without logging a read.
+    pub(crate) fn get(&self, off: u32) -> u32 {
+        self.regs.borrow()[(off / 4) as usize]
+    }
+
+    pub(crate) fn clear_log(&self) {
+        self.writes.borrow_mut().clear();
+        self.reads.borrow_mut().clear();
+    }
+
+    pub(crate) fn writes_to(&self, off: u32) -> Vec<u32> {
+        self.writes
+            .borrow()
+            .iter()
+            .filter(|(o, _)| *o == off)
+            .map(|(_, v)| *v)
+            .collect()
+    }
+}
+
+impl Mmio for FakeMmio {
+    fn read32(&self, offset: u32) -> u32 {
+        assert_eq!(offset % 4, 0, "unaligned register read {offset:#x}");
+        self.reads.borrow_mut().push(offset);
+        self.get(offset)
+    }
+
+    fn write32(&self, offset: u32, value: u32) {
+        assert_eq!(offset % 4, 0, "unaligned register write {offset:#x}");
+        self.writes.borrow_mut().push((offset, value));
+        self.set(offset, value);
+    }
+}
+
+/// Memory whose valid bytes are `base .. base + len`; `size()` is
+/// `base + len`, and accesses below `base` fail like out-of-range ones.
+pub(crate) struct FakeMem {
+    base: u64,
+    pub(crate) data: RefCell<Vec<u8>>,
+}
+
+impl FakeMem {
+    pub(crate) fn new(len: usize) -> Self {
+        Self::with_base(0, len)
+    }
+
+    pub(crate) fn with_base(base: u64, len: usize) -> Self {
+        Self {
+            base,
+            data: RefCell::new(vec![0; len]),
+        }
+    }
+
+    fn index(&self, addr: u64, len: usize) -> Result<usize, MemError> {
+        let err = MemError::OutOfBounds {
+            addr,
+            len: len as u64,
+        };
+        let rel = addr.checked_sub(self.base).ok_or(err)?;
+        if in_bounds(rel, len as u64, self.data.borrow().len() as u64) {
+            Ok(rel as usize)
+        } else {
+            Err(err)
+        }
+    }
+
+    pub(crate) fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+        let i = self.index(addr, len).unwrap();
+        self.data.borrow()[i..i + len].to_vec()
+    }
+
+    pub(crate) fn fill(&self, addr: u64, data: &[u8]) {
+        self.write(addr, data).unwrap();
+    }
+}
+
+impl Memory for FakeMem {
+    fn size(&self) -> u64 {
+        self.base + self.data.borrow().len() as u64
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let i = self.index(addr, buf.len())?;
+        buf.copy_from_slice(&self.data.borrow()[i..i + buf.len()]);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        let i = self.index(addr, data.len())?;
+        self.data.borrow_mut()[i..i + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}

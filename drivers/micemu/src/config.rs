@@ -1,0 +1,137 @@
+//! What an emulated fleet looks like: card count, memory, PCI identities,
+//! timings.
+
+use std::time::Duration;
+
+/// How long the hardware and the emulated kernels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// From RGCR to the bootstrap reporting ready in SPAD2.
+    pub reset: Duration,
+    /// The host driver's settle time after setting RGCR (1 s originally).
+    pub reset_settle: Duration,
+    /// The host driver's SPAD2 poll period (1 s originally).
+    pub reset_poll: Duration,
+    /// The host driver's reset budget (45 s originally).
+    pub reset_budget: Duration,
+    /// From the bootstrap interrupt to the card OS running init.
+    pub boot: Duration,
+}
+
+impl Timing {
+    /// Close to the real cards and the original driver.
+    pub const REALISTIC: Timing = Timing {
+        reset: Duration::from_millis(2500),
+        reset_settle: Duration::from_secs(1),
+        reset_poll: Duration::from_secs(1),
+        reset_budget: Duration::from_secs(45),
+        boot: Duration::from_secs(6),
+    };
+
+    /// For tests and demos: the same sequence, a hundred times quicker.
+    pub const FAST: Timing = Timing {
+        reset: Duration::from_millis(30),
+        reset_settle: Duration::from_millis(10),
+        reset_poll: Duration::from_millis(10),
+        reset_budget: Duration::from_millis(450),
+        boot: Duration::from_millis(250),
+    };
+}
+
+/// PCI identity of one card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciId {
+    pub device: u16,
+    pub revision: u8,
+}
+
+impl PciId {
+    /// A realistic fleet: several X100 SKUs at C0, B1 and B0 stepping.
+    pub const DEFAULT_FLEET: [PciId; 4] = [
+        PciId { device: 0x2250, revision: 0x20 },
+        PciId { device: 0x225d, revision: 0x20 },
+        PciId { device: 0x2251, revision: 0x11 },
+        PciId { device: 0x225c, revision: 0x10 },
+    ];
+}
+
+/// The whole emulated fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub cards: u32,
+    /// GDDR size per card in bytes.
+    pub memory: u64,
+    pub timing: Timing,
+    /// Identities handed out to cards in turn.
+    pub pci: Vec<PciId>,
+    /// Size of the card kernel's log buffer (`log_buf_len`).
+    pub log_buf_len: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cards: 4,
+            memory: 8 << 30,
+            timing: Timing::REALISTIC,
+            pci: PciId::DEFAULT_FLEET.to_vec(),
+            log_buf_len: 128 << 10,
+        }
+    }
+}
+
+impl Config {
+    #[must_use]
+    pub fn pci_of(&self, card: u32) -> PciId {
+        self.pci[card as usize % self.pci.len()]
+    }
+}
+
+/// Parses "8G", "512M", "128K" or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 8G, 512M, 131072)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a stepping name or a raw revision ("C0", "0x20").
+pub fn parse_revision(s: &str) -> Result<u8, String> {
+    match s {
+        "A0" => Ok(0x00),
+        "B0" => Ok(0x10),
+        "B1" => Ok(0x11),
+        "C0" => Ok(0x20),
+        _ => u8::from_str_radix(s.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("{s:?} is not a stepping (A0, B0, B1, C0) or a hex revision")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("128K"), Ok(128 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn revisions() {
+        assert_eq!(parse_revision("B0"), Ok(0x10));
+        assert_eq!(parse_revision("0x42"), Ok(0x42));
+        assert!(parse_revision("Z9").is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! `micemu --demo`: boot every card the way `micctrl -b` and mpssd did
+//! (System.map → log_buf_addr/len, an mpssd-style cmdline, bootmode,
+//! firmware, ramdisk, then `boot`), through the mounted sysfs like any other
+//! tool, and print state changes and card kernel log lines as they come.
+
+use std::path::Path;
+use std::time::Duration;
+
+use libmic::klog::LogFollower;
+use libmic::{BootMode, MicRoot, wait_any};
+
+/// How often the card logs are looked at (they have no change notification).
+const LOG_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Starts the demo client on its own thread.
+pub fn spawn(root: &Path) -> std::io::Result<()> {
+    let root = MicRoot::new(root);
+    std::thread::Builder::new()
+        .name("demo".into())
+        .spawn(move || {
+            if let Err(e) = demo(&root) {
+                eprintln!("micemu demo: {e}");
+            }
+        })
+        .map(drop)
+}
+
+fn demo(root: &MicRoot) -> libmic::Result<()> {
+    let cards = root.cards()?;
+    let sysmap = root.system_map();
+    for card in &cards {
+        card.set_log_buf_from_sysmap(&sysmap)?;
+        card.set_cmdline(&format!(
+            "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
+             ifcfg=static;address,172.31.{}.1;netmask,255.255.255.0",
+            card.id()
+        ))?;
+        card.set_bootmode(BootMode::Linux)?;
+        card.set_firmware("mic/uos.img")?;
+        card.set_ramdisk(&card.default_ramdisk())?;
+    }
+    let mut watchers = cards.iter().map(libmic::Card::watch_state).collect::<libmic::Result<Vec<_>>>()?;
+    for card in &cards {
+        card.boot()?;
+        println!("{}: boot requested", card.name());
+    }
+    let mut followers: Vec<LogFollower> = cards.iter().map(|_| LogFollower::new()).collect();
+    loop {
+        for i in wait_any(&mut watchers, Some(LOG_INTERVAL))? {
+            let w = &watchers[i];
+            println!("{}: state {}", w.card_name(), w.current().as_str());
+        }
+        for (card, follower) in cards.iter().zip(&mut followers) {
+            let raw = card.log_buf_raw()?;
+            let update = follower.update(&raw);
+            if update.lost {
+                println!("{}: (log records were overwritten before they could be read)", card.name());
+            }
+            for rec in update.records {
+                println!("{}: {}", card.name(), rec.dmesg_line());
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! End-to-end: a live micemu in a temporary root, driven with plain file I/O
+//! the way the original micctrl drives sysfs, and waited on with poll() the
+//! way mpssd does.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libmic::klog;
+use libmic::{MicRoot, MicState};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running micemu; SIGTERM and a clean unmount on drop.
+struct Emu {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Emu {
+    fn start(cards: u32) -> Emu {
+        Self::start_with(cards, &[])
+    }
+
+    fn start_with(cards: u32, extra: &[&str]) -> Emu {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_micemu"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["--cards", &cards.to_string(), "--timing", "fast"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // micemu prints its banner once everything is mounted and served.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("micemu: serving"), "unexpected banner {line:?}");
+        Emu { child, dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn attr(&self, card: u32, name: &str) -> PathBuf {
+        self.root().join(format!("sys/class/mic/mic{card}/{name}"))
+    }
+
+    fn debug(&self, card: u32, name: &str) -> PathBuf {
+        self.root().join(format!("sys/kernel/debug/mic_host/mic{card}/{name}"))
+    }
+
+    fn read(&self, card: u32, name: &str) -> String {
+        std::fs::read_to_string(self.attr(card, name)).unwrap()
+    }
+
+    /// `echo value > attr`, returning the errno on failure.
+    fn write(&self, card: u32, name: &str, value: &str) -> Result<(), i32> {
+        std::fs::write(self.attr(card, name), format!("{value}\n")).map_err(|e| e.raw_os_error().unwrap())
+    }
+
+    /// What `micctrl -b` does, plus the log buffer addresses mpssd sets.
+    fn boot(&self, card: u32) {
+        let c = MicRoot::new(self.root()).card_by_id(card);
+        c.set_log_buf_from_sysmap(&MicRoot::new(self.root()).system_map()).unwrap();
+        self.write(card, "cmdline", &format!("ifcfg=static;address,172.31.{card}.1;netmask,255.255.255.0"))
+            .unwrap();
+        self.write(card, "bootmode", "linux").unwrap();
+        self.write(card, "firmware", "mic/uos.img").unwrap();
+        self.write(card, "ramdisk", &format!("mic/mic{card}.image")).unwrap();
+        self.write(card, "state", "boot").unwrap();
+    }
+
+    fn wait_state(&self, card: u32, want: MicState) {
+        let c = MicRoot::new(self.root()).card_by_id(card);
+        let got = c.wait_for(|s| s == want, Some(WAIT)).unwrap();
+        assert_eq!(got, want);
+    }
+
+    fn log(&self, card: u32) -> Vec<String> {
+        let raw = std::fs::read(self.debug(card, "log_buf")).unwrap();
+        klog::decode(&raw).into_iter().map(|r| r.text).collect()
+    }
+
+    /// Waits until the card log has a line containing `needle`. The log has
+    /// no change notification (as on real hardware), so this re-reads it
+    /// until a deadline; correctness does not depend on the interval.
+    fn wait_log(&self, card: u32, needle: &str) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let log = self.log(card);
+            if log.iter().any(|l| l.contains(needle)) {
+                return log;
+            }
+            assert!(start.elapsed() < WAIT, "mic{card}: {needle:?} never logged; log: {log:#?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn inject(&self, card: u32, verb: &[&str]) {
+        let st = Command::new(env!("CARGO_BIN_EXE_micemu"))
+            .arg("inject")
+            .arg("--root")
+            .arg(self.root())
+            .arg(format!("mic{card}"))
+            .args(verb)
+            .status()
+            .unwrap();
+        assert!(st.success(), "inject {verb:?} failed");
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let sys = self.dir.path().join("sys");
+        if !std::thread::panicking() {
+            assert!(status.success(), "micemu exited with {status}");
+            assert!(!mounts.contains(sys.to_str().unwrap()), "{} still mounted", sys.display());
+        }
+    }
+}
+
+#[test]
+fn fresh_cards_are_offline_with_identity() {
+    let emu = Emu::start(4);
+    for n in 0..4 {
+        assert_eq!(emu.read(n, "state"), "offline\n");
+        assert_eq!(emu.read(n, "shutdown_status"), "nop\n");
+        assert_eq!(emu.read(n, "family"), "x100\n");
+        assert!(["A0\n", "B0\n", "B1\n", "C0\n"].contains(&emu.read(n, "stepping").as_str()));
+        assert_eq!(emu.read(n, "cmdline"), "");
+        assert_eq!(emu.read(n, "log_buf_addr"), "          (null)\n");
+    }
+    // A realistic fleet mixes steppings.
+    let steppings: std::collections::HashSet<String> = (0..4).map(|n| emu.read(n, "stepping")).collect();
+    assert!(steppings.len() > 1);
+    assert_eq!(std::fs::read_to_string(emu.debug(0, "post_code")).unwrap(), "12\n");
+    // The default images exist.
+    for f in ["mic/uos.img", "mic/System.map", "mic/mic3.image"] {
+        assert!(emu.root().join("lib/firmware").join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn boot_goes_online_and_the_log_has_the_banner() {
+    let emu = Emu::start(2);
+    emu.boot(1);
+    // The original returns from the boot write with the card online.
+    assert_eq!(emu.read(1, "state"), "online\n");
+    assert_eq!(emu.read(1, "ipaddr"), "172.31.1.1\n");
+    let log = emu.wait_log(1, "Run /sbin/init as init process");
+    assert!(log[0].starts_with("Linux version 3.10.0"), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("Command line:") && l.contains("mem=")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("Freeing initrd memory")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("172.31.1.1")), "{log:#?}");
+    assert_eq!(std::fs::read_to_string(emu.debug(1, "post_code")).unwrap(), "FF\n");
+    // The other card is untouched.
+    assert_eq!(emu.read(0, "state"), "offline\n");
+    // Boot while online is refused as the original refuses it.
+    assert_eq!(emu.write(1, "state", "boot"), Err(libc::EINVAL));
+}
+
+#[test]
+fn host_shutdown_powers_the_card_off_then_reset_brings_it_back() {
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.wait_log(0, "Run /sbin/init");
+    emu.write(0, "state", "shutdown").unwrap();
+    assert_eq!(emu.read(0, "state"), "shutting_down\n");
+    emu.wait_log(0, "reboot: Power down");
+    let start = Instant::now();
+    while emu.read(0, "shutdown_status") != "poweroff\n" {
+        assert!(start.elapsed() < WAIT, "status never became poweroff");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    emu.write(0, "state", "reset").unwrap();
+    emu.wait_state(0, MicState::Offline);
+    assert_eq!(emu.read(0, "shutdown_status"), "nop\n");
+    // And it boots again.
+    emu.boot(0);
+    emu.wait_log(0, "Run /sbin/init");
+}
+
+#[test]
+fn card_halt_and_panic_are_reported() {
+    let emu = Emu::start(2);
+    emu.boot(0);
+    emu.boot(1);
+    emu.wait_log(0, "Run /sbin/init");
+    emu.wait_log(1, "Run /sbin/init");
+    emu.inject(0, &["halt"]);
+    emu.wait_state(0, MicState::ShuttingDown);
+    assert_eq!(emu.read(0, "shutdown_status"), "halted\n");
+    emu.inject(1, &["panic", "test", "panic"]);
+    emu.wait_state(1, MicState::ShuttingDown);
+    assert_eq!(emu.read(1, "shutdown_status"), "crashed\n");
+    let log = emu.log(1);
+    assert!(log.iter().any(|l| l == "Kernel panic - not syncing: test panic"), "{log:#?}");
+}
+
+#[test]
+fn a_failing_reset_ends_in_reset_failed() {
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.inject(0, &["fail-reset"]);
+    emu.write(0, "state", "reset").unwrap();
+    emu.wait_state(0, MicState::ResetFailed);
+    // Only a successful reset recovers.
+    assert_eq!(emu.write(0, "state", "boot"), Err(libc::EINVAL));
+    emu.write(0, "state", "reset").unwrap();
+    emu.wait_state(0, MicState::Offline);
+}
+
+#[test]
+fn bad_writes_get_the_original_errno() {
+    let emu = Emu::start(1);
+    assert_eq!(emu.write(0, "state", "explode"), Err(libc::EINVAL));
+    assert_eq!(emu.write(0, "bootmode", "windows"), Err(libc::EINVAL));
+    assert_eq!(emu.write(0, "log_buf_addr", "not-hex"), Err(libc::EINVAL));
+    assert_eq!(emu.write(0, "family", "x200"), Err(libc::EACCES));
+    // Boot without bootmode/firmware set.
+    assert_eq!(emu.write(0, "state", "boot"), Err(libc::EINVAL));
+    // A firmware name escaping lib/firmware is stored, but boot refuses it.
+    emu.write(0, "bootmode", "linux").unwrap();
+    emu.write(0, "firmware", "../../etc/passwd").unwrap();
+    assert_eq!(emu.write(0, "state", "boot"), Err(libc::EINVAL));
+    // A missing image is ENOENT.
+    emu.write(0, "firmware", "mic/nope.img").unwrap();
+    assert_eq!(emu.write(0, "state", "boot"), Err(libc::ENOENT));
+    assert_eq!(emu.read(0, "state"), "offline\n");
+    // Shutdown of an offline card succeeds and changes nothing.
+    emu.write(0, "state", "shutdown").unwrap();
+    assert_eq!(emu.read(0, "state"), "offline\n");
+}
+
+#[test]
+fn garbage_in_the_log_buffer_does_not_break_decoding() {
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.wait_log(0, "Run /sbin/init");
+    for _ in 0..5 {
+        emu.inject(0, &["garbage-log"]);
+    }
+    emu.inject(0, &["log", "after the garbage"]);
+    // Decoding never panics; the newest record survives.
+    emu.wait_log(0, "after the garbage");
+}
+
+#[test]
+fn sixty_four_cards_start_and_answer() {
+    let emu = Emu::start(64);
+    let root = MicRoot::new(emu.root());
+    let cards = root.cards().unwrap();
+    assert_eq!(cards.len(), 64);
+    for c in &cards {
+        assert_eq!(c.state().unwrap(), MicState::Offline);
+    }
+    emu.boot(63);
+    emu.wait_state(63, MicState::Online);
+}
+
+#[test]
+fn a_second_micemu_on_the_same_root_is_refused_clearly() {
+    let emu = Emu::start(1);
+    let out = Command::new(env!("CARGO_BIN_EXE_micemu"))
+        .arg("--root")
+        .arg(emu.root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already"), "{err}");
+}

@@ -1,0 +1,307 @@
+//! The names of the sysfs and debugfs files of a card, and the parsers for
+//! their contents.
+//!
+//! Everything here is pure: no I/O, so the parsers can be unit- and
+//! property-tested on arbitrary input.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// A sysfs attribute under `sys/class/mic/micN/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attr {
+    Family,
+    Stepping,
+    State,
+    ShutdownStatus,
+    Cmdline,
+    Firmware,
+    Ramdisk,
+    Bootmode,
+    LogBufAddr,
+    LogBufLen,
+    /// Read-only, derived from `cmdline` (not present on a real 3.13 kernel;
+    /// [`crate::Card::ipaddr`] falls back to parsing `cmdline` itself).
+    Ipaddr,
+}
+
+impl Attr {
+    pub const ALL: [Attr; 11] = [
+        Attr::Family,
+        Attr::Stepping,
+        Attr::State,
+        Attr::ShutdownStatus,
+        Attr::Cmdline,
+        Attr::Firmware,
+        Attr::Ramdisk,
+        Attr::Bootmode,
+        Attr::LogBufAddr,
+        Attr::LogBufLen,
+        Attr::Ipaddr,
+    ];
+
+    /// The file name in the card's sysfs directory.
+    #[must_use]
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            Attr::Family => "family",
+            Attr::Stepping => "stepping",
+            Attr::State => "state",
+            Attr::ShutdownStatus => "shutdown_status",
+            Attr::Cmdline => "cmdline",
+            Attr::Firmware => "firmware",
+            Attr::Ramdisk => "ramdisk",
+            Attr::Bootmode => "bootmode",
+            Attr::LogBufAddr => "log_buf_addr",
+            Attr::LogBufLen => "log_buf_len",
+            Attr::Ipaddr => "ipaddr",
+        }
+    }
+
+    /// Whether the driver accepts writes to this attribute.
+    #[must_use]
+    pub const fn is_writable(self) -> bool {
+        matches!(
+            self,
+            Attr::State
+                | Attr::Cmdline
+                | Attr::Firmware
+                | Attr::Ramdisk
+                | Attr::Bootmode
+                | Attr::LogBufAddr
+                | Attr::LogBufLen
+        )
+    }
+}
+
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// A debugfs file under `sys/kernel/debug/mic_host/micN/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DebugFile {
+    LogBuf,
+    PostCode,
+    Smpt,
+    Dp,
+    /// Reading this file force-resets the card.
+    SoftReset,
+}
+
+impl DebugFile {
+    #[must_use]
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            DebugFile::LogBuf => "log_buf",
+            DebugFile::PostCode => "post_code",
+            DebugFile::Smpt => "smpt",
+            DebugFile::Dp => "dp",
+            DebugFile::SoftReset => "soft_reset",
+        }
+    }
+}
+
+impl fmt::Display for DebugFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// Strips exactly one trailing newline, as the driver appends one on read.
+#[must_use]
+pub fn strip_newline(s: &str) -> &str {
+    s.strip_suffix('\n').unwrap_or(s)
+}
+
+/// Parses a `%p`-formatted pointer as `log_buf_addr`/`log_buf_len` show it:
+/// `ffffffff81e4c3a0`, `0xffffffff81e4c3a0`, `(null)`, `0000000000000000`,
+/// or empty. A null pointer (or nothing) is `Ok(None)`; anything that is not
+/// hex is `Err(())`.
+#[allow(clippy::result_unit_err)]
+pub fn parse_kernel_ptr(s: &str) -> Result<Option<u64>, ()> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("(null)") {
+        return Ok(None);
+    }
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(());
+    }
+    match u64::from_str_radix(hex, 16) {
+        Ok(0) => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(_) => Err(()),
+    }
+}
+
+/// Formats a value the way the driver parses `log_buf_addr`/`log_buf_len`
+/// (`kstrtoul(buf, 16, ...)`): plain lowercase hex, no prefix.
+#[must_use]
+pub fn format_hex(v: u64) -> String {
+    format!("{v:x}")
+}
+
+/// The card's address from a kernel command line's
+/// `ifcfg=static;address,A;netmask,M` word (the form mpssd writes).
+///
+/// Returns `None` when there is no such word, it is not `static`, or the
+/// address does not parse. The last `ifcfg=` word wins, as it would for the
+/// card kernel's own parser.
+#[must_use]
+pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<Ipv4Addr> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("ifcfg="))
+        .next_back()
+        .and_then(|cfg| {
+            let mut parts = cfg.split(';');
+            if parts.next()? != "static" {
+                return None;
+            }
+            parts
+                .find_map(|p| p.strip_prefix("address,"))
+                .and_then(|a| a.split(',').next())
+                .and_then(|a| a.parse().ok())
+        })
+}
+
+/// Makes card-controlled text safe to print: printable ASCII passes, every
+/// other byte becomes `\xNN`.
+#[must_use]
+pub fn escape_untrusted(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b == b' ' || b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Shortens a value for an error message so hostile or huge file contents
+/// cannot flood a terminal.
+#[must_use]
+pub(crate) fn excerpt(s: &str) -> String {
+    const MAX: usize = 64;
+    let escaped = escape_untrusted(s.as_bytes());
+    if escaped.len() > MAX {
+        format!("{}...", &escaped[..MAX])
+    } else {
+        escaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn kernel_ptr_forms() {
+        assert_eq!(
+            parse_kernel_ptr("ffffffff81e4c3a0\n"),
+            Ok(Some(0xffffffff81e4c3a0))
+        );
+        assert_eq!(
+            parse_kernel_ptr("0xffffffff81e4c3a0\n"),
+            Ok(Some(0xffffffff81e4c3a0))
+        );
+        assert_eq!(parse_kernel_ptr("0XAB"), Ok(Some(0xab)));
+        assert_eq!(parse_kernel_ptr("(null)\n"), Ok(None));
+        assert_eq!(parse_kernel_ptr("0000000000000000\n"), Ok(None));
+        assert_eq!(parse_kernel_ptr("0x0"), Ok(None));
+        assert_eq!(parse_kernel_ptr(""), Ok(None));
+        assert_eq!(parse_kernel_ptr("\n"), Ok(None));
+        assert_eq!(parse_kernel_ptr("0x"), Err(()));
+        assert_eq!(parse_kernel_ptr("banana"), Err(()));
+        assert_eq!(parse_kernel_ptr("+12"), Err(()));
+        assert_eq!(parse_kernel_ptr("1ffffffffffffffff"), Err(()));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(format_hex(0xffffffff81e4c3a0), "ffffffff81e4c3a0");
+        assert_eq!(parse_kernel_ptr(&format_hex(0x1234)), Ok(Some(0x1234)));
+    }
+
+    #[test]
+    fn ipaddr_forms() {
+        let mpssd = "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
+                     ifcfg=static;address,172.31.1.1;netmask,255.255.255.0";
+        assert_eq!(
+            ipaddr_from_cmdline(mpssd),
+            Some(Ipv4Addr::new(172, 31, 1, 1))
+        );
+        assert_eq!(
+            ipaddr_from_cmdline("ifcfg=static;netmask,255.0.0.0;address,10.0.0.2"),
+            Some(Ipv4Addr::new(10, 0, 0, 2))
+        );
+        assert_eq!(
+            ipaddr_from_cmdline("ifcfg=static;address,10.0.0.2,extra"),
+            Some(Ipv4Addr::new(10, 0, 0, 2))
+        );
+        assert_eq!(ipaddr_from_cmdline(""), None);
+        assert_eq!(ipaddr_from_cmdline("ifcfg=dhcp"), None);
+        assert_eq!(ipaddr_from_cmdline("ifcfg=static;address,banana"), None);
+        assert_eq!(ipaddr_from_cmdline("address,10.0.0.2"), None);
+        assert_eq!(
+            ipaddr_from_cmdline("ifcfg=static;address,1.1.1.1 ifcfg=static;address,2.2.2.2"),
+            Some(Ipv4Addr::new(2, 2, 2, 2))
+        );
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_untrusted(b"3C"), "3C");
+        assert_eq!(escape_untrusted(b"\x01\xff a"), "\\x01\\xff a");
+        assert!(excerpt(&"x".repeat(500)).len() < 80);
+    }
+
+    #[test]
+    fn attr_names_are_unique() {
+        let mut names: Vec<_> = Attr::ALL.iter().map(|a| a.file_name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Attr::ALL.len());
+    }
+
+    proptest! {
+        #[test]
+        fn kernel_ptr_never_panics(s in ".*") {
+            let _ = parse_kernel_ptr(&s);
+        }
+
+        #[test]
+        fn kernel_ptr_round_trips(v in 1u64..) {
+            prop_assert_eq!(parse_kernel_ptr(&format_hex(v)), Ok(Some(v)));
+            prop_assert_eq!(parse_kernel_ptr(&format!("{v:#018x}\n")), Ok(Some(v)));
+        }
+
+        #[test]
+        fn ipaddr_never_panics(s in ".*") {
+            let _ = ipaddr_from_cmdline(&s);
+        }
+
+        #[test]
+        fn ipaddr_round_trips(a: [u8; 4], pre in "[a-z=]{0,10}") {
+            let ip = Ipv4Addr::from(a);
+            let line = format!("{pre} ifcfg=static;address,{ip};netmask,255.255.255.0");
+            prop_assert_eq!(ipaddr_from_cmdline(&line), Some(ip));
+        }
+
+        #[test]
+        fn escape_is_printable(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let e = escape_untrusted(&b);
+            prop_assert!(e.bytes().all(|c| c == b' ' || c.is_ascii_graphic()));
+        }
+    }
+}

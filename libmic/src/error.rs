@@ -1,0 +1,365 @@
+//! The error type of the sysfs/debugfs client, with the driver's errno
+//! explained in words per attribute.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mic_core::abi::MicState;
+
+use crate::attrs::{Attr, excerpt};
+
+/// Result alias for this crate's sysfs/debugfs operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Hint for a permission error on a sysfs attribute.
+pub const HINT_SYSFS: &str = "run as root (the mic sysfs attributes are writable by root only), \
+                              or point --root/MIC_ROOT at a micemu root you own";
+/// Hint for a permission error on a debugfs file.
+pub const HINT_DEBUGFS: &str = "run as root (debugfs is readable by root only), \
+                                or point --root/MIC_ROOT at a micemu root you own";
+/// Hint for a permission error elsewhere under the root.
+pub const HINT_OTHER: &str = "run as root or fix the permissions of the file";
+
+/// Everything that can go wrong talking to a card's sysfs and debugfs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `sys/class/mic` does not exist under the root.
+    #[error(
+        "{} does not exist: the mic_host driver is not loaded, or micemu is not running \
+         for this root (start it with `micemu --root DIR`)",
+        looked_in.display()
+    )]
+    DriverAbsent { looked_in: PathBuf },
+
+    /// `sys/kernel/debug/mic_host` does not exist under the root.
+    #[error(
+        "{} does not exist: debugfs is not mounted (mount -t debugfs none /sys/kernel/debug) \
+         or the mic_host driver is not loaded",
+        looked_in.display()
+    )]
+    DebugfsAbsent { looked_in: PathBuf },
+
+    /// A card selector matched no card.
+    #[error("no such card {name:?} (known cards: {})", known_list(known))]
+    NoSuchCard { name: String, known: Vec<String> },
+
+    /// The driver refused a write; `meaning` explains `errno` for `attr`.
+    #[error(
+        "{card}: writing {value:?} to {attr} was rejected: {meaning} ({})",
+        errno_text(*errno)
+    )]
+    Rejected {
+        card: String,
+        attr: Attr,
+        value: String,
+        errno: i32,
+        meaning: String,
+    },
+
+    /// A value was refused before reaching the driver.
+    #[error("{card}: refusing to write {value:?} to {attr}: {reason}")]
+    InvalidValue {
+        card: String,
+        attr: Attr,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// A firmware or ramdisk name that would leave `lib/firmware`.
+    #[error("bad firmware name {name:?}: {reason}")]
+    BadFirmwareName { name: String, reason: &'static str },
+
+    /// EACCES/EPERM.
+    #[error("permission denied: {}: {hint}", path.display())]
+    PermissionDenied { path: PathBuf, hint: &'static str },
+
+    /// ENOTCONN from a FUSE mount whose server has gone.
+    #[error(
+        "{}: the micemu serving this root has exited (stale FUSE mount); \
+         unmount it with `fusermount3 -u` on its mount point and start micemu again",
+        path.display()
+    )]
+    EmulatorGone { path: PathBuf },
+
+    /// File contents that do not parse as the attribute's type.
+    #[error("{}: unexpected contents {:?}, expected {expected}", path.display(), excerpt(value))]
+    Parse {
+        path: PathBuf,
+        value: String,
+        expected: &'static str,
+    },
+
+    /// [`crate::Card::wait_for`] ran out of time.
+    #[error(
+        "{card}: timed out after {waited:.1?} waiting for a state change (last state: {})",
+        last_state.as_str()
+    )]
+    Timeout {
+        card: String,
+        waited: Duration,
+        last_state: MicState,
+    },
+
+    /// Polling the state file keeps reporting events without a change.
+    #[error(
+        "{}: poll reports events continuously without a state change; \
+         the file does not support sysfs notification",
+        path.display()
+    )]
+    PollUnsupported { path: PathBuf },
+
+    /// A System.map lacks symbols needed to locate the card's log buffer.
+    #[error("{}: symbol(s) {} not found in the System.map", path.display(), missing.join(", "))]
+    SystemMap { path: PathBuf, missing: Vec<String> },
+
+    /// Any other I/O error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Maps an I/O error on `path` to the typed variants: permission errors
+    /// get a hint, ENOTCONN means a dead emulator, everything else is `Io`.
+    pub(crate) fn io(path: &Path, source: io::Error, hint: &'static str) -> Self {
+        match source.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied {
+                path: path.to_owned(),
+                hint,
+            },
+            Some(libc::ENOTCONN) => Error::EmulatorGone {
+                path: path.to_owned(),
+            },
+            _ if source.kind() == io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+                path: path.to_owned(),
+                hint,
+            },
+            _ => Error::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+
+    /// Whether this is an I/O error of kind `NotFound` (a missing file).
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The OS errno behind this error, if there is one.
+    #[must_use]
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Rejected { errno, .. } => Some(*errno),
+            Error::PermissionDenied { .. } => Some(libc::EACCES),
+            Error::EmulatorGone { .. } => Some(libc::ENOTCONN),
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    }
+}
+
+/// The symbolic name of the errnos a sysfs store can return, else the number.
+#[must_use]
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::EAGAIN => "EAGAIN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return None,
+    })
+}
+
+fn errno_text(errno: i32) -> String {
+    let mut s = String::new();
+    if let Some(name) = errno_name(errno) {
+        s.push_str(name);
+    } else {
+        let _ = write!(s, "errno {errno}");
+    }
+    s
+}
+
+/// Explains in words why the driver returned `errno` for a write of `value`
+/// to `attr`. `firmware_dir` is the root's `lib/firmware`, named in messages
+/// about missing files.
+#[must_use]
+pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -> String {
+    let fw = firmware_dir.display();
+    let value = value.trim_end_matches('\n');
+    let specific = match (attr, errno) {
+        (Attr::State, libc::EINVAL) if value == "boot" => Some(
+            "card is not offline (boot only from offline) or the image could not be loaded"
+                .to_owned(),
+        ),
+        (Attr::State, libc::EINVAL) if !matches!(value, "reset" | "shutdown" | "suspend") => {
+            Some("state accepts only boot, reset or shutdown".to_owned())
+        }
+        (Attr::State, libc::EINVAL) => Some(format!(
+            "the driver does not accept {value} in the card's current state"
+        )),
+        (Attr::State, libc::ENOENT) => Some(format!(
+            "the firmware or ramdisk file set for this card was not found under {fw}"
+        )),
+        (Attr::State, libc::ENOMEM | libc::EFBIG | libc::E2BIG | libc::ENOSPC) => Some(
+            "the image, command line or ramdisk does not fit in the card's memory aperture"
+                .to_owned(),
+        ),
+        (Attr::State, libc::EBUSY) => {
+            Some("the card is busy (a reset or another boot is in progress)".to_owned())
+        }
+        (Attr::State, libc::EIO | libc::ETIMEDOUT) => {
+            Some("the card did not respond (bootstrap not ready after reset)".to_owned())
+        }
+        (Attr::Bootmode, libc::EINVAL) => Some("bootmode must be linux or elf".to_owned()),
+        (Attr::Firmware | Attr::Ramdisk, libc::ENOENT) => {
+            Some(format!("firmware file not found under {fw}"))
+        }
+        (Attr::Firmware | Attr::Ramdisk, libc::EINVAL) => {
+            Some(format!("not a usable file name relative to {fw}"))
+        }
+        (Attr::Cmdline | Attr::Firmware | Attr::Ramdisk | Attr::Bootmode, libc::ENOMEM) => {
+            Some("the driver could not allocate memory to store the value".to_owned())
+        }
+        (Attr::Cmdline, libc::EINVAL | libc::E2BIG) => {
+            Some("the command line is too long or malformed".to_owned())
+        }
+        (Attr::LogBufAddr | Attr::LogBufLen, libc::EINVAL | libc::ERANGE) => Some(
+            "value must be a hexadecimal card kernel virtual address (from System.map)".to_owned(),
+        ),
+        (_, libc::EIO) if !attr.is_writable() => Some(format!("{attr} is read-only")),
+        (_, libc::ENODEV | libc::ENXIO) => {
+            Some("the card has gone away (device removed or driver unbinding)".to_owned())
+        }
+        _ => None,
+    };
+    specific.unwrap_or_else(|| {
+        let os = io::Error::from_raw_os_error(errno).to_string();
+        // "Invalid argument (os error 22)" -> "invalid argument"
+        let os = os.split(" (os error").next().unwrap_or(&os).to_owned();
+        let mut chars = os.chars();
+        match chars.next() {
+            Some(c) => c.to_lowercase().chain(chars).collect(),
+            None => os,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meanings() {
+        let fw = Path::new("/r/lib/firmware");
+        assert!(explain_errno(Attr::State, "boot", libc::EINVAL, fw).contains("not offline"));
+        assert!(explain_errno(Attr::State, "banana", libc::EINVAL, fw).contains("boot, reset"));
+        assert_eq!(
+            explain_errno(Attr::Bootmode, "bsd", libc::EINVAL, fw),
+            "bootmode must be linux or elf"
+        );
+        assert_eq!(
+            explain_errno(Attr::Firmware, "x", libc::ENOENT, fw),
+            "firmware file not found under /r/lib/firmware"
+        );
+        assert_eq!(
+            explain_errno(Attr::Cmdline, "x", libc::EDOM, fw),
+            "numerical argument out of domain"
+        );
+    }
+
+    #[test]
+    fn messages_are_lowercase_without_period() {
+        let errs = [
+            Error::DriverAbsent {
+                looked_in: "/x/sys/class/mic".into(),
+            },
+            Error::NoSuchCard {
+                name: "mic9".into(),
+                known: vec![],
+            },
+            Error::Rejected {
+                card: "mic0".into(),
+                attr: Attr::State,
+                value: "boot".into(),
+                errno: libc::EINVAL,
+                meaning: explain_errno(Attr::State, "boot", libc::EINVAL, Path::new("/")),
+            },
+            Error::Timeout {
+                card: "mic0".into(),
+                waited: Duration::from_millis(1500),
+                last_state: MicState::Online,
+            },
+        ];
+        for e in errs {
+            let m = e.to_string();
+            assert!(!m.ends_with('.'), "{m}");
+            let first = m.chars().next().unwrap();
+            assert!(!first.is_uppercase(), "{m}");
+        }
+    }
+
+    #[test]
+    fn io_mapping() {
+        let p = Path::new("/r/sys/class/mic/mic0/state");
+        for errno in [libc::EACCES, libc::EPERM] {
+            let e = Error::io(p, io::Error::from_raw_os_error(errno), HINT_SYSFS);
+            assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+            assert!(
+                e.to_string().starts_with("permission denied: /r/sys"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("run as root"), "{e}");
+        }
+        let e = Error::io(p, io::Error::from_raw_os_error(libc::ENOTCONN), HINT_SYSFS);
+        assert!(matches!(e, Error::EmulatorGone { .. }), "{e:?}");
+        let e = Error::io(p, io::Error::from_raw_os_error(libc::ENOENT), HINT_SYSFS);
+        assert!(e.is_not_found());
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn rejected_message() {
+        let e = Error::Rejected {
+            card: "mic0".into(),
+            attr: Attr::Bootmode,
+            value: "bsd".into(),
+            errno: libc::EINVAL,
+            meaning: "bootmode must be linux or elf".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "mic0: writing \"bsd\" to bootmode was rejected: bootmode must be linux or elf (EINVAL)"
+        );
+    }
+}
