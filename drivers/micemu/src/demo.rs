@@ -4,6 +4,7 @@
 //! tool, and print state changes and card kernel log lines as they come.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libmic::klog::LogFollower;
@@ -12,6 +13,14 @@ use libmic::{BootMode, MicRoot, wait_any};
 /// How often the card logs are looked at (they have no change notification).
 const LOG_INTERVAL: Duration = Duration::from_millis(200);
 
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Tells the demo client the emulator is going away: the errors its reads
+/// get from the unmounted tree from now on are expected, not news.
+pub fn stop() {
+    STOPPING.store(true, Ordering::SeqCst);
+}
+
 /// Starts the demo client on its own thread.
 pub fn spawn(root: &Path) -> std::io::Result<()> {
     let root = MicRoot::new(root);
@@ -19,7 +28,9 @@ pub fn spawn(root: &Path) -> std::io::Result<()> {
         .name("demo".into())
         .spawn(move || {
             if let Err(e) = demo(&root) {
-                eprintln!("micemu demo: {e}");
+                if !STOPPING.load(Ordering::SeqCst) {
+                    eprintln!("micemu demo: {e}");
+                }
             }
         })
         .map(drop)

@@ -8,6 +8,7 @@
 //! * [`fs`] — the FUSE filesystem that serves them;
 //! * [`firmware`] — the firmware loader and the default card OS images;
 //! * [`control`] — fault injection over a Unix socket;
+//! * [`instance`] — a whole fleet served under a root (also for tests);
 //! * [`cli`], [`run`], [`demo`] — the command line.
 
 pub mod cardos;
@@ -19,5 +20,10 @@ pub mod emu;
 pub mod firmware;
 pub mod fs;
 pub mod hw;
+pub mod instance;
 pub mod run;
 pub mod sysfs;
+
+pub use config::{Config, Timing};
+pub use control::Fault;
+pub use instance::Instance;

@@ -1,18 +1,14 @@
-//! `micemu` in the foreground: mount, serve, wait for SIGINT/SIGTERM,
-//! unmount.
+//! `micemu` in the foreground: serve, wait for SIGINT/SIGTERM, unmount.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::control;
-use crate::emu::Emulator;
-use crate::firmware::FirmwareDir;
-use crate::fs::{self, PollHub};
+use crate::instance::Instance;
 
 /// Entry point behind `main`.
 pub fn main(cli: Cli) -> Result<()> {
@@ -34,49 +30,22 @@ fn run(args: &RunArgs) -> Result<()> {
     signals.add(Signal::SIGTERM);
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
 
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let root = root.canonicalize()?;
-    let config = args.config();
-    let firmware = FirmwareDir::new(&root);
-    firmware
-        .install_defaults(config.cards)
-        .with_context(|| format!("creating default card OS images in {}", firmware.path().display()))?;
-
-    let hub = Arc::new(PollHub::default());
-    let running = Emulator::start(config, firmware, Arc::clone(&hub)).context("starting the emulated cards")?;
-    let sys = root.join("sys");
-    std::fs::create_dir_all(&sys).or_else(|e| {
-        // A dead FUSE mount makes mkdir fail; let mount() explain it.
-        if sys.exists() || e.raw_os_error() == Some(libc::ENOTCONN) { Ok(()) } else { Err(e) }
-    })?;
-    let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
-    let sock = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
-        .context("starting the control socket")?;
-    let pidfile = root.join("run/micemu.pid");
-    std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
-
-    let n = running.emu.config.cards;
+    let instance = Instance::start(&root, args.config())?;
+    let n = args.cards;
     println!(
         "micemu: serving {n} card{} under {} (sysfs {}, control {})",
         if n == 1 { "" } else { "s" },
-        root.display(),
-        sys.join("class/mic").display(),
-        sock.display()
+        instance.root().display(),
+        instance.root().join("sys/class/mic").display(),
+        instance.socket().display()
     );
     std::io::stdout().flush()?;
     if args.demo {
-        crate::demo::spawn(&root)?;
+        crate::demo::spawn(instance.root())?;
     }
 
     let sig = signals.wait().context("waiting for a signal")?;
-    eprintln!("micemu: {sig}, unmounting {}", sys.display());
-    drop(mount);
-    drop(running);
-    cleanup(&root, &sock, &pidfile);
-    Ok(())
-}
-
-fn cleanup(_root: &Path, sock: &Path, pidfile: &Path) {
-    let _ = std::fs::remove_file(sock);
-    let _ = std::fs::remove_file(pidfile);
+    crate::demo::stop();
+    eprintln!("micemu: {sig}, unmounting {}", instance.root().join("sys").display());
+    instance.stop()
 }

@@ -1,0 +1,95 @@
+//! A running emulated fleet under a root: firmware installed, cards
+//! powered, sysfs/debugfs mounted, control socket listening. `micemu` runs
+//! one in the foreground; other crates' tests run one in-process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+use crate::config::Config;
+use crate::control::{self, Fault};
+use crate::emu::{Emulator, Running};
+use crate::firmware::FirmwareDir;
+use crate::fs::{self, Mount, PollHub};
+
+/// Everything micemu serves under one root. Dropping it unmounts and stops
+/// the cards.
+#[derive(Debug)]
+pub struct Instance {
+    root: PathBuf,
+    sock: PathBuf,
+    pidfile: PathBuf,
+    // Field order is drop order: unmount before the emulator stops.
+    mount: Option<Mount>,
+    running: Running,
+}
+
+impl Instance {
+    /// Brings up `config` under `root` (created if missing).
+    pub fn start(root: &Path, config: Config) -> Result<Instance> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let root = root.canonicalize()?;
+        let firmware = FirmwareDir::new(&root);
+        firmware
+            .install_defaults(config.cards)
+            .with_context(|| format!("creating default card OS images in {}", firmware.path().display()))?;
+        let hub = Arc::new(PollHub::default());
+        let running = Emulator::start(config, firmware, Arc::clone(&hub)).context("starting the emulated cards")?;
+        let sys = root.join("sys");
+        if let Err(e) = std::fs::create_dir_all(&sys) {
+            // A dead FUSE mount makes mkdir fail; mount() explains that case.
+            if e.raw_os_error() != Some(libc::ENOTCONN) && !sys.exists() {
+                return Err(e).with_context(|| format!("creating {}", sys.display()));
+            }
+        }
+        let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
+        let sock = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
+            .context("starting the control socket")?;
+        let pidfile = root.join("run/micemu.pid");
+        std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
+        Ok(Instance {
+            root,
+            sock,
+            pidfile,
+            mount: Some(mount),
+            running,
+        })
+    }
+
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    #[must_use]
+    pub fn socket(&self) -> &Path {
+        &self.sock
+    }
+
+    #[must_use]
+    pub fn emulator(&self) -> &Emulator {
+        &self.running.emu
+    }
+
+    /// Injects a fault into card `id` (as `micemu inject` does).
+    pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), String> {
+        self.running.emu.inject(id, fault)
+    }
+
+    /// Unmounts and stops, reporting an unmount failure.
+    pub fn stop(mut self) -> Result<()> {
+        if let Some(m) = self.mount.take() {
+            m.unmount().context("unmounting")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        drop(self.mount.take());
+        let _ = std::fs::remove_file(&self.sock);
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}

@@ -1,0 +1,1 @@
+//! `micctl`: the operator CLI for MIC X100 cards.

@@ -1,0 +1,1 @@
+//! `mictop`: the live TUI for MIC X100 cards.
