@@ -1,36 +1,41 @@
-//! Project automation: `cargo xtask ci` runs every check CI runs.
+//! `cargo xtask`: project automation. The work lives in the library's
+//! modules; this only parses the command line.
 
-use std::process::Command;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
-use anyhow::{Context as _, Result, bail};
+/// Project automation for the MIC X100 workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Everything CI runs: generated artifacts up to date, rustfmt check,
+    /// clippy -D warnings, the whole test suite.
+    Ci,
+    /// Generate man pages (man/) and shell completions (shell-completions/)
+    /// from the tools' clap definitions.
+    Gen {
+        /// Write nothing; fail if the committed files differ from what would
+        /// be generated.
+        #[arg(long)]
+        check: bool,
+    },
+}
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        _ => {
-            eprintln!("usage: cargo xtask ci");
-            eprintln!("  ci    rustfmt check, clippy -D warnings, the whole test suite");
-            std::process::exit(2);
+    let root = xtask::workspace_root();
+    match Cli::parse().command {
+        Task::Ci => xtask::ci::run(&root),
+        Task::Gen { check: false } => {
+            let summary = xtask::generate::write(&root)?;
+            eprintln!("xtask: {summary}");
+            Ok(())
         }
+        Task::Gen { check: true } => xtask::generate::check(&root),
     }
-}
-
-fn cargo(args: &[&str]) -> Result<()> {
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(env!("CARGO"))
-        .args(args)
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-fn ci() -> Result<()> {
-    cargo(&["fmt", "--all", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&["test", "--workspace"])?;
-    Ok(())
 }

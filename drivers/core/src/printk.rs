@@ -823,4 +823,54 @@ mod tests {
         }
         assert!(mem.0.borrow()[96..].iter().all(|&b| b == 0));
     }
+    const TICK: u64 = 1_000_003;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any geometry, any texts: `store` either refuses or keeps exactly
+        /// the newest records, never panics, never writes outside the ring,
+        /// and leaves no dropped record parseable.
+        #[test]
+        fn store_keeps_the_newest_suffix(
+            base in 0u64..256,
+            len in 0u32..2048,
+            slack in 0usize..200,
+            lens in proptest::collection::vec(0usize..700, 1..150),
+        ) {
+            let mem_size = (base as usize + len as usize + slack).saturating_sub(32);
+            let mem = VecMem::new(mem_size);
+            let mut ring = LogRing::new(base, len);
+            let fits = ring.capacity() >= MIN_RING_LEN
+                && base + u64::from(ring.capacity()) <= mem_size as u64;
+            let mut written: Vec<Vec<u8>> = Vec::new();
+            for (i, &l) in lens.iter().enumerate() {
+                let text = text_of(i as u64, l);
+                let r = ring.store(&mem, TICK * (i as u64 + 1), 0, 6, &text);
+                proptest::prop_assert_eq!(r.is_ok(), fits);
+                if !fits {
+                    proptest::prop_assert!(mem.0.borrow().iter().all(|&b| b == 0));
+                    return Ok(());
+                }
+                written.push(text[..l.min(ring.max_text_len())].to_vec());
+                let snap = mem.snapshot(base, ring.capacity() as usize);
+                let got: Vec<&[u8]> = ring.records(&snap).map(|r| r.text).collect();
+                let want: Vec<&[u8]> =
+                    written[ring.first_seq() as usize..].iter().map(Vec::as_slice).collect();
+                proptest::prop_assert_eq!(got, want);
+                let live: Vec<usize> = ring.records(&snap).map(|r| r.offset).collect();
+                for off in (0..snap.len()).step_by(LOG_ALIGN) {
+                    // (Text followed by the next header can look like a
+                    // record by chance; a dropped record keeps its timestamp.)
+                    if parse_record(&snap, off).is_some_and(|r| r.ts_nsec() % TICK == 0) {
+                        proptest::prop_assert!(live.contains(&off), "stale record at {}", off);
+                    }
+                }
+            }
+            let m = mem.0.borrow();
+            let end = (base + u64::from(ring.capacity())) as usize;
+            proptest::prop_assert!(m[..base as usize].iter().all(|&b| b == 0));
+            proptest::prop_assert!(m[end..].iter().all(|&b| b == 0));
+        }
+    }
 }

@@ -52,8 +52,9 @@ pub mod post {
 /// Number of boot steps; step k runs at k/(STEPS-1) of the boot duration.
 pub const BOOT_STEPS: u32 = 8;
 
-/// The line that says the card OS is up (the last boot record).
-pub const BOOT_COMPLETE: &str = "Run /sbin/init as init process";
+/// The line that says the card OS is up (the last boot record): what the
+/// tools look for.
+pub const BOOT_COMPLETE: &str = libmic::OS_UP_MARKER;
 
 /// Hardware the card OS runs on.
 #[derive(Debug)]
@@ -151,14 +152,12 @@ impl CardOs {
     ) -> Option<Duration> {
         self.power_cycle();
         self.started = Instant::now();
-        match self.load(hw) {
-            Ok(info) => self.info = info,
-            Err(_) => {
-                hw.mmio.write32(regs::POSTCODE, post_code_value(post::BAD_IMAGE));
-                self.phase = Phase::Hung;
-                return None;
-            }
-        }
+        let Ok(info) = load(hw) else {
+            hw.mmio.write32(regs::POSTCODE, post_code_value(post::BAD_IMAGE));
+            self.phase = Phase::Hung;
+            return None;
+        };
+        self.info = info;
         // The kernel's log buffer is in its .bss: zero at every boot.
         let base = LOG_BUF_VA - START_KERNEL_MAP;
         let len = u64::from(self.log_buf_len);
@@ -177,33 +176,35 @@ impl CardOs {
         self.phase = Phase::Booting(0);
         Some(self.step(hw, boot))
     }
+}
 
-    /// Checks the image, command line and ramdisk the host placed in GDDR.
-    fn load<M: Mmio, P: Memory>(&self, hw: &CardHw<'_, M, P>) -> Result<BootInfo, &'static str> {
-        let boot_addr = regs::spad2_boot_addr(hw.mmio.read32(regs::spad(regs::SPAD_DOWNLOAD_INFO)));
-        let image_size = u64::from(hw.mmio.read32(regs::spad(regs::SPAD_IMAGE_SIZE)));
-        if image_size < 0x1000 || !mic_core::hw::in_bounds(boot_addr, image_size, hw.memory) {
-            return Err("image size out of range");
-        }
-        let header = bzimage::read_header(hw.phys, boot_addr).map_err(|_| "not a bzImage")?;
-        let version = (header.kernel_version != 0)
-            .then(|| {
-                let at = boot_addr + bzimage::KERNEL_VERSION_BASE as u64 + u64::from(header.kernel_version);
-                read_cstr(hw.phys, at, 256)
-            })
-            .flatten()
-            .unwrap_or_else(|| "unknown".to_owned());
-        let cmdline = read_cstr(hw.phys, boot_addr + image_size, 2048).unwrap_or_default();
-        let ramdisk = (header.ramdisk_size != 0)
-            .then_some((u64::from(header.ramdisk_image), u64::from(header.ramdisk_size)));
-        Ok(BootInfo {
-            cmdline: cmdline.trim().to_owned(),
-            image_size,
-            ramdisk,
-            version,
-        })
+/// Checks the image, command line and ramdisk the host placed in GDDR.
+fn load<M: Mmio, P: Memory>(hw: &CardHw<'_, M, P>) -> Result<BootInfo, &'static str> {
+    let boot_addr = regs::spad2_boot_addr(hw.mmio.read32(regs::spad(regs::SPAD_DOWNLOAD_INFO)));
+    let image_size = u64::from(hw.mmio.read32(regs::spad(regs::SPAD_IMAGE_SIZE)));
+    if image_size < 0x1000 || !mic_core::hw::in_bounds(boot_addr, image_size, hw.memory) {
+        return Err("image size out of range");
     }
+    let header = bzimage::read_header(hw.phys, boot_addr).map_err(|_| "not a bzImage")?;
+    let version = (header.kernel_version != 0)
+        .then(|| {
+            let at = boot_addr + bzimage::KERNEL_VERSION_BASE as u64 + u64::from(header.kernel_version);
+            read_cstr(hw.phys, at, 256)
+        })
+        .flatten()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cmdline = read_cstr(hw.phys, boot_addr + image_size, 2048).unwrap_or_default();
+    let ramdisk = (header.ramdisk_size != 0)
+        .then_some((u64::from(header.ramdisk_image), u64::from(header.ramdisk_size)));
+    Ok(BootInfo {
+        cmdline: cmdline.trim().to_owned(),
+        image_size,
+        ramdisk,
+        version,
+    })
+}
 
+impl CardOs {
     /// Runs the next boot step; returns the delay to the step after it, or
     /// None when the boot is over (or stopped).
     pub fn step<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, boot: Duration) -> Duration {
@@ -219,7 +220,10 @@ impl CardOs {
                 let c = format!("Command line: {}", self.info.cmdline);
                 self.printk(hw, 6, &c);
                 self.printk(hw, 6, "e820: BIOS-provided physical RAM map:");
-                let e = format!("BIOS-e820: [mem 0x0000000000000000-0x{:016x}] usable", hw.memory - 1);
+                let e = format!(
+                    "BIOS-e820: [mem 0x0000000000000000-0x{:016x}] usable",
+                    hw.memory - 1
+                );
                 self.printk(hw, 6, &e);
                 if self.hang_next_boot {
                     self.hang_next_boot = false;
@@ -235,10 +239,18 @@ impl CardOs {
                     self.info.image_size >> 10
                 );
                 self.printk(hw, 6, &m);
-                self.printk(hw, 6, "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs=244, Nodes=1");
+                self.printk(
+                    hw,
+                    6,
+                    "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs=244, Nodes=1",
+                );
             }
             2 => {
-                self.printk(hw, 6, "smpboot: CPU0: Genuine Intel(R) Xeon Phi(TM) coprocessor x100 family");
+                self.printk(
+                    hw,
+                    6,
+                    "smpboot: CPU0: Genuine Intel(R) Xeon Phi(TM) coprocessor x100 family",
+                );
                 self.printk(hw, 6, "smpboot: Total of 244 processors activated");
             }
             3 => self.unpack_initramfs(hw),
@@ -285,7 +297,11 @@ impl CardOs {
         };
         match parsed {
             Ok(info) => {
-                let l = format!("Freeing initrd memory: {}k freed ({} entries)", size >> 10, info.entries);
+                let l = format!(
+                    "Freeing initrd memory: {}k freed ({} entries)",
+                    size >> 10,
+                    info.entries
+                );
                 self.printk(hw, 6, &l);
             }
             Err(why) => {
@@ -319,7 +335,11 @@ impl CardOs {
         }
         if dev.shutdown_db() == db && dev.shutdown_requested(hw.phys).unwrap_or(false) {
             self.printk(hw, 5, "mic_card: shutdown requested by host");
-            self.printk(hw, 6, "systemd-shutdown: Sending SIGTERM to remaining processes...");
+            self.printk(
+                hw,
+                6,
+                "systemd-shutdown: Sending SIGTERM to remaining processes...",
+            );
             return true;
         }
         false

@@ -151,13 +151,30 @@ mod tests {
     #[test]
     fn fleet_flags() {
         let cli = Cli::try_parse_from([
-            "micemu", "--root", "/r", "--cards", "3", "--device-id", "2250,2260", "--stepping", "B0",
-            "--timing", "fast", "--boot-ms", "100",
+            "micemu",
+            "--root",
+            "/r",
+            "--cards",
+            "3",
+            "--device-id",
+            "2250,2260",
+            "--stepping",
+            "B0",
+            "--timing",
+            "fast",
+            "--boot-ms",
+            "100",
         ])
         .unwrap();
         let cfg = cli.run.config();
         assert_eq!(cfg.cards, 3);
-        assert_eq!(cfg.pci_of(0), PciId { device: 0x2250, revision: 0x10 });
+        assert_eq!(
+            cfg.pci_of(0),
+            PciId {
+                device: 0x2250,
+                revision: 0x10
+            }
+        );
         assert_eq!(cfg.pci_of(1).device, 0x2260);
         assert_eq!(cfg.timing.boot, Duration::from_millis(100));
         assert_eq!(cfg.timing.reset, Timing::FAST.reset);

@@ -48,10 +48,22 @@ pub struct PciId {
 impl PciId {
     /// A realistic fleet: several X100 SKUs at C0, B1 and B0 stepping.
     pub const DEFAULT_FLEET: [PciId; 4] = [
-        PciId { device: 0x2250, revision: 0x20 },
-        PciId { device: 0x225d, revision: 0x20 },
-        PciId { device: 0x2251, revision: 0x11 },
-        PciId { device: 0x225c, revision: 0x10 },
+        PciId {
+            device: 0x2250,
+            revision: 0x20,
+        },
+        PciId {
+            device: 0x225d,
+            revision: 0x20,
+        },
+        PciId {
+            device: 0x2251,
+            revision: 0x11,
+        },
+        PciId {
+            device: 0x225c,
+            revision: 0x10,
+        },
     ];
 }
 

@@ -35,14 +35,23 @@ pub enum Fault {
 impl Fault {
     /// Every verb with a one-line description, for `--help` and errors.
     pub const VERBS: &'static [(&'static str, &'static str)] = &[
-        ("panic [MSG]", "card kernel panics: shutdown_status becomes crashed"),
+        (
+            "panic [MSG]",
+            "card kernel panics: shutdown_status becomes crashed",
+        ),
         ("halt", "card OS halts: shutdown_status halted"),
         ("poweroff", "card OS powers off: shutdown_status poweroff"),
         ("reboot", "card OS reboots: shutdown_status restart"),
         ("hang", "the current or next boot stops making progress"),
         ("fail-reset", "the next reset never completes: state reset_failed"),
-        ("garbage-log", "random bytes overwrite part of the card log buffer"),
-        ("log [LEVEL] TEXT", "the card kernel prints TEXT (level 0-7, default 6)"),
+        (
+            "garbage-log",
+            "random bytes overwrite part of the card log buffer",
+        ),
+        (
+            "log [LEVEL] TEXT",
+            "the card kernel prints TEXT (level 0-7, default 6)",
+        ),
     ];
 
     /// Parses the words after the card name.
@@ -117,16 +126,14 @@ pub fn serve(root: &Path, handler: Arc<dyn Handler>) -> io::Result<PathBuf> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(&path)?;
-    thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let handler = Arc::clone(&handler);
-                let _ = thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || serve_conn(&conn, &*handler));
-            }
-        })?;
+    thread::Builder::new().name("control".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let handler = Arc::clone(&handler);
+            let _ = thread::Builder::new()
+                .name("control-conn".into())
+                .spawn(move || serve_conn(&conn, &*handler));
+        }
+    })?;
     Ok(path)
 }
 

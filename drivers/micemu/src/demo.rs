@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libmic::klog::LogFollower;
-use libmic::{BootMode, MicRoot, wait_any};
+use libmic::{BootRequest, MicRoot, wait_any};
 
 /// How often the card logs are looked at (they have no change notification).
 const LOG_INTERVAL: Duration = Duration::from_millis(200);
@@ -39,20 +39,12 @@ pub fn spawn(root: &Path) -> std::io::Result<()> {
 fn demo(root: &MicRoot) -> libmic::Result<()> {
     let cards = root.cards()?;
     let sysmap = root.system_map();
+    let mut watchers = cards
+        .iter()
+        .map(libmic::Card::watch_state)
+        .collect::<libmic::Result<Vec<_>>>()?;
     for card in &cards {
-        card.set_log_buf_from_sysmap(&sysmap)?;
-        card.set_cmdline(&format!(
-            "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
-             ifcfg=static;address,172.31.{}.1;netmask,255.255.255.0",
-            card.id()
-        ))?;
-        card.set_bootmode(BootMode::Linux)?;
-        card.set_firmware("mic/uos.img")?;
-        card.set_ramdisk(&card.default_ramdisk())?;
-    }
-    let mut watchers = cards.iter().map(libmic::Card::watch_state).collect::<libmic::Result<Vec<_>>>()?;
-    for card in &cards {
-        card.boot()?;
+        card.boot_with(&BootRequest::defaults_for(card), Some(&sysmap))?;
         println!("{}: boot requested", card.name());
     }
     let mut followers: Vec<LogFollower> = cards.iter().map(|_| LogFollower::new()).collect();
@@ -65,7 +57,10 @@ fn demo(root: &MicRoot) -> libmic::Result<()> {
             let raw = card.log_buf_raw()?;
             let update = follower.update(&raw);
             if update.lost {
-                println!("{}: (log records were overwritten before they could be read)", card.name());
+                println!(
+                    "{}: (log records were overwritten before they could be read)",
+                    card.name()
+                );
             }
             for rec in update.records {
                 println!("{}: {}", card.name(), rec.dmesg_line());

@@ -8,8 +8,8 @@
 //! re-entrantly, so no lock is ever taken twice. When nothing is scheduled
 //! the loop blocks: an idle fleet costs no CPU.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -24,10 +24,10 @@ use crate::cardos::{self, CardHw, CardOs, Phase};
 use crate::config::{Config, PciId, Timing};
 use crate::control::{self, Fault};
 use crate::firmware::FirmwareDir;
-use mic_core::host::sysfs::kernel_vaddr_to_aperture;
 use crate::fs::{Backend, Errno, FileSpec, PollHub, Tree, WriteDone};
 use crate::hw::{CardPhys, Gddr, HostRam, HwEvent, RegFile, Side};
 use crate::sysfs;
+use mic_core::host::sysfs::kernel_vaddr_to_aperture;
 
 /// Bus address of the host RAM the host driver allocates for each card's
 /// device page (as if from the host's DMA allocator): card N gets its own
@@ -110,7 +110,9 @@ impl Card {
     pub fn lock(&self) -> MutexGuard<'_, CardState> {
         // A panic while holding a card lock is a bug; keep serving the
         // other cards and this one's last consistent state.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn phys(&self) -> CardPhys<'_> {
@@ -257,7 +259,8 @@ impl Emulator {
             HwEvent::Reset => {
                 st.epoch += 1;
                 st.os.power_cycle();
-                card.regs.set(regs::POSTCODE, cardos::post_code_value(cardos::post::RESET));
+                card.regs
+                    .set(regs::POSTCODE, cardos::post_code_value(cardos::post::RESET));
                 if st.fail_next_reset {
                     st.fail_next_reset = false;
                 } else {
@@ -305,8 +308,10 @@ impl Emulator {
         };
         match t {
             Timer::HwResetDone { epoch } if epoch == st.epoch => {
-                card.regs.set(regs::spad(regs::SPAD_DOWNLOAD_INFO), spad2_ready(id));
-                card.regs.set(regs::POSTCODE, cardos::post_code_value(cardos::post::READY));
+                card.regs
+                    .set(regs::spad(regs::SPAD_DOWNLOAD_INFO), spad2_ready(id));
+                card.regs
+                    .set(regs::POSTCODE, cardos::post_code_value(cardos::post::READY));
             }
             Timer::BootStep { epoch } if epoch == st.epoch => {
                 let next = st.os.step(&hw, self.timing().boot);
@@ -327,7 +332,11 @@ impl Emulator {
         let elapsed = progress.started.elapsed();
         match progress.seq.poll(&host_mmio, duration_ms(elapsed)) {
             ResetPoll::Wait { ms } => {
-                self.schedule(Duration::from_millis(ms), card.id, Timer::HostResetPoll { epoch: st.epoch });
+                self.schedule(
+                    Duration::from_millis(ms),
+                    card.id,
+                    Timer::HostResetPoll { epoch: st.epoch },
+                );
             }
             outcome @ (ResetPoll::Ready | ResetPoll::Failed) => {
                 let ok = outcome == ResetPoll::Ready;
@@ -357,7 +366,11 @@ impl Emulator {
                     started: Instant::now(),
                     boot,
                 });
-                self.schedule(self.timing().reset_settle, card.id, Timer::HostResetPoll { epoch: st.epoch });
+                self.schedule(
+                    self.timing().reset_settle,
+                    card.id,
+                    Timer::HostResetPoll { epoch: st.epoch },
+                );
             }
             Ok(ResetStart::AlreadyOffline | ResetStart::InProgress) => {
                 if let Some(done) = boot {
@@ -451,14 +464,16 @@ impl Emulator {
     /// debugfs `log_buf`: the raw card log buffer, found through the
     /// addresses user space wrote into log_buf_addr/log_buf_len. The length
     /// lives in card memory and is card-controlled: it is bounded.
-    fn read_log_buf(&self, card: &Card) -> Vec<u8> {
+    fn read_log_buf(card: &Card) -> Vec<u8> {
         const MAX_LOG_BUF: u64 = 16 << 20;
         let st = card.lock();
         let (addr, len_addr) = (st.attrs.log_buf_addr, st.attrs.log_buf_len);
-        if addr == 0 || len_addr == 0 || !matches!(st.host.state(), MicState::Online | MicState::ShuttingDown) {
+        if addr == 0 || len_addr == 0 || !matches!(st.host.state(), MicState::Online | MicState::ShuttingDown)
+        {
             return Vec::new();
         }
-        let (Some(off), Some(len_off)) = (kernel_vaddr_to_aperture(addr), kernel_vaddr_to_aperture(len_addr)) else {
+        let (Some(off), Some(len_off)) = (kernel_vaddr_to_aperture(addr), kernel_vaddr_to_aperture(len_addr))
+        else {
             return Vec::new();
         };
         let Ok(len) = card.gddr.read_u32(len_off) else {
@@ -487,7 +502,10 @@ impl Emulator {
             if st.os.alive() {
                 Ok(())
             } else {
-                Err(format!("mic{id}: no card OS is running (state {})", st.host.state().as_str()))
+                Err(format!(
+                    "mic{id}: no card OS is running (state {})",
+                    st.host.state().as_str()
+                ))
             }
         };
         match fault {
@@ -545,7 +563,7 @@ impl Backend for Emulator {
     fn read(&self, id: u32, tree: Tree, name: &str) -> Result<Vec<u8>, Errno> {
         let card = self.card(id).ok_or(libc::ENODEV)?;
         match (tree, name) {
-            (Tree::Debugfs, "log_buf") => Ok(self.read_log_buf(card)),
+            (Tree::Debugfs, "log_buf") => Ok(Self::read_log_buf(card)),
             (Tree::Debugfs, "soft_reset") => {
                 self.soft_reset(card);
                 Ok(Vec::new())

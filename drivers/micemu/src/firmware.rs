@@ -8,6 +8,7 @@
 //! "newc") archive. They are created only if absent, so an operator's own
 //! files are never overwritten.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -161,11 +162,10 @@ pub fn system_map() -> String {
         (LOG_BUF_VA, 'b', "__log_buf"),
         (0xffff_ffff_81e0_0000, 'B', "_end"),
     ];
-    let mut out = String::new();
-    for (addr, kind, name) in syms {
-        out.push_str(&format!("{addr:016x} {kind} {name}\n"));
-    }
-    out
+    syms.iter().fold(String::new(), |mut out, (addr, kind, name)| {
+        let _ = writeln!(out, "{addr:016x} {kind} {name}");
+        out
+    })
 }
 
 /// A cpio "newc" archive: the initramfs of card `n`.

@@ -44,7 +44,9 @@ pub struct RegFile {
 
 impl std::fmt::Debug for RegFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegFile").field("card", &self.card).finish_non_exhaustive()
+        f.debug_struct("RegFile")
+            .field("card", &self.card)
+            .finish_non_exhaustive()
     }
 }
 
@@ -170,10 +172,7 @@ pub struct Gddr {
 impl Gddr {
     pub fn new(card: u32, size: u64) -> std::io::Result<Self> {
         let name = format!("mic{card}-gddr");
-        let fd = memfd_create(
-            name.as_str(),
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )?;
+        let fd = memfd_create(name.as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         let file = File::from(fd);
         file.set_len(size)?;
         fcntl(
@@ -190,7 +189,7 @@ impl Gddr {
         if !in_bounds(addr, len, self.size) {
             return Err(MemError::OutOfBounds { addr, len });
         }
-        let zeros = [0u8; CHUNK];
+        let zeros = vec![0u8; CHUNK];
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
@@ -302,14 +301,18 @@ pub struct CardPhys<'a> {
     pub regs: &'a RegFile,
 }
 
-use mic_core::host::smpt::{self, SMPT_CARD_BASE as SMPT_WINDOW, SMPT_PAGE_SHIFT, SMPT_PAGE_SIZE, SMPT_WINDOW_SIZE};
+use mic_core::host::smpt::{
+    self, SMPT_CARD_BASE as SMPT_WINDOW, SMPT_PAGE_SHIFT, SMPT_PAGE_SIZE, SMPT_WINDOW_SIZE,
+};
 
 impl CardPhys<'_> {
     fn translate(&self, addr: u64, len: u64) -> Result<u64, MemError> {
         let err = MemError::OutOfBounds { addr, len };
         let rel = addr.checked_sub(SMPT_WINDOW).ok_or(err)?;
         let entry = rel >> SMPT_PAGE_SHIFT;
-        if entry >= (SMPT_WINDOW_SIZE >> SMPT_PAGE_SHIFT) || (rel + len.saturating_sub(1)) >> SMPT_PAGE_SHIFT != entry {
+        if entry >= (SMPT_WINDOW_SIZE >> SMPT_PAGE_SHIFT)
+            || (rel + len.saturating_sub(1)) >> SMPT_PAGE_SHIFT != entry
+        {
             return Err(err);
         }
         let value = self.regs.get(regs::smpt(entry as u8));

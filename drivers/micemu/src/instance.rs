@@ -35,14 +35,10 @@ impl Instance {
             .install_defaults(config.cards)
             .with_context(|| format!("creating default card OS images in {}", firmware.path().display()))?;
         let hub = Arc::new(PollHub::default());
-        let running = Emulator::start(config, firmware, Arc::clone(&hub)).context("starting the emulated cards")?;
+        let running =
+            Emulator::start(config, firmware, Arc::clone(&hub)).context("starting the emulated cards")?;
+        // mount() creates the mount point, and explains a stale or busy one.
         let sys = root.join("sys");
-        if let Err(e) = std::fs::create_dir_all(&sys) {
-            // A dead FUSE mount makes mkdir fail; mount() explains that case.
-            if e.raw_os_error() != Some(libc::ENOTCONN) && !sys.exists() {
-                return Err(e).with_context(|| format!("creating {}", sys.display()));
-            }
-        }
         let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
         let sock = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
             .context("starting the control socket")?;

@@ -46,6 +46,9 @@ fn run(args: &RunArgs) -> Result<()> {
 
     let sig = signals.wait().context("waiting for a signal")?;
     crate::demo::stop();
-    eprintln!("micemu: {sig}, unmounting {}", instance.root().join("sys").display());
+    eprintln!(
+        "micemu: {sig}, unmounting {}",
+        instance.root().join("sys").display()
+    );
     instance.stop()
 }

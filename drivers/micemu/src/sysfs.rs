@@ -11,33 +11,84 @@ use crate::fs::{Errno, FileSpec, Tree};
 
 /// `/sys/class/mic/micN/` (3.13 set, plus the read-only `ipaddr`).
 pub const SYSFS_FILES: &[FileSpec] = &[
-    FileSpec { name: "family", mode: 0o444 },
-    FileSpec { name: "stepping", mode: 0o444 },
-    FileSpec { name: "state", mode: 0o644 },
-    FileSpec { name: "shutdown_status", mode: 0o444 },
-    FileSpec { name: "cmdline", mode: 0o644 },
-    FileSpec { name: "firmware", mode: 0o644 },
-    FileSpec { name: "ramdisk", mode: 0o644 },
-    FileSpec { name: "bootmode", mode: 0o644 },
-    FileSpec { name: "log_buf_addr", mode: 0o644 },
-    FileSpec { name: "log_buf_len", mode: 0o644 },
-    FileSpec { name: "ipaddr", mode: 0o444 },
+    FileSpec {
+        name: "family",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "stepping",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "state",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "shutdown_status",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "cmdline",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "firmware",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "ramdisk",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "bootmode",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "log_buf_addr",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "log_buf_len",
+        mode: 0o644,
+    },
+    FileSpec {
+        name: "ipaddr",
+        mode: 0o444,
+    },
 ];
 
 /// `/sys/kernel/debug/mic_host/micN/`.
 pub const DEBUGFS_FILES: &[FileSpec] = &[
-    FileSpec { name: "log_buf", mode: 0o444 },
-    FileSpec { name: "post_code", mode: 0o444 },
-    FileSpec { name: "smpt", mode: 0o444 },
-    FileSpec { name: "dp", mode: 0o444 },
-    FileSpec { name: "soft_reset", mode: 0o444 },
+    FileSpec {
+        name: "log_buf",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "post_code",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "smpt",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "dp",
+        mode: 0o444,
+    },
+    FileSpec {
+        name: "soft_reset",
+        mode: 0o444,
+    },
 ];
 
 /// The "show" side of every attribute except those with side effects
 /// (`log_buf`, `soft_reset`), which the emulator handles itself.
 pub fn show(card: &Card, st: &CardState, tree: Tree, name: &str) -> Result<Vec<u8>, Errno> {
     let line = |s: &str| Ok(format!("{s}\n").into_bytes());
-    let opt = |s: &Option<String>| Ok(s.as_ref().map_or_else(Vec::new, |s| format!("{s}\n").into_bytes()));
+    let opt = |s: &Option<String>| {
+        Ok(s.as_ref()
+            .map_or_else(Vec::new, |s| format!("{s}\n").into_bytes()))
+    };
     match (tree, name) {
         (Tree::Sysfs, "family") => line(mic_core::host::sysfs::family(card.pci.device)),
         (Tree::Sysfs, "stepping") => line(mic_core::host::sysfs::stepping(card.pci.revision)),
@@ -88,12 +139,15 @@ pub fn store(attrs: &mut Attrs, tree: Tree, name: &str, data: &[u8]) -> Result<(
     Ok(())
 }
 
-
 /// The kernel's `%p` of that era: 16 zero-padded hex digits, or "(null)"
 /// right-aligned in the same width.
 #[must_use]
 pub fn format_ptr(v: u64) -> String {
-    if v == 0 { format!("{:>16}", "(null)") } else { format!("{v:016x}") }
+    if v == 0 {
+        format!("{:>16}", "(null)")
+    } else {
+        format!("{v:016x}")
+    }
 }
 
 fn smpt_dump(card: &Card, st: &CardState) -> String {
@@ -152,9 +206,15 @@ mod tests {
         assert_eq!(a.cmdline.as_deref(), Some("quiet"));
         store(&mut a, Tree::Sysfs, "firmware", b"mic/uos.img\n\n").unwrap();
         assert_eq!(a.firmware.as_deref(), Some("mic/uos.img\n"));
-        assert_eq!(store(&mut a, Tree::Sysfs, "bootmode", b"windows\n"), Err(libc::EINVAL));
+        assert_eq!(
+            store(&mut a, Tree::Sysfs, "bootmode", b"windows\n"),
+            Err(libc::EINVAL)
+        );
         store(&mut a, Tree::Sysfs, "bootmode", b"elf\n").unwrap();
-        assert_eq!(store(&mut a, Tree::Sysfs, "log_buf_addr", b"nothex"), Err(libc::EINVAL));
+        assert_eq!(
+            store(&mut a, Tree::Sysfs, "log_buf_addr", b"nothex"),
+            Err(libc::EINVAL)
+        );
         assert_eq!(store(&mut a, Tree::Sysfs, "family", b"x"), Err(libc::EACCES));
     }
 }

@@ -16,6 +16,8 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Emu {
     child: Child,
     dir: tempfile::TempDir,
+    /// Killed on purpose by the test: nothing left to stop.
+    dead: bool,
 }
 
 impl Emu {
@@ -35,9 +37,15 @@ impl Emu {
             .unwrap();
         // micemu prints its banner once everything is mounted and served.
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(line.starts_with("micemu: serving"), "unexpected banner {line:?}");
-        Emu { child, dir }
+        Emu {
+            child,
+            dir,
+            dead: false,
+        }
     }
 
     fn root(&self) -> &Path {
@@ -49,7 +57,8 @@ impl Emu {
     }
 
     fn debug(&self, card: u32, name: &str) -> PathBuf {
-        self.root().join(format!("sys/kernel/debug/mic_host/mic{card}/{name}"))
+        self.root()
+            .join(format!("sys/kernel/debug/mic_host/mic{card}/{name}"))
     }
 
     fn read(&self, card: u32, name: &str) -> String {
@@ -64,12 +73,18 @@ impl Emu {
     /// What `micctrl -b` does, plus the log buffer addresses mpssd sets.
     fn boot(&self, card: u32) {
         let c = MicRoot::new(self.root()).card_by_id(card);
-        c.set_log_buf_from_sysmap(&MicRoot::new(self.root()).system_map()).unwrap();
-        self.write(card, "cmdline", &format!("ifcfg=static;address,172.31.{card}.1;netmask,255.255.255.0"))
+        c.set_log_buf_from_sysmap(&MicRoot::new(self.root()).system_map())
             .unwrap();
+        self.write(
+            card,
+            "cmdline",
+            &format!("ifcfg=static;address,172.31.{card}.1;netmask,255.255.255.0"),
+        )
+        .unwrap();
         self.write(card, "bootmode", "linux").unwrap();
         self.write(card, "firmware", "mic/uos.img").unwrap();
-        self.write(card, "ramdisk", &format!("mic/mic{card}.image")).unwrap();
+        self.write(card, "ramdisk", &format!("mic/mic{card}.image"))
+            .unwrap();
         self.write(card, "state", "boot").unwrap();
     }
 
@@ -94,7 +109,10 @@ impl Emu {
             if log.iter().any(|l| l.contains(needle)) {
                 return log;
             }
-            assert!(start.elapsed() < WAIT, "mic{card}: {needle:?} never logged; log: {log:#?}");
+            assert!(
+                start.elapsed() < WAIT,
+                "mic{card}: {needle:?} never logged; log: {log:#?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -114,6 +132,9 @@ impl Emu {
 
 impl Drop for Emu {
     fn drop(&mut self) {
+        if self.dead {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let status = self.child.wait().unwrap();
@@ -121,7 +142,11 @@ impl Drop for Emu {
         let sys = self.dir.path().join("sys");
         if !std::thread::panicking() {
             assert!(status.success(), "micemu exited with {status}");
-            assert!(!mounts.contains(sys.to_str().unwrap()), "{} still mounted", sys.display());
+            assert!(
+                !mounts.contains(sys.to_str().unwrap()),
+                "{} still mounted",
+                sys.display()
+            );
         }
     }
 }
@@ -140,7 +165,10 @@ fn fresh_cards_are_offline_with_identity() {
     // A realistic fleet mixes steppings.
     let steppings: std::collections::HashSet<String> = (0..4).map(|n| emu.read(n, "stepping")).collect();
     assert!(steppings.len() > 1);
-    assert_eq!(std::fs::read_to_string(emu.debug(0, "post_code")).unwrap(), "12\n");
+    assert_eq!(
+        std::fs::read_to_string(emu.debug(0, "post_code")).unwrap(),
+        "12\n"
+    );
     // The default images exist.
     for f in ["mic/uos.img", "mic/System.map", "mic/mic3.image"] {
         assert!(emu.root().join("lib/firmware").join(f).is_file(), "{f}");
@@ -156,10 +184,20 @@ fn boot_goes_online_and_the_log_has_the_banner() {
     assert_eq!(emu.read(1, "ipaddr"), "172.31.1.1\n");
     let log = emu.wait_log(1, "Run /sbin/init as init process");
     assert!(log[0].starts_with("Linux version 3.10.0"), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("Command line:") && l.contains("mem=")), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("Freeing initrd memory")), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Command line:") && l.contains("mem=")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("Freeing initrd memory")),
+        "{log:#?}"
+    );
     assert!(log.iter().any(|l| l.contains("172.31.1.1")), "{log:#?}");
-    assert_eq!(std::fs::read_to_string(emu.debug(1, "post_code")).unwrap(), "FF\n");
+    assert_eq!(
+        std::fs::read_to_string(emu.debug(1, "post_code")).unwrap(),
+        "FF\n"
+    );
     // The other card is untouched.
     assert_eq!(emu.read(0, "state"), "offline\n");
     // Boot while online is refused as the original refuses it.
@@ -201,7 +239,10 @@ fn card_halt_and_panic_are_reported() {
     emu.wait_state(1, MicState::ShuttingDown);
     assert_eq!(emu.read(1, "shutdown_status"), "crashed\n");
     let log = emu.log(1);
-    assert!(log.iter().any(|l| l == "Kernel panic - not syncing: test panic"), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l == "Kernel panic - not syncing: test panic"),
+        "{log:#?}"
+    );
 }
 
 #[test]
@@ -276,4 +317,102 @@ fn a_second_micemu_on_the_same_root_is_refused_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already"), "{err}");
+}
+
+/// The kernfs contract user space relies on: poll(POLLPRI|POLLERR) on an
+/// open, read `state` blocks until the state changes, then wakes.
+#[test]
+fn poll_on_state_wakes_on_every_change() {
+    use std::io::{Read as _, Seek as _};
+    use std::os::fd::AsRawFd as _;
+
+    let emu = Emu::start(1);
+    let mut f = std::fs::File::open(emu.attr(0, "state")).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "offline\n");
+    let poll = |f: &std::fs::File, ms: i32| {
+        let mut p = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI | libc::POLLERR,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&raw mut p, 1, ms) };
+        (n, p.revents)
+    };
+    // Nothing happened: no wake-up.
+    assert_eq!(poll(&f, 50).0, 0);
+    emu.boot(0);
+    let (n, rev) = poll(&f, 10_000);
+    assert_eq!(n, 1);
+    assert_ne!(rev & libc::POLLPRI, 0);
+    f.rewind().unwrap();
+    s.clear();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "online\n");
+    // Re-armed by the read: quiet again until the next change.
+    assert_eq!(poll(&f, 50).0, 0);
+    // (A panic is only reported once the card's mic driver is up.)
+    emu.wait_log(0, libmic::OS_UP_MARKER);
+    emu.inject(0, &["panic"]);
+    assert_eq!(poll(&f, 10_000).0, 1);
+}
+
+#[test]
+fn lifecycle_helpers_boot_and_wait_for_the_os() {
+    let emu = Emu::start(1);
+    let root = MicRoot::new(emu.root());
+    let card = root.card("mic0").unwrap();
+    let req = libmic::BootRequest::defaults_for(&card);
+    assert_eq!(
+        card.boot_with(&req, Some(&root.system_map())).unwrap(),
+        libmic::Outcome::Requested
+    );
+    card.wait_os_up(Some(WAIT)).unwrap();
+    // Idempotent: booting an online card is not an error.
+    assert_eq!(
+        card.boot_with(&req, Some(&root.system_map())).unwrap(),
+        libmic::Outcome::AlreadyInState(MicState::Online)
+    );
+    assert_eq!(card.ipaddr().unwrap(), Some("172.31.0.1".parse().unwrap()));
+}
+
+#[test]
+fn a_hung_boot_never_comes_up() {
+    let emu = Emu::start(1);
+    emu.inject(0, &["hang"]);
+    emu.boot(0);
+    let card = MicRoot::new(emu.root()).card_by_id(0);
+    let err = card.wait_os_up(Some(Duration::from_millis(800))).unwrap_err();
+    assert!(matches!(err, libmic::Error::Timeout { .. }), "{err}");
+    // The banner was printed, init never ran.
+    let log = emu.log(0);
+    assert!(log[0].starts_with("Linux version"));
+    assert!(!log.iter().any(|l| l.contains(libmic::OS_UP_MARKER)));
+    // A reset recovers the card.
+    emu.write(0, "state", "reset").unwrap();
+    emu.wait_state(0, MicState::Offline);
+}
+
+#[test]
+fn a_stale_mount_is_explained() {
+    // A micemu killed without unmounting leaves a dead FUSE mount behind.
+    let emu = Emu::start(1);
+    let pid = nix::unistd::Pid::from_raw(emu.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mut emu = emu;
+    emu.child.wait().unwrap();
+    let sys = emu.root().join("sys");
+    let out = Command::new(env!("CARGO_BIN_EXE_micemu"))
+        .arg("--root")
+        .arg(emu.root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("umount"), "{err}");
+    // Clean up the way the message says, so Drop finds nothing mounted.
+    nix::mount::umount2(&sys, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    emu.dead = true;
 }

@@ -1,0 +1,18 @@
+//! Project automation behind `cargo xtask`: the checks CI runs ([`ci`]) and
+//! the man pages and shell completions generated from the tools' clap
+//! definitions ([`generate`]).
+
+use std::path::{Path, PathBuf};
+
+pub mod bash_cards;
+pub mod ci;
+pub mod generate;
+
+/// The workspace root (the directory holding the root Cargo.toml).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
