@@ -343,3 +343,86 @@ impl Memory for CardPhys<'_> {
         self.host.write(host, data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn regfile() -> (RegFile, Arc<Mutex<Vec<HwEvent>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let rf = RegFile::new(0, move |_, ev| sink.lock().unwrap().push(ev));
+        (rf, seen)
+    }
+
+    #[test]
+    fn register_side_effects() {
+        let (rf, seen) = regfile();
+        let host = rf.view(Side::Host);
+        let card = rf.view(Side::Card);
+        host.write32(regs::RGCR, 1);
+        host.write32(regs::APICICR7, 229 | (1 << 13));
+        host.write32(regs::apicicr(3), 1 << 13);
+        host.write32(regs::rdmasr(17 + 2), 0);
+        card.write32(regs::sdbic(1), 0x8000_0000);
+        // A doorbell write without the ring bit, and a misaligned offset, do nothing.
+        card.write32(regs::sdbic(2), 0);
+        host.write32(regs::RGCR + 1, 1);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                HwEvent::Reset,
+                HwEvent::Bootstrap,
+                HwEvent::CardDoorbell(3),
+                HwEvent::CardDoorbell(10),
+                HwEvent::HostDoorbell(1),
+            ]
+        );
+        // The card's doorbell set its cause bit; the host clears it by writing it back.
+        assert_eq!(host.read32(regs::SICR0), 0b10);
+        host.write32(regs::SICR0, 0b10);
+        assert_eq!(host.read32(regs::SICR0), 0);
+        // Outside the MMIO space reads as all-ones, as a dead BAR does.
+        assert_eq!(host.read32(regs::MMIO_SIZE), u32::MAX);
+    }
+
+    #[test]
+    fn gddr_is_bounded() {
+        let g = Gddr::new(0, 1 << 20).unwrap();
+        g.write(10, b"abc").unwrap();
+        let mut b = [0u8; 3];
+        g.read(10, &mut b).unwrap();
+        assert_eq!(&b, b"abc");
+        assert!(g.write((1 << 20) - 2, b"abc").is_err());
+        assert!(g.read(u64::MAX - 1, &mut b).is_err());
+        assert!(g.zero(0, (1 << 20) + 1).is_err());
+    }
+
+    #[test]
+    fn the_card_reaches_host_ram_only_through_the_smpt() {
+        let (rf, _) = regfile();
+        let gddr = Gddr::new(0, 1 << 20).unwrap();
+        let host = HostRam::new(0x4_5a6f_0000, 4096);
+        let phys = CardPhys {
+            gddr: &gddr,
+            host: &host,
+            regs: &rf,
+        };
+        let card_addr = SMPT_WINDOW + (1 << SMPT_PAGE_SHIFT) + 0x5a6f_0000;
+        // SMPT entry 1 not programmed yet: the address leads nowhere we model.
+        assert!(phys.write(card_addr, b"x").is_err());
+        rf.set(regs::smpt(1), smpt::entry_value(0x4_0000_0000));
+        phys.write(card_addr + 8, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        host.read(8, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        // Past the end of the page, and straddling two SMPT entries, are refused.
+        assert!(phys.write(card_addr + 4095, b"xy").is_err());
+        assert!(phys.read(SMPT_WINDOW + SMPT_PAGE_SIZE - 1, &mut b).is_err());
+        // Below the window is GDDR.
+        phys.write(0x100, b"g").unwrap();
+        assert_eq!(gddr.read_u8(0x100).unwrap(), b'g');
+        assert!(phys.write(1 << 20, b"g").is_err());
+    }
+}
