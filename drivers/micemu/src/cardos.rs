@@ -58,10 +58,10 @@ pub const BOOT_COMPLETE: &str = libmic::OS_UP_MARKER;
 
 /// Hardware the card OS runs on.
 #[derive(Debug)]
-pub struct CardHw<'a, M: Mmio, P: Memory> {
-    pub mmio: &'a M,
+pub struct CardHw<M: Mmio, P: Memory> {
+    pub mmio: M,
     /// The card's physical address space (GDDR + SMPT window).
-    pub phys: &'a P,
+    pub phys: P,
     /// GDDR size in bytes.
     pub memory: u64,
 }
@@ -134,22 +134,18 @@ impl CardOs {
 
     /// The card kernel prints a line. Before the log buffer exists (or after
     /// the OS is gone) there is nobody to print.
-    pub fn printk<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, level: u8, text: &str) {
+    pub fn printk<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, level: u8, text: &str) {
         let ts = self.ts();
         if let Some(ring) = &mut self.ring {
             // A log write that fails (never, with our own addresses) only
             // loses the line, as a real printk into a broken buffer would.
-            let _ = ring.store(hw.phys, ts, 0, level, text.as_bytes());
+            let _ = ring.store(&hw.phys, ts, 0, level, text.as_bytes());
         }
     }
 
     /// The bootstrap interrupt: start booting what the host loaded.
     /// Returns the delay until the next boot step, if the boot goes on.
-    pub fn bootstrap<M: Mmio, P: Memory>(
-        &mut self,
-        hw: &CardHw<'_, M, P>,
-        boot: Duration,
-    ) -> Option<Duration> {
+    pub fn bootstrap<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, boot: Duration) -> Option<Duration> {
         self.power_cycle();
         self.started = Instant::now();
         let Ok(info) = load(hw) else {
@@ -179,21 +175,21 @@ impl CardOs {
 }
 
 /// Checks the image, command line and ramdisk the host placed in GDDR.
-fn load<M: Mmio, P: Memory>(hw: &CardHw<'_, M, P>) -> Result<BootInfo, &'static str> {
+fn load<M: Mmio, P: Memory>(hw: &CardHw<M, P>) -> Result<BootInfo, &'static str> {
     let boot_addr = regs::spad2_boot_addr(hw.mmio.read32(regs::spad(regs::SPAD_DOWNLOAD_INFO)));
     let image_size = u64::from(hw.mmio.read32(regs::spad(regs::SPAD_IMAGE_SIZE)));
     if image_size < 0x1000 || !mic_core::hw::in_bounds(boot_addr, image_size, hw.memory) {
         return Err("image size out of range");
     }
-    let header = bzimage::read_header(hw.phys, boot_addr).map_err(|_| "not a bzImage")?;
+    let header = bzimage::read_header(&hw.phys, boot_addr).map_err(|_| "not a bzImage")?;
     let version = (header.kernel_version != 0)
         .then(|| {
             let at = boot_addr + bzimage::KERNEL_VERSION_BASE as u64 + u64::from(header.kernel_version);
-            read_cstr(hw.phys, at, 256)
+            read_cstr(&hw.phys, at, 256)
         })
         .flatten()
         .unwrap_or_else(|| "unknown".to_owned());
-    let cmdline = read_cstr(hw.phys, boot_addr + image_size, 2048).unwrap_or_default();
+    let cmdline = read_cstr(&hw.phys, boot_addr + image_size, 2048).unwrap_or_default();
     let ramdisk = (header.ramdisk_size != 0)
         .then_some((u64::from(header.ramdisk_image), u64::from(header.ramdisk_size)));
     Ok(BootInfo {
@@ -207,7 +203,7 @@ fn load<M: Mmio, P: Memory>(hw: &CardHw<'_, M, P>) -> Result<BootInfo, &'static 
 impl CardOs {
     /// Runs the next boot step; returns the delay to the step after it, or
     /// None when the boot is over (or stopped).
-    pub fn step<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, boot: Duration) -> Duration {
+    pub fn step<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, boot: Duration) -> Duration {
         let Phase::Booting(n) = self.phase else {
             return Duration::ZERO;
         };
@@ -279,7 +275,7 @@ impl CardOs {
         boot / (BOOT_STEPS - 1)
     }
 
-    fn unpack_initramfs<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>) {
+    fn unpack_initramfs<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         let Some((addr, size)) = self.info.ramdisk else {
             self.printk(hw, 6, "No initramfs found");
             return;
@@ -312,8 +308,8 @@ impl CardOs {
         }
     }
 
-    fn start_card_driver<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>) {
-        match CardDevice::init(hw.mmio, hw.phys) {
+    fn start_card_driver<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
+        match CardDevice::init(&hw.mmio, &hw.phys) {
             Ok(dev) => {
                 let l = format!("mic_card: device page at {:#x}, bootparam magic ok", dev.dp());
                 self.printk(hw, 6, &l);
@@ -328,12 +324,12 @@ impl CardOs {
 
     /// A host→card doorbell rang. Returns true when it was the shutdown
     /// request, after which the caller schedules [`CardOs::finish_poweroff`].
-    pub fn doorbell<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, db: u8) -> bool {
+    pub fn doorbell<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, db: u8) -> bool {
         let Some(dev) = &self.dev else { return false };
         if !matches!(self.phase, Phase::Running | Phase::Booting(_)) {
             return false;
         }
-        if dev.shutdown_db() == db && dev.shutdown_requested(hw.phys).unwrap_or(false) {
+        if dev.shutdown_db() == db && dev.shutdown_requested(&hw.phys).unwrap_or(false) {
             self.printk(hw, 5, "mic_card: shutdown requested by host");
             self.printk(
                 hw,
@@ -346,12 +342,12 @@ impl CardOs {
     }
 
     /// The orderly power-off the host asked for completes.
-    pub fn finish_poweroff<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>) {
+    pub fn finish_poweroff<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         self.shut_down(hw, mic_core::abi::MicStatus::PowerOff);
     }
 
     /// The OS halts, powers off or restarts by itself and tells the host.
-    pub fn shut_down<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, how: mic_core::abi::MicStatus) {
+    pub fn shut_down<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, how: mic_core::abi::MicStatus) {
         use mic_core::abi::MicStatus;
         let line = match how {
             MicStatus::Halted => "reboot: System halted",
@@ -361,20 +357,20 @@ impl CardOs {
         self.printk(hw, 0, line);
         if let Some(dev) = &self.dev {
             // The card has nobody to tell if its report cannot be written.
-            let _ = dev.report_shutdown(hw.mmio, hw.phys, how);
+            let _ = dev.report_shutdown(&hw.mmio, &hw.phys, how);
         }
         self.phase = Phase::Down;
     }
 
     /// The card kernel panics and tells the host (if its driver is up).
-    pub fn panic<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>, msg: &str) {
+    pub fn panic<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, msg: &str) {
         let l = format!("Kernel panic - not syncing: {msg}");
         self.printk(hw, 0, &l);
         self.printk(hw, 4, "CPU: 0 PID: 1 Comm: init Not tainted 3.10.0-micemu #1");
         let l = format!("---[ end Kernel panic - not syncing: {msg}");
         self.printk(hw, 0, &l);
         if let Some(dev) = &self.dev {
-            let _ = dev.report_panic(hw.mmio, hw.phys);
+            let _ = dev.report_panic(&hw.mmio, &hw.phys);
         }
         self.phase = Phase::Down;
     }
@@ -386,7 +382,7 @@ impl CardOs {
     }
 
     /// Scribbles over part of the log buffer (fault injection).
-    pub fn garbage_log<M: Mmio, P: Memory>(&mut self, hw: &CardHw<'_, M, P>) {
+    pub fn garbage_log<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         let base = LOG_BUF_VA - START_KERNEL_MAP;
         let len = u64::from(self.log_buf_len);
         let start = self.next_rand() % len;

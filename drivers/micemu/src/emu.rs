@@ -25,7 +25,7 @@ use crate::config::{Config, PciId, Timing};
 use crate::control::{self, Fault};
 use crate::firmware::FirmwareDir;
 use crate::fs::{Backend, Errno, FileSpec, PollHub, Tree, WriteDone};
-use crate::hw::{CardPhys, Gddr, HostRam, HwEvent, RegFile, Side};
+use crate::hw::{CardPhys, Gddr, HostRam, HwEvent, MmioView, RegFile, Side};
 use crate::sysfs;
 use mic_core::host::sysfs::kernel_vaddr_to_aperture;
 
@@ -115,11 +115,16 @@ impl Card {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn phys(&self) -> CardPhys<'_> {
-        CardPhys {
-            gddr: &self.gddr,
-            host: &self.host_ram,
-            regs: &self.regs,
+    /// The card's own view of its hardware, for the card OS.
+    fn card_hw(&self, memory: u64) -> CardHw<MmioView<'_>, CardPhys<'_>> {
+        CardHw {
+            mmio: self.regs.view(Side::Card),
+            phys: CardPhys {
+                gddr: &self.gddr,
+                host: &self.host_ram,
+                regs: &self.regs,
+            },
+            memory,
         }
     }
 }
@@ -248,13 +253,7 @@ impl Emulator {
     fn on_hw(&self, id: u32, ev: HwEvent) {
         let Some(card) = self.card(id) else { return };
         let mut st = card.lock();
-        let mmio = card.regs.view(Side::Card);
-        let phys = card.phys();
-        let hw = CardHw {
-            mmio: &mmio,
-            phys: &phys,
-            memory: self.config.memory,
-        };
+        let hw = card.card_hw(self.config.memory);
         match ev {
             HwEvent::Reset => {
                 st.epoch += 1;
@@ -299,13 +298,7 @@ impl Emulator {
     fn on_timer(&self, id: u32, t: Timer) {
         let Some(card) = self.card(id) else { return };
         let mut st = card.lock();
-        let mmio = card.regs.view(Side::Card);
-        let phys = card.phys();
-        let hw = CardHw {
-            mmio: &mmio,
-            phys: &phys,
-            memory: self.config.memory,
-        };
+        let hw = card.card_hw(self.config.memory);
         match t {
             Timer::HwResetDone { epoch } if epoch == st.epoch => {
                 card.regs
@@ -491,13 +484,7 @@ impl Emulator {
     pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), String> {
         let card = self.card(id).ok_or_else(|| format!("no card mic{id}"))?;
         let mut st = card.lock();
-        let mmio = card.regs.view(Side::Card);
-        let phys = card.phys();
-        let hw = CardHw {
-            mmio: &mmio,
-            phys: &phys,
-            memory: self.config.memory,
-        };
+        let hw = card.card_hw(self.config.memory);
         let need_os = |st: &CardState| {
             if st.os.alive() {
                 Ok(())
