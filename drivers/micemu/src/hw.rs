@@ -362,7 +362,7 @@ mod tests {
         let host = rf.view(Side::Host);
         let card = rf.view(Side::Card);
         host.write32(regs::RGCR, 1);
-        host.write32(regs::APICICR7, 229 | (1 << 13));
+        host.write32(regs::APICICR7, regs::BOOTSTRAP_VECTOR | regs::APICICR_SEND);
         host.write32(regs::apicicr(3), 1 << 13);
         host.write32(regs::rdmasr(17 + 2), 0);
         card.write32(regs::sdbic(1), 0x8000_0000);
