@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use mic_core::bzimage;
 use mic_core::card::CardDevice;
 use mic_core::hw::{Memory, Mmio};
 use mic_core::printk::LogRing;
 use mic_core::regs;
+use mic_core::{abi, bzimage, devpage};
 
 use crate::firmware::{self, LOG_BUF_LEN_VA, LOG_BUF_VA, START_KERNEL_MAP};
 
@@ -373,6 +373,21 @@ impl CardOs {
             let _ = dev.report_panic(&hw.mmio, &hw.phys);
         }
         self.phase = Phase::Down;
+    }
+
+    /// A hostile card: an arbitrary byte as shutdown status, and the
+    /// host's shutdown doorbell rung.
+    pub fn report_raw_status<M: Mmio, P: Memory>(
+        &mut self,
+        hw: &CardHw<M, P>,
+        status: u8,
+    ) -> Result<(), String> {
+        let dev = self.dev.as_ref().ok_or("the card's mic driver is not up")?;
+        let err = |e| format!("device page unreachable: {e:?}");
+        devpage::write_u8_at(&hw.phys, dev.dp(), abi::BP_SHUTDOWN_STATUS, status).map_err(err)?;
+        let db = devpage::read_u8_at(&hw.phys, dev.dp(), abi::BP_C2H_SHUTDOWN_DB).map_err(err)?;
+        mic_core::card::send_host_intr(&hw.mmio, db as i8);
+        Ok(())
     }
 
     /// Whether an OS is there to act on a request from inside the card.

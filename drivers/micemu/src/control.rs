@@ -30,6 +30,9 @@ pub enum Fault {
     GarbageLog,
     /// The card kernel prints a message (at the given syslog level).
     Log { level: u8, text: String },
+    /// A hostile card: writes this byte as its shutdown status and rings
+    /// the host's shutdown doorbell.
+    BadStatus(u8),
 }
 
 impl Fault {
@@ -77,6 +80,13 @@ impl Fault {
             "hang" => no_args(Fault::HangBoot),
             "fail-reset" => no_args(Fault::FailReset),
             "garbage-log" => no_args(Fault::GarbageLog),
+            "bad-status" => match rest {
+                [v] => v
+                    .parse::<u8>()
+                    .map(Fault::BadStatus)
+                    .map_err(|_| format!("bad-status takes a byte (0-255), not {v:?}")),
+                _ => Err("bad-status takes one byte (0-255)".to_owned()),
+            },
             "log" => {
                 let (level, words) = match rest.first().and_then(|w| w.parse::<u8>().ok()) {
                     Some(l) if l <= 7 && rest.len() > 1 => (l, &rest[1..]),
@@ -203,6 +213,8 @@ mod tests {
                 text: "hello".into()
             })
         );
+        assert_eq!(Fault::parse(&["bad-status", "200"]), Ok(Fault::BadStatus(200)));
+        assert!(Fault::parse(&["bad-status", "300"]).is_err());
         assert!(Fault::parse(&["halt", "now"]).is_err());
         assert!(Fault::parse(&["log"]).is_err());
         assert!(Fault::parse(&[]).is_err());

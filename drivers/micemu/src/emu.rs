@@ -519,6 +519,10 @@ impl Emulator {
                 need_os(&st)?;
                 st.os.printk(&hw, *level, text);
             }
+            Fault::BadStatus(v) => {
+                need_os(&st)?;
+                st.os.report_raw_status(&hw, *v)?;
+            }
         }
         Ok(())
     }

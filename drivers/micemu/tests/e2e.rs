@@ -416,3 +416,22 @@ fn a_stale_mount_is_explained() {
     nix::mount::umount2(&sys, nix::mount::MntFlags::MNT_DETACH).unwrap();
     emu.dead = true;
 }
+
+#[test]
+fn a_card_reporting_a_nonsense_status_is_ignored() {
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.wait_log(0, libmic::OS_UP_MARKER);
+    let mut watcher = MicRoot::new(emu.root()).card_by_id(0).watch_state().unwrap();
+    for bad in ["200", "5", "0"] {
+        emu.inject(0, &["bad-status", bad]);
+    }
+    // No state change follows (a negative check: bounded by a short wait).
+    assert_eq!(watcher.wait_change(Some(Duration::from_millis(300))).unwrap(), None);
+    assert_eq!(emu.read(0, "state"), "online\n");
+    assert_eq!(emu.read(0, "shutdown_status"), "nop\n");
+    // A real report still gets through afterwards.
+    emu.inject(0, &["reboot"]);
+    emu.wait_state(0, MicState::ShuttingDown);
+    assert_eq!(emu.read(0, "shutdown_status"), "restart\n");
+}
