@@ -1,0 +1,408 @@
+//! The whole command line, as one clap `Parser` (derive). The xtask that
+//! generates man pages and shell completions builds on [`Cli`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
+use libmic::{BootMode, MicState};
+
+use crate::exit::EXIT_CODES_HELP;
+
+const CARDS_HELP: &str = "Cards to act on: mic0, 0, lists (mic0,2), ranges (4-7, mic4-mic7) or all; \
+several arguments add up. Default: every card";
+
+/// micctl: boot, reset, shut down, wait for and inspect Intel MIC X100
+/// coprocessor cards.
+#[derive(Debug, Parser)]
+#[command(
+    name = "micctl",
+    version,
+    about = "Operator CLI for Intel MIC X100 coprocessor cards",
+    long_about = "Operator CLI for Intel MIC X100 coprocessor cards: lifecycle (boot, shutdown, reset, \
+reboot, wait), status, info and the card kernel log.\n\n\
+Every command takes --root DIR (or MIC_ROOT) to work on an emulated fleet served by micemu, and \
+--json for machine-readable output (one document with a schema_version; JSON Lines for streams). \
+The schema is micctl/schema/micctl.schema.json, documented in micctl/JSON.md.",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a
+    /// real system, micemu's --root for an emulated fleet
+    #[arg(long, global = true, env = "MIC_ROOT", value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub root: Option<PathBuf>,
+    /// Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams
+    /// (log, status --watch, wait)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to colour human output (NO_COLOR in the environment also disables colour under auto)
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset
+    Auto,
+    /// Always colour
+    Always,
+    /// Never colour
+    Never,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code
+    #[command(after_help = STATUS_AFTER_HELP)]
+    Status(StatusArgs),
+    /// Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)
+    Info(InfoArgs),
+    /// Boot cards with the micctrl defaults (linux, mic/uos.img, mic/micN.image)
+    Boot(BootArgs),
+    /// Ask the card OS to shut down
+    Shutdown(LifecycleArgs),
+    /// Reset cards to offline
+    Reset(LifecycleArgs),
+    /// Shut down, reset and boot again
+    Reboot(RebootArgs),
+    /// Wait until cards reach a state
+    Wait(WaitArgs),
+    /// The card kernel log, dmesg style
+    #[command(after_help = LOG_AFTER_HELP)]
+    Log(LogArgs),
+}
+
+const STATUS_AFTER_HELP: &str = "\
+IN STATE: with --watch, the time since micctl saw the state change; otherwise, for an online card,
+'>=N' is a lower bound taken from the newest card kernel log record (the card clock starts at boot);
+'-' when unknown (sysfs keeps no timestamps).";
+
+const LOG_AFTER_HELP: &str = "\
+--level shows that level and more severe ones: emerg (0), alert (1), crit (2), err (3), warn (4),
+notice (5), info (6), debug (7).
+--since takes card time in seconds since the card booted (12.5, 12.5s, 2m) or a duration before
+the newest record ('30s ago', '2m ago').";
+
+/// Card selection for commands that take several cards.
+#[derive(Debug, Clone, Args)]
+pub struct CardsArg {
+    #[arg(value_name = "CARDS", help = CARDS_HELP, value_hint = ValueHint::Other)]
+    pub cards: Vec<String>,
+}
+
+/// `--wait`/`--timeout`/`--strict` of the lifecycle commands.
+#[derive(Debug, Clone, Args)]
+pub struct WaitOpts {
+    /// Wait until the operation completed on every card
+    #[arg(short, long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra
+    /// card, between 300 s and 600 s (micctrl's rule)
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
+    /// Treat a card already in the requested state as a failure (exit 9)
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    /// Keep running and print every change as it happens (JSON Lines with --json)
+    #[arg(short, long)]
+    pub watch: bool,
+    /// With --watch: stop after this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "watch")]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InfoArgs {
+    /// The card: mic0 or 0
+    #[arg(value_name = "CARD", value_hint = ValueHint::Other)]
+    pub card: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BootArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    /// Card OS image, relative to lib/firmware
+    #[arg(long, value_name = "FILE", default_value = libmic::root::DEFAULT_FIRMWARE)]
+    pub firmware: String,
+    /// Ramdisk, relative to lib/firmware [default: mic/micN.image]
+    #[arg(long, value_name = "FILE")]
+    pub ramdisk: Option<String>,
+    /// Kernel command line [default: the card's own, or mpssd's default with a static address]
+    #[arg(long, value_name = "CMDLINE")]
+    pub cmdline: Option<String>,
+    /// Boot mode
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = BootModeArg::Linux)]
+    pub bootmode: BootModeArg,
+    #[command(flatten)]
+    pub wait: WaitOpts,
+}
+
+/// `--bootmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootModeArg {
+    /// A Linux bzImage (the card OS)
+    Linux,
+    /// A bare ELF image
+    Elf,
+}
+
+impl From<BootModeArg> for BootMode {
+    fn from(b: BootModeArg) -> Self {
+        match b {
+            BootModeArg::Linux => BootMode::Linux,
+            BootModeArg::Elf => BootMode::Elf,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    #[command(flatten)]
+    pub wait: WaitOpts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebootArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    /// Card OS image, relative to lib/firmware
+    #[arg(long, value_name = "FILE", default_value = libmic::root::DEFAULT_FIRMWARE)]
+    pub firmware: String,
+    /// Ramdisk, relative to lib/firmware [default: mic/micN.image]
+    #[arg(long, value_name = "FILE")]
+    pub ramdisk: Option<String>,
+    /// Kernel command line [default: the card's own]
+    #[arg(long, value_name = "CMDLINE")]
+    pub cmdline: Option<String>,
+    /// Boot mode
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = BootModeArg::Linux)]
+    pub bootmode: BootModeArg,
+    /// Also wait until the card OS is up again (the shutdown and reset are always waited for)
+    #[arg(short, long)]
+    pub wait: bool,
+    /// Give up after this long, for the whole reboot (default as for boot)
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    /// The state to wait for
+    #[arg(short, long, value_enum, value_name = "STATE", default_value_t = StateArg::Online)]
+    pub state: StateArg,
+    /// Give up after this long (default as for boot --wait)
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// A card state, as sysfs names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Ready to boot
+    Offline,
+    /// Booted (the image was handed to the card)
+    Online,
+    /// Shutting down, or shut down and waiting for a reset
+    #[value(name = "shutting_down", alias = "shutting-down")]
+    ShuttingDown,
+    /// The last reset did not complete
+    #[value(name = "reset_failed", alias = "reset-failed")]
+    ResetFailed,
+}
+
+impl From<StateArg> for MicState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Offline => MicState::Offline,
+            StateArg::Online => MicState::Online,
+            StateArg::ShuttingDown => MicState::ShuttingDown,
+            StateArg::ResetFailed => MicState::ResetFailed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// The card: mic0 or 0
+    #[arg(value_name = "CARD", value_hint = ValueHint::Other)]
+    pub card: String,
+    /// Keep printing new records as the card logs them (across reboots)
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show this level and more severe ones: a name (emerg, alert, crit, err, warn, notice, info,
+    /// debug) or a number 0-7
+    #[arg(short, long, value_name = "LEVEL", value_parser = parse_level)]
+    pub level: Option<u8>,
+    /// Show records from this card time on: seconds since card boot (12.5) or 'DURATION ago'
+    /// relative to the newest record ('30s ago')
+    #[arg(long, value_name = "WHEN", value_parser = parse_since, allow_hyphen_values = true)]
+    pub since: Option<Since>,
+    /// Timestamp style: kernel ([   12.345678]), human (+1m02.345s since boot), delta (time since
+    /// the previous record) or none
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TimeFormat::Kernel)]
+    pub time_format: TimeFormat,
+    /// With --follow: stop after this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
+    pub duration: Option<Duration>,
+}
+
+/// `--time-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeFormat {
+    /// dmesg's [seconds.micros] since card boot
+    Kernel,
+    /// Time since card boot as 1h02m03.456s
+    Human,
+    /// Time since the previous record, as [  +0.001234]
+    Delta,
+    /// No timestamp
+    None,
+}
+
+/// `--since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// Card time (since card boot).
+    CardTime(Duration),
+    /// This long before the newest record.
+    Ago(Duration),
+}
+
+/// Parses `90`, `1.5`, `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use e.g. 90, 90s, 500ms, 5m, 1h)"
+            ));
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 90, 90s, 500ms, 5m, 1h)"))?;
+    let secs = n * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a syslog level name or number.
+pub fn parse_level(s: &str) -> Result<u8, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if let Ok(n) = t.parse::<u8>() {
+        return if n <= 7 {
+            Ok(n)
+        } else {
+            Err(format!("level {n} is out of range 0-7"))
+        };
+    }
+    let alias = match t.as_str() {
+        "warning" => "warn",
+        "error" => "err",
+        "critical" => "crit",
+        "emergency" | "panic" => "emerg",
+        other => other,
+    };
+    libmic::klog::LEVEL_NAMES
+        .iter()
+        .position(|n| *n == alias)
+        .map(|p| p as u8)
+        .ok_or_else(|| {
+            format!(
+                "unknown level {s:?} (use one of {} or 0-7)",
+                libmic::klog::LEVEL_NAMES.join(", ")
+            )
+        })
+}
+
+/// Parses `--since`.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    let t = s.trim();
+    if let Some(d) = t.strip_suffix("ago") {
+        return parse_duration(d.trim()).map(Since::Ago);
+    }
+    parse_duration(t).map(Since::CardTime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "x", "5y", "-1", "1e999", "..", "1.2.3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("err").unwrap(), 3);
+        assert_eq!(parse_level("WARNING").unwrap(), 4);
+        assert_eq!(parse_level("7").unwrap(), 7);
+        assert!(parse_level("8").is_err());
+        assert!(parse_level("loud").is_err());
+    }
+
+    #[test]
+    fn since() {
+        assert_eq!(
+            parse_since("12.5").unwrap(),
+            Since::CardTime(Duration::from_millis(12500))
+        );
+        assert_eq!(
+            parse_since("30s ago").unwrap(),
+            Since::Ago(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_since("2m ago").unwrap(),
+            Since::Ago(Duration::from_secs(120))
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! `micctl status [CARDS]`: one row per card; `--watch` prints every change
+//! as it happens.
+//!
+//! Time in state: sysfs keeps no timestamps, so it is only shown when it is
+//! known. With `--watch` it is the time since micctl observed the change
+//! (`source: observed`). Otherwise, for an online card, the newest record
+//! of the card kernel log gives a lower bound of the time since boot (the
+//! card clock starts at the bootstrap, right after the state became online;
+//! `source: card-log`, `lower_bound: true`, shown as `>=12.3s`). Everything
+//! else is unknown (`null`, shown as `-`).
+
+use std::time::{Duration, Instant};
+
+use libmic::{Card, MicState, MicStatus, StateWatcher, wait_any};
+use serde_json::{Value, json};
+
+use super::{round_ms, select};
+use crate::Ctx;
+use crate::cli::StatusArgs;
+use crate::exit::Exit;
+use crate::output::{self, Cell, Style, state_style, status_style};
+
+/// How often POST codes and shutdown_status are re-read while they are
+/// moving (a boot, a reset, a shutdown in progress): they have no change
+/// notification of their own that tells a boot step apart. A settled fleet
+/// is waited on with poll alone.
+const TRANSIENT_POLL: Duration = Duration::from_millis(100);
+
+/// Where a time in state comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InState {
+    /// micctl saw the state change at this instant.
+    Observed(Instant),
+    /// At least this long, from the card log.
+    AtLeast(Duration),
+    Unknown,
+}
+
+/// One card's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub card: String,
+    pub id: u32,
+    pub state: MicState,
+    pub shutdown_status: Option<MicStatus>,
+    pub family: Option<String>,
+    pub stepping: Option<String>,
+    pub ipaddr: Option<String>,
+    pub post_code: Option<String>,
+    pub in_state: InState,
+}
+
+impl Row {
+    /// Reads a card's row; the state is taken from `state` if given (a
+    /// watcher's latest read), else read.
+    /// `with_log`: derive the time in state from the card log (one-shot
+    /// status; --watch observes it instead).
+    pub fn read(card: &Card, state: Option<MicState>, with_log: bool) -> libmic::Result<Self> {
+        let state = match state {
+            Some(s) => s,
+            None => card.state()?,
+        };
+        let in_state = if with_log && state == MicState::Online {
+            card.log_buf_raw()
+                .ok()
+                .and_then(|raw| libmic::klog::decode(&raw).last().map(|r| r.ts_nsec))
+                .map_or(InState::Unknown, |ns| InState::AtLeast(Duration::from_nanos(ns)))
+        } else {
+            InState::Unknown
+        };
+        Ok(Self {
+            card: card.name().to_owned(),
+            id: card.id(),
+            state,
+            shutdown_status: card.shutdown_status().ok(),
+            family: card.family().ok(),
+            stepping: card.stepping().ok(),
+            ipaddr: card.ipaddr().ok().flatten().map(|a| a.to_string()),
+            post_code: card.post_code().ok().flatten(),
+            in_state,
+        })
+    }
+
+    /// Whether something is still moving without a `state` change to tell.
+    fn transient(&self) -> bool {
+        match self.state {
+            MicState::Online => self.post_code.as_deref() != Some("FF"),
+            MicState::Offline => self.post_code.as_deref().is_some_and(|p| p != "12"),
+            MicState::ShuttingDown => self.shutdown_status == Some(MicStatus::Nop),
+            MicState::ResetFailed => false,
+        }
+    }
+
+    fn in_state_json(&self) -> Value {
+        match self.in_state {
+            InState::Observed(t) => json!({
+                "seconds": round_ms(t.elapsed().as_secs_f64()),
+                "source": "observed",
+                "lower_bound": false,
+            }),
+            InState::AtLeast(d) => json!({
+                "seconds": round_ms(d.as_secs_f64()),
+                "source": "card-log",
+                "lower_bound": true,
+            }),
+            InState::Unknown => Value::Null,
+        }
+    }
+
+    fn in_state_human(&self) -> String {
+        match self.in_state {
+            InState::Observed(t) => output::human_duration(t.elapsed().as_secs_f64()),
+            InState::AtLeast(d) => format!(">={}", output::human_duration(d.as_secs_f64())),
+            InState::Unknown => "-".to_owned(),
+        }
+    }
+
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        json!({
+            "card": self.card,
+            "id": self.id,
+            "state": self.state.as_str(),
+            "shutdown_status": self.shutdown_status.map(MicStatus::as_str),
+            "family": self.family,
+            "stepping": self.stepping,
+            "ipaddr": self.ipaddr,
+            "post_code": self.post_code,
+            "time_in_state": self.in_state_json(),
+        })
+    }
+
+    fn cells(&self) -> Vec<Cell> {
+        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_owned());
+        vec![
+            Cell::new(&self.card),
+            Cell::styled(self.state.as_str(), state_style(self.state)),
+            self.shutdown_status
+                .map_or_else(|| Cell::new("-"), |s| Cell::styled(s.as_str(), status_style(s))),
+            Cell::new(dash(&self.family)),
+            Cell::new(dash(&self.stepping)),
+            Cell::new(dash(&self.ipaddr)),
+            Cell::new(self.in_state_human()),
+            Cell::new(dash(&self.post_code)),
+        ]
+    }
+
+    /// What differs from `old`, for a watch line: `state offline → online`.
+    fn changes(&self, old: &Row) -> Vec<(&'static str, String, String)> {
+        let o = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".to_owned());
+        let st = |x: Option<MicStatus>| x.map_or("-", MicStatus::as_str).to_owned();
+        let mut v = Vec::new();
+        if self.state != old.state {
+            v.push((
+                "state",
+                old.state.as_str().to_owned(),
+                self.state.as_str().to_owned(),
+            ));
+        }
+        if self.shutdown_status != old.shutdown_status {
+            v.push((
+                "shutdown_status",
+                st(old.shutdown_status),
+                st(self.shutdown_status),
+            ));
+        }
+        if self.post_code != old.post_code {
+            v.push(("post_code", o(&old.post_code), o(&self.post_code)));
+        }
+        if self.ipaddr != old.ipaddr {
+            v.push(("ipaddr", o(&old.ipaddr), o(&self.ipaddr)));
+        }
+        v
+    }
+}
+
+const HEADERS: [&str; 8] = [
+    "CARD", "STATE", "SHUTDOWN", "FAMILY", "STEPPING", "IPADDR", "IN STATE", "POST",
+];
+
+pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let cards = select(ctx, &args.cards)?;
+    if args.watch {
+        return watch(ctx, &cards, args.duration);
+    }
+    let rows = cards
+        .iter()
+        .map(|c| Row::read(c, None, true))
+        .collect::<libmic::Result<Vec<_>>>()?;
+    if ctx.json {
+        output::print_json(&output::document(
+            "status",
+            json!({ "cards": rows.iter().map(Row::to_json).collect::<Vec<_>>() }),
+        ))?;
+    } else {
+        let cells: Vec<_> = rows.iter().map(Row::cells).collect();
+        output::print_text(&output::table(&HEADERS, &cells, ctx.color))?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn watch(ctx: &Ctx, cards: &[Card], duration: Option<Duration>) -> anyhow::Result<Exit> {
+    let start = Instant::now();
+    let deadline = duration.map(|d| start + d);
+    let mut watchers = cards
+        .iter()
+        .map(Card::watch_state)
+        .collect::<libmic::Result<Vec<StateWatcher>>>()?;
+    let mut rows = cards
+        .iter()
+        .zip(&watchers)
+        .map(|(c, w)| Row::read(c, Some(w.current()), true))
+        .collect::<libmic::Result<Vec<_>>>()?;
+    if ctx.json {
+        for r in &rows {
+            emit_json(r, &[], start)?;
+        }
+    } else {
+        let cells: Vec<_> = rows.iter().map(Row::cells).collect();
+        output::print_text(&output::table(&HEADERS, &cells, ctx.color))?;
+    }
+    loop {
+        let mut timeout = rows.iter().any(Row::transient).then_some(TRANSIENT_POLL);
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Exit::Ok);
+            }
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        // Blocks in poll(2) on every card's `state`; the timeout only runs
+        // while something transient is being followed or --duration is set.
+        wait_any(&mut watchers, timeout)?;
+        for (i, card) in cards.iter().enumerate() {
+            let mut new = Row::read(card, Some(watchers[i].current()), false)?;
+            let old = &rows[i];
+            new.in_state = if new.state == old.state {
+                old.in_state
+            } else {
+                InState::Observed(Instant::now())
+            };
+            let changes = new.changes(old);
+            if changes.is_empty() {
+                continue;
+            }
+            if ctx.json {
+                let names: Vec<&str> = changes.iter().map(|c| c.0).collect();
+                emit_json(&new, &names, start)?;
+            } else {
+                let what: Vec<String> = changes
+                    .iter()
+                    .map(|(k, a, b)| {
+                        let b = if *k == "state" {
+                            state_style(new.state).paint(b, ctx.color)
+                        } else {
+                            Style::Plain.paint(b, ctx.color)
+                        };
+                        format!("{k} {a} → {b}")
+                    })
+                    .collect();
+                output::print_text(&format!(
+                    "[+{:.3}s] {}: {}\n",
+                    start.elapsed().as_secs_f64(),
+                    new.card,
+                    what.join(", ")
+                ))?;
+            }
+            rows[i] = new;
+        }
+    }
+}
+
+fn emit_json(row: &Row, changed: &[&str], start: Instant) -> anyhow::Result<()> {
+    let mut v = output::record("card", row.to_json());
+    v["changed"] = json!(changed);
+    v["elapsed_secs"] = json!(round_ms(start.elapsed().as_secs_f64()));
+    output::print_json(&v)?;
+    Ok(())
+}

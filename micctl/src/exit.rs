@@ -1,0 +1,157 @@
+//! The documented exit codes of `micctl`, and how errors and per-card
+//! outcomes map to them.
+
+use std::process::ExitCode;
+
+/// Every exit status `micctl` uses. The numbers are a stable interface:
+/// scripts may test for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything asked for was done (or already so, without `--strict`).
+    Ok = 0,
+    /// A failure not covered below: an I/O error, a card that failed its
+    /// reset (`reset_failed`) or crashed while waited on.
+    Failure = 1,
+    /// Bad command line: unknown option, bad card selector, bad duration,
+    /// bad state or level name, bad firmware name.
+    Usage = 2,
+    /// The mic driver is absent: no `sys/class/mic` (or debugfs) under the
+    /// root, or the micemu serving the root has exited.
+    DriverAbsent = 3,
+    /// A named card does not exist, or there are no cards at all.
+    NoSuchCard = 4,
+    /// The driver rejected a request (its errno is explained).
+    Rejected = 5,
+    /// A wait ran out of time.
+    Timeout = 6,
+    /// Several cards were involved and they did not all end the same way.
+    Partial = 7,
+    /// Permission denied on a sysfs or debugfs file.
+    PermissionDenied = 8,
+    /// `--strict`: a card already was in the requested state.
+    AlreadyInState = 9,
+}
+
+/// The table printed after `--help` and kept in `JSON.md`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  ok (including cards already in the requested state, unless --strict)
+  1  failure (I/O error, card reset failed or crashed)
+  2  usage error (bad option, card selector, duration, state or level)
+  3  driver absent (no sys/class/mic under the root: driver not loaded or micemu not running)
+  4  no such card (or no cards at all)
+  5  rejected by the driver (errno explained)
+  6  timeout
+  7  partial failure: cards ended differently (some ok, some not)
+  8  permission denied
+  9  already in the requested state, with --strict";
+
+impl Exit {
+    #[must_use]
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Short kebab-case name used in JSON (`error.kind`).
+    #[must_use]
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Failure => "failure",
+            Exit::Usage => "usage",
+            Exit::DriverAbsent => "driver-absent",
+            Exit::NoSuchCard => "no-such-card",
+            Exit::Rejected => "rejected",
+            Exit::Timeout => "timeout",
+            Exit::Partial => "partial",
+            Exit::PermissionDenied => "permission-denied",
+            Exit::AlreadyInState => "already-in-state",
+        }
+    }
+
+    /// The exit code that describes `err` (the first typed error in its
+    /// chain decides).
+    #[must_use]
+    pub fn of_error(err: &anyhow::Error) -> Exit {
+        for cause in err.chain() {
+            if let Some(e) = cause.downcast_ref::<libmic::Error>() {
+                return Exit::of_libmic(e);
+            }
+            if let Some(e) = cause.downcast_ref::<crate::UsageError>() {
+                let _ = e;
+                return Exit::Usage;
+            }
+            if cause.downcast_ref::<clap::Error>().is_some() {
+                return Exit::Usage;
+            }
+        }
+        Exit::Failure
+    }
+
+    /// The exit code for a library error.
+    #[must_use]
+    pub fn of_libmic(e: &libmic::Error) -> Exit {
+        use libmic::Error as E;
+        match e {
+            E::DriverAbsent { .. } | E::DebugfsAbsent { .. } | E::EmulatorGone { .. } => Exit::DriverAbsent,
+            E::NoSuchCard { .. } => Exit::NoSuchCard,
+            E::Rejected { .. } => Exit::Rejected,
+            E::InvalidValue { .. } | E::BadFirmwareName { .. } => Exit::Usage,
+            E::PermissionDenied { .. } => Exit::PermissionDenied,
+            E::Timeout { .. } => Exit::Timeout,
+            _ => Exit::Failure,
+        }
+    }
+
+    /// Combines the exit codes of the cards of one command: all the same →
+    /// that code; a mixture → [`Exit::Partial`]; no cards → ok.
+    #[must_use]
+    pub fn combine(codes: impl IntoIterator<Item = Exit>) -> Exit {
+        let mut it = codes.into_iter();
+        let Some(first) = it.next() else { return Exit::Ok };
+        if it.all(|c| c == first) {
+            first
+        } else {
+            Exit::Partial
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine() {
+        assert_eq!(Exit::combine([]), Exit::Ok);
+        assert_eq!(Exit::combine([Exit::Ok, Exit::Ok]), Exit::Ok);
+        assert_eq!(Exit::combine([Exit::Timeout, Exit::Timeout]), Exit::Timeout);
+        assert_eq!(Exit::combine([Exit::Ok, Exit::Timeout]), Exit::Partial);
+        assert_eq!(Exit::combine([Exit::Rejected, Exit::Timeout]), Exit::Partial);
+    }
+
+    #[test]
+    fn help_table_lists_every_code() {
+        for e in [
+            Exit::Ok,
+            Exit::Failure,
+            Exit::Usage,
+            Exit::DriverAbsent,
+            Exit::NoSuchCard,
+            Exit::Rejected,
+            Exit::Timeout,
+            Exit::Partial,
+            Exit::PermissionDenied,
+            Exit::AlreadyInState,
+        ] {
+            assert!(EXIT_CODES_HELP.contains(&format!("\n  {}  ", e.code())), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! End-to-end tests of the `micctl` binary against live in-process micemu
+//! fleets: human and JSON output snapshots (insta, with timestamps, durations
+//! and temp paths redacted), exit codes, every JSON output validated against
+//! schema/micctl.schema.json, streams, concurrency, bad input.
+//!
+//! No sleeps as synchronisation: tests wait on micctl's own `--wait`, on
+//! libmic waits, or on lines arriving from a child's stdout (with a generous
+//! bound that only turns a hang into a failure).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use libmic::{MicRoot, MicState};
+use micemu::{Config, Fault, Instance, Timing};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_micctl");
+/// Upper bound for anything a test waits on; only reached if something hangs.
+const HANG: Duration = Duration::from_secs(20);
+
+struct Fleet {
+    inst: Instance,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start(cards: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Instance::start(
+            dir.path(),
+            Config {
+                cards,
+                timing: Timing::FAST,
+                memory: 1 << 30,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Self { inst, _dir: dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.inst.root()
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run_in(Some(self.root()), args)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        command(Some(self.root()), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn card(&self, id: u32) -> libmic::Card {
+        MicRoot::new(self.root()).card_by_id(id)
+    }
+
+    fn inject(&self, id: u32, f: &Fault) {
+        self.inst.inject(id, f).unwrap();
+    }
+
+    /// Filters for snapshots: this fleet's root, times and durations.
+    fn settings(&self) -> insta::Settings {
+        let mut s = insta::Settings::clone_current();
+        s.add_filter(&regex_escape(&self.root().display().to_string()), "[ROOT]");
+        add_time_filters(&mut s);
+        s
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+fn add_time_filters(s: &mut insta::Settings) {
+    s.add_filter(r"\[\s*\d+\.\d{6}\]", "[TS]");
+    s.add_filter(
+        r#""(elapsed_secs|seconds|timestamp|ts_nsec)": [0-9.e+-]+"#,
+        r#""$1": "[N]""#,
+    );
+    s.add_filter(r"\b\d+(\.\d+)?(ms|s)\b", "[DUR]");
+    s.add_filter(r"\b\d+m\d\ds\b", "[DUR]");
+}
+
+fn command(root: Option<&Path>, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    if let Some(r) = root {
+        c.arg("--root").arg(r);
+    }
+    c.args(args)
+        .env_remove("MIC_ROOT")
+        .env_remove("NO_COLOR")
+        .env("TERM", "dumb")
+        .env("COLUMNS", "100");
+    c
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(o.stdout).unwrap(),
+            stderr: String::from_utf8(o.stderr).unwrap(),
+        }
+    }
+
+    /// stdout and stderr, for one snapshot.
+    fn both(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// The single JSON document on stdout, validated.
+    fn json(&self) -> Value {
+        let lines = self.json_lines();
+        assert_eq!(lines.len(), 1, "expected one document: {}", self.stdout);
+        lines.into_iter().next().unwrap()
+    }
+
+    /// Every JSON Lines record on stdout, each validated.
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout.lines().map(validated).collect()
+    }
+}
+
+fn run_in(root: Option<&Path>, args: &[&str]) -> Run {
+    Run::from(command(root, args).output().unwrap())
+}
+
+fn schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/micctl.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    })
+}
+
+/// Parses one line of JSON and validates it against the schema.
+fn validated(line: &str) -> Value {
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let errors: Vec<String> = schema()
+        .iter_errors(&v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "schema violations {errors:#?} in {line}");
+    v
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap()
+}
+
+/// Lines of a child's stdout, as they arrive.
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one satisfies `pred`; returns every line read.
+fn read_until(rx: &Receiver<String>, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + HANG;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let done = pred(&l);
+                seen.push(l);
+                if done {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("{e:?} waiting for a line; got {seen:#?}"),
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ---- tests ---------------------------------------------------------------
+
+#[test]
+fn help_documents_exit_codes() {
+    let r = run_in(None, &["--help"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("Exit codes:"), "{}", r.stdout);
+    assert!(r.stdout.contains("3  driver absent"));
+    insta::assert_snapshot!("help", r.stdout);
+}
+
+#[test]
+fn status_and_info_of_offline_cards() {
+    let f = Fleet::start(2);
+    f.settings().bind(|| {
+        let r = f.run(&["status"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("status_offline", r.both());
+        insta::assert_snapshot!(
+            "status_offline_json",
+            pretty(&f.run(&["status", "--json"]).json())
+        );
+        let r = f.run(&["info", "mic1"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("info_offline", r.both());
+        insta::assert_snapshot!(
+            "info_offline_json",
+            pretty(&f.run(&["info", "1", "--json"]).json())
+        );
+    });
+}
+
+#[test]
+fn boot_status_info_log_shutdown_reset() {
+    let f = Fleet::start(2);
+    f.settings().bind(|| {
+        let r = f.run(&["boot", "mic0", "--wait", "--timeout", "10s"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("boot_wait", r.both());
+        assert_eq!(f.card(0).state().unwrap(), MicState::Online);
+
+        // Idempotent: already online is fine, unless --strict.
+        let r = f.run(&["boot", "0"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("boot_already", r.both());
+        let r = f.run(&["boot", "0", "--strict", "--json"]);
+        assert_eq!(r.code, 9);
+        insta::assert_snapshot!("boot_already_strict_json", pretty(&r.json()));
+
+        // Both cards: one already online, one booted; JSON outcome per card.
+        let r = f.run(&["boot", "--json", "--wait", "-t", "10s"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("boot_all_json", pretty(&r.json()));
+
+        let r = f.run(&["status"]);
+        assert_eq!(r.code, 0);
+        insta::assert_snapshot!("status_online", r.both());
+        let v = f.run(&["status", "--json"]).json();
+        assert_eq!(v["cards"][0]["time_in_state"]["source"], "card-log");
+        insta::assert_snapshot!("status_online_json", pretty(&v));
+
+        let r = f.run(&["info", "mic0"]);
+        insta::assert_snapshot!("info_online", r.both());
+        insta::assert_snapshot!(
+            "info_online_json",
+            pretty(&f.run(&["info", "mic0", "--json"]).json())
+        );
+
+        // The card log.
+        let r = f.run(&["log", "mic0"]);
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains(libmic::OS_UP_MARKER));
+        insta::assert_snapshot!("log", r.both());
+        let recs = f.run(&["log", "mic0", "--json"]).json_lines();
+        assert!(recs.iter().all(|r| r["type"] == "record"));
+        assert!(recs.iter().any(|r| r["text"] == libmic::OS_UP_MARKER));
+        f.inject(
+            0,
+            &Fault::Log {
+                level: 3,
+                text: "ecc: uncorrectable error".into(),
+            },
+        );
+        f.inject(
+            0,
+            &Fault::Log {
+                level: 4,
+                text: "thermal: warm".into(),
+            },
+        );
+        f.inject(
+            0,
+            &Fault::Log {
+                level: 6,
+                text: "just info".into(),
+            },
+        );
+        let r = f.run(&["log", "mic0", "--level", "warn", "--time-format", "none"]);
+        insta::assert_snapshot!("log_level_warn", r.both());
+        let r = f.run(&["log", "mic0", "--level", "3", "--time-format", "none"]);
+        assert_eq!(r.stdout, "ecc: uncorrectable error\n");
+        let r = f.run(&["log", "mic0", "--since", "0s ago", "--time-format", "none"]);
+        assert_eq!(r.stdout, "just info\n");
+        let r = f.run(&["log", "mic0", "--since", "1000", "--time-format", "none"]);
+        assert_eq!(r.stdout, "");
+        let all = f.run(&["log", "mic0", "--since", "0"]).stdout;
+        assert_eq!(all, f.run(&["log", "mic0"]).stdout);
+
+        // Shutdown, idempotently.
+        let r = f.run(&["shutdown", "mic0", "--wait", "-t", "10s"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("shutdown_wait", r.both());
+        let r = f.run(&["shutdown", "mic0", "--json"]);
+        assert_eq!(r.code, 0);
+        assert_eq!(r.json()["cards"][0]["outcome"], "already-in-state");
+
+        // Reset both, then again: already offline.
+        let r = f.run(&["reset", "mic0-mic1", "--wait", "-t", "10s", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("reset_wait_json", pretty(&r.json()));
+        let r = f.run(&["reset", "all"]);
+        assert_eq!(r.code, 0);
+        insta::assert_snapshot!("reset_already", r.both());
+        let r = f.run(&["shutdown", "0"]);
+        assert_eq!(r.code, 0);
+        assert_eq!(r.stdout, "mic0: already offline\n");
+        let r = f.run(&["log", "mic0"]);
+        assert_eq!(r.code, 0);
+        insta::assert_snapshot!("log_offline", r.both());
+    });
+}
+
+#[test]
+fn reboot_and_wait() {
+    let f = Fleet::start(2);
+    f.settings().bind(|| {
+        // Offline cards just boot; --wait waits for the OS.
+        let r = f.run(&["reboot", "0,1", "--wait", "-t", "10s"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("reboot_offline", r.both());
+        // Online cards go through shutdown and reset.
+        let r = f.run(&["reboot", "mic1", "--wait", "-t", "10s", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("reboot_online_json", pretty(&r.json()));
+        assert!(f.run(&["log", "1"]).stdout.contains(libmic::OS_UP_MARKER));
+
+        // wait: already there.
+        let r = f.run(&["wait", "--state", "online", "-t", "5s"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!("wait_already", r.both());
+        // wait: JSON Lines with transitions, then a result.
+        f.card(0).reset().unwrap();
+        let r = f.run(&["wait", "0", "--state", "offline", "-t", "10s", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let recs = r.json_lines();
+        let last = recs.last().unwrap();
+        assert_eq!(last["type"], "result");
+        assert_eq!(last["cards"][0]["state"], "offline");
+        // wait: timeout.
+        let r = f.run(&["wait", "0", "--state", "online", "-t", "300ms"]);
+        assert_eq!(r.code, 6);
+        insta::assert_snapshot!("wait_timeout", r.both());
+        // Partial: one card there, one not.
+        let r = f.run(&["wait", "--state", "online", "-t", "200ms", "--json"]);
+        assert_eq!(r.code, 7);
+        insta::assert_snapshot!("wait_partial_json", pretty(r.json_lines().last().unwrap()));
+    });
+}
+
+#[test]
+fn lifecycle_failures() {
+    let f = Fleet::start(3);
+    f.settings().bind(|| {
+        // The driver rejects a missing image: errno explained, exit 5.
+        let r = f.run(&["boot", "0", "--firmware", "mic/missing.img"]);
+        assert_eq!(r.code, 5, "{}", r.both());
+        insta::assert_snapshot!("boot_rejected", r.both());
+        // A name that would leave lib/firmware never reaches the driver.
+        let r = f.run(&["boot", "0", "--firmware", "../../etc/passwd", "--json"]);
+        assert_eq!(r.code, 2);
+        assert_eq!(r.json()["cards"][0]["outcome"], "rejected");
+        // A hanging boot times out; the others still boot: partial.
+        f.inject(1, &Fault::HangBoot);
+        let r = f.run(&["boot", "1,2", "--wait", "-t", "3s", "--json"]);
+        assert_eq!(r.code, 7, "{}", r.both());
+        insta::assert_snapshot!("boot_partial_json", pretty(&r.json()));
+        f.run(&["reset", "1", "--wait", "-t", "5s"]);
+        // A failed reset: reset_failed is a failure (exit 1).
+        f.card(2).wait_for(|s| s == MicState::Online, Some(HANG)).unwrap();
+        f.inject(2, &Fault::FailReset);
+        let r = f.run(&["reset", "2", "--wait", "-t", "10s"]);
+        assert_eq!(r.code, 1, "{}", r.both());
+        insta::assert_snapshot!("reset_failed", r.both());
+        let r = f.run(&["wait", "2", "--state", "online", "-t", "5s"]);
+        assert_eq!(r.code, 1, "{}", r.both());
+    });
+}
+
+#[test]
+fn a_crash_shows_in_status_and_log() {
+    let f = Fleet::start(1);
+    let r = f.run(&["boot", "0"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    f.card(0).wait_os_up(Some(HANG)).unwrap();
+    f.inject(0, &Fault::Panic("boom".into()));
+    f.card(0)
+        .wait_for(|s| s == MicState::ShuttingDown, Some(HANG))
+        .unwrap();
+    let r = f.run(&["status", "--json"]);
+    assert_eq!(r.json()["cards"][0]["shutdown_status"], "crashed");
+    let r = f.run(&["log", "0", "--level", "emerg", "--time-format", "none"]);
+    assert!(r.stdout.contains("Kernel panic"), "{}", r.both());
+}
+
+#[test]
+fn log_follow_streams_across_a_reboot() {
+    let f = Fleet::start(1);
+    let mut child = f.spawn(&["log", "mic0", "--follow", "--json"]);
+    let rx = lines_of(&mut child);
+    let r = f.run(&["boot", "0"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    read_until(&rx, |l| validated(l)["text"] == libmic::OS_UP_MARKER);
+    f.inject(
+        0,
+        &Fault::Log {
+            level: 3,
+            text: "followed".into(),
+        },
+    );
+    read_until(&rx, |l| validated(l)["text"] == "followed");
+    let r = f.run(&["reboot", "0", "--wait", "-t", "10s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    let seen = read_until(&rx, |l| validated(l)["text"] == libmic::OS_UP_MARKER);
+    assert!(seen.iter().any(|l| validated(l)["type"] == "reset"), "{seen:#?}");
+    stop(child);
+
+    // Human follow with a bounded duration ends by itself.
+    let r = f.run(&[
+        "log",
+        "0",
+        "--follow",
+        "--duration",
+        "300ms",
+        "--time-format",
+        "none",
+    ]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.ends_with(&format!("{}\n", libmic::OS_UP_MARKER)),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn status_watch_streams_changes() {
+    let f = Fleet::start(2);
+    let mut child = f.spawn(&["status", "--watch", "--json"]);
+    let rx = lines_of(&mut child);
+    let first = read_until(&rx, |l| validated(l)["card"] == "mic1");
+    assert_eq!(first.len(), 2);
+    let r = f.run(&["boot", "1"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    let seen = read_until(&rx, |l| {
+        let v = validated(l);
+        v["card"] == "mic1" && v["post_code"] == "FF"
+    });
+    let states: Vec<Value> = seen
+        .iter()
+        .map(|l| validated(l))
+        .filter(|v| v["changed"].to_string().contains("state"))
+        .collect();
+    assert_eq!(states[0]["state"], "online");
+    assert_eq!(states[0]["time_in_state"]["source"], "observed");
+    // POST codes of the boot steps were followed.
+    assert!(seen.len() >= 3, "{seen:#?}");
+    stop(child);
+
+    // Human watch, bounded.
+    let mut settings = f.settings();
+    settings.add_filter(r"\[\+[0-9.]+s\]", "[+T]");
+    let r = f.run(&["status", "--watch", "--duration", "200ms"]);
+    assert_eq!(r.code, 0);
+    settings.bind(|| insta::assert_snapshot!("status_watch_idle", r.both()));
+}
+
+#[test]
+fn many_concurrent_micctl_processes() {
+    const N: u32 = 8;
+    let f = Fleet::start(N);
+    let spawn_all = |verb: &str| -> Vec<(u32, Child)> {
+        (0..N)
+            .map(|i| {
+                (
+                    i,
+                    f.spawn(&[verb, &format!("mic{i}"), "--wait", "-t", "30s", "--json"]),
+                )
+            })
+            .collect()
+    };
+    for verb in ["boot", "reset", "boot", "reboot"] {
+        for (i, child) in spawn_all(verb) {
+            let r = Run::from(child.wait_with_output().unwrap());
+            assert_eq!(r.code, 0, "{verb} mic{i}: {}", r.both());
+            let v = r.json();
+            assert_eq!(v["cards"][0]["card"], format!("mic{i}"));
+            assert_eq!(v["cards"][0]["outcome"], "ok");
+        }
+    }
+    let v = f.run(&["status", "--json"]).json();
+    for c in v["cards"].as_array().unwrap() {
+        assert_eq!(c["state"], "online");
+    }
+    // One process, every card, in parallel.
+    let r = f.run(&["reset", "--wait", "-t", "30s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    assert_eq!(r.stdout.lines().count(), N as usize);
+}
+
+#[test]
+fn bad_input() {
+    let f = Fleet::start(2);
+    f.settings().bind(|| {
+        let r = f.run(&["status", "mic7"]);
+        assert_eq!(r.code, 4);
+        assert!(r.stderr.contains("known cards: mic0, mic1"), "{}", r.stderr);
+        insta::assert_snapshot!("unknown_card", r.both());
+        let r = f.run(&["boot", "mic3", "--json"]);
+        assert_eq!(r.code, 4);
+        insta::assert_snapshot!("unknown_card_json", pretty(&r.json()));
+        let r = f.run(&["log", "9", "--json"]);
+        assert_eq!(r.code, 4);
+        assert_eq!(r.json()["type"], "error");
+        let r = f.run(&["reset", "1-0"]);
+        assert_eq!(r.code, 2);
+        insta::assert_snapshot!("bad_range", r.both());
+        let r = f.run(&["status", "mic0,,1"]);
+        assert_eq!(r.code, 2);
+        let r = f.run(&["wait", "--state", "asleep"]);
+        assert_eq!(r.code, 2);
+        insta::assert_snapshot!("bad_state", r.both());
+        let r = f.run(&["wait", "--timeout", "soon"]);
+        assert_eq!(r.code, 2);
+        let r = f.run(&["log", "0", "--level", "loud"]);
+        assert_eq!(r.code, 2);
+        let r = f.run(&["info", "0,1"]);
+        assert_eq!(r.code, 2);
+        let r = f.run(&["frobnicate"]);
+        assert_eq!(r.code, 2);
+    });
+}
+
+#[test]
+fn driver_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("nothing-here");
+    let r = run_in(Some(&root), &["status"]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("micemu"), "{}", r.stderr);
+    assert!(r.stderr.contains("sys/class/mic"), "{}", r.stderr);
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(&regex_escape(&root.display().to_string()), "[ROOT]");
+    s.bind(|| {
+        insta::assert_snapshot!("driver_absent", r.both());
+        let r = run_in(Some(&root), &["boot", "--json"]);
+        assert_eq!(r.code, 3);
+        insta::assert_snapshot!("driver_absent_json", pretty(&r.json()));
+    });
+    // MIC_ROOT works the same as --root.
+    let out = Command::new(BIN)
+        .arg("status")
+        .env("MIC_ROOT", &root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // An empty class directory: no cards.
+    std::fs::create_dir_all(root.join("sys/class/mic")).unwrap();
+    let r = run_in(Some(&root), &["status"]);
+    assert_eq!(r.code, 4, "{}", r.both());
+    assert!(r.stderr.contains("known cards: none"), "{}", r.stderr);
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let f = Fleet::start(1);
+    let r = f.run(&["status"]);
+    assert!(!r.stdout.contains('\x1b'));
+    let r = f.run(&["status", "--color", "always"]);
+    assert!(r.stdout.contains("\x1b[1mCARD"), "{}", r.stdout);
+    let r = f.run(&["status", "--color", "never"]);
+    assert!(!r.stdout.contains('\x1b'));
+}
