@@ -126,10 +126,7 @@ pub fn parse_kernel_ptr(s: &str) -> Result<Option<u64>, ()> {
     if s.is_empty() || s.eq_ignore_ascii_case("(null)") {
         return Ok(None);
     }
-    let hex = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s);
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
     if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(());
     }
@@ -237,10 +234,7 @@ mod tests {
     fn ipaddr_forms() {
         let mpssd = "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
                      ifcfg=static;address,172.31.1.1;netmask,255.255.255.0";
-        assert_eq!(
-            ipaddr_from_cmdline(mpssd),
-            Some(Ipv4Addr::new(172, 31, 1, 1))
-        );
+        assert_eq!(ipaddr_from_cmdline(mpssd), Some(Ipv4Addr::new(172, 31, 1, 1)));
         assert_eq!(
             ipaddr_from_cmdline("ifcfg=static;netmask,255.0.0.0;address,10.0.0.2"),
             Some(Ipv4Addr::new(10, 0, 0, 2))

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use mic_core::abi::{BootMode, MicState, MicStatus};
 
 use crate::attrs::{
-    Attr, DebugFile, escape_untrusted, format_hex, ipaddr_from_cmdline, parse_kernel_ptr,
-    strip_newline,
+    Attr, DebugFile, escape_untrusted, format_hex, ipaddr_from_cmdline, parse_kernel_ptr, strip_newline,
 };
 use crate::error::{Error, HINT_DEBUGFS, HINT_SYSFS, Result, explain_errno};
 use crate::root::{MicRoot, check_firmware_name};
@@ -184,8 +183,9 @@ impl Card {
 
     fn write_error(&self, attr: Attr, value: &str, path: &Path, e: io::Error) -> Error {
         match e.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM | libc::ENOTCONN | libc::EINTR | libc::EBADF)
-            | None => Error::io(path, e, HINT_SYSFS),
+            Some(libc::EACCES | libc::EPERM | libc::ENOTCONN | libc::EINTR | libc::EBADF) | None => {
+                Error::io(path, e, HINT_SYSFS)
+            }
             Some(errno) => Error::Rejected {
                 card: self.name.clone(),
                 attr,
@@ -297,9 +297,7 @@ impl Card {
                 .parse()
                 .map(Some)
                 .map_err(|_| self.parse_err(Attr::Ipaddr, &s, "an IPv4 address")),
-            Err(e) if e.is_not_found() => {
-                Ok(self.cmdline()?.as_deref().and_then(ipaddr_from_cmdline))
-            }
+            Err(e) if e.is_not_found() => Ok(self.cmdline()?.as_deref().and_then(ipaddr_from_cmdline)),
             Err(e) => Err(e),
         }
     }
@@ -399,9 +397,7 @@ impl Card {
             reason,
         };
         if cmdline.contains(['\n', '\0']) {
-            return Err(invalid(
-                "the command line must be one line without NUL bytes",
-            ));
+            return Err(invalid("the command line must be one line without NUL bytes"));
         }
         if cmdline.len() > CMDLINE_MAX {
             return Err(invalid(

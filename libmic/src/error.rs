@@ -218,10 +218,9 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
     let fw = firmware_dir.display();
     let value = value.trim_end_matches('\n');
     let specific = match (attr, errno) {
-        (Attr::State, libc::EINVAL) if value == "boot" => Some(
-            "card is not offline (boot only from offline) or the image could not be loaded"
-                .to_owned(),
-        ),
+        (Attr::State, libc::EINVAL) if value == "boot" => {
+            Some("card is not offline (boot only from offline) or the image could not be loaded".to_owned())
+        }
         (Attr::State, libc::EINVAL) if !matches!(value, "reset" | "shutdown" | "suspend") => {
             Some("state accepts only boot, reset or shutdown".to_owned())
         }
@@ -231,10 +230,9 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
         (Attr::State, libc::ENOENT) => Some(format!(
             "the firmware or ramdisk file set for this card was not found under {fw}"
         )),
-        (Attr::State, libc::ENOMEM | libc::EFBIG | libc::E2BIG | libc::ENOSPC) => Some(
-            "the image, command line or ramdisk does not fit in the card's memory aperture"
-                .to_owned(),
-        ),
+        (Attr::State, libc::ENOMEM | libc::EFBIG | libc::E2BIG | libc::ENOSPC) => {
+            Some("the image, command line or ramdisk does not fit in the card's memory aperture".to_owned())
+        }
         (Attr::State, libc::EBUSY) => {
             Some("the card is busy (a reset or another boot is in progress)".to_owned())
         }
@@ -242,9 +240,7 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
             Some("the card did not respond (bootstrap not ready after reset)".to_owned())
         }
         (Attr::Bootmode, libc::EINVAL) => Some("bootmode must be linux or elf".to_owned()),
-        (Attr::Firmware | Attr::Ramdisk, libc::ENOENT) => {
-            Some(format!("firmware file not found under {fw}"))
-        }
+        (Attr::Firmware | Attr::Ramdisk, libc::ENOENT) => Some(format!("firmware file not found under {fw}")),
         (Attr::Firmware | Attr::Ramdisk, libc::EINVAL) => {
             Some(format!("not a usable file name relative to {fw}"))
         }
@@ -254,9 +250,9 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
         (Attr::Cmdline, libc::EINVAL | libc::E2BIG) => {
             Some("the command line is too long or malformed".to_owned())
         }
-        (Attr::LogBufAddr | Attr::LogBufLen, libc::EINVAL | libc::ERANGE) => Some(
-            "value must be a hexadecimal card kernel virtual address (from System.map)".to_owned(),
-        ),
+        (Attr::LogBufAddr | Attr::LogBufLen, libc::EINVAL | libc::ERANGE) => {
+            Some("value must be a hexadecimal card kernel virtual address (from System.map)".to_owned())
+        }
         (_, libc::EIO) if !attr.is_writable() => Some(format!("{attr} is read-only")),
         (_, libc::ENODEV | libc::ENXIO) => {
             Some("the card has gone away (device removed or driver unbinding)".to_owned())
@@ -335,10 +331,7 @@ mod tests {
         for errno in [libc::EACCES, libc::EPERM] {
             let e = Error::io(p, io::Error::from_raw_os_error(errno), HINT_SYSFS);
             assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
-            assert!(
-                e.to_string().starts_with("permission denied: /r/sys"),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with("permission denied: /r/sys"), "{e}");
             assert!(e.to_string().contains("run as root"), "{e}");
         }
         let e = Error::io(p, io::Error::from_raw_os_error(libc::ENOTCONN), HINT_SYSFS);

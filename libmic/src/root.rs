@@ -215,14 +215,8 @@ mod tests {
             MicRoot::resolve(Some("/a".into()), Some("/b".into())).path(),
             Path::new("/a")
         );
-        assert_eq!(
-            MicRoot::resolve(None, Some("/b".into())).path(),
-            Path::new("/b")
-        );
-        assert_eq!(
-            MicRoot::resolve(None, Some("".into())).path(),
-            Path::new("/")
-        );
+        assert_eq!(MicRoot::resolve(None, Some("/b".into())).path(), Path::new("/b"));
+        assert_eq!(MicRoot::resolve(None, Some("".into())).path(), Path::new("/"));
         assert_eq!(MicRoot::resolve(None, None).path(), Path::new("/"));
     }
 

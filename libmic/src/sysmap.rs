@@ -27,8 +27,7 @@ impl SystemMap {
         let mut symbols = HashMap::new();
         for line in text.lines() {
             let mut words = line.split_ascii_whitespace();
-            let (Some(addr), Some(ty), Some(name)) = (words.next(), words.next(), words.next())
-            else {
+            let (Some(addr), Some(ty), Some(name)) = (words.next(), words.next(), words.next()) else {
                 continue;
             };
             if ty.len() != 1 || addr.len() > 16 || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -83,10 +82,7 @@ impl SystemMap {
     /// `(address of __log_buf, address of log_buf_len)`, or the list of
     /// missing symbols.
     pub fn log_buf_symbols(&self) -> std::result::Result<(u64, u64), Vec<String>> {
-        match (
-            self.resolve(LOG_BUF_SYMBOL),
-            self.resolve(LOG_BUF_LEN_SYMBOL),
-        ) {
+        match (self.resolve(LOG_BUF_SYMBOL), self.resolve(LOG_BUF_LEN_SYMBOL)) {
             (Some(a), Some(l)) => Ok((a, l)),
             (a, l) => Err([(a, LOG_BUF_SYMBOL), (l, LOG_BUF_LEN_SYMBOL)]
                 .into_iter()
@@ -168,10 +164,7 @@ garbage line
         assert_eq!(m.lookup("garbage"), None);
         assert_eq!(m.lookup("nope"), None);
         assert_eq!(m.len(), 6);
-        assert_eq!(
-            m.log_buf_symbols(),
-            Ok((0xffffffff81e4c3a0, 0xffffffff81c4a2d0))
-        );
+        assert_eq!(m.log_buf_symbols(), Ok((0xffffffff81e4c3a0, 0xffffffff81c4a2d0)));
     }
 
     #[test]
@@ -187,10 +180,7 @@ garbage line
         let text = "ffffffff81c4a2d8 d log_buf_len_lvl\nffffffff81c4a2d0 d log_buf_len\n";
         assert_eq!(mpssd_rule(text, "log_buf_len"), Some(0xffffffff81c4a2d0));
         assert_eq!(mpssd_rule("x __log_buf", "__log_buf"), None);
-        assert_eq!(
-            mpssd_rule("zzzzzzzzzzzzzzzz b __log_buf", "__log_buf"),
-            None
-        );
+        assert_eq!(mpssd_rule("zzzzzzzzzzzzzzzz b __log_buf", "__log_buf"), None);
     }
 
     #[test]
@@ -199,10 +189,7 @@ garbage line
         // first symbol; the mpssd rule still finds the second.
         let m = SystemMap::parse("ffffffff81e4c3a0 b __log_buf\rffffffff81c4a2d0 d log_buf_len\r");
         assert_eq!(m.lookup("log_buf_len"), None);
-        assert_eq!(
-            m.log_buf_symbols(),
-            Ok((0xffffffff81e4c3a0, 0xffffffff81c4a2d0))
-        );
+        assert_eq!(m.log_buf_symbols(), Ok((0xffffffff81e4c3a0, 0xffffffff81c4a2d0)));
         // The rule is positional: a two-letter type column puts the address
         // 20 characters back, which it does not accept.
         let m = SystemMap::parse("ffffffff81c4a2d0 dd log_buf_len\n");

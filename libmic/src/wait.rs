@@ -178,9 +178,7 @@ pub fn wait_any(watchers: &mut [StateWatcher], timeout: Option<Duration>) -> Res
     }
 }
 
-fn refresh_all<'a>(
-    watchers: impl Iterator<Item = (usize, &'a mut StateWatcher)>,
-) -> Result<Vec<usize>> {
+fn refresh_all<'a>(watchers: impl Iterator<Item = (usize, &'a mut StateWatcher)>) -> Result<Vec<usize>> {
     let mut changed = Vec::new();
     for (i, w) in watchers {
         if w.refresh()?.is_some() {
@@ -240,11 +238,7 @@ impl Card {
     ///
     /// Transient states that come and go between two reads can be missed;
     /// wait for stable states (`offline`, `online`, `reset_failed`).
-    pub fn wait_for(
-        &self,
-        pred: impl Fn(MicState) -> bool,
-        timeout: Option<Duration>,
-    ) -> Result<MicState> {
+    pub fn wait_for(&self, pred: impl Fn(MicState) -> bool, timeout: Option<Duration>) -> Result<MicState> {
         let start = Instant::now();
         let mut w = self.watch_state()?;
         loop {
@@ -300,10 +294,7 @@ mod tests {
         assert_eq!(w.current(), MicState::Online);
         let wall = Instant::now();
         let cpu = thread_cpu_time();
-        assert_eq!(
-            w.wait_change(Some(Duration::from_millis(300))).unwrap(),
-            None
-        );
+        assert_eq!(w.wait_change(Some(Duration::from_millis(300))).unwrap(), None);
         let cpu = thread_cpu_time().saturating_sub(cpu);
         assert!(wall.elapsed() >= Duration::from_millis(300));
         // A spinning wait would burn ~300 ms of CPU; a blocked one ~0.

@@ -122,10 +122,7 @@ fn select_by_name_or_number() {
                 };
                 assert_eq!(name, bad);
                 assert_eq!(known, &["mic0", "mic2", "mic10"]);
-                assert!(
-                    e.to_string().contains("known cards: mic0, mic2, mic10"),
-                    "{e}"
-                );
+                assert!(e.to_string().contains("known cards: mic0, mic2, mic10"), "{e}");
             }
             other => panic!("{bad:?}: {other:?}"),
         }
@@ -285,10 +282,7 @@ fn info_survives_broken_optional_attributes() {
     assert_eq!(info.shutdown_status, None);
     assert_eq!(info.family.as_deref(), Some("x100"));
     let attrs: Vec<Attr> = info.problems.iter().map(|(a, _)| *a).collect();
-    assert_eq!(
-        attrs,
-        [Attr::ShutdownStatus, Attr::Firmware, Attr::Bootmode]
-    );
+    assert_eq!(attrs, [Attr::ShutdownStatus, Attr::Firmware, Attr::Bootmode]);
 
     // state is the one attribute a snapshot cannot do without.
     FakeRoot::put(&c, Attr::State, "banana\n");
@@ -364,20 +358,11 @@ fn firmware_names_may_not_escape() {
     );
     for bad in ["../../etc/shadow", "/etc/shadow", "mic/../../x", "", ".."] {
         assert!(
-            matches!(
-                f.root.resolve_firmware(bad),
-                Err(Error::BadFirmwareName { .. })
-            ),
+            matches!(f.root.resolve_firmware(bad), Err(Error::BadFirmwareName { .. })),
             "{bad:?}"
         );
-        assert!(matches!(
-            c.set_firmware(bad),
-            Err(Error::BadFirmwareName { .. })
-        ));
-        assert!(matches!(
-            c.set_ramdisk(bad),
-            Err(Error::BadFirmwareName { .. })
-        ));
+        assert!(matches!(c.set_firmware(bad), Err(Error::BadFirmwareName { .. })));
+        assert!(matches!(c.set_ramdisk(bad), Err(Error::BadFirmwareName { .. })));
     }
     assert_eq!(FakeRoot::get(&c, Attr::Firmware), "");
     assert_eq!(FakeRoot::get(&c, Attr::Ramdisk), "");
@@ -523,8 +508,6 @@ fn system_map_missing_symbol() {
     // Nothing written on failure.
     assert_eq!(FakeRoot::get(&c, Attr::LogBufAddr), "(null)\n");
 
-    let e = c
-        .set_log_buf_from_sysmap(&f.dir.path().join("nope"))
-        .unwrap_err();
+    let e = c.set_log_buf_from_sysmap(&f.dir.path().join("nope")).unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
 }

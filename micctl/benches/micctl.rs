@@ -30,7 +30,7 @@ const STATUS_FILES: &[&str] = &[
     "sys/class/mic/mic*/ipaddr",
     "sys/kernel/debug/mic_host/mic*/post_code",
 ];
-const STATUS_RUNS: usize = 30;
+const STATUS_RUNS: usize = 15;
 const STATUS_GOAL_RATIO: f64 = 2.0;
 const STATUS_GOAL_256: Duration = Duration::from_millis(50);
 

@@ -427,7 +427,10 @@ fn a_card_reporting_a_nonsense_status_is_ignored() {
         emu.inject(0, &["bad-status", bad]);
     }
     // No state change follows (a negative check: bounded by a short wait).
-    assert_eq!(watcher.wait_change(Some(Duration::from_millis(300))).unwrap(), None);
+    assert_eq!(
+        watcher.wait_change(Some(Duration::from_millis(300))).unwrap(),
+        None
+    );
     assert_eq!(emu.read(0, "state"), "online\n");
     assert_eq!(emu.read(0, "shutdown_status"), "nop\n");
     // A real report still gets through afterwards.
