@@ -3,7 +3,8 @@
 //! tests). Prints figures and ratios; asserts nothing about time.
 //!
 //! 1. `micctl status --json` over 64 and 256 emulated cards, against `cat`
-//!    of the same sysfs and debugfs files (shell glob included). Goals: at most 2× cat,
+//!    of the same sysfs and debugfs files (shell glob included), next to
+//!    the floor: this process reading those files once each. Goals: at most 2× cat,
 //!    under 50 ms at 256 cards.
 //! 2. `micctl boot --wait` of 8 cards at once against one card alone.
 //!    Goal: wall-time ratio ≤ 1.2.
@@ -13,6 +14,7 @@
 //! builds the micctl binary next to this benchmark (target/<profile>/); if
 //! it is missing anyway, it is built with `cargo build -p micctl --release`.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,17 +105,42 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The floor under any status tool: this process reading every file of
+/// [`STATUS_FILES`] once (directory listing included) with one read each,
+/// no process start, no parsing.
+fn read_status_files(root: &Path) -> Result<Duration> {
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let class = root.join("sys/class/mic");
+    for card in std::fs::read_dir(&class)? {
+        let name = card?.file_name();
+        for f in STATUS_FILES {
+            let path = root.join(f.replace("mic*", &name.to_string_lossy()));
+            // One open, one read, close: what a sysfs attribute needs
+            // (fs::read would add a stat and a read to EOF).
+            let n = std::fs::File::open(&path)
+                .and_then(|mut file| file.read(&mut buf))
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == buf.len() {
+                bail!("{} is larger than a sysfs attribute", path.display());
+            }
+        }
+    }
+    Ok(start.elapsed())
+}
+
 fn status(micctl: &Path) -> Result<()> {
     println!("`micctl status --json` vs `cat` of the same files, offline fleet, median of {STATUS_RUNS}:");
     for f in STATUS_FILES {
         println!("    {f}");
     }
     println!(
-        "  {:<6} {:>11} {:>11} {:>7}   goals: ≤ {STATUS_GOAL_RATIO}x cat, < {} at 256",
+        "  {:<6} {:>11} {:>11} {:>7} {:>11}   goals: ≤ {STATUS_GOAL_RATIO}x cat, < {} at 256",
         "cards",
         "micctl",
         "cat",
         "ratio",
+        "floor",
         ms(STATUS_GOAL_256)
     );
     for cards in [64, 256] {
@@ -156,19 +183,23 @@ fn status(micctl: &Path) -> Result<()> {
 
         let mut m = Vec::new();
         let mut c = Vec::new();
-        timed(&mut status)?; // warm the caches of both
+        let mut f = Vec::new();
+        timed(&mut status)?; // warm the caches of all three
         timed(&mut cat)?;
+        read_status_files(root)?;
         for _ in 0..STATUS_RUNS {
             m.push(timed(&mut status)?);
             c.push(timed(&mut cat)?);
+            f.push(read_status_files(root)?);
         }
-        let (m, c) = (median(m), median(c));
+        let (m, c, f) = (median(m), median(c), median(f));
         let ratio = m.as_secs_f64() / c.as_secs_f64();
         let goal = ratio <= STATUS_GOAL_RATIO && (cards < 256 || m < STATUS_GOAL_256);
         println!(
-            "  {cards:<6} {:>11} {:>11} {ratio:>6.2}x   {}{}",
+            "  {cards:<6} {:>11} {:>11} {ratio:>6.2}x {:>11}   {}{}",
             ms(m),
             ms(c),
+            ms(f),
             if goal { "meets goals" } else { "MISSES GOAL" },
             if listed == cards as usize {
                 String::new()

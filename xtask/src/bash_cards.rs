@@ -9,7 +9,7 @@
 //! and which words are subcommands all come from the clap definition, so the
 //! hook follows the CLI as it changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use clap::{Arg, Command};
@@ -42,27 +42,33 @@ fn is_card_arg(arg: &Arg) -> bool {
 struct Scan {
     /// Every subcommand path (as in [`CardPositional::path`]).
     paths: Vec<String>,
-    /// Every option spelling that takes a value (`--root`, `-t`).
-    value_options: BTreeSet<String>,
+    /// Per command path, every option spelling that takes a value there
+    /// (`--root`, `-t`).
+    value_options: BTreeMap<String, BTreeSet<String>>,
     cards: Vec<CardPositional>,
 }
 
 fn scan(cmd: &Command, path: &str, out: &mut Scan) {
+    let options = out.value_options.entry(path.to_owned()).or_default();
     for arg in cmd.get_arguments() {
         if arg.is_positional() || !arg.get_action().takes_values() {
             continue;
         }
         for long in arg.get_long_and_visible_aliases().into_iter().flatten() {
-            out.value_options.insert(format!("--{long}"));
+            options.insert(format!("--{long}"));
         }
         for short in arg.get_short_and_visible_aliases().into_iter().flatten() {
-            out.value_options.insert(format!("-{short}"));
+            options.insert(format!("-{short}"));
         }
     }
     for (index, arg) in cmd.get_positionals().enumerate() {
         if is_card_arg(arg) {
             let multiple = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
-            out.cards.push(CardPositional { path: path.to_owned(), index, multiple });
+            out.cards.push(CardPositional {
+                path: path.to_owned(),
+                index,
+                multiple,
+            });
             break;
         }
     }
@@ -89,16 +95,32 @@ pub fn hook(cmd: &Command) -> String {
     let generated = format!("_{}", bin.replace('-', "__"));
     let cards_fn = format!("{generated}__mic_cards");
     let wrapper = format!("{generated}__with_mic_cards");
-    let value_options = found.value_options.iter().map(String::as_str).collect::<Vec<_>>().join(" | ");
-    let value_options = if value_options.is_empty() { "--".to_owned() } else { value_options };
+    let mut value_options = String::new();
+    for (path, options) in found.value_options.iter().filter(|(_, o)| !o.is_empty()) {
+        let options = options.iter().map(String::as_str).collect::<Vec<_>>().join(" | ");
+        write!(
+            value_options,
+            "\n                    {path:?}) case \"${{w}}\" in {options}) skip=1 ;; esac ;;"
+        )
+        .unwrap();
+    }
     let mut paths = String::new();
     for p in &found.paths {
-        write!(paths, "\n                    {:?}) path=\"${{path}} ${{w}}\"; npos=0 ;;", p).unwrap();
+        write!(
+            paths,
+            "\n                    {p:?}) path=\"${{path}} ${{w}}\"; npos=0 ;;"
+        )
+        .unwrap();
     }
     let mut rules = String::new();
     for c in &found.cards {
         let test = if c.multiple { "-ge" } else { "-eq" };
-        write!(rules, "\n        {:?}) [[ ${{npos}} {test} {} ]] || return 0 ;;", c.path, c.index).unwrap();
+        write!(
+            rules,
+            "\n        {:?}) [[ ${{npos}} {test} {} ]] || return 0 ;;",
+            c.path, c.index
+        )
+        .unwrap();
     }
     format!(
         r#"
@@ -131,8 +153,10 @@ pub fn hook(cmd: &Command) -> String {
             continue
         fi
         case "${{w}}" in
-            {value_options}) skip=1 ;;
-            -*) ;;
+            -*)
+                case "${{path}}" in{value_options}
+                esac
+                ;;
             *)
                 case "${{path}} ${{w}}" in{paths}
                     *) npos=$((npos + 1)) ;;
@@ -186,10 +210,20 @@ mod tests {
         cmd.build();
         let mut s = Scan::default();
         scan(&cmd, "", &mut s);
-        let cards: Vec<_> = s.cards.iter().map(|c| (c.path.as_str(), c.index, c.multiple)).collect();
-        assert_eq!(cards, [(" status", 0, true), (" inject", 0, false), (" log", 0, false)]);
-        assert!(s.value_options.contains("--root") && s.value_options.contains("-n"));
-        assert!(!s.value_options.contains("-f"));
+        let cards: Vec<_> = s
+            .cards
+            .iter()
+            .map(|c| (c.path.as_str(), c.index, c.multiple))
+            .collect();
+        assert_eq!(
+            cards,
+            [(" status", 0, true), (" inject", 0, false), (" log", 0, false)]
+        );
+        // --root is global: every command takes it.
+        let non_help = s.value_options.iter().filter(|(p, _)| !p.starts_with(" help"));
+        assert!(non_help.clone().count() == 4 && non_help.into_iter().all(|(_, o)| o.contains("--root")));
+        assert!(s.value_options[" log"].contains("-n") && !s.value_options[" log"].contains("-f"));
+        assert!(!s.value_options[" status"].contains("-n"));
         assert!(s.paths.contains(&" help".to_owned()));
     }
 
@@ -204,7 +238,11 @@ mod tests {
     /// Runs the generated bash completion for a command line and returns
     /// the candidates (skipped when bash is not installed).
     fn complete(script: &str, root: &std::path::Path, line: &[&str]) -> Option<Vec<String>> {
-        let words = line.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
+        let words = line
+            .iter()
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let program = format!(
             "{script}\nCOMP_WORDS=({words}); COMP_CWORD={}; \
              f=$(complete -p tool | sed 's/.*-F \\([^ ]*\\).*/\\1/'); \
@@ -218,7 +256,13 @@ mod tests {
             .output()
             .ok()?;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Some(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .filter(|l| !l.is_empty())
+                .collect(),
+        )
     }
 
     #[test]
@@ -237,19 +281,33 @@ mod tests {
             complete(&script, root.path(), line)
                 .map(|c| c.into_iter().filter(|w| w.starts_with("mic")).collect())
         };
-        let Some(all) = cards(&["tool", "status", ""]) else { return };
+        let Some(all) = cards(&["tool", "status", ""]) else {
+            return;
+        };
         assert_eq!(all, ["mic0", "mic1", "mic10"]);
-        assert_eq!(cards(&["tool", "status", "mic0", "mic1"]).unwrap(), ["mic1", "mic10"]);
-        assert_eq!(cards(&["tool", "inject", "mic"]).unwrap(), ["mic0", "mic1", "mic10"]);
+        assert_eq!(
+            cards(&["tool", "status", "mic0", "mic1"]).unwrap(),
+            ["mic1", "mic10"]
+        );
+        assert_eq!(
+            cards(&["tool", "inject", "mic"]).unwrap(),
+            ["mic0", "mic1", "mic10"]
+        );
         // Only the first positional of inject is a card.
         assert!(cards(&["tool", "inject", "mic0", ""]).unwrap().is_empty());
         // The value of an option is not a card; the word after it is.
         assert!(cards(&["tool", "log", "-n", ""]).unwrap().is_empty());
-        assert_eq!(cards(&["tool", "log", "-n", "5", "mic1"]).unwrap(), ["mic1", "mic10"]);
+        assert_eq!(
+            cards(&["tool", "log", "-n", "5", "mic1"]).unwrap(),
+            ["mic1", "mic10"]
+        );
         // --root on the line wins over MIC_ROOT, with or without `=`.
         let o = other.path().to_str().unwrap();
         assert_eq!(cards(&["tool", "--root", o, "status", ""]).unwrap(), ["mic7"]);
-        assert_eq!(cards(&["tool", "--root", "=", o, "status", ""]).unwrap(), ["mic7"]);
+        assert_eq!(
+            cards(&["tool", "--root", "=", o, "status", ""]).unwrap(),
+            ["mic7"]
+        );
         // Not at the top level, nor for an option.
         assert!(cards(&["tool", ""]).unwrap().is_empty());
         assert!(cards(&["tool", "status", "-"]).unwrap().is_empty());

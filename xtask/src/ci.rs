@@ -13,7 +13,10 @@ pub fn run(root: &Path) -> Result<()> {
     eprintln!("xtask: gen --check");
     generate::check(root)?;
     cargo(root, &["fmt", "--all", "--check"])?;
-    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        root,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
     cargo(root, &["test", "--workspace"])?;
     Ok(())
 }

@@ -28,7 +28,10 @@ pub type Binary = (&'static str, fn() -> Command);
 
 /// Every binary whose man pages and completions are generated. Adding a tool
 /// is one line.
-pub const BINARIES: &[Binary] = &[("micemu", <micemu::cli::Cli as CommandFactory>::command)];
+pub const BINARIES: &[Binary] = &[
+    ("micctl", <micctl::cli::Cli as CommandFactory>::command),
+    ("micemu", <micemu::cli::Cli as CommandFactory>::command),
+];
 
 /// Where the man pages go, relative to the workspace root.
 pub const MAN_DIR: &str = "man";
@@ -38,7 +41,13 @@ pub const COMPLETIONS_DIR: &str = "shell-completions";
 pub const OUTPUT_DIRS: [&str; 2] = [MAN_DIR, COMPLETIONS_DIR];
 
 /// The shells completions are generated for.
-pub const SHELLS: [Shell; 5] = [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell];
+pub const SHELLS: [Shell; 5] = [
+    Shell::Bash,
+    Shell::Zsh,
+    Shell::Fish,
+    Shell::Elvish,
+    Shell::PowerShell,
+];
 
 /// The manual the pages belong to (the centre of the `.TH` footer).
 const MANUAL: &str = "Intel MIC X100 host tools";
@@ -52,7 +61,10 @@ pub fn render(binaries: &[Binary]) -> Result<Artifacts> {
     for &(name, command) in binaries {
         let cmd = command();
         if cmd.get_name() != name {
-            bail!("binary {name:?} is listed with the command line of {:?}", cmd.get_name());
+            bail!(
+                "binary {name:?} is listed with the command line of {:?}",
+                cmd.get_name()
+            );
         }
         man_pages(&cmd, &mut out).with_context(|| format!("man pages of {name}"))?;
         completions(&cmd, &mut out);
@@ -73,11 +85,29 @@ fn add_man_pages(cmd: &Command, source: &str, out: &mut Artifacts) -> Result<()>
     let man = Man::new(cmd.clone()).source(source).manual(MANUAL);
     let mut page = Vec::new();
     man.render(&mut page)?;
+    let title = cmd.get_display_name().unwrap_or_else(|| cmd.get_name());
+    let page = with_undated_title(&page, title, source)?;
     out.insert(Path::new(MAN_DIR).join(man.get_filename()), page);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         add_man_pages(sub, source, out)?;
     }
     Ok(())
+}
+
+/// clap_mangen writes an unset date as nothing between two spaces in `.TH`,
+/// which roff reads as no argument at all: the source lands in the date's
+/// place and the manual name is lost. This writes the `.TH` line with every
+/// argument quoted and the date explicitly empty.
+fn with_undated_title(page: &[u8], title: &str, source: &str) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(page).context("clap_mangen wrote non-UTF-8")?;
+    let Some(th) = text.lines().find(|l| l.starts_with(".TH ")) else {
+        bail!("clap_mangen wrote no .TH line");
+    };
+    if [title, source, MANUAL].iter().any(|a| a.contains('"')) {
+        bail!("a man page title argument contains a double quote");
+    }
+    let fixed = format!(r#".TH "{title}" 1 "" "{source}" "{MANUAL}""#);
+    Ok(text.replacen(th, &fixed, 1).into_bytes())
 }
 
 fn completions(cmd: &Command, out: &mut Artifacts) {
@@ -208,7 +238,10 @@ impl fmt::Display for Staleness {
         if self.is_fresh() {
             return write!(f, "generated artifacts are up to date");
         }
-        writeln!(f, "generated artifacts are out of date with the clap definitions:")?;
+        writeln!(
+            f,
+            "generated artifacts are out of date with the clap definitions:"
+        )?;
         for (what, paths) in [
             ("stale  ", &self.stale),
             ("missing", &self.missing),
@@ -218,7 +251,11 @@ impl fmt::Display for Staleness {
                 writeln!(f, "  {what} {}", p.display())?;
             }
         }
-        write!(f, "fix: run `cargo xtask gen` and commit {}", OUTPUT_DIRS.map(|d| format!("{d}/")).join(" and "))
+        write!(
+            f,
+            "fix: run `cargo xtask gen` and commit {}",
+            OUTPUT_DIRS.map(|d| format!("{d}/")).join(" and ")
+        )
     }
 }
 
@@ -238,7 +275,10 @@ pub fn compare(root: &Path) -> Result<Staleness> {
             Err(e) => return Err(e).with_context(|| format!("reading {}", root.join(rel).display())),
         }
     }
-    report.extra = committed.into_iter().filter(|rel| generated.binary_search(rel).is_err()).collect();
+    report.extra = committed
+        .into_iter()
+        .filter(|rel| generated.binary_search(rel).is_err())
+        .collect();
     Ok(report)
 }
 
@@ -281,14 +321,26 @@ mod tests {
         for (path, page) in a.iter().filter(|(p, _)| p.starts_with(MAN_DIR)) {
             let text = String::from_utf8_lossy(page);
             let th = text.lines().find(|l| l.starts_with(".TH ")).unwrap();
-            assert!(th.contains(r#" 1 "" "#), "{}: {th}", path.display());
+            // `.TH title section date source manual`: the date is left empty.
+            assert!(th.contains(r#" 1 "" ""#), "{}: {th}", path.display());
+            assert!(
+                th.ends_with(&format!(r#""{MANUAL}""#)),
+                "{}: {th}",
+                path.display()
+            );
         }
     }
 
     #[test]
     fn completion_file_names() {
         let names: Vec<_> = SHELLS.map(|s| completion_path(s, "micctl")).into_iter().collect();
-        let expect = ["bash/micctl", "zsh/_micctl", "fish/micctl.fish", "elvish/micctl.elv", "powershell/_micctl.ps1"];
+        let expect = [
+            "bash/micctl",
+            "zsh/_micctl",
+            "fish/micctl.fish",
+            "elvish/micctl.elv",
+            "powershell/_micctl.ps1",
+        ];
         for (got, want) in names.iter().zip(expect) {
             assert_eq!(*got, Path::new(COMPLETIONS_DIR).join(want));
         }
@@ -301,7 +353,14 @@ mod tests {
         let first = write_artifacts(dir.path(), &artifacts).unwrap();
         assert_eq!(first.written, artifacts.len());
         let again = write_artifacts(dir.path(), &artifacts).unwrap();
-        assert_eq!(again, Summary { written: 0, unchanged: artifacts.len(), removed: 0 });
+        assert_eq!(
+            again,
+            Summary {
+                written: 0,
+                unchanged: artifacts.len(),
+                removed: 0
+            }
+        );
         assert!(compare(dir.path()).unwrap().is_fresh());
 
         let mut paths = artifacts.keys();
@@ -312,11 +371,14 @@ mod tests {
         let extra = Path::new(MAN_DIR).join("gone-tool.1");
         fs::write(dir.path().join(&extra), "x").unwrap();
         let report = compare(dir.path()).unwrap();
-        assert_eq!(report.stale, [stale.clone()]);
-        assert_eq!(report.missing, [missing.clone()]);
-        assert_eq!(report.extra, [extra.clone()]);
+        assert_eq!(report.stale, std::slice::from_ref(stale));
+        assert_eq!(report.missing, std::slice::from_ref(missing));
+        assert_eq!(report.extra, std::slice::from_ref(&extra));
         let msg = report.to_string();
-        assert!(msg.contains("cargo xtask gen") && msg.contains(&extra.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("cargo xtask gen") && msg.contains(&extra.display().to_string()),
+            "{msg}"
+        );
 
         let fixed = write_artifacts(dir.path(), &artifacts).unwrap();
         assert_eq!((fixed.written, fixed.removed), (2, 1));

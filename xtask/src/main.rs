@@ -1,6 +1,8 @@
 //! `cargo xtask`: project automation. The work lives in the library's
 //! modules; this only parses the command line.
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -12,7 +14,7 @@ struct Cli {
     command: Task,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, Subcommand)]
 enum Task {
     /// Everything CI runs: generated artifacts up to date, rustfmt check,
     /// clippy -D warnings, the whole test suite.
@@ -27,9 +29,20 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message is the report; a backtrace would only bury it.
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
     let root = xtask::workspace_root();
-    match Cli::parse().command {
+    match task {
         Task::Ci => xtask::ci::run(&root),
         Task::Gen { check: false } => {
             let summary = xtask::generate::write(&root)?;
