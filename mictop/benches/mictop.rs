@@ -1,1 +1,332 @@
-fn main() {}
+//! mictop benchmarks: figures next to their goals and baselines, from one
+//! run. Nothing here asserts on time.
+//!
+//! * idle CPU of the real event loop (headless: a `TestBackend` instead of a
+//!   terminal) watching 8 and 256 online emulated cards at the default
+//!   intervals; the emulator runs in a child process (this executable
+//!   re-run), so the process CPU time measured is mictop's alone;
+//! * time to the first frame (enumerate, open every `state` for polling,
+//!   draw);
+//! * resident memory with 256 cards;
+//! * card log decode + follow + render throughput without loss.
+//!
+//! `cargo bench -p mictop` (about 20 s).
+
+#![allow(clippy::cast_precision_loss, reason = "figures for display")]
+
+use std::cell::RefCell;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libmic::klog::LogFollower;
+use libmic::{BootRequest, MicRoot};
+use mic_core::hw::{MemError, Memory};
+use mic_core::printk::LogRing;
+use mictop::app::{Action, App, CardView, Focus, Overlay};
+use mictop::config::{Config, ThemeName};
+use mictop::ui::{self, theme::Theme};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const EMU_ENV: &str = "MICTOP_BENCH_EMULATOR";
+const IDLE_SECS: u64 = 4;
+
+fn main() {
+    if let Some(root) = std::env::var_os(EMU_ENV) {
+        let cards = std::env::var("MICTOP_BENCH_CARDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        emulator_child(Path::new(&root), cards);
+        return;
+    }
+    println!("mictop benchmarks (one run; figure, goal, and figure/goal)");
+    println!();
+    for cards in [8, 256] {
+        match idle(cards) {
+            Ok(r) => {
+                let goal = if cards == 8 { 1.0 } else { 3.0 };
+                row(
+                    &format!("idle CPU, {cards} online cards, default intervals"),
+                    &format!("{:.2}% of a core", r.cpu_percent),
+                    &format!("< {goal}%"),
+                    r.cpu_percent / goal,
+                );
+                println!("{:50} {} frames drawn in the {IDLE_SECS} s", "", r.frames);
+                row(
+                    &format!("time to first frame, {cards} cards"),
+                    &format!("{:.1} ms", r.first_frame.as_secs_f64() * 1e3),
+                    "< 100 ms",
+                    r.first_frame.as_secs_f64() * 1e3 / 100.0,
+                );
+                if cards == 256 {
+                    let mib = r.rss_kib as f64 / 1024.0;
+                    row(
+                        "resident memory, 256 cards",
+                        &format!("{mib:.1} MiB"),
+                        "< 30 MiB",
+                        mib / 30.0,
+                    );
+                }
+            }
+            Err(e) => println!("idle CPU, {cards} cards: skipped: {e:#}"),
+        }
+    }
+    let (rate, follow_rate, lost) = log_rate();
+    row(
+        "log decode + follow + render",
+        &format!("{:.0}k records/s", rate / 1e3),
+        ">= 100k/s",
+        rate / 100e3,
+    );
+    println!("{:50} lost {lost} records", "");
+    row(
+        "log decode + follow only",
+        &format!("{:.0}k records/s", follow_rate / 1e3),
+        "-",
+        f64::NAN,
+    );
+    println!();
+    println!("baselines (anchors-tools.md): bpytop 8.9% of a core at default settings (bpytop #286);");
+    println!("ytop ~1% after its CPU fix (ytop #18); nvtop 100% of a core with 8 GPUs (nvtop #189).");
+}
+
+fn row(what: &str, figure: &str, goal: &str, ratio: f64) {
+    let ratio = if ratio.is_nan() {
+        String::new()
+    } else {
+        format!("{ratio:.2}× goal")
+    };
+    println!("{what:50} {figure:>18}   goal {goal:10} {ratio}");
+}
+
+struct Idle {
+    cpu_percent: f64,
+    frames: u64,
+    first_frame: Duration,
+    rss_kib: u64,
+}
+
+/// The emulator, in a child process: boot every card, say "ready", serve
+/// until stdin closes.
+fn emulator_child(root: &Path, cards: u32) {
+    let config = micemu::Config {
+        cards,
+        timing: micemu::Timing::FAST,
+        ..Default::default()
+    };
+    let fleet = match micemu::Instance::start(root, config) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("error {e:#}");
+            return;
+        }
+    };
+    let mic = MicRoot::new(fleet.root());
+    let all = mic.cards().expect("cards");
+    let map = mic.system_map();
+    std::thread::scope(|s| {
+        for chunk in all.chunks(all.len().div_ceil(16)) {
+            let map = &map;
+            s.spawn(move || {
+                for c in chunk {
+                    c.boot_with(&BootRequest::defaults_for(c), Some(map))
+                        .expect("boot");
+                }
+                for c in chunk {
+                    c.wait_os_up(Some(Duration::from_secs(60))).expect("card OS up");
+                }
+            });
+        }
+    });
+    println!("ready");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(fleet);
+}
+
+struct Emulator(Child);
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+fn start_emulator(root: &Path, cards: u32) -> anyhow::Result<Emulator> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(EMU_ENV, root)
+        .env("MICTOP_BENCH_CARDS", cards.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+    let emu = Emulator(child);
+    anyhow::ensure!(
+        line.trim() == "ready",
+        "the emulator did not come up: {}",
+        line.trim()
+    );
+    Ok(emu)
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut ru) };
+    assert_eq!(rc, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the real loop headless against `cards` online cards.
+fn idle(cards: u32) -> anyhow::Result<Idle> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    let _emu = start_emulator(&root, cards)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let t0 = Instant::now();
+        let mictop::event::Session {
+            mut app,
+            mut runtime,
+            mut rx,
+        } = mictop::event::session(
+            &MicRoot::new(&root),
+            Config::default(),
+            Theme::new(ThemeName::Dark),
+        )?;
+        let mut terminal = Terminal::new(TestBackend::new(200, 50))?;
+        let tx = runtime.sender();
+        let frames = runtime.frame_counter();
+        let loop_task = async {
+            runtime.run(&mut terminal, &mut app, &mut rx, Vec::new()).await?;
+            anyhow::Ok(runtime)
+        };
+        let measure = async {
+            // Let the start-up reads settle, then measure a quiet period.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let frames0 = frames.load(std::sync::atomic::Ordering::Relaxed);
+            let cpu0 = cpu_time();
+            let wall0 = Instant::now();
+            tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
+            let cpu = cpu_time().saturating_sub(cpu0);
+            let wall = wall0.elapsed();
+            let rss = rss_kib();
+            let _ = tx.send(Action::Quit);
+            let drawn = frames.load(std::sync::atomic::Ordering::Relaxed) - frames0;
+            (cpu.as_secs_f64() / wall.as_secs_f64() * 100.0, rss, drawn)
+        };
+        let (runtime, (cpu_percent, rss, drawn)) =
+            tokio::try_join!(loop_task, async { anyhow::Ok(measure.await) })?;
+        Ok(Idle {
+            cpu_percent,
+            frames: drawn,
+            first_frame: runtime.first_frame.map_or(Duration::ZERO, |f| f - t0),
+            rss_kib: rss,
+        })
+    })
+}
+
+struct VecMem(RefCell<Vec<u8>>);
+
+impl Memory for VecMem {
+    fn size(&self) -> u64 {
+        self.0.borrow().len() as u64
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let len = buf.len() as u64;
+        let mem = self.0.borrow();
+        let src = mem
+            .get(addr as usize..(addr + len) as usize)
+            .ok_or(MemError::OutOfBounds { addr, len })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        let len = data.len() as u64;
+        let mut mem = self.0.borrow_mut();
+        let dst = mem
+            .get_mut(addr as usize..(addr + len) as usize)
+            .ok_or(MemError::OutOfBounds { addr, len })?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The card writes 1000 records between two reads of its 128 KiB ring (the
+/// default `log_buf_len`); each read is decoded and followed, the new
+/// records go into the app and the log pane is drawn. Returns records per
+/// second with rendering, without, and the records lost.
+fn log_rate() -> (f64, f64, u64) {
+    const RING: usize = 128 << 10;
+    const PER_READ: u64 = 1000;
+    const READS: u64 = 200;
+    let texts = [
+        "smpboot: Booting Node 0, Processors #1 #2 #3 #4 #5 OK",
+        "mic_card: doorbell 3 allocated",
+        "virtio_net virtio0: link up, 172.31.0.1/24",
+        "EXT4-fs (vda): mounted filesystem with ordered data mode",
+    ];
+    let run = |render: bool| {
+        let mem = VecMem(RefCell::new(vec![0; RING]));
+        let mut ring = LogRing::new(0, RING as u32);
+        let mut follower = LogFollower::new();
+        let root = MicRoot::new("/nonexistent");
+        let mut app = App::new(
+            Config::default(),
+            Theme::new(ThemeName::Dark),
+            "/bench".into(),
+            vec![CardView::new(root.card_by_id(0), Ok(libmic::MicState::Online))],
+            Instant::now(),
+        );
+        app.update(Action::Resize(200, 50));
+        app.update(Action::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+        assert_eq!(app.focus, Focus::Log);
+        assert_eq!(app.overlay, Overlay::None);
+        let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("terminal");
+        let (mut got, mut lost, mut seq) = (0u64, 0u64, 0u64);
+        let start = Instant::now();
+        for _ in 0..READS {
+            for _ in 0..PER_READ {
+                let text = texts[(seq % 4) as usize];
+                ring.store(&mem, seq * 1000, 0, (seq % 8) as u8, text.as_bytes())
+                    .expect("store");
+                seq += 1;
+            }
+            let snapshot = mem.0.borrow().clone();
+            let update = follower.update(&snapshot);
+            got += update.records.len() as u64;
+            lost += u64::from(update.lost);
+            if render {
+                app.update(Action::Log { id: 0, update });
+                terminal.draw(|f| ui::draw(f, &app)).expect("draw");
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        lost += seq - got;
+        (got as f64 / secs, lost)
+    };
+    let (with_render, lost) = run(true);
+    let (follow_only, _) = run(false);
+    (with_render, follow_only, lost)
+}

@@ -1,1 +1,84 @@
 //! `mictop`: the live TUI for MIC X100 cards.
+//!
+//! * [`app`] — the state and `update(Action) -> Effects`;
+//! * [`event`] — the event sources (terminal, `state` polls, log follower,
+//!   clock, signals) and the loop that applies actions and draws;
+//! * [`ui`] — drawing, one module per component, a pure function of the state;
+//! * [`actions`] — lifecycle operations on worker threads through libmic;
+//! * [`config`] — the TOML configuration and key bindings;
+//! * [`terminal`] — taking and restoring the terminal;
+//! * [`demo`] — `mictop --demo`, emulated cards in-process.
+
+pub mod actions;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod summary;
+pub mod terminal;
+pub mod ui;
+
+use std::time::Duration;
+
+use libmic::MicRoot;
+
+use crate::app::{App, Effect};
+use crate::cli::Cli;
+use crate::config::{Config, ThemeName};
+use crate::ui::theme::Theme;
+
+/// The effective configuration: the file, then the flags, then `NO_COLOR`.
+pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, Theme)> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(i) = cli.interval {
+        config.interval = i;
+    }
+    if cli.no_mouse {
+        config.mouse = false;
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let theme = Theme::new(if no_color { ThemeName::Mono } else { config.theme });
+    Ok((config, theme))
+}
+
+/// mictop as the command line asks.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    let (config, theme) = effective_config(cli)?;
+    if cli.demo {
+        return demo::run(cli.demo_cards, config, theme);
+    }
+    let root = MicRoot::from_env_or(cli.root.clone());
+    run_tui(&root, config, theme, |_| Vec::new())
+}
+
+/// Runs the TUI on the cards under `root` until the user quits.
+/// `initial` may start actions once the cards are known.
+pub fn run_tui(
+    root: &MicRoot,
+    config: Config,
+    theme: Theme,
+    initial: impl FnOnce(&mut App) -> Vec<Effect>,
+) -> anyhow::Result<()> {
+    let mouse = config.mouse;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        // Everything that can fail for a bad root fails here, before the
+        // terminal is taken.
+        let event::Session {
+            mut app,
+            mut runtime,
+            mut rx,
+        } = event::session(root, config, theme)?;
+        let init = initial(&mut app);
+        let (mut terminal, _guard) = terminal::enter(mouse)?;
+        runtime.set_mouse_control(Box::new(terminal::set_mouse));
+        event::spawn_input(runtime.sender())?;
+        event::spawn_signals(runtime.sender())?;
+        runtime.run(&mut terminal, &mut app, &mut rx, init).await
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}

@@ -1,0 +1,35 @@
+//! `mictop --demo`: emulated cards under a temporary root (micemu
+//! in-process), booted from the UI, torn down on quit.
+
+use anyhow::Context as _;
+use libmic::MicRoot;
+
+use crate::app::OpKind;
+use crate::config::Config;
+use crate::ui::theme::Theme;
+
+/// Runs the demo with `cards` emulated cards at realistic timing.
+pub fn run(cards: u32, config: Config, theme: Theme) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("mictop-demo-{}", std::process::id()));
+    let emu = micemu::Config {
+        cards,
+        ..micemu::Config::default()
+    };
+    let instance = match micemu::Instance::start(&dir, emu) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e).context("mictop --demo could not start the emulated cards");
+        }
+    };
+    let root = MicRoot::new(instance.root());
+    let result = crate::run_tui(&root, config, theme, |app| {
+        let ids = app.cards.iter().map(|c| c.id).collect();
+        app.run_now(OpKind::Boot, ids)
+    });
+    let stopped = instance.stop();
+    if stopped.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result.and(stopped.context("stopping the emulated cards"))
+}

@@ -1,0 +1,186 @@
+//! End to end: mictop in a real terminal (tmux) against a live emulated
+//! fleet. Keys go in with `send-keys`, the screen comes out with
+//! `capture-pane`, re-read until a condition holds or a deadline passes.
+//!
+//! Needs root, `/dev/fuse` (micemu) and `tmux`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A tmux server on its own socket, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Tmux {
+        Tmux {
+            socket: format!("mictop-test-{tag}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running tmux (install the tmux package)")
+    }
+
+    fn start(&self, cmd: &str) {
+        let out = self.run(&["new-session", "-d", "-s", "t", "-x", "200", "-y", "50", cmd]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.run(&["send-keys", "-t", "t", k]);
+            assert!(
+                out.status.success(),
+                "tmux send-keys: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// The screen, or `None` once the session has ended.
+    fn screen(&self) -> Option<String> {
+        let out = self.run(&["capture-pane", "-p", "-t", "t"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Re-reads the screen until `cond` holds; panics with the last screen
+    /// after `within`.
+    fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.screen() {
+                Some(s) if cond(&s) => return s,
+                Some(s) => last = s,
+                None => panic!("the mictop session ended while waiting for {what}; last screen:\n{last}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; screen:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The table row of a card.
+fn row<'a>(screen: &'a str, card: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| {
+            l.trim_start_matches(['│', ' ', '*'])
+                .starts_with(&format!("{card} "))
+        })
+        .unwrap_or("")
+}
+
+fn mictop_cmd(root: &Path, config: &Path) -> String {
+    format!(
+        "{} --root {} --config {} --no-mouse --interval 100ms",
+        env!("CARGO_BIN_EXE_mictop"),
+        root.display(),
+        config.display()
+    )
+}
+
+#[test]
+fn boots_a_card_from_the_ui_and_shows_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = micemu::Instance::start(
+        &dir.path().join("root"),
+        micemu::Config {
+            cards: 2,
+            timing: micemu::Timing::FAST,
+            ..Default::default()
+        },
+    )
+    .expect("starting micemu (needs root and /dev/fuse)");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+
+    let tmux = Tmux::new("boot");
+    tmux.start(&mictop_cmd(fleet.root(), &config));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("both cards offline", t, |s| {
+        row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
+    });
+
+    // Select mic1, boot it, confirm.
+    tmux.keys(&["j"]);
+    tmux.wait_for("mic1 selected", t, |s| s.contains("log mic1"));
+    tmux.keys(&["b"]);
+    tmux.wait_for("the confirmation", t, |s| {
+        s.contains("confirm boot") && s.contains("Boot mic1?")
+    });
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("mic1 online with its banner in the log", t, |s| {
+        row(s, "mic1").contains("online") && s.contains("Linux version")
+    });
+    assert!(row(&screen, "mic0").contains("offline"), "{screen}");
+    tmux.wait_for("the boot to complete", t, |s| {
+        row(s, "mic1").contains("card OS up")
+    });
+    let sysfs = libmic::MicRoot::new(fleet.root()).card("mic1").unwrap();
+    assert_eq!(sysfs.state().unwrap(), libmic::MicState::Online, "sysfs agrees");
+
+    // Quit: the session ends.
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + t;
+    while tmux.screen().is_some() {
+        assert!(Instant::now() < deadline, "mictop did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reports_a_failed_action_without_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = micemu::Instance::start(
+        &dir.path().join("root"),
+        micemu::Config {
+            cards: 1,
+            timing: micemu::Timing::FAST,
+            ..Default::default()
+        },
+    )
+    .expect("starting micemu (needs root and /dev/fuse)");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let tmux = Tmux::new("fail");
+    tmux.start(&mictop_cmd(fleet.root(), &config));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("mic0 offline", t, |s| row(s, "mic0").contains("offline"));
+    tmux.keys(&["b"]);
+    tmux.wait_for("the confirmation", t, |s| s.contains("confirm boot"));
+    tmux.keys(&["y"]);
+    tmux.wait_for("mic0 up", t, |s| row(s, "mic0").contains("card OS up"));
+    // The next reset never completes: reset_failed, reported as an error.
+    fleet.inject(0, &micemu::Fault::FailReset).unwrap();
+    tmux.keys(&["r"]);
+    tmux.wait_for("the confirmation", t, |s| s.contains("confirm reset"));
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("the error", t, |s| {
+        s.contains("error(s)") && s.contains("reset failed")
+    });
+    assert!(row(&screen, "mic0").contains("reset_failed"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the error dismissed", t, |s| !s.contains("error(s)"));
+    tmux.keys(&["q"]);
+}
