@@ -31,6 +31,7 @@ pub type Binary = (&'static str, fn() -> Command);
 pub const BINARIES: &[Binary] = &[
     ("micctl", <micctl::cli::Cli as CommandFactory>::command),
     ("micemu", <micemu::cli::Cli as CommandFactory>::command),
+    ("mictop", <mictop::cli::Cli as CommandFactory>::command),
 ];
 
 /// Where the man pages go, relative to the workspace root.
