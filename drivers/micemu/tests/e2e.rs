@@ -438,3 +438,34 @@ fn a_card_reporting_a_nonsense_status_is_ignored() {
     emu.wait_state(0, MicState::ShuttingDown);
     assert_eq!(emu.read(0, "shutdown_status"), "restart\n");
 }
+
+#[test]
+fn reading_soft_reset_resets_the_card() {
+    let emu = Emu::start(1);
+    emu.boot(0);
+    assert_eq!(emu.read(0, "state"), "online\n");
+    // As in the original debugfs, merely reading the file forces a reset.
+    std::fs::read(emu.debug(0, "soft_reset")).unwrap();
+    emu.wait_state(0, MicState::Offline);
+    assert_eq!(emu.read(0, "shutdown_status"), "nop\n");
+}
+
+#[test]
+fn the_card_log_decodes_across_many_ring_wraps() {
+    // A 4 KiB log buffer wraps every few dozen lines.
+    let emu = Emu::start_with(1, &["--log-buf-len", "4K"]);
+    emu.boot(0);
+    emu.wait_log(0, libmic::OS_UP_MARKER);
+    for i in 0..300 {
+        emu.inject(0, &["log", &format!("line {i:03} of the wrap test")]);
+    }
+    let log = emu.log(0);
+    let tail: Vec<&String> = log.iter().filter(|l| l.starts_with("line ")).collect();
+    // The ring holds only the newest lines, complete and in order.
+    assert!(tail.len() > 20 && tail.len() < 300, "{} lines kept", tail.len());
+    let first: usize = tail[0][5..8].parse().unwrap();
+    for (k, line) in tail.iter().enumerate() {
+        assert_eq!(**line, format!("line {:03} of the wrap test", first + k));
+    }
+    assert_eq!(first + tail.len(), 300);
+}
