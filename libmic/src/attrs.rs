@@ -168,16 +168,43 @@ pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<Ipv4Addr> {
         })
 }
 
-/// Makes card-controlled text safe to print: printable ASCII passes, every
-/// other byte becomes `\xNN`.
+/// Makes card-controlled text safe to print on a terminal or in a TUI, on
+/// one line: printable text (any script) passes; control characters (C0,
+/// DEL, C1, tab and newline included) and bytes that are not UTF-8 become
+/// `\xNN`; the invisible bidirectional controls that can reorder what a
+/// terminal shows (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069) become
+/// `\u{NNNN}`. The result has no control characters, and escaping it again
+/// changes nothing.
 #[must_use]
-pub fn escape_untrusted(bytes: &[u8]) -> String {
+pub fn escape_untrusted(text: impl AsRef<[u8]>) -> String {
+    escape(text.as_ref(), false)
+}
+
+/// [`escape_untrusted`], except that a tab passes: for line-oriented
+/// terminal output (a log), where a tab is layout and cannot move the
+/// cursor anywhere harmful.
+#[must_use]
+pub fn escape_untrusted_keep_tabs(text: impl AsRef<[u8]>) -> String {
+    escape(text.as_ref(), true)
+}
+
+fn escape(bytes: &[u8], keep_tabs: bool) -> String {
     use fmt::Write as _;
     let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b == b' ' || b.is_ascii_graphic() {
-            out.push(b as char);
-        } else {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\t' && keep_tabs {
+                out.push(c);
+            } else if c.is_control() {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            } else if matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            {
+                let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
@@ -189,11 +216,10 @@ pub fn escape_untrusted(bytes: &[u8]) -> String {
 #[must_use]
 pub(crate) fn excerpt(s: &str) -> String {
     const MAX: usize = 64;
-    let escaped = escape_untrusted(s.as_bytes());
-    if escaped.len() > MAX {
-        format!("{}...", &escaped[..MAX])
-    } else {
-        escaped
+    let escaped = escape_untrusted(s);
+    match escaped.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &escaped[..cut]),
+        None => escaped,
     }
 }
 
@@ -257,7 +283,18 @@ mod tests {
     fn escaping() {
         assert_eq!(escape_untrusted(b"3C"), "3C");
         assert_eq!(escape_untrusted(b"\x01\xff a"), "\\x01\\xff a");
+        assert_eq!(escape_untrusted("\x1b[2Jboom\x07"), "\\x1b[2Jboom\\x07");
+        assert_eq!(
+            escape_untrusted("Phi\u{2122} \u{9b}x\u{7f}"),
+            "Phi\u{2122} \\x9bx\\x7f"
+        );
+        assert_eq!(escape_untrusted("a\tb\nc"), "a\\x09b\\x0ac");
+        assert_eq!(escape_untrusted_keep_tabs("a\tb\nc"), "a\tb\\x0ac");
+        assert_eq!(escape_untrusted("abc\u{202e}fed"), "abc\\u{202e}fed");
+        // A multi-byte character cut short is escaped bytewise.
+        assert_eq!(escape_untrusted(b"\xe2\x84"), "\\xe2\\x84");
         assert!(excerpt(&"x".repeat(500)).len() < 80);
+        assert_eq!(excerpt(&"é".repeat(100)).chars().count(), 67);
     }
 
     #[test]
@@ -295,7 +332,20 @@ mod tests {
         #[test]
         fn escape_is_printable(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let e = escape_untrusted(&b);
-            prop_assert!(e.bytes().all(|c| c == b' ' || c.is_ascii_graphic()));
+            prop_assert!(!e.chars().any(char::is_control));
+            prop_assert_eq!(escape_untrusted(&e), e.clone());
+            let t = escape_untrusted_keep_tabs(&b);
+            prop_assert!(!t.chars().any(|c| c.is_control() && c != '\t'));
+        }
+
+        #[test]
+        fn excerpt_never_panics(s in ".*") {
+            prop_assert!(excerpt(&s).chars().count() <= 67);
+        }
+
+        #[test]
+        fn escape_passes_printable_text(s in "[^\\p{Cc}\u{61c}\u{200e}\u{200f}\u{202a}-\u{202e}\u{2066}-\u{2069}]*") {
+            prop_assert_eq!(escape_untrusted(&s), s.clone());
         }
     }
 }

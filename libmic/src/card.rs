@@ -10,6 +10,7 @@ use mic_core::abi::{BootMode, MicState, MicStatus};
 use crate::attrs::{
     Attr, DebugFile, escape_untrusted, format_hex, ipaddr_from_cmdline, parse_kernel_ptr, strip_newline,
 };
+use crate::debugfs::{DpSummary, SmptSummary, parse_dp, parse_smpt};
 use crate::error::{Error, HINT_DEBUGFS, HINT_SYSFS, Result, explain_errno};
 use crate::root::{MicRoot, check_firmware_name};
 
@@ -354,6 +355,16 @@ impl Card {
     /// The `dp` (device page) dump as text (invalid UTF-8 replaced).
     pub fn dp_raw(&self) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.read_debug(DebugFile::Dp)?).into_owned())
+    }
+
+    /// The `smpt` dump, parsed (escaped and bounded; see [`crate::debugfs`]).
+    pub fn smpt(&self) -> Result<SmptSummary> {
+        Ok(parse_smpt(&self.smpt_raw()?))
+    }
+
+    /// The `dp` dump, parsed (escaped and bounded; see [`crate::debugfs`]).
+    pub fn dp(&self) -> Result<DpSummary> {
+        Ok(parse_dp(&self.dp_raw()?))
     }
 
     /// The raw card log buffer (empty unless the card is online or shutting

@@ -103,6 +103,18 @@ pub enum Error {
         last_state: MicState,
     },
 
+    /// The card stayed `online` after a shutdown request: its OS is still
+    /// booting or never published its shutdown doorbell.
+    #[error(
+        "{card}: the card OS did not take the shutdown request (still booting, or no shutdown \
+         doorbell published): reset the card instead"
+    )]
+    ShutdownIgnored { card: String },
+
+    /// A reset ended in `reset_failed`.
+    #[error("{card}: the reset failed: the card's bootstrap did not come back (state reset_failed)")]
+    ResetFailed { card: String },
+
     /// Polling the state file keeps reporting events without a change.
     #[error(
         "{}: poll reports events continuously without a state change; \
@@ -316,6 +328,8 @@ mod tests {
                 waited: Duration::from_millis(1500),
                 last_state: MicState::Online,
             },
+            Error::ShutdownIgnored { card: "mic0".into() },
+            Error::ResetFailed { card: "mic0".into() },
         ];
         for e in errs {
             let m = e.to_string();

@@ -7,10 +7,14 @@
 //!   files of one card; [`CardInfo`] snapshots.
 //! - [`StateWatcher`], [`wait_any`], [`Card::wait_for`]: waiting on `state`
 //!   with `poll(POLLPRI|POLLERR)`.
+//! - [`debugfs`]: the `smpt` and `dp` dumps parsed ([`Card::smpt`], [`Card::dp`]).
+//! - [`lifecycle`]: boot, shutdown, reset and the waits between them, as
+//!   operators mean them ([`Card::stop`], [`Card::reset_and_wait`]).
 //! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
 
 pub mod attrs;
 pub mod card;
+pub mod debugfs;
 pub mod error;
 pub mod klog;
 pub mod lifecycle;
@@ -20,8 +24,9 @@ pub mod wait;
 
 pub use attrs::{Attr, DebugFile};
 pub use card::{Card, CardInfo};
+pub use debugfs::{DpSummary, SmptEntry, SmptSummary};
 pub use error::{Error, Result};
-pub use lifecycle::{BootRequest, OS_UP_MARKER, Outcome};
+pub use lifecycle::{BootRequest, OS_UP_MARKER, Outcome, ResetEnd, StopStep, Stopped};
 pub use mic_core::abi::{BootMode, MicState, MicStatus};
 pub use root::MicRoot;
 pub use sysmap::SystemMap;

@@ -1,11 +1,13 @@
 //! Lifecycle requests as operators mean them, shared by micctl, mictop and
 //! mpssd: boot with the original micctrl defaults, idempotent shutdown and
-//! reset, and "the card OS is up" judged from the card's own kernel log.
+//! reset, the waits between them (the card OS's final `shutdown_status`,
+//! the end of a reset, "the card OS is up" judged from the card's own
+//! kernel log), and the orderly way to offline that a reboot starts with.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mic_core::abi::{BootMode, MicState};
+use mic_core::abi::{BootMode, MicState, MicStatus};
 
 use crate::card::Card;
 use crate::error::{Error, Result};
@@ -19,6 +21,15 @@ pub const OS_UP_MARKER: &str = "Run /sbin/init as init process";
 /// How often the card log is re-read while waiting for the OS (the log has
 /// no change notification, on real hardware either).
 pub const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often `shutdown_status` is re-read while waiting for the card OS to
+/// report its shutdown (mpssd's poll; a state change wakes the wait at once).
+pub const STATUS_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a reset of a `reset_failed` card may take. Such a card stays
+/// `reset_failed` while the reset runs, and a second failure changes
+/// nothing that could be noticed; the driver gives up within 45 s.
+pub const RESET_FAILED_BUDGET: Duration = Duration::from_secs(60);
 
 /// The command line mpssd writes for card `id`: its tuning flags and a
 /// static address 172.31.`id`.1/24 (the host side is 172.31.`id`.254).
@@ -63,6 +74,39 @@ pub enum Outcome {
     Requested,
     /// Nothing to do: the card already was in this state.
     AlreadyInState(MicState),
+}
+
+/// How [`Card::reset_and_wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetEnd {
+    /// The card was offline already; nothing was done.
+    AlreadyOffline,
+    /// The reset completed: the card is offline.
+    Offline,
+    /// The reset failed: the card's bootstrap did not come back
+    /// (`reset_failed`).
+    Failed,
+}
+
+/// A step of [`Card::stop`], for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopStep {
+    /// Asking the card OS to shut down.
+    Shutdown,
+    /// Waiting for the card OS to report its final `shutdown_status`.
+    WaitShutdown,
+    /// Resetting the card and waiting for `offline`.
+    Reset,
+}
+
+/// What [`Card::stop`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The card's state and final `shutdown_status` when its OS had shut
+    /// down, if it was online and asked to.
+    pub shutdown: Option<(MicState, MicStatus)>,
+    /// Whether the card was reset.
+    pub reset: bool,
 }
 
 impl Card {
@@ -145,5 +189,128 @@ impl Card {
                 }
             }
         }
+    }
+
+    /// Waits until the card OS has finished shutting down and returns the
+    /// card's state and `shutdown_status` then: `shutdown_status` is no
+    /// longer `nop` while the card is `shutting_down` (what mpssd waits for
+    /// before resetting), or the card is `offline`/`reset_failed` (nothing
+    /// left to wait for). Wakes on every `state` change and re-reads
+    /// `shutdown_status` every [`STATUS_POLL_INTERVAL`]; [`Error::Timeout`]
+    /// after `timeout`.
+    pub fn wait_shutdown_status(&self, timeout: Option<Duration>) -> Result<(MicState, MicStatus)> {
+        let start = Instant::now();
+        let mut w = self.watch_state()?;
+        loop {
+            let state = w.current();
+            let status = self.shutdown_status()?;
+            let done = match state {
+                MicState::Offline | MicState::ResetFailed => true,
+                MicState::ShuttingDown => status != MicStatus::Nop,
+                MicState::Online => false,
+            };
+            if done {
+                return Ok((state, status));
+            }
+            let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout {
+                    card: self.name().to_owned(),
+                    waited: start.elapsed(),
+                    last_state: state,
+                });
+            }
+            let nap = left.map_or(STATUS_POLL_INTERVAL, |l| l.min(STATUS_POLL_INTERVAL));
+            w.wait_change(Some(nap))?;
+        }
+    }
+
+    /// Resets the card ([`Card::request_reset`]) and waits for the reset to
+    /// end: `offline` is [`ResetEnd::Offline`], `reset_failed`
+    /// [`ResetEnd::Failed`]; [`Error::Timeout`] after `timeout`.
+    ///
+    /// A card that is `reset_failed` already stays so while the reset runs:
+    /// for it, `reset_failed` counts as the end only after a state change,
+    /// or once [`RESET_FAILED_BUDGET`] has passed with no change.
+    pub fn reset_and_wait(&self, timeout: Option<Duration>) -> Result<ResetEnd> {
+        let start = Instant::now();
+        let mut w = self.watch_state()?;
+        let initial = w.current();
+        if let Outcome::AlreadyInState(_) = self.request_reset()? {
+            return Ok(ResetEnd::AlreadyOffline);
+        }
+        let budget = (initial == MicState::ResetFailed).then_some(RESET_FAILED_BUDGET);
+        let mut changed = false;
+        loop {
+            match w.current() {
+                MicState::Offline => return Ok(ResetEnd::Offline),
+                MicState::ResetFailed if changed || initial != MicState::ResetFailed => {
+                    return Ok(ResetEnd::Failed);
+                }
+                _ => {}
+            }
+            let elapsed = start.elapsed();
+            let left = timeout.map(|t| t.saturating_sub(elapsed));
+            let budget_left = budget.map(|b| b.saturating_sub(elapsed));
+            if budget_left.is_some_and(|b| b.is_zero() && left.is_none_or(|l| !l.is_zero())) {
+                // The driver's reset budget passed and the card is still
+                // reset_failed: it failed again.
+                return Ok(ResetEnd::Failed);
+            }
+            let wait = match (left, budget_left) {
+                (Some(l), Some(b)) => Some(l.min(b)),
+                (l, b) => l.or(b),
+            };
+            if wait.is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout {
+                    card: self.name().to_owned(),
+                    waited: start.elapsed(),
+                    last_state: w.current(),
+                });
+            }
+            if w.wait_change(wait)?.is_some() {
+                changed = true;
+            }
+        }
+    }
+
+    /// Takes the card to `offline` the orderly way, as a reboot starts: an
+    /// online card is asked to shut down ([`Error::ShutdownIgnored`] if it
+    /// stays online) and its OS is waited for
+    /// ([`Card::wait_shutdown_status`]); then any card that is not offline
+    /// (shut down, `shutting_down`, `reset_failed`) is reset and waited for
+    /// ([`Error::ResetFailed`] if the reset fails). One `timeout` covers it
+    /// all. `step` is told each step as it starts.
+    pub fn stop(&self, timeout: Option<Duration>, mut step: impl FnMut(StopStep)) -> Result<Stopped> {
+        let start = Instant::now();
+        let left = || timeout.map(|t| t.saturating_sub(start.elapsed()));
+        let mut shutdown = None;
+        if self.state()? == MicState::Online {
+            step(StopStep::Shutdown);
+            self.request_shutdown()?;
+            // The driver takes a shutdown request synchronously: a card
+            // still online did not take it.
+            if self.state()? == MicState::Online {
+                return Err(Error::ShutdownIgnored {
+                    card: self.name().to_owned(),
+                });
+            }
+            step(StopStep::WaitShutdown);
+            shutdown = Some(self.wait_shutdown_status(left())?);
+        }
+        let mut reset = false;
+        if self.state()? != MicState::Offline {
+            step(StopStep::Reset);
+            match self.reset_and_wait(left())? {
+                ResetEnd::AlreadyOffline => {}
+                ResetEnd::Offline => reset = true,
+                ResetEnd::Failed => {
+                    return Err(Error::ResetFailed {
+                        card: self.name().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Stopped { shutdown, reset })
     }
 }

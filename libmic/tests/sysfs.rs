@@ -6,6 +6,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libmic::attrs::{Attr, DebugFile};
 use libmic::{BootMode, Card, Error, MicRoot, MicState, MicStatus};
@@ -451,6 +452,10 @@ fn debugfs_readers() {
     assert_eq!(c.post_code().unwrap(), None);
     assert!(c.smpt_raw().unwrap().starts_with("MIC 0 |SMPT entry|"));
     assert!(c.dp_raw().unwrap().starts_with("Bootparam"));
+    assert_eq!(c.smpt().unwrap(), libmic::SmptSummary::default());
+    assert_eq!(c.dp().unwrap().field("magic"), Some("0x4d4943"));
+    fs::write(c.debug_path(DebugFile::Dp), b"Bootparam: magic \x1b[31m\xff\n").unwrap();
+    assert_eq!(c.dp().unwrap().field("magic"), Some("\\x1b[31m\u{fffd}"));
     assert!(c.log_buf_raw().unwrap().is_empty());
     fs::write(c.debug_path(DebugFile::LogBuf), b"\x00\x01log\xff").unwrap();
     assert_eq!(c.log_buf_raw().unwrap(), b"\x00\x01log\xff");
@@ -510,4 +515,56 @@ fn system_map_missing_symbol() {
 
     let e = c.set_log_buf_from_sysmap(&f.dir.path().join("nope")).unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
+}
+
+#[test]
+fn lifecycle_waits_end_at_once_when_there_is_nothing_to_wait_for() {
+    let f = FakeRoot::new(&[0]);
+    let c = f.root.card("0").unwrap();
+    // Offline: nothing to reset, nothing to wait for.
+    assert_eq!(
+        c.reset_and_wait(Some(Duration::ZERO)).unwrap(),
+        libmic::ResetEnd::AlreadyOffline
+    );
+    assert_eq!(
+        c.wait_shutdown_status(Some(Duration::ZERO)).unwrap(),
+        (MicState::Offline, MicStatus::Nop)
+    );
+    let stopped = c
+        .stop(Some(Duration::ZERO), |s| panic!("no step expected, got {s:?}"))
+        .unwrap();
+    assert_eq!(
+        stopped,
+        libmic::Stopped {
+            shutdown: None,
+            reset: false
+        }
+    );
+    // The card OS reported its shutdown.
+    FakeRoot::put(&c, Attr::State, "shutting_down\n");
+    FakeRoot::put(&c, Attr::ShutdownStatus, "halted\n");
+    assert_eq!(
+        c.wait_shutdown_status(None).unwrap(),
+        (MicState::ShuttingDown, MicStatus::Halted)
+    );
+}
+
+#[test]
+fn shutdown_status_wait_times_out() {
+    let f = FakeRoot::new(&[0]);
+    let c = f.root.card("0").unwrap();
+    FakeRoot::put(&c, Attr::State, "shutting_down\n");
+    let e = c
+        .wait_shutdown_status(Some(Duration::from_millis(120)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Timeout {
+                last_state: MicState::ShuttingDown,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

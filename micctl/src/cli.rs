@@ -141,6 +141,15 @@ pub struct InfoArgs {
 pub struct BootArgs {
     #[command(flatten)]
     pub cards: CardsArg,
+    #[command(flatten)]
+    pub boot: BootOpts,
+    #[command(flatten)]
+    pub wait: WaitOpts,
+}
+
+/// What to boot: the options `boot` and `reboot` share.
+#[derive(Debug, Clone, Args)]
+pub struct BootOpts {
     /// Card OS image, relative to lib/firmware
     #[arg(long, value_name = "FILE", default_value = libmic::root::DEFAULT_FIRMWARE)]
     pub firmware: String,
@@ -153,8 +162,6 @@ pub struct BootArgs {
     /// Boot mode
     #[arg(long, value_enum, value_name = "MODE", default_value_t = BootModeArg::Linux)]
     pub bootmode: BootModeArg,
-    #[command(flatten)]
-    pub wait: WaitOpts,
 }
 
 /// `--bootmode`.
@@ -187,18 +194,8 @@ pub struct LifecycleArgs {
 pub struct RebootArgs {
     #[command(flatten)]
     pub cards: CardsArg,
-    /// Card OS image, relative to lib/firmware
-    #[arg(long, value_name = "FILE", default_value = libmic::root::DEFAULT_FIRMWARE)]
-    pub firmware: String,
-    /// Ramdisk, relative to lib/firmware [default: mic/micN.image]
-    #[arg(long, value_name = "FILE")]
-    pub ramdisk: Option<String>,
-    /// Kernel command line [default: the card's own]
-    #[arg(long, value_name = "CMDLINE")]
-    pub cmdline: Option<String>,
-    /// Boot mode
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = BootModeArg::Linux)]
-    pub bootmode: BootModeArg,
+    #[command(flatten)]
+    pub boot: BootOpts,
     /// Also wait until the card OS is up again (the shutdown and reset are always waited for)
     #[arg(short, long)]
     pub wait: bool,

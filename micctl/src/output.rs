@@ -158,21 +158,20 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], color: bool) -> String {
 /// A JSON document: `{"schema_version": 1, "command": ..., ...fields}`.
 #[must_use]
 pub fn document(command: &str, fields: Value) -> Value {
-    let mut m = Map::new();
-    m.insert("schema_version".into(), json!(SCHEMA_VERSION));
-    m.insert("command".into(), json!(command));
-    if let Value::Object(f) = fields {
-        m.extend(f);
-    }
-    Value::Object(m)
+    envelope("command", command, fields)
 }
 
 /// A JSON Lines record: `{"schema_version": 1, "type": ..., ...fields}`.
 #[must_use]
 pub fn record(kind: &str, fields: Value) -> Value {
+    envelope("type", kind, fields)
+}
+
+/// `{"schema_version": 1, key: name, ...fields}`.
+fn envelope(key: &str, name: &str, fields: Value) -> Value {
     let mut m = Map::new();
     m.insert("schema_version".into(), json!(SCHEMA_VERSION));
-    m.insert("type".into(), json!(kind));
+    m.insert(key.into(), json!(name));
     if let Value::Object(f) = fields {
         m.extend(f);
     }

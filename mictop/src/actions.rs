@@ -2,21 +2,16 @@
 //! libmic only (mictop never writes sysfs itself). Workers report progress
 //! and the outcome as [`Action::Op`]; they never panic the UI.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libmic::{BootRequest, Card, MicState, MicStatus, Outcome};
+use libmic::{BootRequest, Card, MicState, MicStatus, Outcome, ResetEnd, StopStep, Stopped};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::app::{Action, OpEvent, OpKind};
 
-/// How often a shutdown wait looks at `shutdown_status` (it has no
-/// notification on every kernel; a state change wakes the wait at once).
-const STATUS_POLL: Duration = Duration::from_millis(100);
-
-/// How long a reset of a `reset_failed` card may take before it counts as
-/// failed again (the driver's reset budget is 45 s).
-const RESET_FAILED_RETRY: Duration = Duration::from_secs(60);
+const RESET_FAILED: &str = "the reset failed: the card's bootstrap did not come back (reset_failed)";
 
 /// Starts `kind` on every card, one thread each.
 pub fn spawn(kind: OpKind, cards: Vec<Card>, sysmap: &Path, timeout: Duration, tx: &UnboundedSender<Action>) {
@@ -80,18 +75,25 @@ impl Worker<'_> {
             OpKind::Shutdown => self.shutdown(),
             OpKind::Reset => self.reset(),
             OpKind::Reboot => {
-                match self.card.state().map_err(|e| err(&e))? {
-                    MicState::Online => {
-                        self.shutdown()?;
-                    }
-                    MicState::Offline => {}
-                    MicState::ShuttingDown | MicState::ResetFailed => {
-                        self.reset()?;
-                    }
-                }
+                self.stop()?;
                 self.boot()
             }
         }
+    }
+
+    /// Shutdown (online), final status, reset (anything not offline).
+    fn stop(&self) -> Res<Stopped> {
+        let step = Cell::new(None);
+        self.card
+            .stop(Some(self.left()), |s| {
+                step.set(Some(s));
+                self.progress(match s {
+                    StopStep::Shutdown => "asking the card OS to shut down",
+                    StopStep::WaitShutdown => "waiting for the card OS to halt",
+                    StopStep::Reset => "resetting",
+                });
+            })
+            .map_err(|e| stop_err(step.get(), &e))
     }
 
     fn boot(&self) -> Res<String> {
@@ -113,94 +115,64 @@ impl Worker<'_> {
     }
 
     fn shutdown(&self) -> Res<String> {
-        match self.card.state().map_err(|e| err(&e))? {
+        let (state, status) = match self.card.state().map_err(|e| err(&e))? {
             MicState::Offline => return Ok("already offline".into()),
             MicState::ResetFailed => {
                 return Err("the card is reset_failed and runs no OS to shut down: reset it instead".into());
             }
-            MicState::Online => {
-                self.progress("asking the card OS to shut down");
-                self.card.request_shutdown().map_err(|e| err(&e))?;
-                if self.card.state().map_err(|e| err(&e))? == MicState::Online {
-                    return Err(
-                        "the card OS did not take the shutdown request (still booting, or no shutdown \
-                                doorbell published): reset the card instead"
-                            .into(),
-                    );
+            MicState::Online => self
+                .stop()?
+                .shutdown
+                .unwrap_or((MicState::Offline, MicStatus::Nop)),
+            MicState::ShuttingDown => {
+                self.progress("waiting for the card OS to halt");
+                let end = self
+                    .card
+                    .wait_shutdown_status(Some(self.left()))
+                    .map_err(|e| stop_err(Some(StopStep::WaitShutdown), &e))?;
+                if end.0 != MicState::Offline {
+                    self.reset()?;
                 }
+                end
             }
-            MicState::ShuttingDown => {}
-        }
-        self.progress("waiting for the card OS to halt");
-        let status = self.wait_status()?;
-        let status = match status {
-            Some(s) => s.as_str().to_owned(),
-            None => "offline".to_owned(),
         };
-        if self.card.state().map_err(|e| err(&e))? != MicState::Offline {
-            self.reset()?;
-        }
+        let status = if state == MicState::Offline {
+            "offline"
+        } else {
+            status.as_str()
+        };
         Ok(format!("offline (card reported {status})"))
-    }
-
-    /// Waits until the card reports its shutdown (`shutdown_status` not
-    /// `nop`) or goes offline on its own (`None`).
-    fn wait_status(&self) -> Res<Option<MicStatus>> {
-        let mut watcher = self.card.watch_state().map_err(|e| err(&e))?;
-        loop {
-            if watcher.current() == MicState::Offline {
-                return Ok(None);
-            }
-            let status = self.card.shutdown_status().map_err(|e| err(&e))?;
-            if status != MicStatus::Nop {
-                return Ok(Some(status));
-            }
-            let left = self.left();
-            if left.is_zero() {
-                return Err(format!(
-                    "timed out waiting for the card OS to report its shutdown (state {})",
-                    watcher.current().as_str()
-                ));
-            }
-            watcher
-                .wait_change(Some(left.min(STATUS_POLL)))
-                .map_err(|e| err(&e))?;
-        }
     }
 
     fn reset(&self) -> Res<String> {
         self.progress("resetting");
-        let mut watcher = self.card.watch_state().map_err(|e| err(&e))?;
-        let initial = watcher.current();
-        if let Outcome::AlreadyInState(s) = self.card.request_reset().map_err(|e| err(&e))? {
-            return Ok(format!("already {}", s.as_str()));
+        match self.card.reset_and_wait(Some(self.left())) {
+            Ok(ResetEnd::AlreadyOffline) => Ok("already offline".into()),
+            Ok(ResetEnd::Offline) => Ok("offline".into()),
+            Ok(ResetEnd::Failed) => Err(RESET_FAILED.into()),
+            Err(e) => Err(stop_err(Some(StopStep::Reset), &e)),
         }
-        // A failed reset of a reset_failed card changes nothing that could be
-        // noticed; the driver gives up within its reset budget (45 s).
-        let deadline = if initial == MicState::ResetFailed {
-            self.deadline.min(Instant::now() + RESET_FAILED_RETRY)
-        } else {
-            self.deadline
-        };
-        let mut changed = false;
-        loop {
-            match watcher.current() {
-                MicState::Offline => return Ok("offline".into()),
-                MicState::ResetFailed if changed || initial != MicState::ResetFailed => {
-                    return Err(
-                        "the reset failed: the card's bootstrap did not come back (reset_failed)".into(),
-                    );
-                }
-                _ => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || watcher.wait_change(Some(left)).map_err(|e| err(&e))?.is_none() {
-                return Err(format!(
-                    "the reset did not complete in time (state {})",
-                    watcher.current().as_str()
-                ));
-            }
-            changed = true;
+    }
+}
+
+/// A failed step of a lifecycle sequence, in words.
+fn stop_err(step: Option<StopStep>, e: &libmic::Error) -> String {
+    use libmic::Error as E;
+    match (e, step) {
+        (E::ShutdownIgnored { .. }, _) => {
+            "the card OS did not take the shutdown request (still booting, or no \
+                                           shutdown doorbell published): reset the card instead"
+                .into()
         }
+        (E::ResetFailed { .. }, _) => RESET_FAILED.into(),
+        (E::Timeout { last_state, .. }, Some(StopStep::WaitShutdown)) => format!(
+            "timed out waiting for the card OS to report its shutdown (state {})",
+            last_state.as_str()
+        ),
+        (E::Timeout { last_state, .. }, Some(StopStep::Reset)) => format!(
+            "the reset did not complete in time (state {})",
+            last_state.as_str()
+        ),
+        (e, _) => err(e),
     }
 }

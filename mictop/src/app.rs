@@ -16,7 +16,6 @@ use ratatui::crossterm::event::{
 use ratatui::layout::{Position, Rect};
 
 use crate::config::{Command, Config, LayoutMode};
-use crate::summary::{DpSummary, SmptSummary};
 use crate::ui::{self, Areas, theme::Theme};
 
 /// Host facts for the header.
@@ -91,8 +90,8 @@ impl OpStatus {
 /// The debugfs summaries of the selected card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detail {
-    pub smpt: Result<SmptSummary, String>,
-    pub dp: Result<DpSummary, String>,
+    pub smpt: Result<libmic::SmptSummary, String>,
+    pub dp: Result<libmic::DpSummary, String>,
 }
 
 /// One card as mictop knows it.

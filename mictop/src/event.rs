@@ -35,7 +35,6 @@ use tokio::time::MissedTickBehavior;
 use crate::actions;
 use crate::app::{Action, App, CardView, Detail, Effect, HostInfo};
 use crate::config::Config;
-use crate::summary::{parse_dp, parse_smpt};
 use crate::ui::{self, theme::Theme};
 
 /// The shortest time between two frames (a 60 Hz cap).
@@ -259,8 +258,8 @@ impl Runtime {
                 if let Some(c) = self.cards.get(&id).cloned() {
                     let tx = self.tx.clone();
                     tokio::task::spawn_blocking(move || {
-                        let smpt = c.smpt_raw().map(|t| parse_smpt(&t)).map_err(|e| e.to_string());
-                        let dp = c.dp_raw().map(|t| parse_dp(&t)).map_err(|e| e.to_string());
+                        let smpt = c.smpt().map_err(|e| e.to_string());
+                        let dp = c.dp().map_err(|e| e.to_string());
                         let _ = tx.send(Action::Detail {
                             id,
                             detail: Detail { smpt, dp },
@@ -306,42 +305,33 @@ fn spawn_watcher(id: u32, w: StateWatcher, tx: &Tx) -> Option<StateWatcher> {
     let tx = tx.clone();
     tokio::spawn(async move {
         let mut fd = fd;
+        // Whether the UI still listens.
+        let send = |state| {
+            tx.send(Action::State {
+                id,
+                state,
+                at: Instant::now(),
+            })
+            .is_ok()
+        };
         loop {
             let mut guard = match fd.ready_mut(Interest::PRIORITY).await {
                 Ok(g) => g,
                 Err(e) => {
-                    let _ = tx.send(Action::State {
-                        id,
-                        state: Err(e.to_string()),
-                        at: Instant::now(),
-                    });
+                    send(Err(e.to_string()));
                     return;
                 }
             };
             // Clear first: a notification after this point wakes us again.
             guard.clear_ready();
-            match guard.get_inner_mut().refresh() {
-                Ok(None) => {}
-                Ok(Some(s)) => {
-                    if tx
-                        .send(Action::State {
-                            id,
-                            state: Ok(s),
-                            at: Instant::now(),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Action::State {
-                        id,
-                        state: Err(e.to_string()),
-                        at: Instant::now(),
-                    });
-                    return;
-                }
+            let state = match guard.get_inner_mut().refresh() {
+                Ok(None) => continue,
+                Ok(Some(s)) => Ok(s),
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = state.is_err();
+            if !send(state) || failed {
+                return;
             }
         }
     });

@@ -15,7 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
-pub mod summary;
 pub mod terminal;
 pub mod ui;
 

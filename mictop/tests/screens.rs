@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use libmic::debugfs::{parse_dp, parse_smpt};
 use libmic::klog::{LogRecord, Update};
 use libmic::{BootMode, CardInfo, MicRoot, MicState, MicStatus};
 use mictop::app::{Action, App, CardView, Detail, Effect, HostInfo, OpEvent, OpKind};
 use mictop::config::{Config, ThemeName};
-use mictop::summary::{parse_dp, parse_smpt};
 use mictop::ui::{self, theme::Theme};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;

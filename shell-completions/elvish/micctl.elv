@@ -105,7 +105,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl;reboot'= {
             cand --firmware 'Card OS image, relative to lib/firmware'
             cand --ramdisk 'Ramdisk, relative to lib/firmware [default: mic/micN.image]'
-            cand --cmdline 'Kernel command line [default: the card''s own]'
+            cand --cmdline 'Kernel command line [default: the card''s own, or mpssd''s default with a static address]'
             cand --bootmode 'Boot mode'
             cand -t 'Give up after this long, for the whole reboot (default as for boot)'
             cand --timeout 'Give up after this long, for the whole reboot (default as for boot)'

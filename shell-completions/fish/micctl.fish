@@ -93,7 +93,7 @@ complete -c micctl -n "__fish_micctl_using_subcommand reset" -s h -l help -d 'Pr
 complete -c micctl -n "__fish_micctl_using_subcommand reset" -s V -l version -d 'Print version'
 complete -c micctl -n "__fish_micctl_using_subcommand reboot" -l firmware -d 'Card OS image, relative to lib/firmware' -r
 complete -c micctl -n "__fish_micctl_using_subcommand reboot" -l ramdisk -d 'Ramdisk, relative to lib/firmware [default: mic/micN.image]' -r
-complete -c micctl -n "__fish_micctl_using_subcommand reboot" -l cmdline -d 'Kernel command line [default: the card\'s own]' -r
+complete -c micctl -n "__fish_micctl_using_subcommand reboot" -l cmdline -d 'Kernel command line [default: the card\'s own, or mpssd\'s default with a static address]' -r
 complete -c micctl -n "__fish_micctl_using_subcommand reboot" -l bootmode -d 'Boot mode' -r -f -a "linux\t'A Linux bzImage (the card OS)'
 elf\t'A bare ELF image'"
 complete -c micctl -n "__fish_micctl_using_subcommand reboot" -s t -l timeout -d 'Give up after this long, for the whole reboot (default as for boot)' -r

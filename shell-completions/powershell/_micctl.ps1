@@ -114,7 +114,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         'micctl;reboot' {
             [CompletionResult]::new('--firmware', '--firmware', [CompletionResultType]::ParameterName, 'Card OS image, relative to lib/firmware')
             [CompletionResult]::new('--ramdisk', '--ramdisk', [CompletionResultType]::ParameterName, 'Ramdisk, relative to lib/firmware [default: mic/micN.image]')
-            [CompletionResult]::new('--cmdline', '--cmdline', [CompletionResultType]::ParameterName, 'Kernel command line [default: the card''s own]')
+            [CompletionResult]::new('--cmdline', '--cmdline', [CompletionResultType]::ParameterName, 'Kernel command line [default: the card''s own, or mpssd''s default with a static address]')
             [CompletionResult]::new('--bootmode', '--bootmode', [CompletionResultType]::ParameterName, 'Boot mode')
             [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up after this long, for the whole reboot (default as for boot)')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long, for the whole reboot (default as for boot)')

@@ -9,17 +9,14 @@ use libmic::{BootRequest, Card, MicRoot, Outcome};
 
 use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_booted};
 use crate::Ctx;
-use crate::cli::{BootArgs, BootModeArg};
+use crate::cli::{BootArgs, BootOpts};
 use crate::exit::Exit;
 use crate::progress::CardProgress;
 
 /// What the boot and reboot commands share.
 #[derive(Debug, Clone)]
 pub struct BootPlan {
-    pub firmware: String,
-    pub ramdisk: Option<String>,
-    pub cmdline: Option<String>,
-    pub bootmode: BootModeArg,
+    pub opts: BootOpts,
     /// System.map to set the log buffer addresses from, if there is one.
     pub sysmap: Option<PathBuf>,
 }
@@ -27,13 +24,7 @@ pub struct BootPlan {
 impl BootPlan {
     /// The plan and the warnings about it (no System.map).
     #[must_use]
-    pub fn new(
-        root: &MicRoot,
-        firmware: &str,
-        ramdisk: Option<&str>,
-        cmdline: Option<&str>,
-        bootmode: BootModeArg,
-    ) -> (Self, Vec<String>) {
+    pub fn new(root: &MicRoot, opts: &BootOpts) -> (Self, Vec<String>) {
         let map = root.system_map();
         let mut warnings = Vec::new();
         let sysmap = if map.is_file() {
@@ -47,10 +38,7 @@ impl BootPlan {
             None
         };
         let plan = Self {
-            firmware: firmware.to_owned(),
-            ramdisk: ramdisk.map(str::to_owned),
-            cmdline: cmdline.map(str::to_owned),
-            bootmode,
+            opts: opts.clone(),
             sysmap,
         };
         (plan, warnings)
@@ -59,12 +47,13 @@ impl BootPlan {
     #[must_use]
     pub fn request(&self, card: &Card) -> BootRequest {
         let mut req = BootRequest::defaults_for(card);
-        req.bootmode = self.bootmode.into();
-        req.firmware.clone_from(&self.firmware);
-        if let Some(r) = &self.ramdisk {
+        let o = &self.opts;
+        req.bootmode = o.bootmode.into();
+        req.firmware.clone_from(&o.firmware);
+        if let Some(r) = &o.ramdisk {
             req.ramdisk = Some(r.clone());
         }
-        req.cmdline.clone_from(&self.cmdline);
+        req.cmdline.clone_from(&o.cmdline);
         req
     }
 }
@@ -72,13 +61,7 @@ impl BootPlan {
 pub fn run(ctx: &Ctx, args: &BootArgs) -> anyhow::Result<Exit> {
     let cards = select(ctx, &args.cards)?;
     let timeout = args.wait.timeout.unwrap_or_else(|| default_timeout(cards.len()));
-    let (plan, warnings) = BootPlan::new(
-        &ctx.root,
-        &args.firmware,
-        args.ramdisk.as_deref(),
-        args.cmdline.as_deref(),
-        args.bootmode,
-    );
+    let (plan, warnings) = BootPlan::new(&ctx.root, &args.boot);
     let wait = args.wait.wait;
     let strict = args.wait.strict;
     let outcomes = run_parallel(ctx, &cards, wait, "booting", |card, pb| {

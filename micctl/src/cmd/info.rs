@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use libmic::{Attr, Card, MicStatus};
+use libmic::attrs::escape_untrusted;
+use libmic::{Attr, Card, DpSummary, MicStatus};
 use serde_json::{Map, Value, json};
 
 use crate::Ctx;
@@ -11,62 +12,14 @@ use crate::cli::InfoArgs;
 use crate::exit::Exit;
 use crate::output::{self, Style, state_style};
 
-/// One SMPT entry with a non-zero reference count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmptEntry {
-    pub index: u32,
-    pub dma_addr: String,
-    pub refcount: u64,
-}
-
-/// Parses the debugfs `smpt` dump: `(entries in use, total entries)`.
-/// Lines that do not look like `|N |ADDR REFCOUNT` are skipped.
+/// The bootparam fields of a `dp` dump as a JSON object: key → value,
+/// numbers as numbers.
 #[must_use]
-pub fn parse_smpt(text: &str) -> (Vec<SmptEntry>, u32) {
-    let mut used = Vec::new();
-    let mut total = 0;
-    for line in text.lines() {
-        let mut parts = line.split('|').skip(1);
-        let (Some(idx), Some(rest)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(index) = idx.trim().parse::<u32>() else {
-            continue;
-        };
-        let mut words = rest.split_whitespace();
-        let (Some(addr), Some(refs)) = (words.next(), words.next()) else {
-            continue;
-        };
-        let Ok(refcount) = refs.parse::<u64>() else {
-            continue;
-        };
-        total += 1;
-        if refcount > 0 {
-            used.push(SmptEntry {
-                index,
-                dma_addr: addr.to_owned(),
-                refcount,
-            });
-        }
-    }
-    (used, total)
-}
-
-/// Parses the debugfs `dp` dump (`Bootparam: key value` lines) into
-/// key → value, numbers as numbers.
-#[must_use]
-pub fn parse_dp(text: &str) -> Map<String, Value> {
+pub fn bootparam_json(dp: &DpSummary) -> Map<String, Value> {
     let mut m = Map::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("Bootparam: ") else {
-            continue;
-        };
-        let Some((k, v)) = rest.trim().split_once(' ') else {
-            continue;
-        };
-        let v = v.trim();
+    for (k, v) in &dp.bootparam {
         let value = v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n));
-        m.insert(k.to_owned(), value);
+        m.insert(k.clone(), value);
     }
     m
 }
@@ -105,23 +58,20 @@ pub fn collect(card: &Card) -> libmic::Result<Value> {
         debug_problem("post_code", &e);
         None
     });
-    let smpt = match card.smpt_raw() {
-        Ok(t) => {
-            let (used, total) = parse_smpt(&t);
-            json!({
-                "entries": total,
-                "in_use": used.iter().map(|e| json!({
-                    "index": e.index, "dma_addr": e.dma_addr, "refcount": e.refcount,
-                })).collect::<Vec<_>>(),
-            })
-        }
+    let smpt = match card.smpt() {
+        Ok(s) => json!({
+            "entries": s.entries,
+            "in_use": s.in_use.iter().map(|e| json!({
+                "index": e.index, "dma_addr": e.dma_addr, "refcount": e.refcount,
+            })).collect::<Vec<_>>(),
+        }),
         Err(e) => {
             debug_problem("smpt", &e);
             Value::Null
         }
     };
-    let dp = match card.dp_raw() {
-        Ok(t) => Value::Object(parse_dp(&t)),
+    let dp = match card.dp() {
+        Ok(d) => Value::Object(bootparam_json(&d)),
         Err(e) => {
             debug_problem("dp", &e);
             Value::Null
@@ -153,10 +103,11 @@ pub fn collect(card: &Card) -> libmic::Result<Value> {
 }
 
 fn human(v: &Value, color: bool) -> String {
+    // Attribute and dump contents are driver or card controlled: escaped.
     let text = |x: &Value| match x {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape_untrusted(s),
         other => other.to_string(),
     };
     let mut out = format!(
@@ -222,24 +173,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn smpt() {
-        let t = "MIC 0  |SMPT entry| SW DMA addr    RefCount  \n=====\n         |0         | 0              0         \n         |1         | 0x400000000    4096      \n         |x| junk\n====\n";
-        let (used, total) = parse_smpt(t);
-        assert_eq!(total, 2);
-        assert_eq!(
-            used,
-            vec![SmptEntry {
-                index: 1,
-                dma_addr: "0x400000000".into(),
-                refcount: 4096
-            }]
-        );
-        assert_eq!(parse_smpt("").1, 0);
-    }
-
-    #[test]
-    fn dp() {
-        let m = parse_dp("Bootparam: magic 0xc0ffee00\nBootparam: h2c_shutdown_db -1\nnoise\nBootparam: x\n");
+    fn bootparam_numbers_are_numbers() {
+        let m = bootparam_json(&libmic::debugfs::parse_dp(
+            "Bootparam: magic 0xc0ffee00\nBootparam: h2c_shutdown_db -1\nnoise\nBootparam: x\n",
+        ));
         assert_eq!(m["magic"], json!("0xc0ffee00"));
         assert_eq!(m["h2c_shutdown_db"], json!(-1));
         assert_eq!(m.len(), 2);

@@ -3,9 +3,9 @@
 //! notification, on real hardware either) and wakes early on a state change
 //! through poll on `state`; a card reset or reboot prints a separator.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use libmic::attrs::escape_untrusted_keep_tabs;
 use libmic::klog::{LogFollower, LogRecord};
 use libmic::{Card, MicState};
 use serde_json::json;
@@ -17,21 +17,6 @@ use crate::output::{self, Style, level_style};
 
 /// How often `--follow` re-reads the log buffer.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Makes card-controlled text safe for a terminal: control characters
-/// (C0, DEL, C1) become `\xNN`; everything else printable passes.
-#[must_use]
-pub fn sanitize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if (c.is_control() && c != '\t') || c == '\u{7f}' {
-            let _ = write!(out, "\\x{:02x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// `1m02.345s`-style time since card boot.
 #[must_use]
@@ -69,7 +54,7 @@ impl Printer<'_> {
         format!(
             "{}{}\n",
             Style::Green.paint(&ts, color && !ts.is_empty()),
-            level_style(r.level).paint(&sanitize(&r.text), color)
+            level_style(r.level).paint(&escape_untrusted_keep_tabs(&r.text), color)
         )
     }
 
@@ -207,13 +192,6 @@ fn explain_empty(card: &Card) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitizes() {
-        assert_eq!(sanitize("ok\ttab"), "ok\ttab");
-        assert_eq!(sanitize("\x1b[2Jboom\x07"), "\\x1b[2Jboom\\x07");
-        assert_eq!(sanitize("Phi\u{2122} \u{9b}x\u{7f}"), "Phi\u{2122} \\x9bx\\x7f");
-    }
 
     #[test]
     fn human_timestamps() {

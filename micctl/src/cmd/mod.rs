@@ -16,7 +16,7 @@ use libmic::{Card, MicState, MicStatus};
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::cli::CardsArg;
+use crate::cli::{CardsArg, LifecycleArgs};
 use crate::exit::Exit;
 use crate::output::{self, Style};
 use crate::progress::{CardProgress, Progress};
@@ -200,6 +200,28 @@ where
     })
 }
 
+/// `shutdown` and `reset`: `f(card, timeout if --wait, --strict, progress)`
+/// on every card at once, reported as `command`.
+pub fn run_lifecycle<F>(
+    ctx: &Ctx,
+    args: &LifecycleArgs,
+    command: &str,
+    first_msg: &str,
+    f: F,
+) -> anyhow::Result<Exit>
+where
+    F: Fn(&Card, Option<Duration>, bool, &CardProgress) -> CardOutcome + Sync,
+{
+    let cards = select(ctx, &args.cards)?;
+    let timeout = args.wait.timeout.unwrap_or_else(|| default_timeout(cards.len()));
+    let wait = args.wait.wait.then_some(timeout);
+    let strict = args.wait.strict;
+    let outcomes = run_parallel(ctx, &cards, wait.is_some(), first_msg, |card, pb| {
+        f(card, wait, strict, pb)
+    });
+    report(ctx, command, &outcomes, &[])
+}
+
 /// Prints the outcomes (a JSON document, or a line per card: successes on
 /// stdout, failures on stderr) and returns the combined exit code.
 pub fn report(
@@ -240,38 +262,6 @@ pub fn print_outcomes(ctx: &Ctx, outcomes: &[CardOutcome]) -> anyhow::Result<()>
     }
     output::print_text(&out)?;
     Ok(())
-}
-
-/// Waits until the card OS has finished shutting down: `shutdown_status`
-/// is no longer `nop` while the card is `shutting_down` (what mpssd waits
-/// for before resetting), or the card is already `offline`/`reset_failed`.
-/// Wakes on every `state` change and re-reads `shutdown_status` at least
-/// every 50 ms (mpssd's poll), never past `deadline`.
-pub fn wait_shut_down(card: &Card, deadline: Instant) -> libmic::Result<(MicState, MicStatus)> {
-    const STATUS_POLL: Duration = Duration::from_millis(50);
-    let start = Instant::now();
-    let mut w = card.watch_state()?;
-    loop {
-        let state = w.current();
-        let status = card.shutdown_status()?;
-        let done = match state {
-            MicState::Offline | MicState::ResetFailed => true,
-            MicState::ShuttingDown => status != MicStatus::Nop,
-            MicState::Online => false,
-        };
-        if done {
-            return Ok((state, status));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(libmic::Error::Timeout {
-                card: card.name().to_owned(),
-                waited: start.elapsed(),
-                last_state: state,
-            });
-        }
-        w.wait_change(Some(left.min(STATUS_POLL)))?;
-    }
 }
 
 /// Waits for the card OS after a boot; a card that leaves `online` before

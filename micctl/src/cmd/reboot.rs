@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use libmic::{Card, MicState, Outcome};
+use libmic::{Card, Outcome, StopStep};
 
 use super::boot::BootPlan;
-use super::reset::wait_reset;
-use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_booted, wait_shut_down};
+use super::reset::RESET_FAILED;
+use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_booted};
 use crate::Ctx;
 use crate::cli::RebootArgs;
 use crate::exit::Exit;
@@ -17,13 +17,7 @@ use crate::progress::CardProgress;
 pub fn run(ctx: &Ctx, args: &RebootArgs) -> anyhow::Result<Exit> {
     let cards = select(ctx, &args.cards)?;
     let timeout = args.timeout.unwrap_or_else(|| default_timeout(cards.len()));
-    let (plan, warnings) = BootPlan::new(
-        &ctx.root,
-        &args.firmware,
-        args.ramdisk.as_deref(),
-        args.cmdline.as_deref(),
-        args.bootmode,
-    );
+    let (plan, warnings) = BootPlan::new(&ctx.root, &args.boot);
     let outcomes = run_parallel(ctx, &cards, true, "shutting down", |card, pb| {
         let start = Instant::now();
         reboot_one(card, &plan, start, start + timeout, args.wait, pb).unwrap_or_else(|o| o)
@@ -39,17 +33,25 @@ fn reboot_one(
     wait_os: bool,
     pb: &CardProgress,
 ) -> Result<CardOutcome, CardOutcome> {
-    let err = |e: libmic::Error| CardOutcome::from_error(card, &e, start);
+    let err = |e: libmic::Error| match e {
+        libmic::Error::ResetFailed { .. } => CardOutcome::failed(card, RESET_FAILED, start),
+        e => CardOutcome::from_error(card, &e, start),
+    };
     let mut steps = Vec::new();
-    if card.state().map_err(err)? == MicState::Online {
-        card.shutdown().map_err(err)?;
-        let (_, status) = wait_shut_down(card, deadline).map_err(err)?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let stopped = card
+        .stop(Some(left), |step| {
+            pb.set(match step {
+                StopStep::Shutdown => "shutting down",
+                StopStep::WaitShutdown => "waiting for the card OS to shut down",
+                StopStep::Reset => "resetting",
+            });
+        })
+        .map_err(err)?;
+    if let Some((_, status)) = stopped.shutdown {
         steps.push(format!("shut down ({})", status.as_str()));
     }
-    if card.state().map_err(err)? != MicState::Offline {
-        pb.set("resetting");
-        card.reset().map_err(err)?;
-        wait_reset(card, deadline.saturating_duration_since(start), start)?;
+    if stopped.reset {
         steps.push("reset".to_owned());
     }
     pb.set("booting");

@@ -5,21 +5,14 @@ use std::time::{Duration, Instant};
 
 use libmic::{Card, MicState, Outcome};
 
-use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_shut_down};
+use super::{CardOutcome, run_lifecycle};
 use crate::Ctx;
 use crate::cli::LifecycleArgs;
 use crate::exit::Exit;
 use crate::progress::CardProgress;
 
 pub fn run(ctx: &Ctx, args: &LifecycleArgs) -> anyhow::Result<Exit> {
-    let cards = select(ctx, &args.cards)?;
-    let timeout = args.wait.timeout.unwrap_or_else(|| default_timeout(cards.len()));
-    let wait = args.wait.wait.then_some(timeout);
-    let strict = args.wait.strict;
-    let outcomes = run_parallel(ctx, &cards, wait.is_some(), "shutting down", |card, pb| {
-        shutdown_one(card, wait, strict, pb)
-    });
-    report(ctx, "shutdown", &outcomes, &[])
+    run_lifecycle(ctx, args, "shutdown", "shutting down", shutdown_one)
 }
 
 fn shutdown_one(card: &Card, wait: Option<Duration>, strict: bool, pb: &CardProgress) -> CardOutcome {
@@ -35,7 +28,7 @@ fn shutdown_one(card: &Card, wait: Option<Duration>, strict: bool, pb: &CardProg
             None => CardOutcome::ok(card, "shutdown requested", start),
             Some(t) => {
                 pb.set("waiting for the card OS to shut down");
-                match wait_shut_down(card, start + t) {
+                match card.wait_shutdown_status(Some(t.saturating_sub(start.elapsed()))) {
                     Ok((state, status)) => CardOutcome::ok(
                         card,
                         format!("shut down ({}, {})", state.as_str(), status.as_str()),

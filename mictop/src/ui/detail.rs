@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::app::{App, CardView, Detail, Focus, Zoom, fmt_age};
-use crate::summary::printable;
 use crate::ui::table::{op_cell, post_meaning, state_cell};
 use crate::ui::{block, field, focused};
+use libmic::attrs::escape_untrusted;
 
 fn none() -> String {
     "-".to_owned()
@@ -49,7 +49,7 @@ fn attributes(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
         ),
     ]));
     if let Some(e) = &c.state_error {
-        lines.push(Line::from(Span::styled(printable(e), t.error)));
+        lines.push(Line::from(Span::styled(escape_untrusted(e), t.error)));
     }
     let status = c.shutdown_status().map_or_else(none, |s| s.as_str().to_owned());
     lines.push(field(app, "shutdown_status", status, t.text));
@@ -72,7 +72,7 @@ fn attributes(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
         let (text, style) = op_cell(app, Some(op));
         lines.push(field(app, "action", text, style));
         if let Some(Err(e)) = &op.outcome {
-            lines.push(Line::from(Span::styled(printable(e), t.error)));
+            lines.push(Line::from(Span::styled(escape_untrusted(e), t.error)));
         }
     }
 }
@@ -87,11 +87,11 @@ fn boot_config(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
     lines.push(field(app, "bootmode", bootmode, t.text));
     let firmware = info
         .and_then(|i| i.firmware.as_deref())
-        .map_or_else(none, printable);
+        .map_or_else(none, escape_untrusted);
     lines.push(field(app, "firmware", firmware, t.text));
     let ramdisk = info
         .and_then(|i| i.ramdisk.as_deref())
-        .map_or_else(none, printable);
+        .map_or_else(none, escape_untrusted);
     lines.push(field(app, "ramdisk", ramdisk, t.text));
     let addr = |v: Option<u64>| v.map_or_else(none, |a| format!("{a:#x}"));
     lines.push(field(
@@ -108,18 +108,18 @@ fn boot_config(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
     ));
     let cmdline = info
         .and_then(|i| i.cmdline.as_deref())
-        .map_or_else(none, printable);
+        .map_or_else(none, escape_untrusted);
     lines.push(field(app, "cmdline", cmdline, t.text));
     if let Some(i) = info {
         for (attr, e) in &i.problems {
             lines.push(Line::from(Span::styled(
-                format!("{attr}: {}", printable(e)),
+                format!("{attr}: {}", escape_untrusted(e)),
                 t.warn,
             )));
         }
     }
     if let Some(e) = &c.info_error {
-        lines.push(Line::from(Span::styled(printable(e), t.error)));
+        lines.push(Line::from(Span::styled(escape_untrusted(e), t.error)));
     }
 }
 
@@ -128,17 +128,17 @@ fn debugfs(app: &App, detail: Option<&Detail>, lines: &mut Vec<Line<'_>>) {
     lines.push(Line::from(Span::styled("── SMPT", t.title)));
     match detail.map(|d| &d.smpt) {
         None => lines.push(Line::from(Span::styled("…", t.dim))),
-        Some(Err(e)) => lines.push(Line::from(Span::styled(printable(e), t.warn))),
+        Some(Err(e)) => lines.push(Line::from(Span::styled(escape_untrusted(e), t.warn))),
         Some(Ok(s)) => {
             lines.push(field(
                 app,
                 "entries",
-                format!("{}, {} in use", s.entries, s.used.len()),
+                format!("{}, {} in use", s.entries, s.in_use.len()),
                 t.text,
             ));
-            for (idx, addr, refs) in &s.used {
+            for e in &s.in_use {
                 lines.push(Line::from(Span::styled(
-                    format!("  #{idx:<3} {addr:<16} refs {refs}"),
+                    format!("  #{:<3} {:<16} refs {}", e.index, e.dma_addr, e.refcount),
                     t.text,
                 )));
             }
@@ -147,7 +147,7 @@ fn debugfs(app: &App, detail: Option<&Detail>, lines: &mut Vec<Line<'_>>) {
     lines.push(Line::from(Span::styled("── device page", t.title)));
     match detail.map(|d| &d.dp) {
         None => lines.push(Line::from(Span::styled("…", t.dim))),
-        Some(Err(e)) => lines.push(Line::from(Span::styled(printable(e), t.warn))),
+        Some(Err(e)) => lines.push(Line::from(Span::styled(escape_untrusted(e), t.warn))),
         Some(Ok(dp)) if dp.bootparam.is_empty() && dp.devices.is_empty() => {
             lines.push(Line::from(Span::styled("(empty)", t.dim)));
         }

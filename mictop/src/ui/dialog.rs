@@ -6,8 +6,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use crate::app::{App, OpKind};
-use crate::summary::printable;
 use crate::ui::{block, centered, ellipsize};
+use libmic::attrs::escape_untrusted;
 
 pub fn draw_confirm(frame: &mut Frame<'_>, app: &App, kind: OpKind, ids: &[u32]) {
     let t = &app.theme;
@@ -53,7 +53,7 @@ pub fn draw_errors(frame: &mut Frame<'_>, app: &App) {
         .iter()
         .rev()
         .take(20)
-        .map(|e| Line::from(Span::styled(format!("• {}", printable(e)), t.error)))
+        .map(|e| Line::from(Span::styled(format!("• {}", escape_untrusted(e)), t.error)))
         .collect();
     lines.push(Line::default());
     lines.push(Line::from(vec![

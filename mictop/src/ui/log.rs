@@ -2,6 +2,7 @@
 //! follow/pause, level filter and search highlighting.
 
 use libmic::MicState;
+use libmic::attrs::escape_untrusted;
 use libmic::klog::{format_timestamp, level_name};
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -10,7 +11,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::app::{App, Focus, LogLine, Zoom};
-use crate::summary::printable;
 use crate::ui::{block, focused};
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -29,7 +29,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         title.push(Span::styled(format!("· {}+ ", level_name(log.max_level)), t.warn));
     }
     if let Some(q) = &log.search {
-        title.push(Span::styled(format!("· /{} ", printable(q)), t.key));
+        title.push(Span::styled(format!("· /{} ", escape_untrusted(q)), t.key));
     }
     title.push(Span::styled(format!("· {} ", log.lines.len()), t.dim));
     let focus =
@@ -45,7 +45,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let vis = log.visible();
     let mut lines: Vec<Line<'_>> = Vec::with_capacity(height);
     if let Some(e) = &log.error {
-        lines.push(Line::from(Span::styled(printable(e), t.warn)));
+        lines.push(Line::from(Span::styled(escape_untrusted(e), t.warn)));
     }
     if vis.is_empty() && log.error.is_none() {
         let msg = match app.selected_card().and_then(|c| c.state) {
@@ -78,21 +78,10 @@ fn render_line<'a>(app: &App, line: &'a LogLine) -> Line<'a> {
             ];
             match app.log.search.as_deref() {
                 Some(q) if app.log.matches(line) => highlight(&mut spans, &r.text, q, style, t.search_match),
-                _ => spans.push(Span::styled(clean(&r.text), style)),
+                _ => spans.push(Span::styled(escape_untrusted(&r.text), style)),
             }
             Line::from(spans)
         }
-    }
-}
-
-/// The text with control characters (card controlled) made harmless.
-fn clean(s: &str) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect()
-    } else {
-        s.to_owned()
     }
 }
 
@@ -108,9 +97,9 @@ fn highlight(spans: &mut Vec<Span<'_>>, text: &str, q: &str, style: Style, hit: 
             && text.is_char_boundary(i + n.len())
         {
             if start < i {
-                spans.push(Span::styled(clean(&text[start..i]), style));
+                spans.push(Span::styled(escape_untrusted(&text[start..i]), style));
             }
-            spans.push(Span::styled(clean(&text[i..i + n.len()]), hit));
+            spans.push(Span::styled(escape_untrusted(&text[i..i + n.len()]), hit));
             i += n.len();
             start = i;
         } else {
@@ -118,6 +107,6 @@ fn highlight(spans: &mut Vec<Span<'_>>, text: &str, q: &str, style: Style, hit: 
         }
     }
     if start < text.len() {
-        spans.push(Span::styled(clean(&text[start..]), style));
+        spans.push(Span::styled(escape_untrusted(&text[start..]), style));
     }
 }
