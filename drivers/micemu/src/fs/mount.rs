@@ -117,6 +117,9 @@ pub fn mount(sys_dir: &Path, backend: Arc<dyn Backend>, hub: Arc<PollHub>) -> Re
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(N_THREADS);
+    // One /dev/fuse fd per worker (FUSE_DEV_IOC_CLONE): the workers do not
+    // queue behind each other on a shared fd.
+    config.clone_fd = true;
 
     let session = fuser::Session::new(fs, &path, &config).map_err(|e| mount_failed(&path, e))?;
     let session = session.spawn().map_err(|source| MountError::Io {
