@@ -18,8 +18,10 @@ use super::hub::PollHub;
 use super::tree::Node;
 use super::{Backend, Tree, WriteDone};
 
-/// How long the kernel may cache attributes and lookups.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and lookups. The tree is fixed
+/// for the life of the mount (card count, names, modes, sizes), so names
+/// resolve once, not on every open by a tool that starts afresh.
+const TTL: Duration = Duration::from_secs(3600);
 /// sysfs buffers are one page: `show` output and `store` input are bounded by it.
 const PAGE_SIZE: usize = 4096;
 /// kernfs `DEFAULT_POLLMASK`.
