@@ -1,11 +1,12 @@
 //! Mounting and unmounting the FUSE tree, with the checks that turn the
 //! usual failure modes into actionable errors.
 
-use std::ffi::{CString, OsString};
+use nix::mount::{MntFlags, MsFlags, umount2};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,11 +174,7 @@ impl Mount {
                     "{} is busy (files still open); detaching it and aborting its FUSE connection",
                     self.path.display()
                 );
-                let cpath = CString::new(self.path.as_os_str().as_bytes())?;
-                // SAFETY: `cpath` is a valid NUL-terminated string.
-                if unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                umount2(&self.path, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
                 self.abort_connection();
                 Ok(())
             }
@@ -224,24 +221,20 @@ impl Mount {
 /// where it is not mounted at /sys/fs/fuse/connections.
 fn abort_via_private_fusectl(conn: u64) -> io::Result<()> {
     let dir = private_dir()?;
-    let cdir = CString::new(dir.as_os_str().as_bytes())?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            c"fusectl".as_ptr(),
-            cdir.as_ptr(),
-            c"fusectl".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        )
-    };
-    let result = if rc == 0 {
-        let r = fs::write(dir.join(conn.to_string()).join("abort"), b"1");
-        // SAFETY: valid NUL-terminated string.
-        unsafe { libc::umount2(cdir.as_ptr(), libc::MNT_DETACH) };
-        r
-    } else {
-        Err(io::Error::last_os_error())
+    let mounted = nix::mount::mount(
+        Some("fusectl"),
+        &dir,
+        Some("fusectl"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    );
+    let result = match mounted {
+        Ok(()) => {
+            let r = fs::write(dir.join(conn.to_string()).join("abort"), b"1");
+            let _ = umount2(&dir, MntFlags::MNT_DETACH);
+            r
+        }
+        Err(e) => Err(io::Error::from(e)),
     };
     let _ = fs::remove_dir(&dir);
     result
