@@ -135,12 +135,22 @@ impl Card {
     }
 
     /// Asks the card OS to shut down. An offline card is left alone.
+    ///
+    /// The driver drops the request silently while the card's OS has not
+    /// published its shutdown doorbell (early in a boot); the driver takes a
+    /// request synchronously, so a card still online afterwards did not take
+    /// it: [`Error::ShutdownIgnored`].
     pub fn request_shutdown(&self) -> Result<Outcome> {
         match self.state()? {
             MicState::Offline => Ok(Outcome::AlreadyInState(MicState::Offline)),
             MicState::ShuttingDown => Ok(Outcome::AlreadyInState(MicState::ShuttingDown)),
             _ => {
                 self.shutdown()?;
+                if self.state()? == MicState::Online {
+                    return Err(Error::ShutdownIgnored {
+                        card: self.name().to_owned(),
+                    });
+                }
                 Ok(Outcome::Requested)
             }
         }
@@ -288,13 +298,6 @@ impl Card {
         if self.state()? == MicState::Online {
             step(StopStep::Shutdown);
             self.request_shutdown()?;
-            // The driver takes a shutdown request synchronously: a card
-            // still online did not take it.
-            if self.state()? == MicState::Online {
-                return Err(Error::ShutdownIgnored {
-                    card: self.name().to_owned(),
-                });
-            }
             step(StopStep::WaitShutdown);
             shutdown = Some(self.wait_shutdown_status(left())?);
         }

@@ -96,7 +96,7 @@ impl Exit {
         match e {
             E::DriverAbsent { .. } | E::DebugfsAbsent { .. } | E::EmulatorGone { .. } => Exit::DriverAbsent,
             E::NoSuchCard { .. } => Exit::NoSuchCard,
-            E::Rejected { .. } => Exit::Rejected,
+            E::Rejected { .. } | E::ShutdownIgnored { .. } => Exit::Rejected,
             E::InvalidValue { .. } | E::BadFirmwareName { .. } => Exit::Usage,
             E::PermissionDenied { .. } => Exit::PermissionDenied,
             E::Timeout { .. } => Exit::Timeout,

@@ -400,6 +400,11 @@ fn lifecycle_failures() {
         let r = f.run(&["boot", "1,2", "--wait", "-t", "3s", "--json"]);
         assert_eq!(r.code, 7, "{}", r.both());
         insta::assert_snapshot!("boot_partial_json", pretty(&r.json()));
+        // The hung card's OS never published its shutdown doorbell: the
+        // driver drops the request, and micctl says so instead of waiting.
+        let r = f.run(&["shutdown", "1", "--wait", "-t", "30s", "--json"]);
+        assert_eq!(r.code, 5, "{}", r.both());
+        assert_eq!(r.json()["cards"][0]["outcome"], "rejected");
         f.run(&["reset", "1", "--wait", "-t", "5s"]);
         // A failed reset: reset_failed is a failure (exit 1).
         f.card(2).wait_for(|s| s == MicState::Online, Some(HANG)).unwrap();

@@ -9,6 +9,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 /// Something injected into a card from outside.
@@ -123,9 +124,43 @@ pub fn socket_path(root: &Path) -> PathBuf {
     root.join("run/micemu.sock")
 }
 
+/// The control socket being served; [`Server::stop`] (or drop) ends the
+/// listener thread, so the handler it holds is released.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting, waits for the listener thread and removes the
+    /// socket file. Connections already accepted finish on their own.
+    pub fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else { return };
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocked accept(2) with a connection of our own.
+        if UnixStream::connect(&self.path).is_ok() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Binds the control socket (replacing a stale socket file) and serves it on
 /// a background thread, one thread per connection.
-pub fn serve(root: &Path, handler: Arc<dyn Handler>) -> io::Result<PathBuf> {
+pub fn serve(root: &Path, handler: Arc<dyn Handler>) -> io::Result<Server> {
     let path = socket_path(root);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -136,15 +171,25 @@ pub fn serve(root: &Path, handler: Arc<dyn Handler>) -> io::Result<PathBuf> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(&path)?;
-    thread::Builder::new().name("control".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = thread::Builder::new().name("control".into()).spawn(move || {
+        for conn in listener.incoming() {
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
             let handler = Arc::clone(&handler);
             let _ = thread::Builder::new()
                 .name("control-conn".into())
                 .spawn(move || serve_conn(&conn, &*handler));
         }
     })?;
-    Ok(path)
+    Ok(Server {
+        path,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn serve_conn(conn: &UnixStream, handler: &dyn Handler) {
@@ -220,5 +265,41 @@ mod tests {
         assert!(Fault::parse(&[]).is_err());
         let err = Fault::parse(&["explode"]).unwrap_err();
         assert!(err.contains("panic") && err.contains("fail-reset"), "{err}");
+    }
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn inject(&self, card: &str, fault: Fault) -> Result<(), String> {
+            if card == "mic0" {
+                Ok(())
+            } else {
+                Err(format!("no card {card} for {fault:?}"))
+            }
+        }
+    }
+
+    #[test]
+    fn serves_requests_and_stops_releasing_the_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler: Arc<dyn Handler> = Arc::new(Echo);
+        let mut server = serve(dir.path(), Arc::clone(&handler)).unwrap();
+        request(dir.path(), "mic0", &["halt".to_owned()]).unwrap();
+        let err = request(dir.path(), "mic7", &["halt".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("no card mic7"), "{err}");
+        let err = request(dir.path(), "mic0", &["explode".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("unknown verb"), "{err}");
+        server.stop();
+        assert!(!socket_path(dir.path()).exists());
+        // Connection threads end with their connections; the listener has
+        // gone, so nothing but the test holds the handler any more.
+        let start = std::time::Instant::now();
+        while Arc::strong_count(&handler) > 1 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "handler still held"
+            );
+            std::thread::yield_now();
+        }
     }
 }

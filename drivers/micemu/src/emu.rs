@@ -258,6 +258,11 @@ impl Emulator {
             HwEvent::Reset => {
                 st.epoch += 1;
                 st.os.power_cycle();
+                // The bootstrap initialises GDDR before it reports ready:
+                // no log of the previous OS can be mistaken for the next's.
+                if let Err(e) = card.gddr.scrub() {
+                    log::warn!("mic{id}: scrubbing GDDR: {e}");
+                }
                 card.regs
                     .set(regs::POSTCODE, cardos::post_code_value(cardos::post::RESET));
                 if st.fail_next_reset {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use mic_core::hw::{MemError, Memory, Mmio, in_bounds};
 use mic_core::regs;
-use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
 /// Something the hardware does that the rest of the emulator must act on.
@@ -182,20 +182,18 @@ impl Gddr {
         Ok(Self { file, size })
     }
 
-    /// Gives every page back (used by nothing on the normal path; a reset
-    /// leaves memory as it was, as real GDDR does).
-    pub fn zero(&self, addr: u64, len: u64) -> Result<(), MemError> {
-        const CHUNK: usize = 64 * 1024;
-        if !in_bounds(addr, len, self.size) {
-            return Err(MemError::OutOfBounds { addr, len });
-        }
-        let zeros = vec![0u8; CHUNK];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            self.write(addr + done, &zeros[..n])?;
-            done += n as u64;
-        }
+    /// What the bootstrap does to GDDR after a reset: it initialises the
+    /// whole memory (ECC needs every word written before use), so nothing
+    /// of the previous OS survives, its kernel log included. Modelled by
+    /// giving every page of the memfd back, which reads as zeros.
+    pub fn scrub(&self) -> std::io::Result<()> {
+        let len = i64::try_from(self.size).map_err(std::io::Error::other)?;
+        fallocate(
+            &self.file,
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            0,
+            len,
+        )?;
         Ok(())
     }
 }
@@ -396,7 +394,10 @@ mod tests {
         assert_eq!(&b, b"abc");
         assert!(g.write((1 << 20) - 2, b"abc").is_err());
         assert!(g.read(u64::MAX - 1, &mut b).is_err());
-        assert!(g.zero(0, (1 << 20) + 1).is_err());
+        g.scrub().unwrap();
+        g.read(10, &mut b).unwrap();
+        assert_eq!(b, [0; 3]);
+        assert_eq!(g.size(), 1 << 20);
     }
 
     #[test]

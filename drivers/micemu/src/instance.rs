@@ -18,7 +18,7 @@ use crate::fs::{self, Mount, PollHub};
 #[derive(Debug)]
 pub struct Instance {
     root: PathBuf,
-    sock: PathBuf,
+    control: control::Server,
     pidfile: PathBuf,
     // Field order is drop order: unmount before the emulator stops.
     mount: Option<Mount>,
@@ -40,13 +40,13 @@ impl Instance {
         // mount() creates the mount point, and explains a stale or busy one.
         let sys = root.join("sys");
         let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
-        let sock = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
+        let control = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
             .context("starting the control socket")?;
         let pidfile = root.join("run/micemu.pid");
         std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
         Ok(Instance {
             root,
-            sock,
+            control,
             pidfile,
             mount: Some(mount),
             running,
@@ -60,7 +60,7 @@ impl Instance {
 
     #[must_use]
     pub fn socket(&self) -> &Path {
-        &self.sock
+        self.control.path()
     }
 
     #[must_use]
@@ -85,7 +85,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         drop(self.mount.take());
-        let _ = std::fs::remove_file(&self.sock);
+        self.control.stop();
         let _ = std::fs::remove_file(&self.pidfile);
     }
 }

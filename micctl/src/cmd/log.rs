@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use libmic::attrs::escape_untrusted_keep_tabs;
 use libmic::klog::{LogFollower, LogRecord};
-use libmic::{Card, MicState};
+use libmic::{Card, MicState, MicStatus};
 use serde_json::json;
 
 use crate::Ctx;
@@ -17,6 +17,10 @@ use crate::output::{self, Style, level_style};
 
 /// How often `--follow` re-reads the log buffer.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// The interval while a shutdown is under way and the card has not reported
+/// its final status: its last lines come just before that report, and a
+/// reset right after it makes the log unreadable.
+pub const SHUTDOWN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `1m02.345s`-style time since card boot.
 #[must_use]
@@ -142,7 +146,14 @@ pub fn run(ctx: &Ctx, args: &LogArgs) -> anyhow::Result<Exit> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut restarted = false;
     loop {
-        let mut nap = FOLLOW_INTERVAL;
+        // A shutdown whose final status is still to come is watched closely.
+        let closing = w.current() == MicState::ShuttingDown
+            && card.shutdown_status().is_ok_and(|s| s == MicStatus::Nop);
+        let mut nap = if closing {
+            SHUTDOWN_INTERVAL
+        } else {
+            FOLLOW_INTERVAL
+        };
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -152,6 +163,12 @@ pub fn run(ctx: &Ctx, args: &LogArgs) -> anyhow::Result<Exit> {
         }
         if w.wait_change(Some(nap))? == Some(MicState::Offline) {
             // The card was reset: whatever it logs next is a new boot.
+            if closing {
+                p.event(
+                    "lost",
+                    "the card was reset during its shutdown: its last log lines may be missing",
+                )?;
+            }
             follower = LogFollower::new();
             restarted = true;
         }

@@ -111,6 +111,7 @@ impl CardOutcome {
         let exit = Exit::of_libmic(e);
         let kind = match e {
             libmic::Error::Rejected { .. }
+            | libmic::Error::ShutdownIgnored { .. }
             | libmic::Error::InvalidValue { .. }
             | libmic::Error::BadFirmwareName { .. } => Kind::Rejected,
             libmic::Error::Timeout { .. } => Kind::TimedOut,

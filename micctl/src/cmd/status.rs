@@ -25,6 +25,8 @@ use crate::output::{self, Cell, Style, state_style, status_style};
 /// notification of their own that tells a boot step apart. A settled fleet
 /// is waited on with poll alone.
 const TRANSIENT_POLL: Duration = Duration::from_millis(100);
+/// The longest a transient card goes unread while it stays unchanged.
+const TRANSIENT_MAX: Duration = Duration::from_secs(5);
 
 /// Where a time in state comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -236,8 +238,23 @@ fn watch(ctx: &Ctx, cards: &[Card], duration: Option<Duration>) -> anyhow::Resul
         let cells: Vec<_> = rows.iter().map(Row::cells).collect();
         output::print_text(&output::table(&HEADERS, &cells, ctx.color))?;
     }
+    // When each transient card (moving without a `state` change: POST
+    // codes while booting, a shutdown status still to come) is looked at
+    // next, and how long it has been quiet: an unchanged card is looked at
+    // less and less often, so a hung card costs next to nothing.
+    let mut follow: Vec<Option<(Instant, Duration)>> = rows
+        .iter()
+        .map(|r| {
+            r.transient()
+                .then(|| (Instant::now() + TRANSIENT_POLL, TRANSIENT_POLL))
+        })
+        .collect();
     loop {
-        let mut timeout = rows.iter().any(Row::transient).then_some(TRANSIENT_POLL);
+        let mut timeout = follow
+            .iter()
+            .flatten()
+            .map(|(next, _)| next.saturating_duration_since(Instant::now()))
+            .min();
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -247,8 +264,13 @@ fn watch(ctx: &Ctx, cards: &[Card], duration: Option<Duration>) -> anyhow::Resul
         }
         // Blocks in poll(2) on every card's `state`; the timeout only runs
         // while something transient is being followed or --duration is set.
-        wait_any(&mut watchers, timeout)?;
+        let woke = wait_any(&mut watchers, timeout)?;
+        let now = Instant::now();
         for (i, card) in cards.iter().enumerate() {
+            let due = follow[i].is_some_and(|(next, _)| next <= now);
+            if !woke.contains(&i) && !due {
+                continue;
+            }
             let mut new = Row::read(card, Some(watchers[i].current()), false)?;
             let old = &rows[i];
             new.in_state = if new.state == old.state {
@@ -257,6 +279,13 @@ fn watch(ctx: &Ctx, cards: &[Card], duration: Option<Duration>) -> anyhow::Resul
                 InState::Observed(Instant::now())
             };
             let changes = new.changes(old);
+            let quiet = follow[i].map_or(TRANSIENT_POLL, |(_, q)| q);
+            let interval = if changes.is_empty() {
+                (quiet * 2).min(TRANSIENT_MAX)
+            } else {
+                TRANSIENT_POLL
+            };
+            follow[i] = new.transient().then_some((now + interval, interval));
             if changes.is_empty() {
                 continue;
             }
