@@ -152,20 +152,8 @@ pub fn format_hex(v: u64) -> String {
 /// card kernel's own parser.
 #[must_use]
 pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<Ipv4Addr> {
-    cmdline
-        .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("ifcfg="))
-        .next_back()
-        .and_then(|cfg| {
-            let mut parts = cfg.split(';');
-            if parts.next()? != "static" {
-                return None;
-            }
-            parts
-                .find_map(|p| p.strip_prefix("address,"))
-                .and_then(|a| a.split(',').next())
-                .and_then(|a| a.parse().ok())
-        })
+    // One rule for the whole stack: the driver's, which `ipaddr` shows.
+    mic_core::host::sysfs::ipaddr_from_cmdline(cmdline)?.parse().ok()
 }
 
 /// Makes card-controlled text safe to print on a terminal or in a TUI, on

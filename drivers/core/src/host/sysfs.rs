@@ -117,16 +117,23 @@ pub const fn stepping(revision: u8) -> &'static str {
     }
 }
 
-/// The `ipaddr` attribute: the address of the first
-/// `ifcfg=static;address,A;...` option in `cmdline`, if any.
+/// The `ipaddr` attribute: the address in the (last)
+/// `ifcfg=static;address,A;...` option of `cmdline`, if any.
 #[must_use]
 pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<&str> {
-    cmdline.split_ascii_whitespace().find_map(|opt| {
-        let rest = opt.strip_prefix("ifcfg=static;")?;
-        rest.split(';')
-            .find_map(|kv| kv.strip_prefix("address,"))
-            .filter(|a| !a.is_empty())
-    })
+    // As with any kernel parameter given twice, the last `ifcfg=` wins.
+    let cfg = cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("ifcfg="))
+        .next_back()?;
+    let mut parts = cfg.split(';');
+    if parts.next()? != "static" {
+        return None;
+    }
+    parts
+        .find_map(|p| p.strip_prefix("address,"))
+        .and_then(|a| a.split(',').next())
+        .filter(|a| !a.is_empty())
 }
 
 #[cfg(test)]
@@ -180,5 +187,13 @@ mod tests {
         assert_eq!(ipaddr_from_cmdline("quiet"), None);
         assert_eq!(ipaddr_from_cmdline("ifcfg=dhcp"), None);
         assert_eq!(ipaddr_from_cmdline("ifcfg=static;netmask,1;address,"), None);
+        assert_eq!(
+            ipaddr_from_cmdline("ifcfg=static;address,1.1.1.1 ifcfg=static;address,2.2.2.2"),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            ipaddr_from_cmdline("ifcfg=static;address,10.0.0.2,extra"),
+            Some("10.0.0.2")
+        );
     }
 }
