@@ -14,7 +14,6 @@
 
 #![allow(clippy::cast_precision_loss, reason = "figures for display")]
 
-use std::cell::RefCell;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use libmic::klog::LogFollower;
 use libmic::{BootRequest, MicRoot};
-use mic_core::hw::{MemError, Memory};
 use mic_core::printk::LogRing;
 use mictop::app::{Action, App, CardView, Focus, Overlay};
 use mictop::config::{Config, ThemeName};
@@ -247,31 +245,7 @@ fn idle(cards: u32) -> anyhow::Result<Idle> {
     })
 }
 
-struct VecMem(RefCell<Vec<u8>>);
-
-impl Memory for VecMem {
-    fn size(&self) -> u64 {
-        self.0.borrow().len() as u64
-    }
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let len = buf.len() as u64;
-        let mem = self.0.borrow();
-        let src = mem
-            .get(addr as usize..(addr + len) as usize)
-            .ok_or(MemError::OutOfBounds { addr, len })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        let len = data.len() as u64;
-        let mut mem = self.0.borrow_mut();
-        let dst = mem
-            .get_mut(addr as usize..(addr + len) as usize)
-            .ok_or(MemError::OutOfBounds { addr, len })?;
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-}
+type VecMem = mic_core::fake::FakeMem;
 
 /// The card writes 1000 records between two reads of its 128 KiB ring (the
 /// default `log_buf_len`); each read is decoded and followed, the new
@@ -288,7 +262,7 @@ fn log_rate() -> (f64, f64, u64) {
         "EXT4-fs (vda): mounted filesystem with ordered data mode",
     ];
     let run = |render: bool| {
-        let mem = VecMem(RefCell::new(vec![0; RING]));
+        let mem = VecMem::new(RING);
         let mut ring = LogRing::new(0, RING as u32);
         let mut follower = LogFollower::new();
         let root = MicRoot::new("/nonexistent");
@@ -313,7 +287,7 @@ fn log_rate() -> (f64, f64, u64) {
                     .expect("store");
                 seq += 1;
             }
-            let snapshot = mem.0.borrow().clone();
+            let snapshot = mem.data.borrow().clone();
             let update = follower.update(&snapshot);
             got += update.records.len() as u64;
             lost += u64::from(update.lost);

@@ -203,7 +203,7 @@ pub fn patch_ramdisk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::FakeMem;
+    use crate::fake::FakeMem;
 
     fn image() -> [u8; 0x400] {
         let mut img = [0u8; 0x400];

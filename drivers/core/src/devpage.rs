@@ -405,7 +405,7 @@ pub fn write_u8_at(dp: &impl Memory, dp_base: u64, field: usize, v: u8) -> Resul
 mod tests {
     use super::*;
     use crate::abi::{BP_H2C_CONFIG_DB, BP_SHUTDOWN_CARD, CTRL_C2H_VDEV_DB, MicVqconfig, desc_size};
-    use crate::testutil::FakeMem;
+    use crate::fake::FakeMem;
     use proptest::prelude::*;
     use std::vec::Vec;
 

@@ -11,11 +11,13 @@
 //! * [`regs`] — the X100 register map;
 //! * [`bzimage`] — the x86 boot-protocol header facts the loader patches;
 //! * [`host`] — the host driver: SMPT, doorbells, loader, state machine;
-//! * [`card`] — the card driver: discovery, doorbells, shutdown reporting.
+//! * [`card`] — the card driver: discovery, doorbells, shutdown reporting;
+//! * [`post`] — the POST codes the card reports;
+//! * [`printk`] — the card kernel's log record format and ring writer.
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fake"))]
 extern crate std;
 
 pub mod abi;
@@ -24,24 +26,47 @@ pub mod card;
 pub mod devpage;
 pub mod host;
 pub mod hw;
+pub mod post;
 pub mod printk;
 pub mod regs;
 
 /// Positive errno values the callers map errors to (the same numbers on every
 /// Linux architecture the X100 ever worked with).
 pub mod errno {
+    /// No such file or directory.
+    pub const ENOENT: i32 = 2;
     /// I/O error.
     pub const EIO: i32 = 5;
+    /// Argument list too long.
+    pub const E2BIG: i32 = 7;
+    /// Try again.
+    pub const EAGAIN: i32 = 11;
+    /// Out of memory.
+    pub const ENOMEM: i32 = 12;
+    /// Permission denied.
+    pub const EACCES: i32 = 13;
+    /// Bad address.
+    pub const EFAULT: i32 = 14;
+    /// Device or resource busy.
+    pub const EBUSY: i32 = 16;
     /// No such device.
     pub const ENODEV: i32 = 19;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
+    /// Inappropriate ioctl for device.
+    pub const ENOTTY: i32 = 25;
     /// Result out of range.
     pub const ERANGE: i32 = 34;
+    /// Too many symbolic links (the kernel's "descriptor loop").
+    pub const ELOOP: i32 = 40;
+    /// Protocol error.
+    pub const EPROTO: i32 = 71;
+    /// Connection timed out.
+    pub const ETIMEDOUT: i32 = 110;
 }
 
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 
 #[cfg(test)]
 mod tests {

@@ -557,42 +557,11 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use core::cell::RefCell;
     use std::vec;
     use std::vec::Vec;
 
-    struct VecMem(RefCell<Vec<u8>>);
-
-    impl VecMem {
-        fn new(size: usize) -> Self {
-            Self(RefCell::new(vec![0; size]))
-        }
-        fn snapshot(&self, base: u64, len: usize) -> Vec<u8> {
-            self.0.borrow()[base as usize..base as usize + len].to_vec()
-        }
-    }
-
-    impl Memory for VecMem {
-        fn size(&self) -> u64 {
-            self.0.borrow().len() as u64
-        }
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            let len = buf.len() as u64;
-            if !in_bounds(addr, len, self.size()) {
-                return Err(MemError::OutOfBounds { addr, len });
-            }
-            buf.copy_from_slice(&self.0.borrow()[addr as usize..(addr + len) as usize]);
-            Ok(())
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-            let len = data.len() as u64;
-            if !in_bounds(addr, len, self.size()) {
-                return Err(MemError::OutOfBounds { addr, len });
-            }
-            self.0.borrow_mut()[addr as usize..(addr + len) as usize].copy_from_slice(data);
-            Ok(())
-        }
-    }
+    /// Card memory for the ring tests.
+    type VecMem = crate::fake::FakeMem;
 
     fn text_of(i: u64, len: usize) -> Vec<u8> {
         let mut t = std::format!("msg {i} ").into_bytes();
@@ -688,7 +657,7 @@ mod tests {
         let mut huge = LogRing::new(u64::MAX - 4, 64);
         assert!(huge.store(&mem, 0, 0, 6, b"").is_err());
         assert_eq!(ring.next_seq(), 0);
-        assert!(mem.0.borrow().iter().all(|&b| b == 0));
+        assert!(mem.data.borrow().iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -696,7 +665,7 @@ mod tests {
         let mem = VecMem::new(512);
         let mut ring = LogRing::new(64, 256);
         ring.store(&mem, 1234, 0, 6, b"hello").unwrap();
-        let snap = mem.snapshot(64, 256);
+        let snap = mem.bytes(64, 256);
         let r = parse_record(&snap, 0).unwrap();
         assert_eq!(r.text, b"hello");
         assert_eq!(r.ts_nsec(), 1234);
@@ -704,7 +673,7 @@ mod tests {
         assert_eq!(r.header.flags, LOG_NEWLINE);
         assert_eq!((ring.first_idx(), ring.next_idx()), (0, 24));
         assert_eq!(ring.live_records(), 1);
-        assert!(mem.0.borrow()[..64].iter().all(|&b| b == 0));
+        assert!(mem.data.borrow()[..64].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -714,14 +683,14 @@ mod tests {
         assert_eq!(ring.max_text_len(), 96);
         let long = [b'z'; 300];
         ring.store_with_dict(&mem, 1, 0, 6, 0, &long, b"K=v").unwrap();
-        let snap = mem.snapshot(0, 128);
+        let snap = mem.bytes(0, 128);
         let r = parse_record(&snap, 0).unwrap();
         assert_eq!(r.text.len(), 96);
         assert!(r.dict.is_empty());
         assert_eq!(r.end(), 112);
         // The next one forces a wrap and drops the giant.
         ring.store(&mem, 2, 0, 6, b"small").unwrap();
-        let snap = mem.snapshot(0, 128);
+        let snap = mem.bytes(0, 128);
         let got: Vec<_> = ring.records(&snap).map(|r| r.text).collect();
         assert_eq!(got, [b"small"]);
     }
@@ -740,7 +709,7 @@ mod tests {
         ring.store(&mem, 3, 0, 6, &text_of(3, 16)).unwrap();
         assert_eq!((ring.first_idx(), ring.next_idx()), (64, 32));
         assert_eq!((ring.first_seq(), ring.next_seq()), (2, 4));
-        let snap = mem.snapshot(0, 128);
+        let snap = mem.bytes(0, 128);
         assert!(is_zero_header_at(&snap, 96), "wrap marker");
         assert!(is_zero_header_at(&snap, 32), "dropped header zeroed");
         let got: Vec<u64> = ring.records(&snap).map(|r| r.ts_nsec()).collect();
@@ -748,7 +717,7 @@ mod tests {
         // 32 + 32 + 16 !< 64: drop #2, then first crosses the marker to 0.
         ring.store(&mem, 4, 0, 6, &text_of(4, 16)).unwrap();
         assert_eq!((ring.first_idx(), ring.next_idx()), (0, 64));
-        let snap = mem.snapshot(0, 128);
+        let snap = mem.bytes(0, 128);
         let got: Vec<u64> = ring.records(&snap).map(|r| r.ts_nsec()).collect();
         assert_eq!(got, [3, 4]);
     }
@@ -761,7 +730,7 @@ mod tests {
             let len = (i as usize * 37) % 150;
             ring.store(&mem, i * 10, 0, (i % 8) as u8, &text_of(i, len))
                 .unwrap();
-            let snap = mem.snapshot(0, 1000);
+            let snap = mem.bytes(0, 1000);
             let got: Vec<_> = ring.records(&snap).collect();
             assert_eq!(got.len() as u64, ring.live_records());
             for (k, r) in got.iter().enumerate() {
@@ -793,7 +762,7 @@ mod tests {
         assert_eq!((ring.first_idx(), ring.next_idx()), (0, 240));
         assert_eq!(ring.live_records(), 1);
         ring.store(&mem, 10, 0, 6, b"after").unwrap();
-        let snap = mem.snapshot(0, 256);
+        let snap = mem.bytes(0, 256);
         let got: Vec<u64> = ring.records(&snap).map(|r| r.ts_nsec()).collect();
         assert_eq!(got, [10]);
     }
@@ -807,7 +776,7 @@ mod tests {
         }
         mem.write(0, &[0xff; 16]).unwrap();
         ring.store(&mem, 3, 0, 6, &text_of(3, 16)).unwrap();
-        let snap = mem.snapshot(0, 128);
+        let snap = mem.bytes(0, 128);
         let got: Vec<u64> = ring.records(&snap).map(|r| r.ts_nsec()).collect();
         assert_eq!(got, [3]);
     }
@@ -821,7 +790,7 @@ mod tests {
             ring.store(&mem, i, 0, 6, &text_of(i, 10)).unwrap();
             assert!(ring.next_idx() as usize + HEADER_LEN <= 96);
         }
-        assert!(mem.0.borrow()[96..].iter().all(|&b| b == 0));
+        assert!(mem.data.borrow()[96..].iter().all(|&b| b == 0));
     }
     const TICK: u64 = 1_000_003;
 
@@ -849,11 +818,11 @@ mod tests {
                 let r = ring.store(&mem, TICK * (i as u64 + 1), 0, 6, &text);
                 proptest::prop_assert_eq!(r.is_ok(), fits);
                 if !fits {
-                    proptest::prop_assert!(mem.0.borrow().iter().all(|&b| b == 0));
+                    proptest::prop_assert!(mem.data.borrow().iter().all(|&b| b == 0));
                     return Ok(());
                 }
                 written.push(text[..l.min(ring.max_text_len())].to_vec());
-                let snap = mem.snapshot(base, ring.capacity() as usize);
+                let snap = mem.bytes(base, ring.capacity() as usize);
                 let got: Vec<&[u8]> = ring.records(&snap).map(|r| r.text).collect();
                 let want: Vec<&[u8]> =
                     written[ring.first_seq() as usize..].iter().map(Vec::as_slice).collect();
@@ -867,7 +836,7 @@ mod tests {
                     }
                 }
             }
-            let m = mem.0.borrow();
+            let m = mem.data.borrow();
             let end = (base + u64::from(ring.capacity())) as usize;
             proptest::prop_assert!(m[..base as usize].iter().all(|&b| b == 0));
             proptest::prop_assert!(m[end..].iter().all(|&b| b == 0));

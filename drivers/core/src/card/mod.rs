@@ -16,6 +16,10 @@ use crate::devpage::{read_u8_at, write_u8_at};
 use crate::hw::{MemError, Memory, Mmio, check_range, offset_addr};
 use crate::regs;
 
+/// The line the card kernel logs when its init starts: the card OS is up.
+/// Tools watching a boot look for it in the card log.
+pub const OS_UP_MARKER: &str = "Run /sbin/init as init process";
+
 /// Card driver errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardError {
@@ -221,7 +225,7 @@ mod tests {
     use crate::devpage::{init_bootparam, read_bootparam};
     use crate::host::HostDevice;
     use crate::host::smpt::SMPT_CARD_BASE;
-    use crate::testutil::{FakeMem, FakeMmio};
+    use crate::fake::{FakeMem, FakeMmio};
 
     const DP: u64 = SMPT_CARD_BASE + 0x5000;
 

@@ -240,7 +240,7 @@ pub fn load(
 mod tests {
     use super::*;
     use crate::bzimage::Header;
-    use crate::testutil::{FakeMem, FakeMmio};
+    use crate::fake::{FakeMem, FakeMmio};
     use std::vec;
     use std::vec::Vec;
 

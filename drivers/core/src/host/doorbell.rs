@@ -124,7 +124,7 @@ impl HostDoorbells {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::FakeMmio;
+    use crate::fake::FakeMmio;
 
     #[test]
     fn send_intr_low_and_high() {

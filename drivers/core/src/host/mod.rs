@@ -6,8 +6,10 @@
 //! * [`boot`] — the loader (image, cmdline, ramdisk, `boot_params` patch);
 //! * [`reset`] — the caller-timed reset sequence;
 //! * [`state`] — [`HostDevice`], the per-card state machine;
+//! * [`attrs`] — the table of sysfs and debugfs files and their rules;
 //! * [`sysfs`] — parsing/formatting helpers for the sysfs attributes.
 
+pub mod attrs;
 pub mod boot;
 pub mod doorbell;
 pub mod reset;

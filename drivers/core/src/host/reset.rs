@@ -137,7 +137,7 @@ impl ResetSeq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::FakeMmio;
+    use crate::fake::FakeMmio;
 
     fn timing(settle_ms: u64, period_ms: u64, budget_ms: u64) -> ResetTiming {
         ResetTiming {

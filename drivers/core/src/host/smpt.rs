@@ -236,7 +236,7 @@ impl Smpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::FakeMmio;
+    use crate::fake::FakeMmio;
     use std::string::String;
 
     const G16: u64 = SMPT_PAGE_SIZE;

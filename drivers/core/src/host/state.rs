@@ -364,7 +364,7 @@ mod tests {
     use crate::devpage::read_bootparam;
     use crate::host::reset::ResetPoll;
     use crate::host::smpt::SMPT_CARD_BASE;
-    use crate::testutil::{FakeMem, FakeMmio};
+    use crate::fake::{FakeMem, FakeMmio};
 
     const DP_DMA: u64 = 0x1_2345_6000;
 

@@ -1,4 +1,6 @@
-//! Fakes for unit tests: a register file and byte-addressed memories.
+//! The one fake register file and memory for tests and benchmarks (feature
+//! `fake`; always on for mic-core's own tests). Other crates use these
+//! instead of writing their own.
 
 use core::cell::RefCell;
 use std::vec;
@@ -9,14 +11,16 @@ use crate::regs::MMIO_SIZE;
 
 /// A plain register file: reads return the last value written; every access
 /// is logged so tests can check order.
-pub(crate) struct FakeMmio {
+#[derive(Debug)]
+pub struct FakeMmio {
     regs: RefCell<Vec<u32>>,
-    pub(crate) writes: RefCell<Vec<(u32, u32)>>,
-    pub(crate) reads: RefCell<Vec<u32>>,
+    pub writes: RefCell<Vec<(u32, u32)>>,
+    pub reads: RefCell<Vec<u32>>,
 }
 
 impl FakeMmio {
-    pub(crate) fn new() -> Self {
+    #[must_use]
+    pub fn new() -> Self {
         Self {
             regs: RefCell::new(vec![0; (MMIO_SIZE / 4) as usize]),
             writes: RefCell::new(Vec::new()),
@@ -25,27 +29,33 @@ impl FakeMmio {
     }
 
     /// Sets a register without logging a write.
-    pub(crate) fn set(&self, off: u32, v: u32) {
+    pub fn set(&self, off: u32, v: u32) {
         self.regs.borrow_mut()[(off / 4) as usize] = v;
     }
 
     /// Reads a register without logging a read.
-    pub(crate) fn get(&self, off: u32) -> u32 {
+    pub fn get(&self, off: u32) -> u32 {
         self.regs.borrow()[(off / 4) as usize]
     }
 
-    pub(crate) fn clear_log(&self) {
+    pub fn clear_log(&self) {
         self.writes.borrow_mut().clear();
         self.reads.borrow_mut().clear();
     }
 
-    pub(crate) fn writes_to(&self, off: u32) -> Vec<u32> {
+    pub fn writes_to(&self, off: u32) -> Vec<u32> {
         self.writes
             .borrow()
             .iter()
             .filter(|(o, _)| *o == off)
             .map(|(_, v)| *v)
             .collect()
+    }
+}
+
+impl Default for FakeMmio {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -65,17 +75,20 @@ impl Mmio for FakeMmio {
 
 /// Memory whose valid bytes are `base .. base + len`; `size()` is
 /// `base + len`, and accesses below `base` fail like out-of-range ones.
-pub(crate) struct FakeMem {
+#[derive(Debug)]
+pub struct FakeMem {
     base: u64,
-    pub(crate) data: RefCell<Vec<u8>>,
+    pub data: RefCell<Vec<u8>>,
 }
 
 impl FakeMem {
-    pub(crate) fn new(len: usize) -> Self {
+    #[must_use]
+    pub fn new(len: usize) -> Self {
         Self::with_base(0, len)
     }
 
-    pub(crate) fn with_base(base: u64, len: usize) -> Self {
+    #[must_use]
+    pub fn with_base(base: u64, len: usize) -> Self {
         Self {
             base,
             data: RefCell::new(vec![0; len]),
@@ -95,12 +108,12 @@ impl FakeMem {
         }
     }
 
-    pub(crate) fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+    pub fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
         let i = self.index(addr, len).unwrap();
         self.data.borrow()[i..i + len].to_vec()
     }
 
-    pub(crate) fn fill(&self, addr: u64, data: &[u8]) {
+    pub fn fill(&self, addr: u64, data: &[u8]) {
         self.write(addr, data).unwrap();
     }
 }

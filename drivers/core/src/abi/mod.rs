@@ -1,14 +1,21 @@
 //! The user-visible ABI of the 3.13 generation: enums with their sysfs
 //! strings, the device-page structures, ioctl numbers.
 //!
-//! Every structure is `#[repr(C, align(8))]` like the original header, with
-//! compile-time checks of its size and of every field offset, and with explicit
-//! little-endian `to_bytes`/`from_bytes` so no code needs to reinterpret memory.
-//! The `*_OFF` / `BP_*` / `DESC_*` / `VQ_*` / `CTRL_*` / `CD_*` constants are the
-//! byte offsets code uses when it touches one field of a structure that lives in
-//! shared memory (the other side may be writing the neighbouring fields).
+//! Every structure is declared once with [`layout::abi_struct!`]: that gives
+//! the `#[repr(C)]` type (aligned like the original header), compile-time
+//! checks of its size and of every field offset, explicit little-endian
+//! `to_bytes`/`from_bytes` so no code needs to reinterpret memory, and the
+//! `BP_*` / `DESC_*` / `VQ_*` / `CTRL_*` / `VRI_*` / `CD_*` byte-offset constants
+//! code uses when it touches one field of a structure that lives in shared
+//! memory (the other side may be writing the neighbouring fields).
+//!
+//! [`virtio`] holds the virtio layouts the devices use (split ring, net,
+//! block, console), declared the same way.
 
-use core::mem::{offset_of, size_of};
+pub mod layout;
+pub mod virtio;
+
+use layout::abi_struct;
 
 /// `enum mic_states` of the original driver, with its sysfs strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -193,52 +200,25 @@ pub const fn mic_align(a: usize, x: usize) -> usize {
 // struct mic_bootparam (original 16-byte layout)
 // ---------------------------------------------------------------------------
 
-/// `struct mic_bootparam`: the first 16 bytes of the device page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, align(8))]
-pub struct MicBootparam {
-    /// [`MIC_MAGIC`], written by the host.
-    pub magic: u32,
-    /// Doorbell the card rings to report shutdown/crash (host chooses).
-    pub c2h_shutdown_db: i8,
-    /// Doorbell the host rings to request shutdown (card publishes, -1 = none).
-    pub h2c_shutdown_db: i8,
-    /// Doorbell the host rings on virtio config changes (card publishes).
-    pub h2c_config_db: i8,
-    /// `MicStatus` value reported by the card.
-    pub shutdown_status: u8,
-    /// Set to 1 by the host to ask the card to shut down.
-    pub shutdown_card: u8,
+abi_struct! {
+    /// `struct mic_bootparam`: the first 16 bytes of the device page.
+    pub struct MicBootparam: size 16, repr(C, align(8)) {
+        /// [`MIC_MAGIC`], written by the host.
+        magic: u32 => BP_MAGIC = 0,
+        /// Doorbell the card rings to report shutdown/crash (host chooses).
+        c2h_shutdown_db: i8 => BP_C2H_SHUTDOWN_DB = 4,
+        /// Doorbell the host rings to request shutdown (card publishes, -1 = none).
+        h2c_shutdown_db: i8 => BP_H2C_SHUTDOWN_DB = 5,
+        /// Doorbell the host rings on virtio config changes (card publishes).
+        h2c_config_db: i8 => BP_H2C_CONFIG_DB = 6,
+        /// `MicStatus` value reported by the card.
+        shutdown_status: u8 => BP_SHUTDOWN_STATUS = 7,
+        /// Set to 1 by the host to ask the card to shut down.
+        shutdown_card: u8 => BP_SHUTDOWN_CARD = 8,
+    }
 }
 
-/// Byte offset of `mic_bootparam.magic`.
-pub const BP_MAGIC: usize = 0;
-/// Byte offset of `mic_bootparam.c2h_shutdown_db`.
-pub const BP_C2H_SHUTDOWN_DB: usize = 4;
-/// Byte offset of `mic_bootparam.h2c_shutdown_db`.
-pub const BP_H2C_SHUTDOWN_DB: usize = 5;
-/// Byte offset of `mic_bootparam.h2c_config_db`.
-pub const BP_H2C_CONFIG_DB: usize = 6;
-/// Byte offset of `mic_bootparam.shutdown_status`.
-pub const BP_SHUTDOWN_STATUS: usize = 7;
-/// Byte offset of `mic_bootparam.shutdown_card`.
-pub const BP_SHUTDOWN_CARD: usize = 8;
-
-const _: () = {
-    assert!(size_of::<MicBootparam>() == 16);
-    assert!(MicBootparam::SIZE == 16);
-    assert!(offset_of!(MicBootparam, magic) == BP_MAGIC);
-    assert!(offset_of!(MicBootparam, c2h_shutdown_db) == BP_C2H_SHUTDOWN_DB);
-    assert!(offset_of!(MicBootparam, h2c_shutdown_db) == BP_H2C_SHUTDOWN_DB);
-    assert!(offset_of!(MicBootparam, h2c_config_db) == BP_H2C_CONFIG_DB);
-    assert!(offset_of!(MicBootparam, shutdown_status) == BP_SHUTDOWN_STATUS);
-    assert!(offset_of!(MicBootparam, shutdown_card) == BP_SHUTDOWN_CARD);
-};
-
 impl MicBootparam {
-    /// Size on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
     /// The bootparam the host writes at probe and after every reset.
     #[must_use]
     pub const fn host_initial(c2h_shutdown_db: i8) -> Self {
@@ -251,118 +231,34 @@ impl MicBootparam {
             shutdown_card: 0,
         }
     }
-
-    /// Little-endian encoding (padding bytes are zero).
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        put(&mut b, BP_MAGIC, &self.magic.to_le_bytes());
-        b[BP_C2H_SHUTDOWN_DB] = self.c2h_shutdown_db as u8;
-        b[BP_H2C_SHUTDOWN_DB] = self.h2c_shutdown_db as u8;
-        b[BP_H2C_CONFIG_DB] = self.h2c_config_db as u8;
-        b[BP_SHUTDOWN_STATUS] = self.shutdown_status;
-        b[BP_SHUTDOWN_CARD] = self.shutdown_card;
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            magic: le32(b, BP_MAGIC),
-            c2h_shutdown_db: b[BP_C2H_SHUTDOWN_DB] as i8,
-            h2c_shutdown_db: b[BP_H2C_SHUTDOWN_DB] as i8,
-            h2c_config_db: b[BP_H2C_CONFIG_DB] as i8,
-            shutdown_status: b[BP_SHUTDOWN_STATUS],
-            shutdown_card: b[BP_SHUTDOWN_CARD],
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
 // struct mic_device_desc
 // ---------------------------------------------------------------------------
 
-/// `struct mic_device_desc`: the 8-byte header of one virtio device's block.
-/// The variable tail (vqconfigs, features ×2, config) follows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, align(8))]
-pub struct MicDeviceDesc {
-    /// Virtio device ID; [`DESC_TYPE_END`] ends the list, [`DESC_TYPE_REMOVED`] is a free slot.
-    pub ty: i8,
-    /// Number of virtqueues (≤ [`MIC_MAX_VRINGS`]).
-    pub num_vq: u8,
-    /// Bytes of feature bits (the block holds twice this: host, then guest).
-    pub feature_len: u8,
-    /// Bytes of virtio config space.
-    pub config_len: u8,
-    /// Virtio status byte, written by the card.
-    pub status: u8,
+abi_struct! {
+    /// `struct mic_device_desc`: the 8-byte header of one virtio device's block.
+    /// The variable tail (vqconfigs, features ×2, config) follows it at
+    /// [`DESC_TAIL`].
+    pub struct MicDeviceDesc: size 8, repr(C, align(8)) {
+        /// Virtio device ID; [`DESC_TYPE_END`] ends the list, [`DESC_TYPE_REMOVED`] is a free slot.
+        ty: i8 => DESC_TYPE = 0,
+        /// Number of virtqueues (≤ [`MIC_MAX_VRINGS`]).
+        num_vq: u8 => DESC_NUM_VQ = 1,
+        /// Bytes of feature bits (the block holds twice this: host, then guest).
+        feature_len: u8 => DESC_FEATURE_LEN = 2,
+        /// Bytes of virtio config space.
+        config_len: u8 => DESC_CONFIG_LEN = 3,
+        /// Virtio status byte, written by the card.
+        status: u8 => DESC_STATUS = 4,
+    }
 }
 
-/// Byte offset of `mic_device_desc.type`.
-pub const DESC_TYPE: usize = 0;
-/// Byte offset of `mic_device_desc.num_vq`.
-pub const DESC_NUM_VQ: usize = 1;
-/// Byte offset of `mic_device_desc.feature_len`.
-pub const DESC_FEATURE_LEN: usize = 2;
-/// Byte offset of `mic_device_desc.config_len`.
-pub const DESC_CONFIG_LEN: usize = 3;
-/// Byte offset of `mic_device_desc.status`.
-pub const DESC_STATUS: usize = 4;
 /// Byte offset of `mic_device_desc.config[0]`: where the variable tail starts.
-pub const DESC_TAIL: usize = 8;
-
-const _: () = {
-    assert!(size_of::<MicDeviceDesc>() == 8);
-    assert!(MicDeviceDesc::SIZE == DESC_TAIL);
-    assert!(offset_of!(MicDeviceDesc, ty) == DESC_TYPE);
-    assert!(offset_of!(MicDeviceDesc, num_vq) == DESC_NUM_VQ);
-    assert!(offset_of!(MicDeviceDesc, feature_len) == DESC_FEATURE_LEN);
-    assert!(offset_of!(MicDeviceDesc, config_len) == DESC_CONFIG_LEN);
-    assert!(offset_of!(MicDeviceDesc, status) == DESC_STATUS);
-};
+pub const DESC_TAIL: usize = MicDeviceDesc::SIZE;
 
 impl MicDeviceDesc {
-    /// Size of the header on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
-    /// Little-endian encoding (padding bytes are zero).
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        b[DESC_TYPE] = self.ty as u8;
-        b[DESC_NUM_VQ] = self.num_vq;
-        b[DESC_FEATURE_LEN] = self.feature_len;
-        b[DESC_CONFIG_LEN] = self.config_len;
-        b[DESC_STATUS] = self.status;
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            ty: b[DESC_TYPE] as i8,
-            num_vq: b[DESC_NUM_VQ],
-            feature_len: b[DESC_FEATURE_LEN],
-            config_len: b[DESC_CONFIG_LEN],
-            status: b[DESC_STATUS],
-        }
-    }
-
     /// Offset of vqconfig `i` from the start of the descriptor.
     #[must_use]
     pub const fn vq_offset(&self, i: usize) -> usize {
@@ -420,60 +316,15 @@ pub const fn total_desc_size(d: &MicDeviceDesc) -> usize {
 // struct mic_vqconfig
 // ---------------------------------------------------------------------------
 
-/// `struct mic_vqconfig`: where one virtqueue's rings live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, align(8))]
-pub struct MicVqconfig {
-    /// Card-visible address of the ring block (desc + avail + info), host allocated.
-    pub address: u64,
-    /// Card physical address of the used ring after the card re-homed it.
-    pub used_address: u64,
-    /// Number of ring entries (≤ [`MIC_MAX_VRING_ENTRIES`]).
-    pub num: u16,
-}
-
-/// Byte offset of `mic_vqconfig.address`.
-pub const VQ_ADDRESS: usize = 0;
-/// Byte offset of `mic_vqconfig.used_address`.
-pub const VQ_USED_ADDRESS: usize = 8;
-/// Byte offset of `mic_vqconfig.num`.
-pub const VQ_NUM: usize = 16;
-
-const _: () = {
-    assert!(size_of::<MicVqconfig>() == 24);
-    assert!(offset_of!(MicVqconfig, address) == VQ_ADDRESS);
-    assert!(offset_of!(MicVqconfig, used_address) == VQ_USED_ADDRESS);
-    assert!(offset_of!(MicVqconfig, num) == VQ_NUM);
-};
-
-impl MicVqconfig {
-    /// Size on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
-    /// Little-endian encoding (padding bytes are zero).
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        put(&mut b, VQ_ADDRESS, &self.address.to_le_bytes());
-        put(&mut b, VQ_USED_ADDRESS, &self.used_address.to_le_bytes());
-        put(&mut b, VQ_NUM, &self.num.to_le_bytes());
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            address: le64(b, VQ_ADDRESS),
-            used_address: le64(b, VQ_USED_ADDRESS),
-            num: le16(b, VQ_NUM),
-        }
+abi_struct! {
+    /// `struct mic_vqconfig`: where one virtqueue's rings live.
+    pub struct MicVqconfig: size 24, repr(C, align(8)) {
+        /// Card-visible address of the ring block (desc + avail + info), host allocated.
+        address: u64 => VQ_ADDRESS = 0,
+        /// Card physical address of the used ring after the card re-homed it.
+        used_address: u64 => VQ_USED_ADDRESS = 8,
+        /// Number of ring entries (≤ [`MIC_MAX_VRING_ENTRIES`]).
+        num: u16 => VQ_NUM = 16,
     }
 }
 
@@ -481,62 +332,30 @@ impl MicVqconfig {
 // struct mic_device_ctrl
 // ---------------------------------------------------------------------------
 
-/// `struct mic_device_ctrl`: per-device control block after the 8-aligned
-/// descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, align(8))]
-pub struct MicDeviceCtrl {
-    /// Opaque card pointer to its per-device structure.
-    pub vdev: u64,
-    /// Host command: 0, [`MIC_VIRTIO_PARAM_DEV_REMOVE`] or [`MIC_VIRTIO_PARAM_CONFIG_CHANGED`].
-    pub config_change: u8,
-    /// Card: 1 = the card reset this device.
-    pub vdev_reset: u8,
-    /// Card: 1 = `config_change` processed.
-    pub guest_ack: u8,
-    /// Host: 1 = `vdev_reset` processed.
-    pub host_ack: u8,
-    /// Card sets 1 after writing used-ring addresses; host clears it.
-    pub used_address_updated: u8,
-    /// Doorbell the card rings to notify the host (host chooses, -1 = none).
-    pub c2h_vdev_db: i8,
-    /// Doorbell the host rings to notify the card (card chooses, -1 = none).
-    pub h2c_vdev_db: i8,
+abi_struct! {
+    /// `struct mic_device_ctrl`: per-device control block after the 8-aligned
+    /// descriptor.
+    pub struct MicDeviceCtrl: size 16, repr(C, align(8)) {
+        /// Opaque card pointer to its per-device structure.
+        vdev: u64 => CTRL_VDEV = 0,
+        /// Host command: 0, [`MIC_VIRTIO_PARAM_DEV_REMOVE`] or [`MIC_VIRTIO_PARAM_CONFIG_CHANGED`].
+        config_change: u8 => CTRL_CONFIG_CHANGE = 8,
+        /// Card: 1 = the card reset this device.
+        vdev_reset: u8 => CTRL_VDEV_RESET = 9,
+        /// Card: 1 = `config_change` processed.
+        guest_ack: u8 => CTRL_GUEST_ACK = 10,
+        /// Host: 1 = `vdev_reset` processed.
+        host_ack: u8 => CTRL_HOST_ACK = 11,
+        /// Card sets 1 after writing used-ring addresses; host clears it.
+        used_address_updated: u8 => CTRL_USED_ADDRESS_UPDATED = 12,
+        /// Doorbell the card rings to notify the host (host chooses, -1 = none).
+        c2h_vdev_db: i8 => CTRL_C2H_VDEV_DB = 13,
+        /// Doorbell the host rings to notify the card (card chooses, -1 = none).
+        h2c_vdev_db: i8 => CTRL_H2C_VDEV_DB = 14,
+    }
 }
 
-/// Byte offset of `mic_device_ctrl.vdev`.
-pub const CTRL_VDEV: usize = 0;
-/// Byte offset of `mic_device_ctrl.config_change`.
-pub const CTRL_CONFIG_CHANGE: usize = 8;
-/// Byte offset of `mic_device_ctrl.vdev_reset`.
-pub const CTRL_VDEV_RESET: usize = 9;
-/// Byte offset of `mic_device_ctrl.guest_ack`.
-pub const CTRL_GUEST_ACK: usize = 10;
-/// Byte offset of `mic_device_ctrl.host_ack`.
-pub const CTRL_HOST_ACK: usize = 11;
-/// Byte offset of `mic_device_ctrl.used_address_updated`.
-pub const CTRL_USED_ADDRESS_UPDATED: usize = 12;
-/// Byte offset of `mic_device_ctrl.c2h_vdev_db`.
-pub const CTRL_C2H_VDEV_DB: usize = 13;
-/// Byte offset of `mic_device_ctrl.h2c_vdev_db`.
-pub const CTRL_H2C_VDEV_DB: usize = 14;
-
-const _: () = {
-    assert!(size_of::<MicDeviceCtrl>() == 16);
-    assert!(offset_of!(MicDeviceCtrl, vdev) == CTRL_VDEV);
-    assert!(offset_of!(MicDeviceCtrl, config_change) == CTRL_CONFIG_CHANGE);
-    assert!(offset_of!(MicDeviceCtrl, vdev_reset) == CTRL_VDEV_RESET);
-    assert!(offset_of!(MicDeviceCtrl, guest_ack) == CTRL_GUEST_ACK);
-    assert!(offset_of!(MicDeviceCtrl, host_ack) == CTRL_HOST_ACK);
-    assert!(offset_of!(MicDeviceCtrl, used_address_updated) == CTRL_USED_ADDRESS_UPDATED);
-    assert!(offset_of!(MicDeviceCtrl, c2h_vdev_db) == CTRL_C2H_VDEV_DB);
-    assert!(offset_of!(MicDeviceCtrl, h2c_vdev_db) == CTRL_H2C_VDEV_DB);
-};
-
 impl MicDeviceCtrl {
-    /// Size on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
     /// The control block the host writes when it adds a device: all zero,
     /// both doorbells -1.
     #[must_use]
@@ -552,97 +371,24 @@ impl MicDeviceCtrl {
             h2c_vdev_db: DB_NONE,
         }
     }
-
-    /// Little-endian encoding (padding bytes are zero).
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        put(&mut b, CTRL_VDEV, &self.vdev.to_le_bytes());
-        b[CTRL_CONFIG_CHANGE] = self.config_change;
-        b[CTRL_VDEV_RESET] = self.vdev_reset;
-        b[CTRL_GUEST_ACK] = self.guest_ack;
-        b[CTRL_HOST_ACK] = self.host_ack;
-        b[CTRL_USED_ADDRESS_UPDATED] = self.used_address_updated;
-        b[CTRL_C2H_VDEV_DB] = self.c2h_vdev_db as u8;
-        b[CTRL_H2C_VDEV_DB] = self.h2c_vdev_db as u8;
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            vdev: le64(b, CTRL_VDEV),
-            config_change: b[CTRL_CONFIG_CHANGE],
-            vdev_reset: b[CTRL_VDEV_RESET],
-            guest_ack: b[CTRL_GUEST_ACK],
-            host_ack: b[CTRL_HOST_ACK],
-            used_address_updated: b[CTRL_USED_ADDRESS_UPDATED],
-            c2h_vdev_db: b[CTRL_C2H_VDEV_DB] as i8,
-            h2c_vdev_db: b[CTRL_H2C_VDEV_DB] as i8,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
 // struct _mic_vring_info
 // ---------------------------------------------------------------------------
 
-/// `struct _mic_vring_info`: trailer of a host-allocated vring block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct MicVringInfo {
-    /// Host's last consumed avail index.
-    pub avail_idx: u16,
-    /// Debug cookie `MIC_MAGIC + type + vq index`.
-    pub magic: u32,
+abi_struct! {
+    /// `struct _mic_vring_info`: trailer of a host-allocated vring block, at
+    /// [`vring_size`]`(num, 4096)` inside it.
+    pub struct MicVringInfo: size 8, repr(C, align(4)) {
+        /// Host's last consumed avail index.
+        avail_idx: u16 => VRI_AVAIL_IDX = 0,
+        /// Debug cookie `MIC_MAGIC + type + vq index`.
+        magic: u32 => VRI_MAGIC = 4,
+    }
 }
 
-/// Byte offset of `_mic_vring_info.avail_idx`.
-pub const VRI_AVAIL_IDX: usize = 0;
-/// Byte offset of `_mic_vring_info.magic`.
-pub const VRI_MAGIC: usize = 4;
-
-const _: () = {
-    assert!(size_of::<MicVringInfo>() == 8);
-    assert!(offset_of!(MicVringInfo, avail_idx) == VRI_AVAIL_IDX);
-    assert!(offset_of!(MicVringInfo, magic) == VRI_MAGIC);
-};
-
 impl MicVringInfo {
-    /// Size on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
-    /// Little-endian encoding.
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        put(&mut b, VRI_AVAIL_IDX, &self.avail_idx.to_le_bytes());
-        put(&mut b, VRI_MAGIC, &self.magic.to_le_bytes());
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            avail_idx: le16(b, VRI_AVAIL_IDX),
-            magic: le32(b, VRI_MAGIC),
-        }
-    }
-
     /// The magic the host writes for vq `index` of a device of type `ty`.
     #[must_use]
     pub const fn magic_for(ty: i8, index: u8) -> u32 {
@@ -665,76 +411,22 @@ pub const fn vring_size(num: u16, align: usize) -> usize {
 // struct mic_copy_desc and ioctls
 // ---------------------------------------------------------------------------
 
-/// `struct mic_copy_desc` (64-bit user-space layout; `iov` is the user pointer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, align(8))]
-pub struct MicCopyDesc {
-    /// User address of the iovec array.
-    pub iov: u64,
-    /// Number of iovecs.
-    pub iovcnt: u32,
-    /// Vring index within the device.
-    pub vr_idx: u8,
-    /// Non-zero: complete the chain (add a used entry) after copying.
-    pub update_used: u8,
-    /// Out: bytes moved.
-    pub out_len: u32,
-}
-
-/// Byte offset of `mic_copy_desc.iov`.
-pub const CD_IOV: usize = 0;
-/// Byte offset of `mic_copy_desc.iovcnt`.
-pub const CD_IOVCNT: usize = 8;
-/// Byte offset of `mic_copy_desc.vr_idx`.
-pub const CD_VR_IDX: usize = 12;
-/// Byte offset of `mic_copy_desc.update_used`.
-pub const CD_UPDATE_USED: usize = 13;
-/// Byte offset of `mic_copy_desc.out_len`.
-pub const CD_OUT_LEN: usize = 16;
-
-const _: () = {
-    assert!(size_of::<MicCopyDesc>() == 24);
-    assert!(offset_of!(MicCopyDesc, iov) == CD_IOV);
-    assert!(offset_of!(MicCopyDesc, iovcnt) == CD_IOVCNT);
-    assert!(offset_of!(MicCopyDesc, vr_idx) == CD_VR_IDX);
-    assert!(offset_of!(MicCopyDesc, update_used) == CD_UPDATE_USED);
-    assert!(offset_of!(MicCopyDesc, out_len) == CD_OUT_LEN);
-};
-
-impl MicCopyDesc {
-    /// Size on the wire.
-    pub const SIZE: usize = size_of::<Self>();
-
-    /// Little-endian encoding (padding bytes are zero).
-    #[must_use]
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        put(&mut b, CD_IOV, &self.iov.to_le_bytes());
-        put(&mut b, CD_IOVCNT, &self.iovcnt.to_le_bytes());
-        b[CD_VR_IDX] = self.vr_idx;
-        b[CD_UPDATE_USED] = self.update_used;
-        put(&mut b, CD_OUT_LEN, &self.out_len.to_le_bytes());
-        b
-    }
-
-    /// Decodes the first [`Self::SIZE`] bytes of `b`, if it has that many.
-    #[must_use]
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.get(..Self::SIZE)?.try_into().ok().map(Self::from_bytes)
-    }
-
-    /// Decodes the little-endian encoding.
-    #[must_use]
-    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        Self {
-            iov: le64(b, CD_IOV),
-            iovcnt: le32(b, CD_IOVCNT),
-            vr_idx: b[CD_VR_IDX],
-            update_used: b[CD_UPDATE_USED],
-            out_len: le32(b, CD_OUT_LEN),
-        }
+abi_struct! {
+    /// `struct mic_copy_desc` (64-bit user-space layout; `iov` is the user pointer).
+    pub struct MicCopyDesc: size 24, repr(C, align(8)) {
+        /// User address of the iovec array.
+        iov: u64 => CD_IOV = 0,
+        /// Number of iovecs.
+        iovcnt: u32 => CD_IOVCNT = 8,
+        /// Vring index within the device.
+        vr_idx: u8 => CD_VR_IDX = 12,
+        /// Non-zero: complete the chain (add a used entry) after copying.
+        update_used: u8 => CD_UPDATE_USED = 13,
+        /// Out: bytes moved.
+        out_len: u32 => CD_OUT_LEN = 16,
     }
 }
+
 
 /// ioctl type letter of the MIC virtio ioctls (`'s'`).
 pub const MIC_IOCTL_TYPE: u8 = b's';
@@ -761,28 +453,6 @@ const _: () = {
     assert!(MIC_VIRTIO_COPY_DESC == 0xC008_7302);
     assert!(MIC_VIRTIO_CONFIG_CHANGE == 0xC008_7305);
 };
-
-// ---------------------------------------------------------------------------
-// little-endian helpers
-// ---------------------------------------------------------------------------
-
-fn put(b: &mut [u8], off: usize, v: &[u8]) {
-    b[off..off + v.len()].copy_from_slice(v);
-}
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-fn le64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
-}
 
 #[cfg(test)]
 mod tests {

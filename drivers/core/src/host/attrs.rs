@@ -1,0 +1,324 @@
+//! The one table of the host driver's sysfs and debugfs files: names, modes,
+//! and the rules by which each is shown and stored. The kernel module builds
+//! its attribute groups from it, micemu serves its FUSE trees from it, and
+//! libmic names files by it, so a file cannot exist in one and not another,
+//! or parse differently.
+//!
+//! [`parse_store`] applies a file's store rule to the bytes of a `write(2)`
+//! and answers with the driver's errno; the caller then acts on the value.
+
+use core::fmt;
+
+use crate::abi::BootMode;
+use crate::errno;
+use crate::host::sysfs::{StateRequest, parse_hex_u64, parse_state_request, strip_newline};
+
+/// How a file's content is produced on read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// A value the driver knows, then `"\n"` (`state`, `family`, ...).
+    Line,
+    /// The stored string and `"\n"`, or nothing if it was never set.
+    Stored,
+    /// The stored number as the kernel's `%p` ([`PercentP`]), then `"\n"`.
+    Pointer,
+    /// Raw bytes (`log_buf`).
+    Raw,
+    /// A multi-line text dump (`smpt`, `dp`, `vdev_info`).
+    Dump,
+    /// Reading it performs an action and shows nothing (`soft_reset`).
+    Action,
+}
+
+/// What a write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// No store method: the file is read-only.
+    None,
+    /// "boot", "reset" or "shutdown" ([`StateRequest`]); anything else EINVAL.
+    StateWord,
+    /// Any string; exactly one trailing newline is stripped.
+    Text,
+    /// "linux" or "elf"; anything else EINVAL.
+    BootMode,
+    /// A hexadecimal number (`kstrtoul(…, 16)`): EINVAL or ERANGE.
+    Hex,
+}
+
+/// One file of a card's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSpec {
+    /// File name inside `micN/`.
+    pub name: &'static str,
+    /// Permission bits.
+    pub mode: u16,
+    /// Read rule.
+    pub show: Show,
+    /// Write rule.
+    pub store: Store,
+}
+
+impl FileSpec {
+    const fn new(name: &'static str, mode: u16, show: Show, store: Store) -> Self {
+        Self {
+            name,
+            mode,
+            show,
+            store,
+        }
+    }
+
+    /// Whether the driver accepts writes to this file.
+    #[must_use]
+    pub const fn is_writable(&self) -> bool {
+        !matches!(self.store, Store::None)
+    }
+}
+
+/// A sysfs attribute under `sys/class/mic/micN/`: the 3.13 set plus the
+/// read-only `ipaddr`, derived from `cmdline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attr {
+    /// "x100" or "Unknown".
+    Family,
+    /// "A0", "B0", "B1", "C0" or "??".
+    Stepping,
+    /// The card state; writes request boot, reset or shutdown.
+    State,
+    /// What the card last reported about its shutdown.
+    ShutdownStatus,
+    /// Kernel command line appended after `mem=`.
+    Cmdline,
+    /// OS image name under the firmware directory.
+    Firmware,
+    /// Initramfs name under the firmware directory.
+    Ramdisk,
+    /// "linux" or "elf".
+    Bootmode,
+    /// Card virtual address of `__log_buf`.
+    LogBufAddr,
+    /// Card virtual address of `log_buf_len`.
+    LogBufLen,
+    /// The card's address from `cmdline`'s `ifcfg=static;address,A` (not
+    /// on a real 3.13 kernel; tools fall back to parsing `cmdline`).
+    Ipaddr,
+}
+
+impl Attr {
+    /// Every attribute, in the order the directory lists them.
+    pub const ALL: [Attr; 11] = [
+        Attr::Family,
+        Attr::Stepping,
+        Attr::State,
+        Attr::ShutdownStatus,
+        Attr::Cmdline,
+        Attr::Firmware,
+        Attr::Ramdisk,
+        Attr::Bootmode,
+        Attr::LogBufAddr,
+        Attr::LogBufLen,
+        Attr::Ipaddr,
+    ];
+
+    /// The attribute's row of the table.
+    #[must_use]
+    pub const fn spec(self) -> FileSpec {
+        use Show::{Line, Pointer, Stored};
+        match self {
+            Attr::Family => FileSpec::new("family", 0o444, Line, Store::None),
+            Attr::Stepping => FileSpec::new("stepping", 0o444, Line, Store::None),
+            Attr::State => FileSpec::new("state", 0o644, Line, Store::StateWord),
+            Attr::ShutdownStatus => FileSpec::new("shutdown_status", 0o444, Line, Store::None),
+            Attr::Cmdline => FileSpec::new("cmdline", 0o644, Stored, Store::Text),
+            Attr::Firmware => FileSpec::new("firmware", 0o644, Stored, Store::Text),
+            Attr::Ramdisk => FileSpec::new("ramdisk", 0o644, Stored, Store::Text),
+            Attr::Bootmode => FileSpec::new("bootmode", 0o644, Stored, Store::BootMode),
+            Attr::LogBufAddr => FileSpec::new("log_buf_addr", 0o644, Pointer, Store::Hex),
+            Attr::LogBufLen => FileSpec::new("log_buf_len", 0o644, Pointer, Store::Hex),
+            Attr::Ipaddr => FileSpec::new("ipaddr", 0o444, Line, Store::None),
+        }
+    }
+
+    /// The file name in the card's sysfs directory.
+    #[must_use]
+    pub const fn file_name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Whether the driver accepts writes to this attribute.
+    #[must_use]
+    pub const fn is_writable(self) -> bool {
+        self.spec().is_writable()
+    }
+
+    /// The attribute named `name`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.file_name() == name)
+    }
+}
+
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// A debugfs file under `sys/kernel/debug/mic_host/micN/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DebugFile {
+    /// The card kernel's log buffer, raw.
+    LogBuf,
+    /// The two POST code characters.
+    PostCode,
+    /// The SMPT entries.
+    Smpt,
+    /// The device page: bootparam and every device descriptor.
+    Dp,
+    /// The virtio devices and their rings.
+    VdevInfo,
+    /// Reading this file force-resets the card.
+    SoftReset,
+}
+
+impl DebugFile {
+    /// Every debugfs file, in directory order.
+    pub const ALL: [DebugFile; 6] = [
+        DebugFile::LogBuf,
+        DebugFile::PostCode,
+        DebugFile::Smpt,
+        DebugFile::Dp,
+        DebugFile::VdevInfo,
+        DebugFile::SoftReset,
+    ];
+
+    /// The file's row of the table.
+    #[must_use]
+    pub const fn spec(self) -> FileSpec {
+        match self {
+            DebugFile::LogBuf => FileSpec::new("log_buf", 0o444, Show::Raw, Store::None),
+            DebugFile::PostCode => FileSpec::new("post_code", 0o444, Show::Line, Store::None),
+            DebugFile::Smpt => FileSpec::new("smpt", 0o444, Show::Dump, Store::None),
+            DebugFile::Dp => FileSpec::new("dp", 0o444, Show::Dump, Store::None),
+            DebugFile::VdevInfo => FileSpec::new("vdev_info", 0o444, Show::Dump, Store::None),
+            DebugFile::SoftReset => FileSpec::new("soft_reset", 0o444, Show::Action, Store::None),
+        }
+    }
+
+    /// The file name in the card's debugfs directory.
+    #[must_use]
+    pub const fn file_name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The file named `name`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.file_name() == name)
+    }
+}
+
+impl fmt::Display for DebugFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// The value a store carries, after its file's rule accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreValue<'a> {
+    /// A `state` request.
+    State(StateRequest),
+    /// A string, its one trailing newline stripped.
+    Text(&'a str),
+    /// A boot mode.
+    BootMode(BootMode),
+    /// A hexadecimal number.
+    Hex(u64),
+}
+
+/// Applies `spec`'s store rule to the bytes of one `write(2)`; the error is
+/// the errno (positive) the store returns.
+pub fn parse_store<'a>(spec: &FileSpec, data: &'a [u8]) -> Result<StoreValue<'a>, i32> {
+    let text = || core::str::from_utf8(data).map_err(|_| errno::EINVAL);
+    match spec.store {
+        Store::None => Err(errno::EACCES),
+        Store::StateWord => parse_state_request(text()?)
+            .map(StoreValue::State)
+            .ok_or(errno::EINVAL),
+        Store::Text => Ok(StoreValue::Text(strip_newline(text()?))),
+        Store::BootMode => BootMode::from_sysfs(text()?)
+            .map(StoreValue::BootMode)
+            .ok_or(errno::EINVAL),
+        Store::Hex => parse_hex_u64(text()?)
+            .map(StoreValue::Hex)
+            .map_err(crate::host::sysfs::ParseHexError::errno),
+    }
+}
+
+/// The kernel's `%p` of the 3.13 era: 16 zero-padded hex digits, or
+/// `(null)` right-aligned in the same width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PercentP(pub u64);
+
+impl fmt::Display for PercentP {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            write!(f, "{:>16}", "(null)")
+        } else {
+            write!(f, "{:016x}", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let mut names: Vec<_> = Attr::ALL.iter().map(|a| a.file_name()).collect();
+        names.extend(DebugFile::ALL.iter().map(|d| d.file_name()));
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        for a in Attr::ALL {
+            assert_eq!(Attr::from_name(a.file_name()), Some(a));
+            assert_eq!(a.to_string(), a.file_name());
+            // Writable exactly when the mode has the owner's write bit.
+            assert_eq!(a.is_writable(), a.spec().mode & 0o200 != 0, "{a}");
+        }
+        for d in DebugFile::ALL {
+            assert_eq!(DebugFile::from_name(d.file_name()), Some(d));
+            assert!(!d.spec().is_writable());
+        }
+        assert_eq!(Attr::from_name("nope"), None);
+    }
+
+    #[test]
+    fn store_rules() {
+        let st = Attr::State.spec();
+        assert_eq!(parse_store(&st, b"boot\n"), Ok(StoreValue::State(StateRequest::Boot)));
+        assert_eq!(parse_store(&st, b"suspend"), Err(errno::EINVAL));
+        assert_eq!(parse_store(&st, &[0xFF]), Err(errno::EINVAL));
+        let c = Attr::Cmdline.spec();
+        assert_eq!(parse_store(&c, b"quiet\n\n"), Ok(StoreValue::Text("quiet\n")));
+        let b = Attr::Bootmode.spec();
+        assert_eq!(parse_store(&b, b"elf\n"), Ok(StoreValue::BootMode(BootMode::Elf)));
+        assert_eq!(parse_store(&b, b"flash"), Err(errno::EINVAL));
+        let h = Attr::LogBufAddr.spec();
+        assert_eq!(parse_store(&h, b"0x10\n"), Ok(StoreValue::Hex(16)));
+        assert_eq!(parse_store(&h, b"zz"), Err(errno::EINVAL));
+        assert_eq!(parse_store(&h, b"1ffffffffffffffff"), Err(errno::ERANGE));
+        assert_eq!(parse_store(&Attr::Family.spec(), b"x"), Err(errno::EACCES));
+    }
+
+    #[test]
+    fn percent_p() {
+        assert_eq!(PercentP(0).to_string(), "          (null)");
+        assert_eq!(PercentP(0xffff_ffff_81c3_d560).to_string(), "ffffffff81c3d560");
+    }
+}
