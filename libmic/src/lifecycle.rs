@@ -16,7 +16,7 @@ use crate::root::DEFAULT_FIRMWARE;
 
 /// The kernel log line after which the card OS counts as up: the card
 /// kernel handing over to init, the last thing a boot prints.
-pub const OS_UP_MARKER: &str = "Run /sbin/init as init process";
+pub use mic_core::card::OS_UP_MARKER;
 
 /// How often the card log is re-read while waiting for the OS (the log has
 /// no change notification, on real hardware either).

@@ -27,7 +27,6 @@ set edit:completion:arg-completer[micemu] = {|@words|
             cand --device-id 'PCI device IDs handed out in turn (hex), e.g. 2250,225d'
             cand --stepping 'Steppings handed out in turn: A0, B0, B1, C0 or a hex revision'
             cand --log-buf-len 'Size of the card kernel log buffer (power of two, 4K-16M)'
-            cand --demo 'After mounting, boot every card as `micctrl -b` would and print their states and kernel logs as they come'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

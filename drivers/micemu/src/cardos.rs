@@ -13,7 +13,7 @@ use mic_core::card::CardDevice;
 use mic_core::hw::{Memory, Mmio};
 use mic_core::printk::LogRing;
 use mic_core::regs;
-use mic_core::{abi, bzimage, devpage};
+use mic_core::{abi, bzimage, devpage, post};
 
 use crate::firmware::{self, LOG_BUF_LEN_VA, LOG_BUF_VA, START_KERNEL_MAP};
 
@@ -32,29 +32,12 @@ pub enum Phase {
     Down,
 }
 
-/// Post codes shown in debugfs `post_code` (two ASCII characters).
-pub mod post {
-    /// Reset in progress.
-    pub const RESET: [u8; 2] = *b"01";
-    /// Bootstrap ready, waiting for the host to download an OS.
-    pub const READY: [u8; 2] = *b"12";
-    /// The OS image did not pass the bootstrap's checks.
-    pub const BAD_IMAGE: [u8; 2] = *b"E1";
-    /// OS running.
-    pub const RUNNING: [u8; 2] = *b"FF";
-    /// Boot step n is "2n" (20..27).
-    #[must_use]
-    pub fn step(n: u32) -> [u8; 2] {
-        [b'2', b'0' + (n.min(9) as u8)]
-    }
-}
-
 /// Number of boot steps; step k runs at k/(STEPS-1) of the boot duration.
 pub const BOOT_STEPS: u32 = 8;
 
 /// The line that says the card OS is up (the last boot record): what the
 /// tools look for.
-pub const BOOT_COMPLETE: &str = libmic::OS_UP_MARKER;
+pub const BOOT_COMPLETE: &str = mic_core::card::OS_UP_MARKER;
 
 /// Hardware the card OS runs on.
 #[derive(Debug)]
@@ -149,7 +132,8 @@ impl CardOs {
         self.power_cycle();
         self.started = Instant::now();
         let Ok(info) = load(hw) else {
-            hw.mmio.write32(regs::POSTCODE, post_code_value(post::BAD_IMAGE));
+            hw.mmio
+                .write32(regs::POSTCODE, post::register_value(post::BAD_IMAGE));
             self.phase = Phase::Hung;
             return None;
         };
@@ -207,7 +191,8 @@ impl CardOs {
         let Phase::Booting(n) = self.phase else {
             return Duration::ZERO;
         };
-        hw.mmio.write32(regs::POSTCODE, post_code_value(post::step(n)));
+        hw.mmio
+            .write32(regs::POSTCODE, post::register_value(post::step(n)));
         let mem_mib = hw.memory >> 20;
         match n {
             0 => {
@@ -263,7 +248,8 @@ impl CardOs {
             }
             _ => {
                 self.printk(hw, 6, BOOT_COMPLETE);
-                hw.mmio.write32(regs::POSTCODE, post_code_value(post::RUNNING));
+                hw.mmio
+                    .write32(regs::POSTCODE, post::register_value(post::RUNNING));
                 self.phase = Phase::Running;
                 return Duration::ZERO;
             }
@@ -381,9 +367,10 @@ impl CardOs {
         &mut self,
         hw: &CardHw<M, P>,
         status: u8,
-    ) -> Result<(), String> {
-        let dev = self.dev.as_ref().ok_or("the card's mic driver is not up")?;
-        let err = |e| format!("device page unreachable: {e:?}");
+    ) -> Result<(), crate::faults::InjectError> {
+        use crate::faults::InjectError;
+        let dev = self.dev.as_ref().ok_or(InjectError::DriverNotUp)?;
+        let err = InjectError::DevicePage;
         devpage::write_u8_at(&hw.phys, dev.dp(), abi::BP_SHUTDOWN_STATUS, status).map_err(err)?;
         let db = devpage::read_u8_at(&hw.phys, dev.dp(), abi::BP_C2H_SHUTDOWN_DB).map_err(err)?;
         mic_core::card::send_host_intr(&hw.mmio, db as i8);
@@ -412,12 +399,6 @@ impl CardOs {
         self.rng ^= self.rng << 17;
         self.rng
     }
-}
-
-/// The POSTCODE register holds the two ASCII characters in its low bytes.
-#[must_use]
-pub fn post_code_value(code: [u8; 2]) -> u32 {
-    u32::from(code[0]) | (u32::from(code[1]) << 8)
 }
 
 fn read_cstr(mem: &impl Memory, addr: u64, max: usize) -> Option<String> {
@@ -451,11 +432,5 @@ mod tests {
         assert_eq!(ifcfg_address("ifcfg=dhcp"), None);
         assert_eq!(ifcfg_address("ifcfg=static;address,999.1.1.1"), None);
         assert_eq!(ifcfg_address(""), None);
-    }
-
-    #[test]
-    fn post_codes_are_ascii_in_the_low_bytes() {
-        assert_eq!(post_code_value(*b"FF"), 0x4646);
-        assert_eq!(post::step(3), *b"23");
     }
 }

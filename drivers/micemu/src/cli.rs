@@ -77,10 +77,6 @@ pub struct RunArgs {
     /// Size of the card kernel log buffer (power of two, 4K-16M).
     #[arg(long, default_value = "128K", value_parser = parse_log_len)]
     pub log_buf_len: u32,
-    /// After mounting, boot every card as `micctrl -b` would and print their
-    /// states and kernel logs as they come.
-    #[arg(long)]
-    pub demo: bool,
 }
 
 fn parse_device_id(s: &str) -> Result<u16, String> {

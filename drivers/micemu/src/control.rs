@@ -2,8 +2,8 @@
 //! over a Unix socket at `<root>/run/micemu.sock`.
 //!
 //! Protocol: one request line `micN VERB [ARGS...]`, one reply line `ok` or
-//! `error: MESSAGE`. New verbs (hostile virtio behaviour, later) are new
-//! [`Fault`] variants; the transport does not change.
+//! `error: MESSAGE`. The verbs are [`Fault`]s ([`crate::faults`]); the
+//! transport does not know them.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,110 +12,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-/// Something injected into a card from outside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// The card kernel panics (shutdown_status crashed).
-    Panic(String),
-    /// The card OS halts itself (`halt` inside the card).
-    Halt,
-    /// The card OS powers itself off.
-    Poweroff,
-    /// The card OS reboots itself (shutdown_status restart).
-    Reboot,
-    /// The next (or current) boot stops making progress.
-    HangBoot,
-    /// The next reset never brings the bootstrap back (→ reset_failed).
-    FailReset,
-    /// Random bytes are written over part of the card's log buffer.
-    GarbageLog,
-    /// The card kernel prints a message (at the given syslog level).
-    Log { level: u8, text: String },
-    /// A hostile card: writes this byte as its shutdown status and rings
-    /// the host's shutdown doorbell.
-    BadStatus(u8),
-}
+use crate::faults::{Fault, FaultParseError, InjectError};
 
-impl Fault {
-    /// Every verb with a one-line description, for `--help` and errors.
-    pub const VERBS: &'static [(&'static str, &'static str)] = &[
-        (
-            "panic [MSG]",
-            "card kernel panics: shutdown_status becomes crashed",
-        ),
-        ("halt", "card OS halts: shutdown_status halted"),
-        ("poweroff", "card OS powers off: shutdown_status poweroff"),
-        ("reboot", "card OS reboots: shutdown_status restart"),
-        ("hang", "the current or next boot stops making progress"),
-        ("fail-reset", "the next reset never completes: state reset_failed"),
-        (
-            "garbage-log",
-            "random bytes overwrite part of the card log buffer",
-        ),
-        (
-            "log [LEVEL] TEXT",
-            "the card kernel prints TEXT (level 0-7, default 6)",
-        ),
-    ];
-
-    /// Parses the words after the card name.
-    pub fn parse(words: &[&str]) -> Result<Fault, String> {
-        let (verb, rest) = words.split_first().ok_or_else(|| "missing verb".to_owned())?;
-        let text = rest.join(" ");
-        let no_args = |f: Fault| {
-            if rest.is_empty() {
-                Ok(f)
-            } else {
-                Err(format!("{verb} takes no arguments"))
-            }
-        };
-        match *verb {
-            "panic" => Ok(Fault::Panic(if text.is_empty() {
-                "Fatal exception (injected by micemu)".to_owned()
-            } else {
-                text
-            })),
-            "halt" => no_args(Fault::Halt),
-            "poweroff" => no_args(Fault::Poweroff),
-            "reboot" => no_args(Fault::Reboot),
-            "hang" => no_args(Fault::HangBoot),
-            "fail-reset" => no_args(Fault::FailReset),
-            "garbage-log" => no_args(Fault::GarbageLog),
-            "bad-status" => match rest {
-                [v] => v
-                    .parse::<u8>()
-                    .map(Fault::BadStatus)
-                    .map_err(|_| format!("bad-status takes a byte (0-255), not {v:?}")),
-                _ => Err("bad-status takes one byte (0-255)".to_owned()),
-            },
-            "log" => {
-                let (level, words) = match rest.first().and_then(|w| w.parse::<u8>().ok()) {
-                    Some(l) if l <= 7 && rest.len() > 1 => (l, &rest[1..]),
-                    _ => (6, rest),
-                };
-                if words.is_empty() {
-                    return Err("log needs a message".to_owned());
-                }
-                Ok(Fault::Log {
-                    level,
-                    text: words.join(" "),
-                })
-            }
-            other => Err(format!(
-                "unknown verb {other:?}; known: {}",
-                Fault::VERBS
-                    .iter()
-                    .map(|(v, _)| v.split(' ').next().unwrap_or(v))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
-    }
+/// Why a control request failed; its Display is the reply's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Parse(#[from] FaultParseError),
+    #[error(transparent)]
+    Inject(#[from] InjectError),
 }
 
 /// What serves control requests: the emulator.
 pub trait Handler: Send + Sync + 'static {
-    fn inject(&self, card: &str, fault: Fault) -> Result<(), String>;
+    fn inject(&self, card: &str, fault: Fault) -> Result<(), InjectError>;
+}
+
+impl Handler for crate::emu::Emulator {
+    fn inject(&self, card: &str, fault: Fault) -> Result<(), InjectError> {
+        self.inject_named(card, &fault)
+    }
 }
 
 /// Path of the control socket under a root.
@@ -200,7 +116,9 @@ fn serve_conn(conn: &UnixStream, handler: &dyn Handler) {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.split_first() {
             None => continue,
-            Some((card, rest)) => Fault::parse(rest).and_then(|f| handler.inject(card, f)),
+            Some((card, rest)) => Fault::parse(rest)
+                .map_err(ControlError::from)
+                .and_then(|f| handler.inject(card, f).map_err(ControlError::from)),
         };
         let text = match reply {
             Ok(()) => "ok\n".to_owned(),
@@ -237,44 +155,14 @@ pub fn request(root: &Path, card: &str, words: &[String]) -> anyhow::Result<()> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_every_verb() {
-        assert_eq!(Fault::parse(&["halt"]), Ok(Fault::Halt));
-        assert_eq!(
-            Fault::parse(&["panic", "oops", "here"]),
-            Ok(Fault::Panic("oops here".into()))
-        );
-        assert_eq!(
-            Fault::parse(&["log", "3", "disk", "on", "fire"]),
-            Ok(Fault::Log {
-                level: 3,
-                text: "disk on fire".into()
-            })
-        );
-        assert_eq!(
-            Fault::parse(&["log", "hello"]),
-            Ok(Fault::Log {
-                level: 6,
-                text: "hello".into()
-            })
-        );
-        assert_eq!(Fault::parse(&["bad-status", "200"]), Ok(Fault::BadStatus(200)));
-        assert!(Fault::parse(&["bad-status", "300"]).is_err());
-        assert!(Fault::parse(&["halt", "now"]).is_err());
-        assert!(Fault::parse(&["log"]).is_err());
-        assert!(Fault::parse(&[]).is_err());
-        let err = Fault::parse(&["explode"]).unwrap_err();
-        assert!(err.contains("panic") && err.contains("fail-reset"), "{err}");
-    }
-
     struct Echo;
 
     impl Handler for Echo {
-        fn inject(&self, card: &str, fault: Fault) -> Result<(), String> {
+        fn inject(&self, card: &str, _fault: Fault) -> Result<(), InjectError> {
             if card == "mic0" {
                 Ok(())
             } else {
-                Err(format!("no card {card} for {fault:?}"))
+                Err(InjectError::NoCard(7))
             }
         }
     }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 
 use crate::config::Config;
-use crate::control::{self, Fault};
+use crate::control;
 use crate::emu::{Emulator, Running};
+use crate::faults::{Fault, InjectError};
 use crate::firmware::FirmwareDir;
 use crate::fs::{self, Mount, PollHub};
 
@@ -69,7 +70,7 @@ impl Instance {
     }
 
     /// Injects a fault into card `id` (as `micemu inject` does).
-    pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), String> {
+    pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), InjectError> {
         self.running.emu.inject(id, fault)
     }
 

@@ -2,28 +2,32 @@
 //! interfaces (sysfs, debugfs) under a root directory.
 //!
 //! * [`hw`] — the hardware: register file, GDDR memfd, host RAM, SMPT window;
+//! * [`card`] — one card: hardware plus its state machines behind a mutex;
 //! * [`cardos`] — the card OS model that boots from what the host loaded;
-//! * [`emu`] — the fleet, the host driver instances and the event loop;
-//! * [`sysfs`] — attribute formats and store semantics;
+//! * [`emu`] — the fleet and the host driver operations;
+//! * [`events`] — the event loop that owns time and interrupts;
+//! * [`backend`] — what the sysfs/debugfs files show and store;
 //! * [`fs`] — the FUSE filesystem that serves them;
 //! * [`firmware`] — the firmware loader and the default card OS images;
-//! * [`control`] — fault injection over a Unix socket;
+//! * [`faults`] — fault injection, and [`control`], its socket;
 //! * [`instance`] — a whole fleet served under a root (also for tests);
-//! * [`cli`], [`run`], [`demo`] — the command line.
+//! * [`cli`], [`run`] — the command line.
 
+pub mod backend;
+pub mod card;
 pub mod cardos;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod emu;
+pub mod events;
+pub mod faults;
 pub mod firmware;
 pub mod fs;
 pub mod hw;
 pub mod instance;
 pub mod run;
-pub mod sysfs;
 
 pub use config::{Config, Timing};
-pub use control::Fault;
+pub use faults::{Fault, InjectError};
 pub use instance::Instance;

@@ -40,12 +40,8 @@ fn run(args: &RunArgs) -> Result<()> {
         instance.socket().display()
     );
     std::io::stdout().flush()?;
-    if args.demo {
-        crate::demo::spawn(instance.root())?;
-    }
 
     let sig = signals.wait().context("waiting for a signal")?;
-    crate::demo::stop();
     eprintln!(
         "micemu: {sig}, unmounting {}",
         instance.root().join("sys").display()

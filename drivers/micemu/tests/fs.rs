@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mic_core::host::attrs::{Show, Store as Rule};
 use micemu::fs::{self as mfs, Backend, Errno, FileSpec, Mount, MountError, PollHub, Tree, WriteDone};
 
 /// Failure guard for anything that should happen promptly; never used to wait
@@ -23,20 +24,20 @@ const GUARD: Duration = Duration::from_secs(10);
 const GUARD_MS: i32 = 10_000;
 
 const SYSFS: &[FileSpec] = &[
-    FileSpec::new("state", 0o644),
-    FileSpec::new("family", 0o444),
+    FileSpec::new("state", 0o644, Show::Line, Rule::Text),
+    FileSpec::new("family", 0o444, Show::Line, Rule::Text),
     // store fails with EINVAL
-    FileSpec::new("strict", 0o644),
+    FileSpec::new("strict", 0o644, Show::Line, Rule::Text),
     // store completes later, through `Fake::deferred`
-    FileSpec::new("slow", 0o644),
+    FileSpec::new("slow", 0o644, Show::Line, Rule::Text),
     // show fails with EIO
-    FileSpec::new("broken", 0o444),
+    FileSpec::new("broken", 0o444, Show::Line, Rule::Text),
     // store drops its WriteDone
-    FileSpec::new("dropper", 0o200),
+    FileSpec::new("dropper", 0o200, Show::Line, Rule::Text),
 ];
 const DEBUGFS: &[FileSpec] = &[
-    FileSpec::new("log_buf_addr", 0o600),
-    FileSpec::new("post_code", 0o444),
+    FileSpec::new("log_buf_addr", 0o600, Show::Line, Rule::Text),
+    FileSpec::new("post_code", 0o444, Show::Line, Rule::Text),
 ];
 
 type Deferred = (u32, Vec<u8>, WriteDone);

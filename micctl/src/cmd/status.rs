@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use libmic::{Card, MicState, MicStatus, StateWatcher, wait_any};
+use mic_core::post;
 use serde_json::{Value, json};
 
 use super::{round_ms, select};
@@ -86,8 +87,11 @@ impl Row {
     /// Whether something is still moving without a `state` change to tell.
     fn transient(&self) -> bool {
         match self.state {
-            MicState::Online => self.post_code.as_deref() != Some("FF"),
-            MicState::Offline => self.post_code.as_deref().is_some_and(|p| p != "12"),
+            MicState::Online => self.post_code.as_deref() != post::as_str(&post::RUNNING),
+            MicState::Offline => self
+                .post_code
+                .as_deref()
+                .is_some_and(|p| Some(p) != post::as_str(&post::READY)),
             MicState::ShuttingDown => self.shutdown_status == Some(MicStatus::Nop),
             MicState::ResetFailed => false,
         }

@@ -427,7 +427,6 @@ abi_struct! {
     }
 }
 
-
 /// ioctl type letter of the MIC virtio ioctls (`'s'`).
 pub const MIC_IOCTL_TYPE: u8 = b's';
 /// Argument size encoded in the ioctl numbers: the size of a user pointer on

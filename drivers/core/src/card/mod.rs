@@ -223,9 +223,9 @@ mod tests {
     use super::*;
     use crate::abi::MicBootparam;
     use crate::devpage::{init_bootparam, read_bootparam};
+    use crate::fake::{FakeMem, FakeMmio};
     use crate::host::HostDevice;
     use crate::host::smpt::SMPT_CARD_BASE;
-    use crate::fake::{FakeMem, FakeMmio};
 
     const DP: u64 = SMPT_CARD_BASE + 0x5000;
 

@@ -59,7 +59,9 @@ pub struct FileSpec {
 }
 
 impl FileSpec {
-    const fn new(name: &'static str, mode: u16, show: Show, store: Store) -> Self {
+    /// A file named `name` with permission bits `mode` and the given rules.
+    #[must_use]
+    pub const fn new(name: &'static str, mode: u16, show: Show, store: Store) -> Self {
         Self {
             name,
             mode,
@@ -224,6 +226,28 @@ impl fmt::Display for DebugFile {
     }
 }
 
+/// The rows of every sysfs attribute, in [`Attr::ALL`] order.
+pub const SYSFS_FILES: [FileSpec; Attr::ALL.len()] = {
+    let mut out = [Attr::Family.spec(); Attr::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = Attr::ALL[i].spec();
+        i += 1;
+    }
+    out
+};
+
+/// The rows of every debugfs file, in [`DebugFile::ALL`] order.
+pub const DEBUGFS_FILES: [FileSpec; DebugFile::ALL.len()] = {
+    let mut out = [DebugFile::LogBuf.spec(); DebugFile::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = DebugFile::ALL[i].spec();
+        i += 1;
+    }
+    out
+};
+
 /// The value a store carries, after its file's rule accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreValue<'a> {
@@ -301,7 +325,10 @@ mod tests {
     #[test]
     fn store_rules() {
         let st = Attr::State.spec();
-        assert_eq!(parse_store(&st, b"boot\n"), Ok(StoreValue::State(StateRequest::Boot)));
+        assert_eq!(
+            parse_store(&st, b"boot\n"),
+            Ok(StoreValue::State(StateRequest::Boot))
+        );
         assert_eq!(parse_store(&st, b"suspend"), Err(errno::EINVAL));
         assert_eq!(parse_store(&st, &[0xFF]), Err(errno::EINVAL));
         let c = Attr::Cmdline.spec();

@@ -362,9 +362,9 @@ mod tests {
     use super::*;
     use crate::abi::{BootMode, MIC_MAGIC};
     use crate::devpage::read_bootparam;
+    use crate::fake::{FakeMem, FakeMmio};
     use crate::host::reset::ResetPoll;
     use crate::host::smpt::SMPT_CARD_BASE;
-    use crate::fake::{FakeMem, FakeMmio};
 
     const DP_DMA: u64 = 0x1_2345_6000;
 

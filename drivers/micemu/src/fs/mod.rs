@@ -45,22 +45,9 @@ pub enum Tree {
     Debugfs,
 }
 
-/// One file of a card's directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileSpec {
-    /// File name inside `micN/`.
-    pub name: &'static str,
-    /// Permission bits, e.g. `0o644`; only the low 12 bits are used.
-    pub mode: u16,
-}
-
-impl FileSpec {
-    /// A file named `name` with permission bits `mode`.
-    #[must_use]
-    pub const fn new(name: &'static str, mode: u16) -> Self {
-        Self { name, mode }
-    }
-}
+/// One file of a card's directory: the driver core's table row (only the
+/// name and mode matter to the filesystem).
+pub use mic_core::host::attrs::FileSpec;
 
 /// Where the filesystem gets file contents from and sends writes to.
 ///

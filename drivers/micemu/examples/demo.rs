@@ -1,39 +1,45 @@
-//! `micemu --demo`: boot every card the way `micctrl -b` and mpssd did
+//! `cargo run -p micemu --example demo [-- --cards N]`: an emulated fleet
+//! under a temporary root, booted the way `micctrl -b` and mpssd did
 //! (System.map → log_buf_addr/len, an mpssd-style cmdline, bootmode,
-//! firmware, ramdisk, then `boot`), through the mounted sysfs like any other
-//! tool, and print state changes and card kernel log lines as they come.
+//! firmware, ramdisk, then `boot`) through the mounted sysfs like any other
+//! tool, printing state changes and card kernel log lines as they come.
+//! Ctrl-C stops it and unmounts.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libmic::klog::LogFollower;
 use libmic::{BootRequest, MicRoot, wait_any};
+use micemu::{Config, Instance, Timing};
+use nix::sys::signal::{SigSet, Signal};
 
 /// How often the card logs are looked at (they have no change notification).
 const LOG_INTERVAL: Duration = Duration::from_millis(200);
 
-static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// Tells the demo client the emulator is going away: the errors its reads
-/// get from the unmounted tree from now on are expected, not news.
-pub fn stop() {
-    STOPPING.store(true, Ordering::SeqCst);
-}
-
-/// Starts the demo client on its own thread.
-pub fn spawn(root: &Path) -> std::io::Result<()> {
-    let root = MicRoot::new(root);
-    std::thread::Builder::new()
-        .name("demo".into())
-        .spawn(move || {
-            if let Err(e) = demo(&root) {
-                if !STOPPING.load(Ordering::SeqCst) {
-                    eprintln!("micemu demo: {e}");
-                }
-            }
-        })
-        .map(drop)
+fn main() -> anyhow::Result<()> {
+    let cards = std::env::args()
+        .skip_while(|a| a != "--cards")
+        .nth(1)
+        .map_or(Ok(4), |n| n.parse::<u32>())?;
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        cards,
+        timing: Timing::REALISTIC,
+        ..Config::default()
+    };
+    let instance = Instance::start(dir.path(), config)?;
+    println!("micemu demo: {cards} cards under {}", dir.path().display());
+    let root = MicRoot::new(instance.root());
+    std::thread::spawn(move || {
+        if let Err(e) = demo(&root) {
+            eprintln!("micemu demo: {e}");
+        }
+    });
+    signals.wait()?;
+    instance.stop()
 }
 
 fn demo(root: &MicRoot) -> libmic::Result<()> {

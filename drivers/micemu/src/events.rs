@@ -1,0 +1,176 @@
+//! The one event loop that drives time: hardware side effects (reset,
+//! bootstrap, doorbells) arrive as messages from the register file, timers
+//! schedule the card's reset, the card OS's boot steps and the host driver's
+//! reset polls. Nothing is handled re-entrantly from a register write, so no
+//! card lock is ever taken twice; when nothing is due the loop blocks.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use mic_core::host::ResetPoll;
+use mic_core::{post, regs};
+
+use crate::card::{Card, CardState};
+use crate::cardos::Phase;
+use crate::emu::{Emulator, spad2_ready};
+use crate::fs::Tree;
+use crate::hw::HwEvent;
+
+/// Messages to the event loop.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Hw(u32, HwEvent),
+    At(Instant, u32, Timer),
+    Stop,
+}
+
+/// Things that happen later. Each carries the hardware generation it was
+/// scheduled in; a reset makes older timers void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// The card finished its reset and the bootstrap is ready.
+    HwResetDone { epoch: u64 },
+    /// The host driver's next look at SPAD2 while resetting.
+    HostResetPoll { epoch: u64 },
+    /// The card OS's next boot step.
+    BootStep { epoch: u64 },
+    /// The card OS finishes an orderly power-off.
+    Poweroff { epoch: u64 },
+}
+
+impl Emulator {
+    pub(crate) fn schedule(&self, after: Duration, card: u32, t: Timer) {
+        let _ = self.tx.send(Msg::At(Instant::now() + after, card, t));
+    }
+
+    pub(crate) fn event_loop(&self, rx: &Receiver<Msg>) {
+        let mut timers: BinaryHeap<Reverse<(Instant, u32, Timer)>> = BinaryHeap::new();
+        loop {
+            let msg = match timers.peek() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(Reverse((at, _, _))) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match msg {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Hw(card, ev)) => self.on_hw(card, ev),
+                Ok(Msg::At(at, card, t)) => timers.push(Reverse((at, card, t))),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            while let Some(Reverse((at, card, t))) = timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                timers.pop();
+                self.on_timer(card, t);
+            }
+        }
+    }
+
+    fn on_hw(&self, id: u32, ev: HwEvent) {
+        let Some(card) = self.card(id) else { return };
+        let mut st = card.lock();
+        let hw = card.card_hw(self.config.memory);
+        match ev {
+            HwEvent::Reset => {
+                st.epoch += 1;
+                st.os.power_cycle();
+                // The bootstrap initialises GDDR before it reports ready:
+                // no log of the previous OS can be mistaken for the next's.
+                if let Err(e) = card.gddr.scrub() {
+                    log::warn!("mic{id}: scrubbing GDDR: {e}");
+                }
+                card.regs.set(regs::POSTCODE, post::register_value(post::RESET));
+                if st.fail_next_reset {
+                    st.fail_next_reset = false;
+                } else {
+                    self.schedule(self.timing().reset, id, Timer::HwResetDone { epoch: st.epoch });
+                }
+            }
+            HwEvent::Bootstrap => {
+                if let Some(next) = st.os.bootstrap(&hw, self.timing().boot) {
+                    self.schedule(next, id, Timer::BootStep { epoch: st.epoch });
+                }
+            }
+            HwEvent::CardDoorbell(db) => {
+                if st.os.doorbell(&hw, db) {
+                    self.schedule(self.timing().boot / 10, id, Timer::Poweroff { epoch: st.epoch });
+                }
+            }
+            HwEvent::HostDoorbell(_) => self.host_interrupt(card, &mut st),
+        }
+    }
+
+    /// The host driver's interrupt handler: ack the causes, then the
+    /// shutdown doorbell's bottom half.
+    fn host_interrupt(&self, card: &Card, st: &mut CardState) {
+        let causes = mic_core::host::ack_interrupt(&card.host_mmio());
+        if causes & (1 << st.host.c2h_shutdown_db()) != 0 {
+            // A status byte outside the enum is the card's garbage:
+            // ignored, as the original ignores unknown values.
+            if let Ok(Some(report)) = st.host.handle_shutdown_interrupt(&card.host_ram) {
+                self.hub.notify(card.id, Tree::Sysfs, "shutdown_status");
+                if report.transition.is_some() {
+                    self.state_changed(card.id, st);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&self, id: u32, t: Timer) {
+        let Some(card) = self.card(id) else { return };
+        let mut st = card.lock();
+        let hw = card.card_hw(self.config.memory);
+        match t {
+            Timer::HwResetDone { epoch } if epoch == st.epoch => {
+                card.regs
+                    .set(regs::spad(regs::SPAD_DOWNLOAD_INFO), spad2_ready(id));
+                card.regs.set(regs::POSTCODE, post::register_value(post::READY));
+            }
+            Timer::BootStep { epoch } if epoch == st.epoch => {
+                let next = st.os.step(&hw, self.timing().boot);
+                if matches!(st.os.phase(), Phase::Booting(_)) {
+                    self.schedule(next, id, Timer::BootStep { epoch });
+                }
+            }
+            Timer::Poweroff { epoch } if epoch == st.epoch => st.os.finish_poweroff(&hw),
+            Timer::HostResetPoll { .. } => self.poll_reset(card, &mut st),
+            _ => {}
+        }
+    }
+
+    /// One step of the host driver's reset sequence.
+    fn poll_reset(&self, card: &Card, st: &mut CardState) {
+        let Some(progress) = &mut st.reset else { return };
+        let elapsed = progress.started.elapsed();
+        match progress.seq.poll(&card.host_mmio(), duration_ms(elapsed)) {
+            ResetPoll::Wait { ms } => {
+                self.schedule(
+                    Duration::from_millis(ms),
+                    card.id,
+                    Timer::HostResetPoll { epoch: st.epoch },
+                );
+            }
+            outcome @ (ResetPoll::Ready | ResetPoll::Failed) => {
+                let ok = outcome == ResetPoll::Ready;
+                let progress = st.reset.take();
+                if st.host.finish_reset(ok).is_some() {
+                    self.state_changed(card.id, st);
+                }
+                if let Some(done) = progress.and_then(|p| p.boot) {
+                    if ok {
+                        self.boot(card, st, done);
+                    } else {
+                        done.err(libc::EINVAL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

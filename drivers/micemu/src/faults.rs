@@ -1,0 +1,235 @@
+//! Fault injection: what can be done to a card from outside (a crash, a
+//! hang, a hostile card), how a request names it, and how the emulator
+//! applies it. [`crate::control`] carries requests over a socket.
+
+use mic_core::abi::MicStatus;
+
+use crate::emu::Emulator;
+
+/// Something injected into a card from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The card kernel panics (shutdown_status crashed).
+    Panic(String),
+    /// The card OS halts itself (`halt` inside the card).
+    Halt,
+    /// The card OS powers itself off.
+    Poweroff,
+    /// The card OS reboots itself (shutdown_status restart).
+    Reboot,
+    /// The next (or current) boot stops making progress.
+    HangBoot,
+    /// The next reset never brings the bootstrap back (→ reset_failed).
+    FailReset,
+    /// Random bytes are written over part of the card's log buffer.
+    GarbageLog,
+    /// The card kernel prints a message (at the given syslog level).
+    Log { level: u8, text: String },
+    /// A hostile card: writes this byte as its shutdown status and rings
+    /// the host's shutdown doorbell.
+    BadStatus(u8),
+}
+
+/// Why a fault request could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultParseError {
+    #[error("missing verb")]
+    MissingVerb,
+    #[error("{0} takes no arguments")]
+    NoArguments(String),
+    #[error("bad-status takes one byte (0-255), not {0:?}")]
+    BadStatusByte(String),
+    #[error("log needs a message")]
+    EmptyLog,
+    #[error("unknown verb {verb:?}; known: {known}")]
+    UnknownVerb { verb: String, known: String },
+}
+
+/// Why a fault could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("{0:?} is not a card name (mic0, mic1, ...)")]
+    BadCardName(String),
+    #[error("no card mic{0}")]
+    NoCard(u32),
+    #[error("mic{card}: no card OS is running (state {state})")]
+    NoOs { card: u32, state: &'static str },
+    #[error("the card's mic driver is not up")]
+    DriverNotUp,
+    #[error("device page unreachable: {0}")]
+    DevicePage(mic_core::hw::MemError),
+}
+
+impl Fault {
+    /// Every verb with a one-line description, for `--help` and errors.
+    pub const VERBS: &'static [(&'static str, &'static str)] = &[
+        (
+            "panic [MSG]",
+            "card kernel panics: shutdown_status becomes crashed",
+        ),
+        ("halt", "card OS halts: shutdown_status halted"),
+        ("poweroff", "card OS powers off: shutdown_status poweroff"),
+        ("reboot", "card OS reboots: shutdown_status restart"),
+        ("hang", "the current or next boot stops making progress"),
+        ("fail-reset", "the next reset never completes: state reset_failed"),
+        (
+            "garbage-log",
+            "random bytes overwrite part of the card log buffer",
+        ),
+        (
+            "log [LEVEL] TEXT",
+            "the card kernel prints TEXT (level 0-7, default 6)",
+        ),
+    ];
+
+    /// Parses the words after the card name.
+    pub fn parse(words: &[&str]) -> Result<Fault, FaultParseError> {
+        let (verb, rest) = words.split_first().ok_or(FaultParseError::MissingVerb)?;
+        let text = rest.join(" ");
+        let no_args = |f: Fault| {
+            if rest.is_empty() {
+                Ok(f)
+            } else {
+                Err(FaultParseError::NoArguments((*verb).to_owned()))
+            }
+        };
+        match *verb {
+            "panic" => Ok(Fault::Panic(if text.is_empty() {
+                "Fatal exception (injected by micemu)".to_owned()
+            } else {
+                text
+            })),
+            "halt" => no_args(Fault::Halt),
+            "poweroff" => no_args(Fault::Poweroff),
+            "reboot" => no_args(Fault::Reboot),
+            "hang" => no_args(Fault::HangBoot),
+            "fail-reset" => no_args(Fault::FailReset),
+            "garbage-log" => no_args(Fault::GarbageLog),
+            "bad-status" => match rest {
+                [v] => v
+                    .parse::<u8>()
+                    .map(Fault::BadStatus)
+                    .map_err(|_| FaultParseError::BadStatusByte((*v).to_owned())),
+                _ => Err(FaultParseError::BadStatusByte(text)),
+            },
+            "log" => {
+                let (level, words) = match rest.first().and_then(|w| w.parse::<u8>().ok()) {
+                    Some(l) if l <= 7 && rest.len() > 1 => (l, &rest[1..]),
+                    _ => (6, rest),
+                };
+                if words.is_empty() {
+                    return Err(FaultParseError::EmptyLog);
+                }
+                Ok(Fault::Log {
+                    level,
+                    text: words.join(" "),
+                })
+            }
+            other => Err(FaultParseError::UnknownVerb {
+                verb: other.to_owned(),
+                known: Fault::VERBS
+                    .iter()
+                    .map(|(v, _)| v.split(' ').next().unwrap_or(v))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+impl Emulator {
+    /// Applies a fault to card `id`.
+    pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), InjectError> {
+        let card = self.card(id).ok_or(InjectError::NoCard(id))?;
+        let mut st = card.lock();
+        let hw = card.card_hw(self.config.memory);
+        let need_os = |st: &crate::card::CardState| {
+            if st.os.alive() {
+                Ok(())
+            } else {
+                Err(InjectError::NoOs {
+                    card: id,
+                    state: st.host.state().as_str(),
+                })
+            }
+        };
+        match fault {
+            Fault::FailReset => st.fail_next_reset = true,
+            Fault::HangBoot => st.os.arm_hang(),
+            Fault::Panic(msg) => {
+                need_os(&st)?;
+                st.os.panic(&hw, msg);
+            }
+            Fault::Halt | Fault::Poweroff | Fault::Reboot => {
+                need_os(&st)?;
+                let how = match fault {
+                    Fault::Halt => MicStatus::Halted,
+                    Fault::Poweroff => MicStatus::PowerOff,
+                    _ => MicStatus::Restart,
+                };
+                st.os.shut_down(&hw, how);
+            }
+            Fault::GarbageLog => {
+                need_os(&st)?;
+                st.os.garbage_log(&hw);
+            }
+            Fault::Log { level, text } => {
+                need_os(&st)?;
+                st.os.printk(&hw, *level, text);
+            }
+            Fault::BadStatus(v) => {
+                need_os(&st)?;
+                st.os.report_raw_status(&hw, *v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a fault to the card named `card` ("mic1" or "1").
+    pub fn inject_named(&self, card: &str, fault: &Fault) -> Result<(), InjectError> {
+        let id = card
+            .strip_prefix("mic")
+            .unwrap_or(card)
+            .parse::<u32>()
+            .map_err(|_| InjectError::BadCardName(card.to_owned()))?;
+        self.inject(id, fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_verb() {
+        assert_eq!(Fault::parse(&["halt"]), Ok(Fault::Halt));
+        assert_eq!(
+            Fault::parse(&["panic", "oops", "here"]),
+            Ok(Fault::Panic("oops here".into()))
+        );
+        assert_eq!(
+            Fault::parse(&["log", "3", "disk", "on", "fire"]),
+            Ok(Fault::Log {
+                level: 3,
+                text: "disk on fire".into()
+            })
+        );
+        assert_eq!(
+            Fault::parse(&["log", "hello"]),
+            Ok(Fault::Log {
+                level: 6,
+                text: "hello".into()
+            })
+        );
+        assert_eq!(Fault::parse(&["bad-status", "200"]), Ok(Fault::BadStatus(200)));
+        assert!(Fault::parse(&["bad-status", "300"]).is_err());
+        assert_eq!(
+            Fault::parse(&["halt", "now"]),
+            Err(FaultParseError::NoArguments("halt".into()))
+        );
+        assert_eq!(Fault::parse(&["log"]), Err(FaultParseError::EmptyLog));
+        assert_eq!(Fault::parse(&[]), Err(FaultParseError::MissingVerb));
+        let err = Fault::parse(&["explode"]).unwrap_err().to_string();
+        assert!(err.contains("panic") && err.contains("fail-reset"), "{err}");
+    }
+}
