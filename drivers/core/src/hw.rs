@@ -62,6 +62,19 @@ pub trait Memory {
     fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
         self.write(addr, &v.to_le_bytes())
     }
+
+    /// Makes this side's earlier writes visible to the other side before
+    /// its later ones (`wmb()`): between a ring entry and the index that
+    /// publishes it. Implementations over device memory override it.
+    fn write_barrier(&self) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+    }
+
+    /// Orders earlier reads before later ones (`rmb()`): between reading an
+    /// index and the entries it covers.
+    fn read_barrier(&self) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    }
 }
 
 /// Checks that `addr .. addr + len` lies inside `0 .. size`, without overflow.

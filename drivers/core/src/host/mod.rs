@@ -7,7 +7,8 @@
 //! * [`reset`] — the caller-timed reset sequence;
 //! * [`state`] — [`HostDevice`], the per-card state machine;
 //! * [`attrs`] — the table of sysfs and debugfs files and their rules;
-//! * [`sysfs`] — parsing/formatting helpers for the sysfs attributes.
+//! * [`sysfs`] — parsing/formatting helpers for the sysfs attributes;
+//! * [`vop`] — virtio over PCIe: `/dev/micN`'s devices and the ring walker.
 
 pub mod attrs;
 pub mod boot;
@@ -16,6 +17,7 @@ pub mod reset;
 pub mod smpt;
 pub mod state;
 pub mod sysfs;
+pub mod vop;
 
 pub use boot::{BootError, BootParams, LoadInfo};
 pub use doorbell::{ack_interrupt, send_bootstrap_intr, send_intr};

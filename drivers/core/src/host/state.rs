@@ -21,6 +21,7 @@ use crate::host::boot::{self, BootError, BootParams, LoadInfo};
 use crate::host::doorbell::{self, DoorbellError, HostDoorbells};
 use crate::host::reset::{ResetSeq, ResetTiming};
 use crate::host::smpt::Smpt;
+use crate::host::vop::SlotTable;
 use crate::hw::{MemError, Memory, Mmio, check_range};
 use crate::regs;
 
@@ -129,6 +130,7 @@ pub struct HostDevice {
     resetting: bool,
     msix: bool,
     reset_timing: ResetTiming,
+    slots: SlotTable,
 }
 
 impl HostDevice {
@@ -155,6 +157,7 @@ impl HostDevice {
             resetting: false,
             msix: false,
             reset_timing: ResetTiming::ORIGINAL,
+            slots: SlotTable::new(),
         };
         dev.write_dp_spads(mmio);
         init_bootparam(dp_mem, DP_BASE, shutdown_db as i8)?;
@@ -187,6 +190,11 @@ impl HostDevice {
     /// The host doorbell allocator, for virtio devices.
     pub fn doorbells_mut(&mut self) -> &mut HostDoorbells {
         &mut self.doorbells
+    }
+
+    /// Where virtio device blocks sit in the device page.
+    pub fn slots_mut(&mut self) -> &mut SlotTable {
+        &mut self.slots
     }
 
     /// The card→host shutdown doorbell (`bootparam.c2h_shutdown_db`).
