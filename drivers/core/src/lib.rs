@@ -24,6 +24,7 @@ pub mod abi;
 pub mod bzimage;
 pub mod card;
 pub mod devpage;
+pub mod handshake;
 pub mod host;
 pub mod hw;
 pub mod post;
@@ -67,6 +68,9 @@ pub mod errno {
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+
+#[cfg(test)]
+mod virtio_tests;
 
 #[cfg(test)]
 mod tests {

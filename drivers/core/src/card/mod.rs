@@ -1,10 +1,14 @@
 //! The card driver logic (`mic_card.ko` in the original): finding the
 //! host's device page, publishing the card's doorbells, and reporting
-//! shutdown and panic to the host.
+//! shutdown and panic to the host; [`virtio`] is the card's virtio
+//! transport and [`vring`] the driver side of its rings.
 //!
 //! `mem` is the card's physical address space; the device page address comes
 //! from the host (SPAD14/15) and is untrusted: every access is bounds-checked
 //! by the [`Memory`] implementation and surfaces as [`CardError::Mem`].
+
+pub mod virtio;
+pub mod vring;
 
 use core::fmt;
 

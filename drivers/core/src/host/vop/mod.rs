@@ -30,6 +30,8 @@ use crate::abi::{
     mic_align, total_desc_size, vring_size,
 };
 use crate::errno;
+use crate::handshake::Until;
+pub use crate::handshake::{AckPoll, AckTiming, AckWait};
 use crate::host::doorbell::{card_db, send_intr};
 use crate::host::state::HostDevice;
 use crate::hw::{MemError, Memory, Mmio};
@@ -248,61 +250,6 @@ impl SlotTable {
     #[must_use]
     pub fn in_use(&self) -> usize {
         self.slots[..self.n].iter().filter(|s| s.used).count()
-    }
-}
-
-/// How long the host waits for the card's `guest_ack`: polls of
-/// `period_ms` for at most `budget_ms` (original: 100 × 100 ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckTiming {
-    /// Poll period.
-    pub period_ms: u64,
-    /// Total budget.
-    pub budget_ms: u64,
-}
-
-impl AckTiming {
-    /// The original driver's timing.
-    pub const ORIGINAL: AckTiming = AckTiming {
-        period_ms: 100,
-        budget_ms: 10_000,
-    };
-}
-
-/// What [`AckWait::poll`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckPoll {
-    /// Not yet: look again after this many milliseconds.
-    Wait {
-        /// Delay.
-        ms: u64,
-    },
-    /// The card acknowledged.
-    Acked,
-    /// The budget ran out (not an error for the caller: the original goes on).
-    TimedOut,
-}
-
-/// A bounded wait for the card's `guest_ack` of a config change or a
-/// removal, timed by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckWait {
-    ack: u64,
-    timing: AckTiming,
-}
-
-impl AckWait {
-    /// Looks at `guest_ack`, `elapsed_ms` after the request.
-    pub fn poll(&self, host: &impl Memory, elapsed_ms: u64) -> AckPoll {
-        if host.read_u8(self.ack).is_ok_and(|v| v != 0) {
-            AckPoll::Acked
-        } else if elapsed_ms >= self.timing.budget_ms {
-            AckPoll::TimedOut
-        } else {
-            AckPoll::Wait {
-                ms: self.timing.period_ms.min(self.timing.budget_ms - elapsed_ms),
-            }
-        }
     }
 }
 
@@ -724,10 +671,7 @@ impl VopDevice {
     }
 
     fn ack_wait(&self) -> AckWait {
-        AckWait {
-            ack: self.ctrl_addr(CTRL_GUEST_ACK),
-            timing: self.timing,
-        }
+        AckWait::new(self.ctrl_addr(CTRL_GUEST_ACK), Until::Set, self.timing)
     }
 
     /// Ends a config change: clears `config_change` and `guest_ack`.
