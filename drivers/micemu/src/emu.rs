@@ -29,7 +29,9 @@ use crate::hw::{Gddr, HostRam, RegFile, Side};
 /// device page (as if from the host's DMA allocator): card N gets its own
 /// page in a region above 16 GiB, so the SMPT translation is exercised.
 const HOST_RAM_BASE: u64 = 0x4_5a6f_0000;
-const HOST_RAM_LEN: usize = 4096;
+/// Host RAM per card: the device page, then room for the virtio rings of
+/// every device a device page can hold.
+pub(crate) const HOST_RAM_LEN: u64 = 4 << 20;
 
 /// Bootstrap's boot address (SPAD2 bits 31:12) after reset: 64 MiB.
 const BOOT_ADDR: u32 = 64 << 20;
@@ -75,7 +77,7 @@ impl Emulator {
                 let _ = sink.send(Msg::Hw(card, ev));
             });
             let gddr = Gddr::new(id, config.memory)?;
-            let host_ram = HostRam::new(HOST_RAM_BASE + u64::from(id) * 0x1000, HOST_RAM_LEN);
+            let host_ram = HostRam::new(id, HOST_RAM_BASE + u64::from(id) * HOST_RAM_LEN, HOST_RAM_LEN)?;
             // Power-on: the bootstrap has run and waits for a download.
             regs.set(regs::spad(regs::SPAD_DOWNLOAD_INFO), spad2_ready(id));
             regs.set(regs::POSTCODE, post::register_value(post::READY));

@@ -1,16 +1,17 @@
 //! The X100 hardware model: the MMIO register file with the side effects the
-//! driver relies on, the card's GDDR as a sealed sparse memfd, host RAM that
-//! the card reaches through the SMPT window.
+//! driver relies on, the card's GDDR as a sealed sparse memfd, host RAM (a
+//! memfd too) that the card reaches through the SMPT window.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use mic_core::host::vop::{HostAlloc, HostBuf};
 use mic_core::hw::{MemError, Memory, Mmio, in_bounds};
 use mic_core::regs;
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
+use vm_memory::volatile_memory::VolatileMemory as _;
+use vm_memory::{Bytes as _, FileOffset, MmapRegion};
 
 /// Something the hardware does that the rest of the emulator must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,32 +161,45 @@ impl Mmio for MmioView<'_> {
     }
 }
 
-/// The card's GDDR: a sparse memfd sealed at its size, so nothing can grow or
-/// shrink it behind the model's back. Accessed with pread/pwrite, which keeps
-/// the model free of `unsafe`.
-#[derive(Debug)]
-pub struct Gddr {
+/// A sealed memfd mapped shared into micemu: card GDDR, or the host RAM a
+/// card's host driver allocated. Both sides of the emulated link reach it
+/// through this one mapping (the card OS model and the host driver core
+/// run in this process); ring indices are accessed with single atomic
+/// 16-bit loads and stores, everything else with volatile copies, as
+/// memory another agent writes concurrently must be.
+pub struct SharedMem {
     file: File,
+    // INVARIANT: maps exactly `size` bytes of `file` shared read-write, and
+    // lives as long as the `SharedMem`; every access is bounds-checked
+    // against `size` before it reaches the mapping.
+    map: MmapRegion<()>,
     size: u64,
 }
 
-impl Gddr {
-    pub fn new(card: u32, size: u64) -> std::io::Result<Self> {
-        let name = format!("mic{card}-gddr");
-        let fd = memfd_create(name.as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+impl std::fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMem").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl SharedMem {
+    /// A zeroed sparse memfd named `name` of `size` bytes, sealed against
+    /// growing and shrinking (nothing can SIGBUS the mapping), mapped.
+    pub fn new(name: &str, size: u64) -> std::io::Result<Self> {
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         let file = File::from(fd);
         file.set_len(size)?;
         fcntl(
             &file,
             FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
         )?;
-        Ok(Self { file, size })
+        let len = usize::try_from(size).map_err(std::io::Error::other)?;
+        let map = MmapRegion::from_file(FileOffset::new(file.try_clone()?, 0), len)
+            .map_err(|e| std::io::Error::other(format!("mapping {name}: {e}")))?;
+        Ok(Self { file, map, size })
     }
 
-    /// What the bootstrap does to GDDR after a reset: it initialises the
-    /// whole memory (ECC needs every word written before use), so nothing
-    /// of the previous OS survives, its kernel log included. Modelled by
-    /// giving every page of the memfd back, which reads as zeros.
+    /// Gives every page back (reads as zeros from now on).
     pub fn scrub(&self) -> std::io::Result<()> {
         let len = i64::try_from(self.size).map_err(std::io::Error::other)?;
         fallocate(
@@ -196,51 +210,156 @@ impl Gddr {
         )?;
         Ok(())
     }
+
+    /// A new read-only file description of the memfd, for a client's
+    /// read-only mapping (`mmap` with `PROT_WRITE` on it fails: EACCES).
+    pub fn read_only_fd(&self) -> std::io::Result<File> {
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
+        File::open(path)
+    }
+
+    /// The address in this process of bytes `addr .. addr + len`, for the
+    /// kernel to copy to or from with `process_vm_readv/writev` (the one
+    /// copy COPY_DESC makes). `None` if the range is not inside.
+    #[must_use]
+    pub fn host_ptr(&self, addr: u64, len: usize) -> Option<*mut u8> {
+        if !in_bounds(addr, len as u64, self.size) {
+            return None;
+        }
+        let s = self.map.get_slice(addr as usize, len).ok()?;
+        Some(s.ptr_guard_mut().as_ptr())
+    }
+
+    fn slice(&self, addr: u64, len: usize) -> Result<vm_memory::VolatileSlice<'_, ()>, MemError> {
+        let err = MemError::OutOfBounds { addr, len: len as u64 };
+        if !in_bounds(addr, len as u64, self.size) {
+            return Err(err);
+        }
+        self.map.get_slice(addr as usize, len).map_err(|_| err)
+    }
 }
 
-impl Memory for Gddr {
+impl Memory for SharedMem {
     fn size(&self) -> u64 {
         self.size
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let len = buf.len() as u64;
-        if !in_bounds(addr, len, self.size) {
-            return Err(MemError::OutOfBounds { addr, len });
-        }
-        self.file
-            .read_exact_at(buf, addr)
-            .map_err(|_| MemError::OutOfBounds { addr, len })
+        let len = buf.len();
+        self.slice(addr, len)?
+            .read_slice(buf, 0)
+            .map_err(|_| MemError::OutOfBounds { addr, len: len as u64 })
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        let len = data.len() as u64;
-        if !in_bounds(addr, len, self.size) {
-            return Err(MemError::OutOfBounds { addr, len });
+        let len = data.len();
+        self.slice(addr, len)?
+            .write_slice(data, 0)
+            .map_err(|_| MemError::OutOfBounds { addr, len: len as u64 })
+    }
+
+    fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
+        if addr % 2 != 0 {
+            let mut b = [0u8; 2];
+            self.read(addr, &mut b)?;
+            return Ok(u16::from_le_bytes(b));
         }
-        self.file
-            .write_all_at(data, addr)
-            .map_err(|_| MemError::OutOfBounds { addr, len })
+        let v: u16 = self
+            .slice(addr, 2)?
+            .load(0, Ordering::Acquire)
+            .map_err(|_| MemError::OutOfBounds { addr, len: 2 })?;
+        Ok(u16::from_le(v))
+    }
+
+    fn write_u16(&self, addr: u64, v: u16) -> Result<(), MemError> {
+        if addr % 2 != 0 {
+            return self.write(addr, &v.to_le_bytes());
+        }
+        self.slice(addr, 2)?
+            .store(v.to_le(), 0, Ordering::Release)
+            .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
+    }
+
+    fn write_barrier(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    fn read_barrier(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 }
 
-/// A piece of host RAM the host driver allocated for the card (the device
-/// page). The host driver addresses it from 0 (its own pointer to the
-/// allocation); the card reaches it by its bus ("DMA") address through the
-/// SMPT.
+/// The card's GDDR: sparse, sealed at its size.
+#[derive(Debug)]
+pub struct Gddr(SharedMem);
+
+impl Gddr {
+    pub fn new(card: u32, size: u64) -> std::io::Result<Self> {
+        SharedMem::new(&format!("mic{card}-gddr"), size).map(Gddr)
+    }
+
+    /// What the bootstrap does to GDDR after a reset: it initialises the
+    /// whole memory (ECC needs every word written before use), so nothing
+    /// of the previous OS survives, its kernel log included.
+    pub fn scrub(&self) -> std::io::Result<()> {
+        self.0.scrub()
+    }
+
+    /// The mapping, for the one-copy data path.
+    #[must_use]
+    pub fn shared(&self) -> &SharedMem {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Gddr {
+    type Target = SharedMem;
+    fn deref(&self) -> &SharedMem {
+        &self.0
+    }
+}
+
+impl Memory for Gddr {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.read(addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.0.write(addr, data)
+    }
+    fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
+        self.0.read_u16(addr)
+    }
+    fn write_u16(&self, addr: u64, v: u16) -> Result<(), MemError> {
+        self.0.write_u16(addr, v)
+    }
+    fn write_barrier(&self) {
+        self.0.write_barrier();
+    }
+    fn read_barrier(&self) {
+        self.0.read_barrier();
+    }
+}
+
+/// The host RAM the host driver allocated for one card, as if from its DMA
+/// allocator: the device page at offset 0 and the virtio ring blocks after
+/// it. The host driver addresses it from 0; the card reaches it by its bus
+/// ("DMA") address through the SMPT. A memfd, so a client's read-only
+/// mapping of `dev/micN` shows the very bytes.
 #[derive(Debug)]
 pub struct HostRam {
     dma_base: u64,
-    bytes: Mutex<Vec<u8>>,
+    mem: SharedMem,
 }
 
 impl HostRam {
-    #[must_use]
-    pub fn new(dma_base: u64, len: usize) -> Self {
-        Self {
+    pub fn new(card: u32, dma_base: u64, len: u64) -> std::io::Result<Self> {
+        Ok(Self {
             dma_base,
-            bytes: Mutex::new(vec![0; len]),
-        }
+            mem: SharedMem::new(&format!("mic{card}-host-ram"), len)?,
+        })
     }
 
     /// Bus address of byte 0.
@@ -249,42 +368,104 @@ impl HostRam {
         self.dma_base
     }
 
-    fn range(&self, off: u64, len: usize) -> Result<std::ops::Range<usize>, MemError> {
-        let err = MemError::OutOfBounds {
-            addr: off,
-            len: len as u64,
-        };
-        let size = self.bytes.lock().map_or(0, |b| b.len()) as u64;
-        if !in_bounds(off, len as u64, size) {
-            return Err(err);
-        }
-        Ok(off as usize..off as usize + len)
+    /// The memfd and its mapping.
+    #[must_use]
+    pub fn shared(&self) -> &SharedMem {
+        &self.mem
     }
 }
 
 impl Memory for HostRam {
     fn size(&self) -> u64 {
-        self.bytes.lock().map_or(0, |b| b.len()) as u64
+        self.mem.size()
     }
-
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let r = self.range(addr, buf.len())?;
-        let bytes = self.bytes.lock().map_err(|_| MemError::OutOfBounds {
-            addr,
-            len: buf.len() as u64,
-        })?;
-        buf.copy_from_slice(&bytes[r]);
-        Ok(())
+        self.mem.read(addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.mem.write(addr, data)
+    }
+    fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
+        self.mem.read_u16(addr)
+    }
+    fn write_u16(&self, addr: u64, v: u16) -> Result<(), MemError> {
+        self.mem.write_u16(addr, v)
+    }
+    fn write_barrier(&self) {
+        self.mem.write_barrier();
+    }
+    fn read_barrier(&self) {
+        self.mem.read_barrier();
+    }
+}
+
+/// First-fit page allocator over a card's host RAM above the device page:
+/// what the host driver core's [`HostAlloc`] gets in micemu. Buffers come
+/// back zeroed.
+#[derive(Debug)]
+pub struct HostArena {
+    /// One flag per 4 KiB page after the device page.
+    used: Vec<bool>,
+}
+
+const ARENA_PAGE: usize = 4096;
+
+impl HostArena {
+    /// An arena over pages `1 ..` of a host RAM of `len` bytes.
+    #[must_use]
+    pub fn new(len: u64) -> Self {
+        Self {
+            used: vec![false; (len as usize / ARENA_PAGE).saturating_sub(1)],
+        }
     }
 
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        let r = self.range(addr, data.len())?;
-        let mut bytes = self.bytes.lock().map_err(|_| MemError::OutOfBounds {
-            addr,
-            len: data.len() as u64,
-        })?;
-        bytes[r].copy_from_slice(data);
-        Ok(())
+    /// Allocates zeroed pages for `len` bytes of `ram`.
+    pub fn alloc(&mut self, ram: &HostRam, len: usize) -> Option<HostBuf> {
+        let pages = len.div_ceil(ARENA_PAGE).max(1);
+        let start = (0..=self.used.len().checked_sub(pages)?)
+            .find(|&i| self.used[i..i + pages].iter().all(|u| !u))?;
+        let offset = ((start + 1) * ARENA_PAGE) as u64;
+        let zeros = [0u8; ARENA_PAGE];
+        for p in 0..pages {
+            ram.write(offset + (p * ARENA_PAGE) as u64, &zeros).ok()?;
+        }
+        self.used[start..start + pages].fill(true);
+        Some(HostBuf {
+            offset,
+            dma_addr: ram.dma_base() + offset,
+            len,
+        })
+    }
+
+    /// Frees a buffer from [`HostArena::alloc`].
+    pub fn free(&mut self, buf: HostBuf) {
+        let start = (buf.offset as usize / ARENA_PAGE).saturating_sub(1);
+        let pages = buf.len.div_ceil(ARENA_PAGE).max(1);
+        if let Some(s) = self.used.get_mut(start..start + pages) {
+            s.fill(false);
+        }
+    }
+
+    /// Pages in use.
+    #[must_use]
+    pub fn pages_used(&self) -> usize {
+        self.used.iter().filter(|u| **u).count()
+    }
+}
+
+/// [`HostArena`] bound to its RAM, as the driver core's allocator.
+#[derive(Debug)]
+pub struct ArenaAlloc<'a> {
+    pub arena: &'a mut HostArena,
+    pub ram: &'a HostRam,
+}
+
+impl HostAlloc for ArenaAlloc<'_> {
+    fn alloc(&mut self, len: usize) -> Option<HostBuf> {
+        self.arena.alloc(self.ram, len)
+    }
+    fn free(&mut self, buf: HostBuf) {
+        self.arena.free(buf);
     }
 }
 
@@ -404,7 +585,7 @@ mod tests {
     fn the_card_reaches_host_ram_only_through_the_smpt() {
         let (rf, _) = regfile();
         let gddr = Gddr::new(0, 1 << 20).unwrap();
-        let host = HostRam::new(0x4_5a6f_0000, 4096);
+        let host = HostRam::new(0, 0x4_5a6f_0000, 4096).unwrap();
         let phys = CardPhys {
             gddr: &gddr,
             host: &host,
