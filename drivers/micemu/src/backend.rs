@@ -103,7 +103,8 @@ fn show_debug(card: &Card, st: &CardState, file: DebugFile) -> String {
             out
         }
         DebugFile::Dp => dp_dump(card),
-        DebugFile::VdevInfo | DebugFile::LogBuf | DebugFile::SoftReset => String::new(),
+        DebugFile::VdevInfo => crate::dev::info(card, &st.vdevs),
+        DebugFile::LogBuf | DebugFile::SoftReset => String::new(),
     }
 }
 

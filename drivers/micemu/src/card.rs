@@ -3,15 +3,16 @@
 //! — the host driver instance the kernel would run, the card OS, and the
 //! bookkeeping of the reset in progress.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use mic_core::host::{HostDevice, ResetSeq};
 
 use crate::cardos::{CardHw, CardOs};
 use crate::config::PciId;
+use crate::dev::Vdev;
 use crate::fs::WriteDone;
-use crate::hw::{CardPhys, Gddr, HostRam, MmioView, RegFile, Side};
+use crate::hw::{CardPhys, Gddr, HostArena, HostRam, MmioView, RegFile, Side};
 
 /// The host-side sysfs attributes the driver only stores.
 #[derive(Debug, Default)]
@@ -47,10 +48,14 @@ pub struct CardState {
     pub(crate) fail_next_reset: bool,
     /// When the state last changed (for tools showing time in state).
     pub since: Instant,
+    /// The open files of `dev/micN` (virtio device slots).
+    pub(crate) vdevs: Vec<Arc<Vdev>>,
+    /// The host driver's DMA memory for ring blocks.
+    pub(crate) arena: HostArena,
 }
 
 impl CardState {
-    pub(crate) fn new(host: HostDevice, os: CardOs) -> Self {
+    pub(crate) fn new(host: HostDevice, os: CardOs, host_ram_len: u64) -> Self {
         Self {
             host,
             attrs: Attrs::default(),
@@ -59,6 +64,8 @@ impl CardState {
             epoch: 0,
             fail_next_reset: false,
             since: Instant::now(),
+            vdevs: Vec::new(),
+            arena: HostArena::new(host_ram_len),
         }
     }
 }

@@ -16,6 +16,22 @@ pub struct Timing {
     pub reset_budget: Duration,
     /// From the bootstrap interrupt to the card OS running init.
     pub boot: Duration,
+    /// The virtio handshakes' poll period (100 ms originally), both sides.
+    pub ack_poll: Duration,
+    /// The virtio handshakes' budget (10 s originally).
+    pub ack_budget: Duration,
+}
+
+impl Timing {
+    /// The virtio handshake timing in the driver core's terms.
+    #[must_use]
+    pub fn ack(&self) -> mic_core::handshake::AckTiming {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        mic_core::handshake::AckTiming {
+            period_ms: ms(self.ack_poll),
+            budget_ms: ms(self.ack_budget),
+        }
+    }
 }
 
 impl Timing {
@@ -26,6 +42,8 @@ impl Timing {
         reset_poll: Duration::from_secs(1),
         reset_budget: Duration::from_secs(45),
         boot: Duration::from_secs(6),
+        ack_poll: Duration::from_millis(100),
+        ack_budget: Duration::from_secs(10),
     };
 
     /// For tests and demos: the same sequence, a hundred times quicker.
@@ -35,6 +53,8 @@ impl Timing {
         reset_poll: Duration::from_millis(10),
         reset_budget: Duration::from_millis(450),
         boot: Duration::from_millis(250),
+        ack_poll: Duration::from_millis(1),
+        ack_budget: Duration::from_millis(100),
     };
 }
 

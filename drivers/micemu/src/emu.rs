@@ -84,7 +84,7 @@ impl Emulator {
             let mut host = HostDevice::probe(&regs.view(Side::Host), &host_ram, host_ram.dma_base())
                 .map_err(|e| std::io::Error::other(format!("mic{id}: probe failed: {e}")))?;
             host.set_reset_timing(reset_timing(config.timing));
-            let st = CardState::new(host, CardOs::new(id, config.log_buf_len));
+            let st = CardState::new(host, CardOs::new(id, config.log_buf_len), HOST_RAM_LEN);
             cards.push(Card::new(id, config.pci_of(id), regs, gddr, host_ram, st));
         }
         let emu = Arc::new(Emulator {
@@ -123,6 +123,8 @@ impl Emulator {
     fn begin_reset(&self, card: &Card, st: &mut CardState, force: bool, boot: Option<WriteDone>) {
         match st.host.begin_reset(&card.host_mmio(), &card.host_ram, force) {
             Ok(ResetStart::Started(seq)) => {
+                // mic_stop: every virtio device is reset with the card.
+                crate::dev::reset_all(card, &st.vdevs);
                 st.reset = Some(ResetProgress {
                     seq,
                     started: Instant::now(),

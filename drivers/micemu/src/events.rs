@@ -103,10 +103,15 @@ impl Emulator {
         }
     }
 
-    /// The host driver's interrupt handler: ack the causes, then the
-    /// shutdown doorbell's bottom half.
+    /// The host driver's interrupt handler: ack the causes, then each
+    /// doorbell's bottom half (shutdown, and the virtio devices on it; the
+    /// first virtio devices share doorbell 0 with shutdown).
     fn host_interrupt(&self, card: &Card, st: &mut CardState) {
         let causes = mic_core::host::ack_interrupt(&card.host_mmio());
+        let dbs = mic_core::host::doorbell::doorbells_in(causes);
+        for db in (0..mic_core::host::doorbell::HOST_DOORBELLS).filter(|d| dbs & (1 << d) != 0) {
+            crate::dev::doorbell(card, &st.vdevs, db);
+        }
         if causes & (1 << st.host.c2h_shutdown_db()) != 0 {
             // A status byte outside the enum is the card's garbage:
             // ignored, as the original ignores unknown values.

@@ -178,7 +178,9 @@ pub struct SharedMem {
 
 impl std::fmt::Debug for SharedMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedMem").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("SharedMem")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,7 +233,10 @@ impl SharedMem {
     }
 
     fn slice(&self, addr: u64, len: usize) -> Result<vm_memory::VolatileSlice<'_, ()>, MemError> {
-        let err = MemError::OutOfBounds { addr, len: len as u64 };
+        let err = MemError::OutOfBounds {
+            addr,
+            len: len as u64,
+        };
         if !in_bounds(addr, len as u64, self.size) {
             return Err(err);
         }
@@ -248,14 +253,20 @@ impl Memory for SharedMem {
         let len = buf.len();
         self.slice(addr, len)?
             .read_slice(buf, 0)
-            .map_err(|_| MemError::OutOfBounds { addr, len: len as u64 })
+            .map_err(|_| MemError::OutOfBounds {
+                addr,
+                len: len as u64,
+            })
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         let len = data.len();
         self.slice(addr, len)?
             .write_slice(data, 0)
-            .map_err(|_| MemError::OutOfBounds { addr, len: len as u64 })
+            .map_err(|_| MemError::OutOfBounds {
+                addr,
+                len: len as u64,
+            })
     }
 
     fn read_u16(&self, addr: u64) -> Result<u16, MemError> {

@@ -69,6 +69,12 @@ impl Instance {
         &self.running.emu
     }
 
+    /// The emulator, shared (for in-process `dev/micN` files).
+    #[must_use]
+    pub fn emulator_arc(&self) -> &Arc<Emulator> {
+        &self.running.emu
+    }
+
     /// Injects a fault into card `id` (as `micemu inject` does).
     pub fn inject(&self, id: u32, fault: &Fault) -> Result<(), InjectError> {
         self.running.emu.inject(id, fault)

@@ -8,6 +8,7 @@
 //! * [`events`] — the event loop that owns time and interrupts;
 //! * [`backend`] — what the sysfs/debugfs files show and store;
 //! * [`fs`] — the FUSE filesystem that serves them;
+//! * [`dev`] — `dev/micN`: the virtio character device, and its socket;
 //! * [`firmware`] — the firmware loader and the default card OS images;
 //! * [`faults`] — fault injection, and [`control`], its socket;
 //! * [`instance`] — a whole fleet served under a root (also for tests);
@@ -19,6 +20,7 @@ pub mod cardos;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dev;
 pub mod emu;
 pub mod events;
 pub mod faults;

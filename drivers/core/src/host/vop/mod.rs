@@ -400,10 +400,20 @@ impl VopDevice {
         self.vrings.iter().flatten()
     }
 
-    /// poll's error condition: nothing added, or removed.
-    #[must_use]
-    pub fn poll_error(&self) -> bool {
-        self.state != VopState::Added
+    /// poll's error condition: nothing added, removed by the host, or
+    /// removed by the card (it wrote `type = -1`, as its shutdown does).
+    pub fn poll_error(&self, host: &impl Memory) -> bool {
+        self.state != VopState::Added || self.card_removed(host)
+    }
+
+    /// Whether the card marked the device removed (`type = -1`): the one
+    /// card-written header field the host looks at, and it can only end
+    /// this device.
+    pub fn card_removed(&self, host: &impl Memory) -> bool {
+        self.state == VopState::Added
+            && host
+                .read_u8(self.desc_addr(DESC_TYPE))
+                .is_ok_and(|t| t as i8 == DESC_TYPE_REMOVED)
     }
 
     fn ctrl_addr(&self, field: usize) -> u64 {
@@ -587,8 +597,9 @@ impl VopDevice {
         }
     }
 
-    fn check_open(&self) -> Result<(), VopError> {
+    fn check_open(&self, host: &impl Memory) -> Result<(), VopError> {
         match self.state {
+            VopState::Added if self.card_removed(host) => Err(VopError::Removed),
             VopState::Added => Ok(()),
             VopState::Empty => Err(VopError::NotAdded),
             VopState::Removed => Err(VopError::Removed),
@@ -607,7 +618,7 @@ impl VopDevice {
         user: &mut impl UserBuffers,
         update_used: bool,
     ) -> Result<Copied, VopError> {
-        self.check_open()?;
+        self.check_open(host)?;
         let status = self.desc_addr(DESC_STATUS);
         let h2c = self.ctrl_addr(CTRL_H2C_VDEV_DB);
         let ring = self
@@ -630,7 +641,7 @@ impl VopDevice {
 
     /// Whether vring `vr_idx` has chains the host has not consumed.
     pub fn pending(&self, host: &impl Memory, vr_idx: u8) -> Result<bool, VopError> {
-        self.check_open()?;
+        self.check_open(host)?;
         let ring = self
             .vrings
             .get(usize::from(vr_idx))
@@ -651,7 +662,7 @@ impl VopDevice {
         host: &impl Memory,
         config: &[u8],
     ) -> Result<AckWait, VopError> {
-        self.check_open()?;
+        self.check_open(host)?;
         let config = config
             .get(..usize::from(self.desc.config_len))
             .ok_or(VopError::ShortArgument)?;

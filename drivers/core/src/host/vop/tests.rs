@@ -397,6 +397,24 @@ fn removed_slots_are_reused_only_when_the_block_fits_exactly() {
 }
 
 #[test]
+fn a_card_that_removed_the_device_ends_it() {
+    let (rig, mut v) = started();
+    assert!(!v.poll_error(&rig.host));
+    // The card's shutdown removes its devices: type = -1.
+    rig.host.write_u8(16, DESC_TYPE_REMOVED as u8).unwrap();
+    assert!(v.poll_error(&rig.host));
+    let mut u = UserVec::new(&rig.card, 4);
+    assert_eq!(
+        rig.copy(&mut v, 0, &mut u, true).unwrap_err().errno(),
+        errno::ENODEV
+    );
+    assert_eq!(
+        v.config_change(&rig.mmio, &rig.host, &[0; 12]).unwrap_err(),
+        VopError::Removed
+    );
+}
+
+#[test]
 fn a_card_scribbling_types_cannot_make_the_host_overwrite_a_device() {
     let mut rig = Rig::new();
     let a = rig.add(&console()).unwrap();
@@ -441,8 +459,8 @@ fn copy_desc_errno_before_and_after_the_device_exists() {
         rig.copy(&mut v, 0, &mut u, true).unwrap_err().errno(),
         errno::ENODEV
     );
-    assert!(v.poll_error());
-    assert!(empty.poll_error());
+    assert!(v.poll_error(&rig.host));
+    assert!(empty.poll_error(&rig.host));
 }
 
 #[test]
