@@ -11,6 +11,8 @@
 //! - [`lifecycle`]: boot, shutdown, reset and the waits between them, as
 //!   operators mean them ([`Card::stop`], [`Card::reset_and_wait`]).
 //! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
+//! - [`vdev`]: a card's `dev/micN` (virtio devices), the real character
+//!   device or micemu's socket behind one API.
 
 pub mod attrs;
 pub mod card;
@@ -20,6 +22,7 @@ pub mod klog;
 pub mod lifecycle;
 pub mod root;
 pub mod sysmap;
+pub mod vdev;
 pub mod wait;
 
 pub use attrs::{Attr, DebugFile};

@@ -108,6 +108,17 @@ impl Emulator {
         self.cards.get(id as usize)
     }
 
+    /// Card `id`'s hardware as the card sees it (its registers, and its
+    /// physical space: GDDR and host RAM through the SMPT), for tests and
+    /// benchmarks that play the card's driver themselves.
+    #[must_use]
+    pub fn card_hw(
+        &self,
+        id: u32,
+    ) -> Option<crate::cardos::CardHw<crate::hw::MmioView<'_>, crate::hw::CardPhys<'_>>> {
+        self.card(id).map(|c| c.card_hw(self.config.memory))
+    }
+
     pub(crate) fn timing(&self) -> Timing {
         self.config.timing
     }

@@ -20,6 +20,7 @@ use crate::fs::{self, Mount, PollHub};
 pub struct Instance {
     root: PathBuf,
     control: control::Server,
+    dev: Option<crate::dev::server::Server>,
     pidfile: PathBuf,
     // Field order is drop order: unmount before the emulator stops.
     mount: Option<Mount>,
@@ -43,11 +44,13 @@ impl Instance {
         let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
         let control = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
             .context("starting the control socket")?;
+        let dev = crate::dev::server::serve(&root, &running.emu).context("serving dev/micN")?;
         let pidfile = root.join("run/micemu.pid");
         std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
         Ok(Instance {
             root,
             control,
+            dev: Some(dev),
             pidfile,
             mount: Some(mount),
             running,
@@ -91,6 +94,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        drop(self.dev.take());
         drop(self.mount.take());
         self.control.stop();
         let _ = std::fs::remove_file(&self.pidfile);

@@ -32,7 +32,7 @@ macro_rules! le_int {
     )*};
 }
 
-le_int!(u8, i8, u16, u32, u64);
+le_int!(u8, i8, u16, u32, i32, u64);
 
 impl<const N: usize> LeField for [u8; N] {
     fn get(b: &[u8], off: usize) -> Self {

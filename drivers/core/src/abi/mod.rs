@@ -12,6 +12,7 @@
 //! [`virtio`] holds the virtio layouts the devices use (split ring, net,
 //! block, console), declared the same way.
 
+pub mod emu_dev;
 pub mod layout;
 pub mod virtio;
 

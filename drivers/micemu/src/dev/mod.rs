@@ -13,7 +13,7 @@
 //! always card first. COPY_DESC takes only the device's, so data moves
 //! while the card OS runs. Handshake waits hold no lock.
 
-// pub mod server;
+pub mod server;
 
 use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

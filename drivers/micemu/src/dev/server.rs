@@ -1,0 +1,626 @@
+//! `DIR/dev/micN` as `SOCK_SEQPACKET` Unix sockets: every connection is one
+//! open file ([`super::VdevFile`]), its messages are the ioctls
+//! ([`mic_core::abi::emu_dev`] has the wire format), readability is poll's
+//! wake-up, and closing the connection removes the device.
+//!
+//! One listener thread serves every card's socket; each connection gets a
+//! thread of its own, so one slow or hostile client holds up nothing but
+//! itself. COPY_DESC moves the bytes with one copy: `process_vm_readv` and
+//! `process_vm_writev` between the GDDR mapping and the client's iovecs,
+//! or inside the messages when the client's memory cannot be reached.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use mic_core::abi::emu_dev::{
+    CopyReply, HELLO_FORCE_INLINE, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE,
+    MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROT_WRITE,
+    PROTO_VERSION, Piece, ReqHeader,
+};
+use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
+use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, Backlog, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, bind, getsockopt, listen,
+    send, sendmsg, socket, sockopt,
+};
+
+use super::{VdevFile, Waker};
+use crate::emu::Emulator;
+use crate::fs::Errno;
+use crate::hw::SharedMem;
+
+/// Path of card `id`'s device under a root.
+#[must_use]
+pub fn dev_path(root: &Path, id: u32) -> PathBuf {
+    root.join(format!("dev/mic{id}"))
+}
+
+/// The served sockets; dropping it stops the listener (connections end
+/// with their clients or when the emulator goes).
+#[derive(Debug)]
+pub struct Server {
+    paths: Vec<PathBuf>,
+    stop: Arc<AtomicBool>,
+    wake: OwnedFd,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = nix::unistd::write(&self.wake, &[1]);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Binds `DIR/dev/micN` for every card (replacing stale socket files) and
+/// serves them.
+pub fn serve(root: &Path, emu: &Arc<Emulator>) -> std::io::Result<Server> {
+    std::fs::create_dir_all(root.join("dev"))?;
+    let mut listeners = Vec::new();
+    let mut paths = Vec::new();
+    for id in 0..emu.config.cards {
+        let path = dev_path(root, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+        listen(&fd, Backlog::new(64).map_err(std::io::Error::from)?)?;
+        listeners.push((id, fd));
+        paths.push(path);
+    }
+    let (wake_r, wake_w) = nix::unistd::pipe()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let emu = Arc::clone(emu);
+    let thread = thread::Builder::new()
+        .name("micemu-dev".into())
+        .spawn(move || accept_loop(&emu, &listeners, &wake_r, &stopping))?;
+    Ok(Server {
+        paths,
+        stop,
+        wake: wake_w,
+        thread: Some(thread),
+    })
+}
+
+fn accept_loop(emu: &Arc<Emulator>, listeners: &[(u32, OwnedFd)], wake: &OwnedFd, stop: &AtomicBool) {
+    loop {
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .map(|(i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let Some((id, fd)) = listeners.get(i) else {
+                continue;
+            };
+            let Ok(raw) = nix::sys::socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) else {
+                continue;
+            };
+            // SAFETY: accept4 just returned this descriptor; nothing else
+            // owns it.
+            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+            let emu = Arc::clone(emu);
+            let id = *id;
+            let _ = thread::Builder::new()
+                .name(format!("mic{id}-vdev"))
+                .spawn(move || serve_conn(&emu, id, conn));
+        }
+    }
+}
+
+/// poll's wake-up over the socket: at most one `MSG_WAKE` outstanding
+/// until the client acknowledges it; wake-ups in between are remembered.
+#[derive(Debug)]
+struct SocketWaker {
+    fd: Arc<OwnedFd>,
+    /// (a wake is outstanding, another came meanwhile)
+    state: Mutex<(bool, bool)>,
+    gone: AtomicBool,
+}
+
+impl SocketWaker {
+    fn send_kind(&self, kind: u32) {
+        let h = MsgHeader { kind, result: 0 };
+        // Never blocks: the event loop calls this. With at most one wake
+        // outstanding the socket cannot fill with them.
+        let _ = send(
+            self.fd.as_raw_fd(),
+            &h.to_bytes(),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+
+    fn ack(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.0 = false;
+        if s.1 {
+            s.1 = false;
+            s.0 = true;
+            self.send_kind(MSG_WAKE);
+        }
+    }
+}
+
+impl Waker for Arc<SocketWaker> {
+    fn wake(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.0 {
+            s.1 = true;
+        } else {
+            s.0 = true;
+            self.send_kind(MSG_WAKE);
+        }
+    }
+    fn gone(&self) {
+        if !self.gone.swap(true, Ordering::SeqCst) {
+            self.send_kind(MSG_GONE);
+        }
+    }
+}
+
+struct Conn {
+    fd: Arc<OwnedFd>,
+    waker: Arc<SocketWaker>,
+    file: VdevFile,
+    pid: i32,
+    mode: u32,
+    /// Reused across requests: no allocation per COPY_DESC.
+    ops: Vec<Op>,
+    out: Vec<u8>,
+}
+
+fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: OwnedFd) {
+    let pid = getsockopt(&fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
+    let fd = Arc::new(fd);
+    let waker = Arc::new(SocketWaker {
+        fd: Arc::clone(&fd),
+        state: Mutex::new((false, false)),
+        gone: AtomicBool::new(false),
+    });
+    let Ok(file) = VdevFile::open(emu, id, Box::new(Arc::clone(&waker))) else {
+        return;
+    };
+    let mut conn = Conn {
+        fd,
+        waker,
+        file,
+        pid,
+        mode: MODE_INLINE,
+        ops: Vec::new(),
+        out: Vec::new(),
+    };
+    let mut buf = vec![0u8; MAX_MSG];
+    loop {
+        let n = match recv_msg(conn.fd.as_raw_fd(), &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(Truncated) => {
+                conn.reply_err(libc::EINVAL);
+                continue;
+            }
+        };
+        let msg = &buf[..n];
+        let Some(h) = ReqHeader::from_slice(msg) else {
+            conn.reply_err(libc::EINVAL);
+            continue;
+        };
+        let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
+        let payload = payload.get(..h.len as usize).unwrap_or(payload);
+        conn.handle(h.op, payload);
+    }
+    // close(2): the removal handshake, bounded.
+    conn.file.close();
+}
+
+struct Truncated;
+
+/// One message; `None` at end of file.
+fn recv_msg(fd: RawFd, buf: &mut [u8]) -> Result<Option<usize>, Truncated> {
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match nix::sys::socket::recvmsg::<()>(fd, &mut iov, None, MsgFlags::empty()) {
+            Ok(m) if m.flags.contains(MsgFlags::MSG_TRUNC) => return Err(Truncated),
+            Ok(m) if m.bytes == 0 => return Ok(None),
+            Ok(m) => return Ok(Some(m.bytes)),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+impl Conn {
+    fn reply(&self, result: i32, parts: &[&[u8]], fd: Option<RawFd>) {
+        let h = MsgHeader {
+            kind: MSG_REPLY,
+            result,
+        }
+        .to_bytes();
+        let mut iov = vec![IoSlice::new(&h)];
+        iov.extend(parts.iter().map(|p| IoSlice::new(p)));
+        let fds;
+        let cmsg: &[ControlMessage<'_>] = match fd {
+            Some(f) => {
+                fds = [f];
+                &[ControlMessage::ScmRights(&fds)]
+            }
+            None => &[],
+        };
+        let _ = sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None);
+    }
+
+    fn reply_err(&self, errno: Errno) {
+        self.reply(-errno, &[], None);
+    }
+
+    fn done(&self, r: Result<(), Errno>) {
+        match r {
+            Ok(()) => self.reply(0, &[], None),
+            Err(e) => self.reply_err(e),
+        }
+    }
+
+    fn handle(&mut self, op: u32, payload: &[u8]) {
+        match op {
+            OP_HELLO => self.hello(payload),
+            OP_ACK_WAKE => self.waker.ack(),
+            OP_MMAP => self.mmap(payload),
+            MIC_VIRTIO_ADD_DEVICE => {
+                let r = self.file.add_device(payload);
+                self.done(r);
+            }
+            MIC_VIRTIO_CONFIG_CHANGE => {
+                let r = self.file.config_change(payload);
+                self.done(r);
+            }
+            MIC_VIRTIO_COPY_DESC => self.copy_desc(payload),
+            // Any other ioctl: -ENOIOCTLCMD, which user space sees as ENOTTY.
+            _ => self.reply_err(libc::ENOTTY),
+        }
+    }
+
+    fn hello(&mut self, payload: &[u8]) {
+        let Some(h) = Hello::from_slice(payload) else {
+            return self.reply_err(libc::EINVAL);
+        };
+        if h.version != PROTO_VERSION {
+            return self.reply_err(libc::EPROTO);
+        }
+        let mut byte = [0u8; 1];
+        let inline = h.flags & HELLO_FORCE_INLINE != 0;
+        self.mode = if !inline && self.pid > 0 && remote_read(self.pid, h.probe, &mut byte) {
+            MODE_DIRECT
+        } else {
+            MODE_INLINE
+        };
+        let r = HelloReply {
+            version: PROTO_VERSION,
+            mode: self.mode,
+        };
+        self.reply(0, &[&r.to_bytes()], None);
+    }
+
+    fn mmap(&self, payload: &[u8]) {
+        let Some(m) = MmapReq::from_slice(payload) else {
+            return self.reply_err(libc::EINVAL);
+        };
+        match self.file.mmap(m.offset, m.len, m.prot & PROT_WRITE != 0) {
+            Ok(plan) => {
+                let pieces: Vec<u8> = plan
+                    .pieces
+                    .iter()
+                    .flat_map(|&(map_off, file_off, len)| {
+                        Piece {
+                            map_off,
+                            file_off,
+                            len: len as u64,
+                        }
+                        .to_bytes()
+                    })
+                    .collect();
+                self.reply(0, &[&pieces], Some(plan.fd.as_raw_fd()));
+            }
+            Err(e) => self.reply_err(e),
+        }
+    }
+
+    fn copy_desc(&mut self, payload: &[u8]) {
+        let Some(mut cd) = MicCopyDesc::from_slice(payload) else {
+            return self.reply_err(libc::EFAULT);
+        };
+        if cd.iovcnt > MAX_IOVECS {
+            return self.reply_err(libc::EINVAL);
+        }
+        let iov_end = MicCopyDesc::SIZE + cd.iovcnt as usize * Iovec::SIZE;
+        let Some(raw) = payload.get(MicCopyDesc::SIZE..iov_end) else {
+            return self.reply_err(libc::EFAULT);
+        };
+        let iovs: Vec<Iovec> = raw
+            .chunks_exact(Iovec::SIZE)
+            .filter_map(Iovec::from_slice)
+            .collect();
+        let Some(total) = iovs.iter().try_fold(0u64, |a, v| a.checked_add(v.len)) else {
+            return self.reply_err(libc::EINVAL);
+        };
+        self.ops.clear();
+        let gddr = &self.file.card().gddr;
+        let result = if self.mode == MODE_DIRECT {
+            let mut user = RemoteBuffers {
+                pid: self.pid,
+                iovs: &iovs,
+                total,
+                ops: &mut self.ops,
+                gddr,
+            };
+            self.file
+                .copy_desc(cd.vr_idx, &mut user, cd.update_used != 0)
+                .map(|c| (c, 0))
+        } else {
+            let data = &payload[iov_end..];
+            if total > MAX_INLINE as u64 || data.len() as u64 != total {
+                return self.reply_err(libc::EINVAL);
+            }
+            self.out.clear();
+            let mut user = InlineBuffers {
+                data,
+                out: &mut self.out,
+                gddr,
+            };
+            let r = self.file.copy_desc(cd.vr_idx, &mut user, cd.update_used != 0);
+            r.map(|c| (c, self.out.len()))
+        };
+        match result {
+            Ok((copied, to_user)) => {
+                cd.out_len = copied.out_len;
+                let tail = CopyReply {
+                    to_user: to_user as u32,
+                    flags: 0,
+                };
+                let out: &[u8] = if self.mode == MODE_DIRECT { &[] } else { &self.out };
+                self.reply(0, &[&cd.to_bytes(), &tail.to_bytes(), out], None);
+            }
+            Err(e) => self.reply_err(e),
+        }
+    }
+}
+
+/// One deferred copy of a direct-mode COPY_DESC.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    to_user: bool,
+    off: u64,
+    card_addr: u64,
+    len: u32,
+}
+
+/// The client's iovecs in its own address space, reached with
+/// `process_vm_readv/writev` when the walker's plan is complete.
+struct RemoteBuffers<'a> {
+    pid: i32,
+    iovs: &'a [Iovec],
+    total: u64,
+    ops: &'a mut Vec<Op>,
+    gddr: &'a SharedMem,
+}
+
+impl UserBuffers for RemoteBuffers<'_> {
+    fn capacity(&self) -> u64 {
+        self.total
+    }
+    fn card_to_user(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        self.ops.push(Op {
+            to_user: true,
+            off,
+            card_addr,
+            len,
+        });
+        Ok(())
+    }
+    fn user_to_card(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        self.ops.push(Op {
+            to_user: false,
+            off,
+            card_addr,
+            len,
+        });
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), CopyFault> {
+        for dir in [true, false] {
+            let mut local = Vec::new();
+            let mut remote = Vec::new();
+            let mut expect = 0usize;
+            for op in self.ops.iter().filter(|o| o.to_user == dir) {
+                let ptr = self
+                    .gddr
+                    .host_ptr(op.card_addr, op.len as usize)
+                    .ok_or(CopyFault)?;
+                local.push(libc::iovec {
+                    iov_base: ptr.cast(),
+                    iov_len: op.len as usize,
+                });
+                split_user(self.iovs, op.off, u64::from(op.len), &mut remote)?;
+                expect += op.len as usize;
+            }
+            if expect > 0 && vm_copy(self.pid, dir, &local, &remote) != expect {
+                return Err(CopyFault);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The part of the client's iovecs covering `off .. off + len` of their
+/// concatenation, appended to `out`.
+fn split_user(
+    iovs: &[Iovec],
+    mut off: u64,
+    mut len: u64,
+    out: &mut Vec<libc::iovec>,
+) -> Result<(), CopyFault> {
+    for v in iovs {
+        if len == 0 {
+            break;
+        }
+        if off >= v.len {
+            off -= v.len;
+            continue;
+        }
+        let n = (v.len - off).min(len);
+        out.push(libc::iovec {
+            iov_base: (v.base.checked_add(off).ok_or(CopyFault)?) as usize as *mut libc::c_void,
+            iov_len: n as usize,
+        });
+        len -= n;
+        off = 0;
+    }
+    if len == 0 { Ok(()) } else { Err(CopyFault) }
+}
+
+/// Moves bytes between our mapping (`local`) and the client (`remote`):
+/// into the client when `to_user`. Returns the bytes moved (short or 0 on
+/// any fault), in as many calls as the kernel's iovec limit needs.
+fn vm_copy(pid: i32, to_user: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
+    const IOV_MAX: usize = 1024;
+    let want: usize = local.iter().map(|v| v.iov_len).sum();
+    if local.len() <= IOV_MAX && remote.len() <= IOV_MAX {
+        return vm_call(pid, to_user, local, remote);
+    }
+    // Rare: more pieces than one call takes. Go piece by piece on the
+    // local side, splitting the remote list to match.
+    let mut done = 0;
+    let mut r = 0;
+    let mut r_off = 0;
+    for l in local {
+        let mut need = l.iov_len;
+        let mut part = Vec::new();
+        while need > 0 && r < remote.len() {
+            let avail = remote[r].iov_len - r_off;
+            let n = avail.min(need);
+            part.push(libc::iovec {
+                iov_base: (remote[r].iov_base as usize + r_off) as *mut libc::c_void,
+                iov_len: n,
+            });
+            need -= n;
+            r_off += n;
+            if r_off == remote[r].iov_len {
+                r += 1;
+                r_off = 0;
+            }
+        }
+        let moved = vm_call(pid, to_user, std::slice::from_ref(l), &part);
+        done += moved;
+        if moved != l.iov_len {
+            break;
+        }
+    }
+    done.min(want)
+}
+
+fn vm_call(pid: i32, to_user: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
+    // SAFETY: every local iovec points into the card's GDDR mapping, which
+    // `SharedMem::host_ptr` bounds-checked and which outlives the call; the
+    // remote iovecs are addresses in another process, which the kernel
+    // checks (a bad one fails with EFAULT, it cannot touch our memory). The
+    // counts are the slices' lengths.
+    let n = unsafe {
+        if to_user {
+            libc::process_vm_writev(
+                pid,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        } else {
+            libc::process_vm_readv(
+                pid,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        }
+    };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Whether one byte at `addr` of process `pid` can be read (direct mode).
+fn remote_read(pid: i32, addr: u64, byte: &mut [u8; 1]) -> bool {
+    let local = [libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }];
+    let remote = [libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: 1,
+    }];
+    // SAFETY: the local iovec is our 1-byte buffer, alive for the call; the
+    // remote one is checked by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, local.as_ptr(), 1, remote.as_ptr(), 1, 0) };
+    n == 1
+}
+
+/// Inline mode: the caller's bytes came with the request; what goes to the
+/// caller goes back in the reply.
+struct InlineBuffers<'a> {
+    data: &'a [u8],
+    out: &'a mut Vec<u8>,
+    gddr: &'a SharedMem,
+}
+
+impl UserBuffers for InlineBuffers<'_> {
+    fn capacity(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn card_to_user(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        let end = off as usize + len as usize;
+        if self.out.len() < end {
+            self.out.resize(end, 0);
+        }
+        mic_core::hw::Memory::read(self.gddr, card_addr, &mut self.out[off as usize..end])
+            .map_err(|_| CopyFault)
+    }
+    fn user_to_card(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        let src = self
+            .data
+            .get(off as usize..off as usize + len as usize)
+            .ok_or(CopyFault)?;
+        mic_core::hw::Memory::write(self.gddr, card_addr, src).map_err(|_| CopyFault)
+    }
+}

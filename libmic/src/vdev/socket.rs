@@ -1,0 +1,364 @@
+//! `dev/micN` served by micemu: a `SOCK_SEQPACKET` socket, one connection
+//! per open file, the ioctls as messages (`mic_core::abi::emu_dev`).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mic_core::abi::emu_dev::{
+    CopyReply, HELLO_FORCE_INLINE, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE,
+    MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROTO_VERSION, Piece, ReqHeader,
+};
+use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect, recvmsg, sendmsg,
+    socket,
+};
+
+use super::map::Mapping;
+use super::{Transport, VdevError, Wake, meaning, poll_ms};
+
+/// A byte whose address the server reads to learn whether it can reach
+/// our memory (direct mode).
+static PROBE: u8 = 0x5a;
+
+#[derive(Debug)]
+pub(super) struct SockFile {
+    fd: OwnedFd,
+    path: PathBuf,
+    card: u32,
+    direct: bool,
+    /// A wake (or the end) seen while waiting for a reply.
+    wake: bool,
+    gone: bool,
+    buf: Vec<u8>,
+}
+
+/// A reply: its result and payload (in `SockFile::buf`), and a passed fd.
+struct Reply {
+    result: i32,
+    len: usize,
+    fd: Option<OwnedFd>,
+}
+
+impl SockFile {
+    pub(super) fn connect(path: &Path, card: u32, force_inline: bool) -> Result<Self, VdevError> {
+        let io = |op: &'static str| {
+            move |e: nix::errno::Errno| VdevError::Io {
+                path: path.to_path_buf(),
+                op,
+                source: e.into(),
+            }
+        };
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(io("socket"))?;
+        connect(fd.as_raw_fd(), &UnixAddr::new(path).map_err(io("connect"))?).map_err(io("connect"))?;
+        // Let the emulator copy into our buffers under Yama ptrace scope 1.
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            libc::prctl(libc::PR_SET_PTRACER, libc::PR_SET_PTRACER_ANY, 0, 0, 0);
+        }
+        let mut me = Self {
+            fd,
+            path: path.to_path_buf(),
+            card,
+            direct: false,
+            wake: false,
+            gone: false,
+            buf: vec![0; MAX_MSG],
+        };
+        let hello = Hello {
+            version: PROTO_VERSION,
+            flags: if force_inline { HELLO_FORCE_INLINE } else { 0 },
+            probe: std::ptr::addr_of!(PROBE) as u64,
+        };
+        let r = me.call("HELLO", OP_HELLO, &[&hello.to_bytes()])?;
+        if r.result < 0 {
+            // EPROTO: another version. Ask nothing more of it.
+            return Err(VdevError::Protocol {
+                path: me.path,
+                theirs: 0,
+                ours: PROTO_VERSION,
+            });
+        }
+        let hr = HelloReply::from_slice(&me.buf[..r.len]).ok_or_else(|| me.bad("HELLO"))?;
+        if hr.version != PROTO_VERSION {
+            return Err(VdevError::Protocol {
+                path: me.path,
+                theirs: hr.version,
+                ours: PROTO_VERSION,
+            });
+        }
+        me.direct = hr.mode == MODE_DIRECT;
+        Ok(me)
+    }
+
+    pub(super) fn transport(&self) -> Transport {
+        if self.direct {
+            Transport::SocketDirect
+        } else {
+            Transport::SocketInline
+        }
+    }
+
+    fn bad(&self, op: &'static str) -> VdevError {
+        VdevError::BadReply {
+            path: self.path.clone(),
+            op,
+        }
+    }
+
+    fn io_err(&self, op: &'static str, e: nix::errno::Errno) -> VdevError {
+        VdevError::Io {
+            path: self.path.clone(),
+            op,
+            source: e.into(),
+        }
+    }
+
+    fn driver(&self, op: &'static str, result: i32) -> VdevError {
+        VdevError::Driver {
+            card: self.card,
+            op,
+            errno: -result,
+            meaning: meaning(op, -result),
+        }
+    }
+
+    fn send(&self, what: &'static str, op: u32, parts: &[&[u8]]) -> Result<(), VdevError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let h = ReqHeader { op, len: len as u32 }.to_bytes();
+        let mut iov = vec![IoSlice::new(&h)];
+        iov.extend(parts.iter().map(|p| IoSlice::new(p)));
+        loop {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(self.io_err(what, e)),
+            }
+        }
+    }
+
+    /// Receives one message into `buf`: its header, payload length and fd.
+    fn recv(&mut self, what: &'static str) -> Result<(MsgHeader, usize, Option<OwnedFd>), VdevError> {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let n = m.bytes;
+                    let mut fd = None;
+                    for c in m.cmsgs().map_err(|e| VdevError::Io {
+                        path: self.path.clone(),
+                        op: what,
+                        source: e.into(),
+                    })? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: the kernel just installed this
+                                // descriptor in our table for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    if n == 0 {
+                        self.gone = true;
+                        return Err(self.io_err(what, nix::errno::Errno::ECONNRESET));
+                    }
+                    let h = MsgHeader::from_slice(&self.buf[..n]).ok_or_else(|| self.bad(what))?;
+                    self.buf.copy_within(MsgHeader::SIZE..n, 0);
+                    return Ok((h, n - MsgHeader::SIZE, fd));
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(self.io_err(what, e)),
+            }
+        }
+    }
+
+    /// Notes a wake (acknowledging it) or the end.
+    fn note(&mut self, kind: u32) -> Result<(), VdevError> {
+        match kind {
+            MSG_WAKE => {
+                self.wake = true;
+                self.send("ACK", OP_ACK_WAKE, &[])
+            }
+            MSG_GONE => {
+                self.gone = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One request and its reply; wakes arriving meanwhile are kept.
+    fn call(&mut self, what: &'static str, op: u32, parts: &[&[u8]]) -> Result<Reply, VdevError> {
+        self.send(what, op, parts)?;
+        loop {
+            let (h, len, fd) = self.recv(what)?;
+            if h.kind == MSG_REPLY {
+                return Ok(Reply {
+                    result: h.result,
+                    len,
+                    fd,
+                });
+            }
+            self.note(h.kind)?;
+        }
+    }
+
+    fn simple(&mut self, what: &'static str, op: u32, arg: &[u8]) -> Result<(), VdevError> {
+        let r = self.call(what, op, &[arg])?;
+        if r.result < 0 {
+            return Err(self.driver(what, r.result));
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_device(&mut self, block: &[u8]) -> Result<(), VdevError> {
+        self.simple("ADD_DEVICE", MIC_VIRTIO_ADD_DEVICE, block)
+    }
+
+    pub(super) fn config_change(&mut self, config: &[u8]) -> Result<(), VdevError> {
+        self.simple("CONFIG_CHANGE", MIC_VIRTIO_CONFIG_CHANGE, config)
+    }
+
+    pub(super) fn copy_desc(
+        &mut self,
+        vr_idx: u8,
+        bufs: &mut [IoSliceMut<'_>],
+        update_used: bool,
+    ) -> Result<u32, VdevError> {
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: bufs.len() as u32,
+            vr_idx,
+            update_used: u8::from(update_used),
+            out_len: 0,
+        };
+        let iovs: Vec<u8> = bufs
+            .iter()
+            .flat_map(|b| {
+                Iovec {
+                    base: b.as_ptr() as u64,
+                    len: b.len() as u64,
+                }
+                .to_bytes()
+            })
+            .collect();
+        let inline: Vec<u8>;
+        let mut parts: Vec<&[u8]> = vec![&[]; 0];
+        let cdb = cd.to_bytes();
+        parts.push(&cdb);
+        parts.push(&iovs);
+        if !self.direct {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            if total > MAX_INLINE {
+                return Err(VdevError::TooLarge {
+                    card: self.card,
+                    len: total,
+                    max: MAX_INLINE,
+                });
+            }
+            inline = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            parts.push(&inline);
+        }
+        let r = self.call("COPY_DESC", MIC_VIRTIO_COPY_DESC, &parts)?;
+        if r.result < 0 {
+            return Err(self.driver("COPY_DESC", r.result));
+        }
+        let out = MicCopyDesc::from_slice(&self.buf[..r.len]).ok_or_else(|| self.bad("COPY_DESC"))?;
+        let tail = CopyReply::from_slice(self.buf.get(MicCopyDesc::SIZE..r.len).unwrap_or(&[]))
+            .ok_or_else(|| self.bad("COPY_DESC"))?;
+        if !self.direct {
+            // Scatter what came from the card over the caller's buffers.
+            let start = MicCopyDesc::SIZE + CopyReply::SIZE;
+            let data = self
+                .buf
+                .get(start..start + tail.to_user as usize)
+                .ok_or_else(|| self.bad("COPY_DESC"))?;
+            let mut off = 0;
+            for b in bufs.iter_mut() {
+                if off == data.len() {
+                    break;
+                }
+                let n = b.len().min(data.len() - off);
+                b[..n].copy_from_slice(&data[off..off + n]);
+                off += n;
+            }
+        }
+        Ok(out.out_len)
+    }
+
+    pub(super) fn map(&mut self, len: usize) -> Result<Mapping, VdevError> {
+        let req = MmapReq {
+            offset: 0,
+            len: len as u64,
+            prot: libc::PROT_READ as u32,
+        };
+        let r = self.call("mmap", OP_MMAP, &[&req.to_bytes()])?;
+        if r.result < 0 {
+            return Err(self.driver("mmap", r.result));
+        }
+        let fd = r.fd.ok_or_else(|| self.bad("mmap"))?;
+        let pieces: Vec<(u64, u64, u64)> = self.buf[..r.len]
+            .chunks_exact(Piece::SIZE)
+            .filter_map(Piece::from_slice)
+            .map(|p| (p.map_off, p.file_off, p.len))
+            .collect();
+        Mapping::pieces(fd.as_fd(), &pieces, len).map_err(|e| VdevError::Io {
+            path: self.path.clone(),
+            op: "mmap",
+            source: e,
+        })
+    }
+
+    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> Result<Wake, VdevError> {
+        loop {
+            if std::mem::take(&mut self.wake) {
+                return Ok(Wake::Doorbell);
+            }
+            if self.gone {
+                return Ok(Wake::Gone);
+            }
+            let mut pfd = [libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // TIMEOUT: the caller's.
+            // SAFETY: one pollfd of a descriptor we own, for the call.
+            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, poll_ms(timeout)) };
+            if n < 0 {
+                let e = nix::errno::Errno::last();
+                if e == nix::errno::Errno::EINTR {
+                    continue;
+                }
+                return Err(self.io_err("poll", e));
+            }
+            if n == 0 {
+                return Ok(Wake::TimedOut);
+            }
+            match self.recv("poll") {
+                Ok((h, _, _)) => self.note(h.kind)?,
+                Err(_) if self.gone => return Ok(Wake::Gone),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
