@@ -1,0 +1,300 @@
+//! Virtio over PCIe figures beside their baselines, from one run
+//! (`cargo bench -p micemu --bench vop`; needs /dev/fuse and root).
+//! Prints figures; asserts nothing about time.
+//!
+//! 1. The host ring walker alone (mic-core's COPY_DESC over in-memory fakes):
+//!    1500-byte chains per second, fetched, validated, copied and completed.
+//!    Goal: ≥ 1 M/s.
+//! 2. COPY_DESC throughput through micemu's dev/micN with libmic's client,
+//!    64 KiB chains card → caller and caller → card, against plain memcpy of
+//!    the same bytes (64 KiB chunks over the same 256 MiB working set, out of
+//!    cache) in the same run. Goal: ≥ 50 % of memcpy. The time counted is
+//!    the client's COPY_DESC calls; the card refills the ring between batches.
+//!
+//! The card side is played by this process with the driver core's card
+//! half on the emulated card's own hardware view, keeping the ring full.
+
+use std::io::IoSliceMut;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use libmic::MicRoot;
+use libmic::vdev::{DeviceBlock, VirtioFile};
+use mic_core::abi::virtio::{VringDesc, id, status};
+use mic_core::abi::{BP_H2C_CONFIG_DB, CTRL_USED_ADDRESS_UPDATED, DESC_STATUS, VQ_USED_ADDRESS};
+use mic_core::card::CardDevice;
+use mic_core::card::virtio::CardVdev;
+use mic_core::card::vring::Buf;
+use mic_core::devpage::walk_mem;
+use mic_core::fake::{FakeMem, FakeMmio};
+use mic_core::handshake::{AckPoll, AckTiming};
+use mic_core::host::HostDevice;
+use mic_core::host::vop::{CopyFault, HostAlloc, HostBuf, UserBuffers, VopDevice};
+use mic_core::hw::Memory;
+use micemu::{Config, Instance, Timing};
+
+const CHUNK: usize = 64 << 10;
+const WORKING_SET: u64 = 256 << 20;
+const RUN: Duration = Duration::from_secs(2);
+
+fn main() -> Result<()> {
+    println!("virtio over PCIe benchmarks\n");
+    walker_alone();
+    println!();
+    copy_desc_throughput()
+}
+
+// ---------------------------------------------------------------------------
+// 1. The walker alone
+// ---------------------------------------------------------------------------
+
+struct Bump(u64);
+
+impl HostAlloc for Bump {
+    fn alloc(&mut self, len: usize) -> Option<HostBuf> {
+        let offset = 0x1000 + self.0;
+        self.0 += len as u64;
+        Some(HostBuf {
+            offset,
+            dma_addr: 0x1_0000_0000 + offset,
+            len,
+        })
+    }
+    fn free(&mut self, _: HostBuf) {}
+}
+
+struct Sink<'a> {
+    buf: &'a mut [u8],
+    card: &'a FakeMem,
+}
+
+impl UserBuffers for Sink<'_> {
+    fn capacity(&self) -> u64 {
+        self.buf.len() as u64
+    }
+    fn card_to_user(&mut self, off: u64, addr: u64, len: u32) -> Result<(), CopyFault> {
+        let o = off as usize;
+        self.card
+            .read(addr, &mut self.buf[o..o + len as usize])
+            .map_err(|_| CopyFault)
+    }
+    fn user_to_card(&mut self, _: u64, _: u64, _: u32) -> Result<(), CopyFault> {
+        Ok(())
+    }
+}
+
+fn walker_alone() {
+    let mmio = FakeMmio::new();
+    let host = FakeMem::new(64 << 10);
+    let card = FakeMem::new(1 << 20);
+    let mut dev = HostDevice::probe(&mmio, &host, 0x1_0000_0000).unwrap();
+    host.write_u8(BP_H2C_CONFIG_DB as u64, 5).unwrap();
+    let block = DeviceBlock {
+        ty: id::CONSOLE,
+        vrings: vec![128, 128],
+        host_features: 0,
+        config: vec![0; 12],
+    }
+    .to_bytes();
+    let mut v = VopDevice::new();
+    v.add(&mut dev, &mmio, &host, &mut Bump(0), &block).unwrap();
+    // The card's side, by hand: used rings in card memory, DRIVER_OK.
+    let page = |f: usize| (v.slot() + f) as u64;
+    host.write_u64(page(v.desc().vq_offset(1) + VQ_USED_ADDRESS), 0x8_0000)
+        .unwrap();
+    host.write_u64(page(v.desc().vq_offset(0) + VQ_USED_ADDRESS), 0x9_0000)
+        .unwrap();
+    host.write_u8(page(v.desc().ctrl_offset() + CTRL_USED_ADDRESS_UPDATED), 1)
+        .unwrap();
+    host.write_u8(page(DESC_STATUS), status::DRIVER_OK).unwrap();
+    assert!(v.handle_doorbell(&host, &card).unwrap().activated);
+    let ring = v.mmap_layout().nth(2).unwrap().1;
+    let avail = ring + 16 * 128;
+    let d = VringDesc {
+        addr: 0x1000,
+        len: 1500,
+        flags: 0,
+        next: 0,
+    };
+    host.write(ring, &d.to_bytes()).unwrap();
+    let mut buf = vec![0u8; 1500];
+    let mut idx = 0u16;
+    let mut chains = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        for _ in 0..1000 {
+            host.write_u16(avail + 4 + 2 * u64::from(idx & 127), 0).unwrap();
+            idx = idx.wrapping_add(1);
+            host.write_u16(avail + 2, idx).unwrap();
+            let mut s = Sink {
+                buf: &mut buf,
+                card: &card,
+            };
+            let c = v.copy_desc(&mmio, &host, &card, 1, &mut s, true).unwrap();
+            assert_eq!(c.out_len, 1500);
+            chains += 1;
+        }
+    }
+    let rate = chains as f64 / start.elapsed().as_secs_f64();
+    println!("ring walker alone, 1500-byte chains (fetch, validate, copy, complete):");
+    println!(
+        "  {:.2} M chains/s   goal ≥ 1.00 M/s   {}",
+        rate / 1e6,
+        if rate >= 1e6 { "(met)" } else { "(NOT met)" }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. COPY_DESC through micemu
+// ---------------------------------------------------------------------------
+
+const TIMING: AckTiming = AckTiming {
+    period_ms: 1,
+    budget_ms: 5_000,
+};
+
+fn card_up(inst: &Instance) -> CardVdev {
+    let hw = inst.emulator().card_hw(0).unwrap();
+    let dev = CardDevice::init(&hw.mmio, &hw.phys).unwrap();
+    let loc = walk_mem(&hw.phys, dev.dp()).next().unwrap().unwrap();
+    let mut dbs = mic_core::card::CardDoorbells::new();
+    let mut v = CardVdev::probe(&hw.phys, dev.dp(), &loc, &mut dbs).unwrap();
+    v.set_status(&hw.mmio, &hw.phys, status::ACKNOWLEDGE | status::DRIVER)
+        .unwrap();
+    let wait = v
+        .find_vqs(&hw.mmio, &hw.phys, &[0x2000_0000, 0x2000_1000], TIMING)
+        .unwrap();
+    let t = Instant::now();
+    while wait.poll(&hw.phys, t.elapsed().as_millis() as u64) != AckPoll::Acked {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "host never took the used rings"
+        );
+        std::thread::yield_now();
+    }
+    v.set_status(
+        &hw.mmio,
+        &hw.phys,
+        status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK,
+    )
+    .unwrap();
+    v
+}
+
+/// Bytes per second the client moved on vring `vr` (readable 64 KiB
+/// chains on vr 1, writable on vr 0). The card side runs in the same
+/// thread between batches: refill the ring, let the client drain it, reap.
+fn through_micemu(inst: &Instance, f: &mut VirtioFile, v: &mut CardVdev, vr: u8) -> f64 {
+    through_micemu_sized(inst, f, v, vr, CHUNK).0
+}
+
+/// As [`through_micemu`] with chains of `chunk` bytes: (bytes/s, calls/s).
+fn through_micemu_sized(
+    inst: &Instance,
+    f: &mut VirtioFile,
+    v: &mut CardVdev,
+    vr: u8,
+    chunk: usize,
+) -> (f64, f64) {
+    let hw = inst.emulator().card_hw(0).unwrap();
+    let base = 0x3000_0000u64;
+    let slots = WORKING_SET / CHUNK as u64;
+    let q = v.queue(vr).unwrap();
+    let mut buf = vec![0x5au8; chunk];
+    let mut calls = 0u64;
+    let mut next = 0u64;
+    let mut moved = 0u64;
+    let mut busy = Duration::ZERO;
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        while q.num_free() > 0 {
+            let b = Buf {
+                addr: base + (next % slots) * CHUNK as u64,
+                len: chunk as u32,
+                write: vr == 0,
+            };
+            q.add(&hw.phys, &[b], next as u32).unwrap();
+            next += 1;
+        }
+        let t = Instant::now();
+        loop {
+            let n = f.copy_desc(vr, &mut [IoSliceMut::new(&mut buf)], true).unwrap();
+            calls += 1;
+            if n == 0 {
+                break;
+            }
+            moved += u64::from(n);
+        }
+        busy += t.elapsed();
+        while q.pop_used(&hw.phys).unwrap().is_some() {}
+    }
+    let secs = busy.as_secs_f64();
+    (moved as f64 / secs, calls as f64 / secs)
+}
+
+/// memcpy of 64 KiB chunks out of the working set into one buffer.
+fn memcpy_rate() -> f64 {
+    let src = vec![0x11u8; WORKING_SET as usize];
+    let mut dst = vec![0u8; CHUNK];
+    let slots = src.len() / CHUNK;
+    let mut bytes = 0u64;
+    let mut i = 0;
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        for _ in 0..256 {
+            let at = (i % slots) * CHUNK;
+            dst.copy_from_slice(&src[at..at + CHUNK]);
+            std::hint::black_box(&dst);
+            i += 1;
+            bytes += CHUNK as u64;
+        }
+    }
+    bytes as f64 / start.elapsed().as_secs_f64()
+}
+
+fn copy_desc_throughput() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let inst = Instance::start(
+        dir.path(),
+        Config {
+            cards: 1,
+            memory: 2 << 30,
+            timing: Timing::FAST,
+            ..Config::default()
+        },
+    )
+    .context("starting micemu (needs /dev/fuse and root)")?;
+    let root = MicRoot::new(dir.path());
+    let mut f = VirtioFile::open(&root, 0)?;
+    f.add_device(&DeviceBlock {
+        ty: id::CONSOLE,
+        vrings: vec![128, 128],
+        host_features: 0,
+        config: vec![0; 12],
+    })?;
+    let mut v = card_up(&inst);
+    let gb = |r: f64| r / 1e9;
+    let base = memcpy_rate();
+    let out = through_micemu(&inst, &mut f, &mut v, 1);
+    let inn = through_micemu(&inst, &mut f, &mut v, 0);
+    println!(
+        "COPY_DESC through micemu's dev/micN ({:?}), 64 KiB chains:",
+        f.transport()
+    );
+    println!("  memcpy baseline        {:6.2} GB/s", gb(base));
+    for (what, r) in [("card → caller", out), ("caller → card", inn)] {
+        let pct = 100.0 * r / base;
+        println!(
+            "  {what}          {:6.2} GB/s   {pct:5.1} % of memcpy   goal ≥ 50 %   {}",
+            gb(r),
+            if pct >= 50.0 { "(met)" } else { "(NOT met)" }
+        );
+    }
+    let (_, calls) = through_micemu_sized(&inst, &mut f, &mut v, 1, 1);
+    println!(
+        "  1-byte chains: {:.1} µs per COPY_DESC (the socket round trip)",
+        1e6 / calls
+    );
+    drop(f);
+    inst.stop()
+}
