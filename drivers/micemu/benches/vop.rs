@@ -13,6 +13,7 @@
 //!
 //! The card side is played by this process with the driver core's card
 //! half on the emulated card's own hardware view, keeping the ring full.
+#![allow(clippy::cast_precision_loss, clippy::many_single_char_names)]
 
 use std::io::IoSliceMut;
 use std::time::{Duration, Instant};
