@@ -232,6 +232,13 @@ impl SharedMem {
         Some(s.ptr_guard_mut().as_ptr())
     }
 
+    /// The bytes `addr .. addr + len` for a volatile copy to or from another
+    /// mapping, if they are inside.
+    #[must_use]
+    pub fn volatile(&self, addr: u64, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
+        self.slice(addr, len).ok()
+    }
+
     fn slice(&self, addr: u64, len: usize) -> Result<vm_memory::VolatileSlice<'_, ()>, MemError> {
         let err = MemError::OutOfBounds {
             addr,

@@ -12,6 +12,7 @@
 
 mod chardev;
 mod map;
+mod shm;
 mod socket;
 
 use std::io::IoSliceMut;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use mic_core::abi::{MicDeviceDesc, MicVqconfig, desc_size};
 
 pub use map::RingMap;
+pub use shm::IoBuf;
 
 use crate::root::MicRoot;
 
@@ -273,6 +275,17 @@ impl VirtioFile {
         }
     }
 
+    /// A buffer of `len` bytes for [`VirtioFile::copy_desc`]. On micemu it
+    /// comes from the arena shared with the emulator (its copies are then a
+    /// plain memcpy), as long as the arena has room; otherwise, and on the
+    /// real device, from the heap. Allocate the backend's buffers once.
+    pub fn alloc_buf(&mut self, len: usize) -> IoBuf {
+        match &mut self.inner {
+            Inner::Char(_) => IoBuf::heap(len),
+            Inner::Socket(s) => s.alloc(len),
+        }
+    }
+
     /// MIC_VIRTIO_CONFIG_CHANGE: returns once the card acknowledged or the
     /// driver's bounded wait ended.
     pub fn config_change(&mut self, config: &[u8]) -> Result<(), VdevError> {
@@ -310,6 +323,12 @@ impl VirtioFile {
             Wake::TimedOut => Ok(None),
             w => Ok(Some(w)),
         }
+    }
+}
+
+impl std::os::fd::AsRawFd for VirtioFile {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mic_core::abi::emu_dev::{
-    CopyReply, HELLO_FORCE_INLINE, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE,
-    MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROTO_VERSION, Piece, ReqHeader,
+    CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT,
+    MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROTO_VERSION, Piece,
+    ReqHeader,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use nix::sys::socket::{
@@ -17,6 +18,7 @@ use nix::sys::socket::{
 };
 
 use super::map::Mapping;
+use super::shm::{self, IoBuf, Shm};
 use super::{Transport, VdevError, Wake, meaning, poll_ms};
 
 /// A byte whose address the server reads to learn whether it can reach
@@ -33,6 +35,8 @@ pub(super) struct SockFile {
     wake: bool,
     gone: bool,
     buf: Vec<u8>,
+    /// The COPY_DESC fast path, once the emulator took it.
+    shm: Option<Shm>,
 }
 
 /// A reply: its result and payload (in `SockFile::buf`), and a passed fd.
@@ -72,13 +76,27 @@ impl SockFile {
             wake: false,
             gone: false,
             buf: vec![0; MAX_MSG],
+            shm: None,
         };
+        // The fast path is an optimisation: without a memfd it is skipped.
+        let shm = Shm::new(shm::DEFAULT_LEN).ok();
+        let mut flags = if force_inline { HELLO_FORCE_INLINE } else { 0 };
+        if shm.is_some() {
+            flags |= HELLO_SHM;
+        }
         let hello = Hello {
             version: PROTO_VERSION,
-            flags: if force_inline { HELLO_FORCE_INLINE } else { 0 },
+            flags,
             probe: std::ptr::addr_of!(PROBE) as u64,
+            shm_base: shm.as_ref().map_or(0, |s| s.region().base()),
+            shm_len: shm.as_ref().map_or(0, |s| s.region().len() as u64),
         };
-        let r = me.call("HELLO", OP_HELLO, &[&hello.to_bytes()])?;
+        let fds: Vec<std::os::fd::RawFd> = shm
+            .as_ref()
+            .map(|s| s.fds().iter().map(AsRawFd::as_raw_fd).collect())
+            .unwrap_or_default();
+        me.send_fds("HELLO", OP_HELLO, &[&hello.to_bytes()], &fds)?;
+        let r = me.reply("HELLO")?;
         if r.result < 0 {
             // EPROTO: another version. Ask nothing more of it.
             return Err(VdevError::Protocol {
@@ -96,7 +114,17 @@ impl SockFile {
             });
         }
         me.direct = hr.mode == MODE_DIRECT;
+        me.shm = shm;
         Ok(me)
+    }
+
+    /// A buffer for COPY_DESC: in the shared arena while it has room (one
+    /// plain copy), else on the heap.
+    pub(super) fn alloc(&mut self, len: usize) -> IoBuf {
+        self.shm
+            .as_mut()
+            .and_then(|s| s.alloc(len))
+            .unwrap_or_else(|| IoBuf::heap(len))
     }
 
     pub(super) fn transport(&self) -> Transport {
@@ -132,12 +160,24 @@ impl SockFile {
     }
 
     fn send(&self, what: &'static str, op: u32, parts: &[&[u8]]) -> Result<(), VdevError> {
+        self.send_fds(what, op, parts, &[])
+    }
+
+    fn send_fds(
+        &self,
+        what: &'static str,
+        op: u32,
+        parts: &[&[u8]],
+        fds: &[std::os::fd::RawFd],
+    ) -> Result<(), VdevError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let h = ReqHeader { op, len: len as u32 }.to_bytes();
         let mut iov = vec![IoSlice::new(&h)];
         iov.extend(parts.iter().map(|p| IoSlice::new(p)));
+        let rights = [nix::sys::socket::ControlMessage::ScmRights(fds)];
+        let cmsg: &[nix::sys::socket::ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
         loop {
-            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(self.io_err(what, e)),
@@ -205,6 +245,10 @@ impl SockFile {
     /// One request and its reply; wakes arriving meanwhile are kept.
     fn call(&mut self, what: &'static str, op: u32, parts: &[&[u8]]) -> Result<Reply, VdevError> {
         self.send(what, op, parts)?;
+        self.reply(what)
+    }
+
+    fn reply(&mut self, what: &'static str) -> Result<Reply, VdevError> {
         loop {
             let (h, len, fd) = self.recv(what)?;
             if h.kind == MSG_REPLY {
@@ -274,6 +318,13 @@ impl SockFile {
             inline = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             parts.push(&inline);
         }
+        let fast = self
+            .shm
+            .as_ref()
+            .is_some_and(|s| self.direct || bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
+        if fast {
+            return self.copy_desc_fast(&cdb, &iovs);
+        }
         let r = self.call("COPY_DESC", MIC_VIRTIO_COPY_DESC, &parts)?;
         if r.result < 0 {
             return Err(self.driver("COPY_DESC", r.result));
@@ -298,6 +349,37 @@ impl SockFile {
                 off += n;
             }
         }
+        Ok(out.out_len)
+    }
+
+    /// COPY_DESC through the shared slot (the bytes go straight to and from
+    /// the caller's buffers: arena or process_vm).
+    fn copy_desc_fast(&mut self, cd: &[u8], iovs: &[u8]) -> Result<u32, VdevError> {
+        let Some(mut shm) = self.shm.take() else {
+            return Err(self.bad("COPY_DESC"));
+        };
+        let h = ReqHeader {
+            op: MIC_VIRTIO_COPY_DESC,
+            len: (cd.len() + iovs.len()) as u32,
+        }
+        .to_bytes();
+        let mut reply = [0u8; MsgHeader::SIZE + MicCopyDesc::SIZE];
+        let sock = self.fd.try_clone().map_err(|e| VdevError::Io {
+            path: self.path.clone(),
+            op: "COPY_DESC",
+            source: e,
+        })?;
+        let res = shm.call(&[&h, cd, iovs], &mut reply, sock.as_fd(), || {
+            let (m, _, _) = self.recv("COPY_DESC")?;
+            self.note(m.kind)
+        });
+        self.shm = Some(shm);
+        res?;
+        let head = MsgHeader::from_slice(&reply).ok_or_else(|| self.bad("COPY_DESC"))?;
+        if head.result < 0 {
+            return Err(self.driver("COPY_DESC", head.result));
+        }
+        let out = MicCopyDesc::from_slice(&reply[MsgHeader::SIZE..]).ok_or_else(|| self.bad("COPY_DESC"))?;
         Ok(out.out_len)
     }
 

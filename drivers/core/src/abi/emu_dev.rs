@@ -27,6 +27,18 @@
 //! between card memory and the client's iovecs (the one copy the kernel's
 //! `copy_to_user` makes); when it cannot reach the client's memory (HELLO
 //! tells), inline mode carries the bytes in the messages instead.
+//!
+//! The fast path. With [`HELLO_SHM`] the HELLO carries three descriptors:
+//! a memfd the client mapped (the shared region: control words, a request
+//! and a response slot, then an arena of I/O buffers) and two eventfds
+//! (kick the server, kick the client). COPY_DESC then goes through the
+//! slots instead of the socket: the client writes the request and bumps
+//! [`SHM_REQ_SEQ`]; the server, spinning briefly after each request and
+//! sleeping on its eventfd otherwise ([`SHM_SERVER_SLEEPING`] says which),
+//! answers in the response slot and sets [`SHM_RESP_SEQ`]; the client spins
+//! briefly, then sleeps on its own eventfd. iovecs inside the arena are
+//! copied with one plain memcpy between the two mappings. The socket still
+//! carries everything else, wake-ups included.
 
 use super::layout::abi_struct;
 
@@ -52,14 +64,39 @@ pub const MODE_DIRECT: u32 = 1;
 /// Copies travel inside the messages.
 pub const MODE_INLINE: u32 = 2;
 
-/// Largest message either side sends.
-pub const MAX_MSG: usize = 256 << 10;
+/// Largest message either side sends (below a Unix socket's default send
+/// buffer, so one message always fits).
+pub const MAX_MSG: usize = 160 << 10;
 /// Largest caller buffer total of one inline COPY_DESC (leaves room for
 /// the headers and iovecs in [`MAX_MSG`]).
-pub const MAX_INLINE: usize = 192 << 10;
+pub const MAX_INLINE: usize = 128 << 10;
 
 /// [`Hello::flags`]: use inline mode even if direct would work.
 pub const HELLO_FORCE_INLINE: u32 = 1;
+/// [`Hello::flags`]: the message carries the shared region and its two
+/// eventfds (in that order).
+pub const HELLO_SHM: u32 = 2;
+
+/// Shared region: the client's request counter (u32).
+pub const SHM_REQ_SEQ: usize = 0;
+/// Shared region: the server's answered-request counter (u32).
+pub const SHM_RESP_SEQ: usize = 64;
+/// Shared region: 1 while the server sleeps on its eventfd (u32).
+pub const SHM_SERVER_SLEEPING: usize = 128;
+/// Shared region: 1 while the client sleeps on its eventfd (u32).
+pub const SHM_CLIENT_SLEEPING: usize = 192;
+/// Shared region: the request slot (a [`ReqHeader`] and its payload).
+pub const SHM_REQ: usize = 4096;
+/// Bytes of the request slot.
+pub const SHM_REQ_MAX: usize = 32 << 10;
+/// Shared region: the response slot (a [`MsgHeader`] and its payload).
+pub const SHM_RESP: usize = SHM_REQ + SHM_REQ_MAX;
+/// Bytes of the response slot.
+pub const SHM_RESP_MAX: usize = 4096;
+/// Shared region: where the arena of I/O buffers starts.
+pub const SHM_ARENA: usize = 64 << 10;
+/// Largest shared region a server accepts.
+pub const SHM_MAX: u64 = 1 << 30;
 
 /// `PROT_WRITE` in [`MmapReq::prot`].
 pub const PROT_WRITE: u32 = 2;
@@ -86,14 +123,18 @@ abi_struct! {
 
 abi_struct! {
     /// `OP_HELLO` payload.
-    pub struct Hello: size 16, repr(C, align(8)) {
+    pub struct Hello: size 32, repr(C, align(8)) {
         /// The client's [`PROTO_VERSION`].
         version: u32 => HELLO_VERSION = 0,
-        /// [`HELLO_FORCE_INLINE`] or 0.
+        /// `HELLO_*` bits.
         flags: u32 => HELLO_FLAGS = 4,
         /// Address of one readable byte in the client, for the server to
         /// try `process_vm_readv` on.
         probe: u64 => HELLO_PROBE = 8,
+        /// With [`HELLO_SHM`]: the client's address of the shared region.
+        shm_base: u64 => HELLO_SHM_BASE = 16,
+        /// With [`HELLO_SHM`]: its length.
+        shm_len: u64 => HELLO_SHM_LEN = 24,
     }
 }
 

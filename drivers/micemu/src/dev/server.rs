@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use mic_core::abi::emu_dev::{
-    CopyReply, HELLO_FORCE_INLINE, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE,
-    MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROT_WRITE,
-    PROTO_VERSION, Piece, ReqHeader,
+    CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT,
+    MODE_INLINE, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP,
+    PROT_WRITE, PROTO_VERSION, Piece, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ,
+    SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -192,15 +194,77 @@ impl Waker for Arc<SocketWaker> {
     }
 }
 
+/// The client's shared region and its two eventfds (the fast path).
+struct Shm {
+    map: vm_memory::MmapRegion<()>,
+    /// The client's address of byte 0.
+    client_base: u64,
+    len: u64,
+    kick_server: OwnedFd,
+    kick_client: OwnedFd,
+    /// The last request answered.
+    seq: u32,
+}
+
+/// How long the server keeps looking for the next fast request after one,
+/// before it sleeps on its eventfd.
+const SERVER_SPIN: Duration = Duration::from_micros(50);
+
+/// Of that, pure spinning; then the server yields between looks.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
+impl Shm {
+    fn slice(&self, off: usize, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
+        use vm_memory::volatile_memory::VolatileMemory as _;
+        self.map.get_slice(off, len).ok()
+    }
+
+    fn load(&self, off: usize, order: Ordering) -> u32 {
+        use vm_memory::Bytes as _;
+        self.slice(off, 4)
+            .and_then(|s| s.load::<u32>(0, order).ok())
+            .unwrap_or(0)
+    }
+
+    fn store(&self, off: usize, v: u32, order: Ordering) {
+        use vm_memory::Bytes as _;
+        if let Some(s) = self.slice(off, 4) {
+            let _ = s.store(v, 0, order);
+        }
+    }
+
+    /// The arena slice behind client addresses `addr .. addr + len`, if the
+    /// range lies inside the arena.
+    fn arena(&self, addr: u64, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
+        let off = addr.checked_sub(self.client_base)?;
+        if off < SHM_ARENA as u64 || !mic_core::hw::in_bounds(off, len as u64, self.len) {
+            return None;
+        }
+        self.slice(off as usize, len)
+    }
+}
+
+fn kick(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut b = [0u8; 8];
+    let _ = nix::unistd::read(fd, &mut b);
+}
+
 struct Conn {
     fd: Arc<OwnedFd>,
     waker: Arc<SocketWaker>,
     file: VdevFile,
     pid: i32,
     mode: u32,
+    shm: Option<Shm>,
     /// Reused across requests: no allocation per COPY_DESC.
     ops: Vec<Op>,
     out: Vec<u8>,
+    iovs: Vec<Iovec>,
+    req: Vec<u8>,
 }
 
 fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: OwnedFd) {
@@ -220,11 +284,52 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: OwnedFd) {
         file,
         pid,
         mode: MODE_INLINE,
+        shm: None,
         ops: Vec::new(),
         out: Vec::new(),
+        iovs: Vec::new(),
+        req: Vec::new(),
     };
     let mut buf = vec![0u8; MAX_MSG];
+    let mut spin_until: Option<Instant> = None;
     loop {
+        if conn.serve_fast() {
+            spin_until = Some(Instant::now() + SERVER_SPIN);
+            continue;
+        }
+        if let Some(t) = spin_until.filter(|&t| Instant::now() < t) {
+            // Spin briefly, then yield between looks: the client may be
+            // waiting for this very core.
+            if t.saturating_duration_since(Instant::now()) > SERVER_SPIN.saturating_sub(PURE_SPIN) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            // A socket request (a wake ack, a config change) is served
+            // between spins too.
+            if !socket_readable(conn.fd.as_raw_fd(), 0) {
+                continue;
+            }
+        } else if let Some(shm) = &conn.shm {
+            spin_until = None;
+            // Sleep: say so, look once more, then wait for either side.
+            shm.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
+            if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
+                shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+                continue;
+            }
+            let mut fds = [
+                PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(shm.kick_server.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, PollTimeout::NONE);
+            let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
+            shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            drain(&shm.kick_server);
+            if !sock {
+                continue;
+            }
+        }
         let n = match recv_msg(conn.fd.as_raw_fd(), &mut buf) {
             Ok(Some(n)) => n,
             Ok(None) => break,
@@ -233,29 +338,56 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: OwnedFd) {
                 continue;
             }
         };
-        let msg = &buf[..n];
+        let (msg, fds) = (&buf[..n.0], n.1);
         let Some(h) = ReqHeader::from_slice(msg) else {
             conn.reply_err(libc::EINVAL);
             continue;
         };
         let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
         let payload = payload.get(..h.len as usize).unwrap_or(payload);
-        conn.handle(h.op, payload);
+        conn.handle(h.op, payload, fds);
     }
     // close(2): the removal handshake, bounded.
     conn.file.close();
 }
 
+/// Whether the socket has a message (or hung up), waiting `ms`.
+fn socket_readable(fd: RawFd, ms: u16) -> bool {
+    // SAFETY: fd is the connection's socket, open for the call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(b, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
+}
+
 struct Truncated;
 
-/// One message; `None` at end of file.
-fn recv_msg(fd: RawFd, buf: &mut [u8]) -> Result<Option<usize>, Truncated> {
+/// One message and the descriptors that came with it; `None` at end of file.
+fn recv_msg(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, Truncated> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 3]);
     loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match nix::sys::socket::recvmsg::<()>(fd, &mut iov, None, MsgFlags::empty()) {
-            Ok(m) if m.flags.contains(MsgFlags::MSG_TRUNC) => return Err(Truncated),
-            Ok(m) if m.bytes == 0 => return Ok(None),
-            Ok(m) => return Ok(Some(m.bytes)),
+        match nix::sys::socket::recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(m) => {
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = m.cmsgs() {
+                    for c in cmsgs {
+                        if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+                            for r in raw {
+                                // SAFETY: the kernel just installed this
+                                // descriptor in our table for us.
+                                fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                            }
+                        }
+                    }
+                }
+                if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                    return Err(Truncated);
+                }
+                if m.bytes == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some((m.bytes, fds)));
+            }
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return Ok(None),
         }
@@ -293,9 +425,9 @@ impl Conn {
         }
     }
 
-    fn handle(&mut self, op: u32, payload: &[u8]) {
+    fn handle(&mut self, op: u32, payload: &[u8], fds: Vec<OwnedFd>) {
         match op {
-            OP_HELLO => self.hello(payload),
+            OP_HELLO => self.hello(payload, fds),
             OP_ACK_WAKE => self.waker.ack(),
             OP_MMAP => self.mmap(payload),
             MIC_VIRTIO_ADD_DEVICE => {
@@ -306,13 +438,22 @@ impl Conn {
                 let r = self.file.config_change(payload);
                 self.done(r);
             }
-            MIC_VIRTIO_COPY_DESC => self.copy_desc(payload),
+            MIC_VIRTIO_COPY_DESC => {
+                let (result, cd, tail) = self.copy_desc(payload);
+                match result {
+                    Ok(()) => {
+                        let out: &[u8] = if self.mode == MODE_DIRECT { &[] } else { &self.out };
+                        self.reply(0, &[&cd, &tail, out], None);
+                    }
+                    Err(e) => self.reply_err(e),
+                }
+            }
             // Any other ioctl: -ENOIOCTLCMD, which user space sees as ENOTTY.
             _ => self.reply_err(libc::ENOTTY),
         }
     }
 
-    fn hello(&mut self, payload: &[u8]) {
+    fn hello(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
         let Some(h) = Hello::from_slice(payload) else {
             return self.reply_err(libc::EINVAL);
         };
@@ -326,6 +467,12 @@ impl Conn {
         } else {
             MODE_INLINE
         };
+        if h.flags & HELLO_SHM != 0 {
+            match take_shm(&h, fds) {
+                Ok(shm) => self.shm = Some(shm),
+                Err(e) => return self.reply_err(e),
+            }
+        }
         let r = HelloReply {
             version: PROTO_VERSION,
             mode: self.mode,
@@ -357,33 +504,95 @@ impl Conn {
         }
     }
 
-    fn copy_desc(&mut self, payload: &[u8]) {
+    /// Serves the request in the shared region's slot, if there is a new
+    /// one; returns whether it did.
+    fn serve_fast(&mut self) -> bool {
+        let Some(shm) = &self.shm else { return false };
+        let seq = shm.load(SHM_REQ_SEQ, Ordering::Acquire);
+        if seq == shm.seq {
+            return false;
+        }
+        let mut req = std::mem::take(&mut self.req);
+        req.clear();
+        req.resize(SHM_REQ_MAX, 0);
+        let ok = shm
+            .slice(SHM_REQ, SHM_REQ_MAX)
+            .is_some_and(|s| vm_memory::Bytes::read_slice(&s, &mut req, 0).is_ok());
+        let reply = match ReqHeader::from_slice(&req) {
+            Some(h)
+                if ok && h.op == MIC_VIRTIO_COPY_DESC && h.len as usize <= SHM_REQ_MAX - ReqHeader::SIZE =>
+            {
+                let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
+                let (r, cd, tail) = self.copy_desc(payload);
+                match r {
+                    Ok(()) => (0, Some((cd, tail))),
+                    Err(e) => (-e, None),
+                }
+            }
+            _ => (-libc::EINVAL, None),
+        };
+        self.req = req;
+        let Some(shm) = &mut self.shm else { return false };
+        let head = MsgHeader {
+            kind: MSG_REPLY,
+            result: reply.0,
+        }
+        .to_bytes();
+        if let Some(s) = shm.slice(SHM_RESP, SHM_RESP_MAX) {
+            let mut out = [0u8; MsgHeader::SIZE + MicCopyDesc::SIZE + CopyReply::SIZE];
+            out[..MsgHeader::SIZE].copy_from_slice(&head);
+            if let Some((cd, tail)) = reply.1 {
+                out[MsgHeader::SIZE..MsgHeader::SIZE + MicCopyDesc::SIZE].copy_from_slice(&cd);
+                out[MsgHeader::SIZE + MicCopyDesc::SIZE..].copy_from_slice(&tail);
+            }
+            let _ = vm_memory::Bytes::write_slice(&s, &out, 0);
+        }
+        shm.seq = seq;
+        shm.store(SHM_RESP_SEQ, seq, Ordering::SeqCst);
+        if shm.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) != 0 {
+            kick(&shm.kick_client);
+        }
+        true
+    }
+
+    /// COPY_DESC: the updated `mic_copy_desc` and the reply trailer, or the
+    /// errno. In inline mode the bytes for the caller are left in `out`.
+    fn copy_desc(
+        &mut self,
+        payload: &[u8],
+    ) -> (Result<(), Errno>, [u8; MicCopyDesc::SIZE], [u8; CopyReply::SIZE]) {
+        let fail = |e| (Err(e), [0; MicCopyDesc::SIZE], [0; CopyReply::SIZE]);
         let Some(mut cd) = MicCopyDesc::from_slice(payload) else {
-            return self.reply_err(libc::EFAULT);
+            return fail(libc::EFAULT);
         };
         if cd.iovcnt > MAX_IOVECS {
-            return self.reply_err(libc::EINVAL);
+            return fail(libc::EINVAL);
         }
         let iov_end = MicCopyDesc::SIZE + cd.iovcnt as usize * Iovec::SIZE;
         let Some(raw) = payload.get(MicCopyDesc::SIZE..iov_end) else {
-            return self.reply_err(libc::EFAULT);
+            return fail(libc::EFAULT);
         };
-        let iovs: Vec<Iovec> = raw
-            .chunks_exact(Iovec::SIZE)
-            .filter_map(Iovec::from_slice)
-            .collect();
-        let Some(total) = iovs.iter().try_fold(0u64, |a, v| a.checked_add(v.len)) else {
-            return self.reply_err(libc::EINVAL);
+        self.iovs.clear();
+        self.iovs
+            .extend(raw.chunks_exact(Iovec::SIZE).filter_map(Iovec::from_slice));
+        let Some(total) = self.iovs.iter().try_fold(0u64, |a, v| a.checked_add(v.len)) else {
+            return fail(libc::EINVAL);
         };
         self.ops.clear();
         let gddr = &self.file.card().gddr;
-        let result = if self.mode == MODE_DIRECT {
+        let arena_only = self.shm.as_ref().is_some_and(|s| {
+            self.iovs
+                .iter()
+                .all(|v| s.arena(v.base, v.len as usize).is_some())
+        });
+        let result = if self.mode == MODE_DIRECT || arena_only {
             let mut user = RemoteBuffers {
                 pid: self.pid,
-                iovs: &iovs,
+                iovs: &self.iovs,
                 total,
                 ops: &mut self.ops,
                 gddr,
+                shm: self.shm.as_ref(),
             };
             self.file
                 .copy_desc(cd.vr_idx, &mut user, cd.update_used != 0)
@@ -391,7 +600,7 @@ impl Conn {
         } else {
             let data = &payload[iov_end..];
             if total > MAX_INLINE as u64 || data.len() as u64 != total {
-                return self.reply_err(libc::EINVAL);
+                return fail(libc::EINVAL);
             }
             self.out.clear();
             let mut user = InlineBuffers {
@@ -409,12 +618,36 @@ impl Conn {
                     to_user: to_user as u32,
                     flags: 0,
                 };
-                let out: &[u8] = if self.mode == MODE_DIRECT { &[] } else { &self.out };
-                self.reply(0, &[&cd.to_bytes(), &tail.to_bytes(), out], None);
+                (Ok(()), cd.to_bytes(), tail.to_bytes())
             }
-            Err(e) => self.reply_err(e),
+            Err(e) => fail(e),
         }
     }
+}
+
+/// Maps the client's shared region from the HELLO's descriptors.
+fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
+    let mut fds = fds.into_iter();
+    let (Some(mem), Some(kick_server), Some(kick_client)) = (fds.next(), fds.next(), fds.next()) else {
+        return Err(libc::EINVAL);
+    };
+    let file = std::fs::File::from(mem);
+    let size = file.metadata().map_err(|_| libc::EINVAL)?.len();
+    if h.shm_len < SHM_ARENA as u64 || h.shm_len > SHM_MAX || size < h.shm_len {
+        return Err(libc::EINVAL);
+    }
+    let map = vm_memory::MmapRegion::from_file(vm_memory::FileOffset::new(file, 0), h.shm_len as usize)
+        .map_err(|_| libc::ENOMEM)?;
+    let shm = Shm {
+        map,
+        client_base: h.shm_base,
+        len: h.shm_len,
+        kick_server,
+        kick_client,
+        seq: 0,
+    };
+    let seq = shm.load(SHM_REQ_SEQ, Ordering::Acquire);
+    Ok(Shm { seq, ..shm })
 }
 
 /// One deferred copy of a direct-mode COPY_DESC.
@@ -434,6 +667,7 @@ struct RemoteBuffers<'a> {
     total: u64,
     ops: &'a mut Vec<Op>,
     gddr: &'a SharedMem,
+    shm: Option<&'a Shm>,
 }
 
 impl UserBuffers for RemoteBuffers<'_> {
@@ -459,21 +693,37 @@ impl UserBuffers for RemoteBuffers<'_> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), CopyFault> {
+        let mut pieces = Vec::new();
         for dir in [true, false] {
             let mut local = Vec::new();
             let mut remote = Vec::new();
             let mut expect = 0usize;
             for op in self.ops.iter().filter(|o| o.to_user == dir) {
-                let ptr = self
-                    .gddr
-                    .host_ptr(op.card_addr, op.len as usize)
-                    .ok_or(CopyFault)?;
-                local.push(libc::iovec {
-                    iov_base: ptr.cast(),
-                    iov_len: op.len as usize,
-                });
-                split_user(self.iovs, op.off, u64::from(op.len), &mut remote)?;
-                expect += op.len as usize;
+                pieces.clear();
+                split_user(self.iovs, op.off, u64::from(op.len), &mut pieces)?;
+                let mut card_addr = op.card_addr;
+                for p in &pieces {
+                    let n = p.iov_len;
+                    if let Some(user) = self.shm.and_then(|s| s.arena(p.iov_base as u64, n)) {
+                        // The caller's buffer is in the shared arena: one
+                        // plain copy between the two mappings.
+                        let card = self.gddr.volatile(card_addr, n).ok_or(CopyFault)?;
+                        if dir {
+                            card.copy_to_volatile_slice(user);
+                        } else {
+                            user.copy_to_volatile_slice(card);
+                        }
+                    } else {
+                        let ptr = self.gddr.host_ptr(card_addr, n).ok_or(CopyFault)?;
+                        local.push(libc::iovec {
+                            iov_base: ptr.cast(),
+                            iov_len: n,
+                        });
+                        remote.push(*p);
+                        expect += n;
+                    }
+                    card_addr += n as u64;
+                }
             }
             if expect > 0 && vm_copy(self.pid, dir, &local, &remote) != expect {
                 return Err(CopyFault);

@@ -1,0 +1,313 @@
+//! The client half of micemu's COPY_DESC fast path: a shared region (a
+//! memfd both processes map: control words, a request and a response slot,
+//! an arena of I/O buffers) and two eventfds to wake the side that sleeps.
+//! See `mic_core::abi::emu_dev` for the protocol.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mic_core::abi::emu_dev::{
+    SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
+    SHM_SERVER_SLEEPING,
+};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+
+/// Default size of the shared region (control slots and a 4 MiB arena).
+pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (4 << 20);
+
+/// How long the client spins for an answer before it sleeps.
+const CLIENT_SPIN: Duration = Duration::from_micros(200);
+
+/// Pure spinning for this long, then yielding the CPU between looks (the
+/// other side may be waiting for this very core).
+pub(super) const PURE_SPIN: Duration = Duration::from_micros(2);
+
+/// One look's pause while waiting for the other side since `start`.
+fn spin_or_yield(start: Instant) {
+    if start.elapsed() < PURE_SPIN {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// A read-write shared mapping of the region.
+#[derive(Debug)]
+pub(super) struct Region {
+    // INVARIANT: `ptr .. ptr + len` is a live PROT_READ|PROT_WRITE shared
+    // mapping owned by this value, unmapped only by its Drop; its first
+    // SHM_ARENA bytes are the control area, the rest the arena.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: shared memory, accessed through atomics, volatile copies, and
+// disjoint `IoBuf` ranges; nothing in it is tied to a thread.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the range this value mapped (invariant).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl Region {
+    fn word(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off % 64 == 0 && off + 4 <= SHM_ARENA);
+        // SAFETY: `off` is one of the control words: aligned (a multiple of
+        // 64 from a page-aligned start) and inside the live mapping; atomics
+        // are how both processes touch it.
+        #[allow(clippy::cast_ptr_alignment)]
+        unsafe {
+            &*self.ptr.as_ptr().add(off).cast::<AtomicU32>()
+        }
+    }
+
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= SHM_ARENA);
+        // SAFETY: inside the control area of the live mapping (checked);
+        // the server reads the slot only after the Release store of the
+        // request counter that follows.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len()) }
+    }
+
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        assert!(off + buf.len() <= SHM_ARENA);
+        // SAFETY: inside the control area (checked), read after the Acquire
+        // load of the answer counter, when the server no longer writes it.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// The client's address of byte 0 (what the server translates).
+    pub(super) fn base(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The fast path of one connection.
+#[derive(Debug)]
+pub(super) struct Shm {
+    region: Arc<Region>,
+    memfd: OwnedFd,
+    kick_server: EventFd,
+    kick_client: EventFd,
+    seq: u32,
+    /// Next free arena offset (a bump allocator: buffers live as long as
+    /// the region).
+    next: usize,
+}
+
+impl Shm {
+    pub(super) fn new(len: usize) -> std::io::Result<Self> {
+        let memfd = memfd_create("micemu-vdev-shm", MFdFlags::MFD_CLOEXEC)?;
+        let file = std::fs::File::from(memfd);
+        file.set_len(len as u64)?;
+        // SAFETY: a fresh shared mapping of the memfd we just sized, chosen
+        // by the kernel; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let region = Region {
+            ptr: NonNull::new(p.cast()).ok_or_else(std::io::Error::last_os_error)?,
+            len,
+        };
+        Ok(Self {
+            region: Arc::new(region),
+            memfd: OwnedFd::from(file),
+            kick_server: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+            kick_client: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+            seq: 0,
+            next: SHM_ARENA,
+        })
+    }
+
+    /// The descriptors the HELLO passes: region, server kick, client kick.
+    pub(super) fn fds(&self) -> [BorrowedFd<'_>; 3] {
+        [
+            self.memfd.as_fd(),
+            self.kick_server.as_fd(),
+            self.kick_client.as_fd(),
+        ]
+    }
+
+    pub(super) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Whether `addr .. addr + len` lies in the arena.
+    pub(super) fn in_arena(&self, addr: u64, len: usize) -> bool {
+        let base = self.region.base() + SHM_ARENA as u64;
+        addr >= base
+            && addr
+                .checked_add(len as u64)
+                .is_some_and(|e| e <= self.region.base() + self.region.len() as u64)
+    }
+
+    /// A buffer of `len` bytes in the arena, if room is left.
+    pub(super) fn alloc(&mut self, len: usize) -> Option<IoBuf> {
+        let off = self.next.next_multiple_of(64);
+        if off.checked_add(len)? > self.region.len() {
+            return None;
+        }
+        self.next = off + len;
+        Some(IoBuf(Buf::Shared {
+            region: Arc::clone(&self.region),
+            off,
+            len,
+        }))
+    }
+
+    /// Sends one request through the slot and waits for its answer, which
+    /// is copied into `reply` (header included). `sock` is watched while
+    /// sleeping: `on_msg` is called when it is readable (wake-ups, the end),
+    /// and an error from it ends the wait.
+    pub(super) fn call<E>(
+        &mut self,
+        request: &[&[u8]],
+        reply: &mut [u8],
+        sock: BorrowedFd<'_>,
+        mut on_msg: impl FnMut() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut at = SHM_REQ;
+        for part in request {
+            assert!(
+                at + part.len() <= SHM_REQ + SHM_REQ_MAX,
+                "request larger than the slot"
+            );
+            self.region.write(at, part);
+            at += part.len();
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let r = &self.region;
+        r.word(SHM_REQ_SEQ).store(self.seq, Ordering::SeqCst);
+        if r.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) != 0 {
+            let _ = self.kick_server.write(1);
+        }
+        let spin_start = Instant::now();
+        let spin_end = spin_start + CLIENT_SPIN;
+        loop {
+            if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
+                break;
+            }
+            if Instant::now() < spin_end {
+                spin_or_yield(spin_start);
+                continue;
+            }
+            r.word(SHM_CLIENT_SLEEPING).store(1, Ordering::SeqCst);
+            if r.word(SHM_RESP_SEQ).load(Ordering::SeqCst) == self.seq {
+                r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
+                break;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.kick_client.as_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // TIMEOUT: none needed: the server answers, or its end makes
+            // the socket readable (EOF), which `on_msg` turns into an error.
+            // SAFETY: two pollfds of descriptors we hold, for the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
+            let _ = self.kick_client.read();
+            if fds[1].revents != 0 {
+                on_msg()?;
+            }
+        }
+        let n = reply.len().min(SHM_RESP_MAX);
+        self.region.read(SHM_RESP, &mut reply[..n]);
+        Ok(())
+    }
+}
+
+/// An I/O buffer for [`super::VirtioFile::copy_desc`]: in the fast path's
+/// shared arena (micemu copies into it with one plain memcpy), or on the
+/// heap.
+#[derive(Debug)]
+pub struct IoBuf(Buf);
+
+#[derive(Debug)]
+enum Buf {
+    Shared {
+        region: Arc<Region>,
+        off: usize,
+        len: usize,
+    },
+    Heap(Box<[u8]>),
+}
+
+impl IoBuf {
+    pub(super) fn heap(len: usize) -> Self {
+        IoBuf(Buf::Heap(vec![0; len].into_boxed_slice()))
+    }
+
+    /// Whether the buffer is in the arena shared with the emulator.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Buf::Shared { .. })
+    }
+}
+
+impl From<Vec<u8>> for IoBuf {
+    fn from(v: Vec<u8>) -> Self {
+        IoBuf(Buf::Heap(v.into_boxed_slice()))
+    }
+}
+
+impl std::ops::Deref for IoBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            // SAFETY: `off .. off + len` lies in the live region (the Arc
+            // keeps it) and belongs to this buffer alone (the arena never
+            // hands a range out twice); the emulator writes it only during a
+            // COPY_DESC that names it, which needs `&mut` of this buffer.
+            Buf::Shared { region, off, len } => unsafe {
+                std::slice::from_raw_parts(region.ptr.as_ptr().add(*off), *len)
+            },
+            Buf::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for IoBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            // SAFETY: as in `deref`, and `&mut self` makes this the only
+            // reference to the range.
+            Buf::Shared { region, off, len } => unsafe {
+                std::slice::from_raw_parts_mut(region.ptr.as_ptr().add(*off), *len)
+            },
+            Buf::Heap(b) => b,
+        }
+    }
+}
