@@ -323,3 +323,89 @@ fn hostile_clients_get_errors_and_the_server_keeps_serving() {
     assert!(d.connect(&path).is_err());
     drop(inst);
 }
+
+#[test]
+fn arena_buffers_take_the_shared_path_in_both_modes() {
+    for inline in [false, true] {
+        let (dir, inst) = fleet(1);
+        let root = MicRoot::new(dir.path());
+        let mut f = if inline {
+            VirtioFile::open_inline(&root, 0).unwrap()
+        } else {
+            VirtioFile::open(&root, 0).unwrap()
+        };
+        f.add_device(&console()).unwrap();
+        let mut v = card_up(&inst, 0);
+        let emu = inst.emulator();
+        let hw = emu.card_hw(0).unwrap();
+        let mut buf = f.alloc_buf(64 << 10);
+        assert!(buf.is_shared());
+        // 60 KiB of a pattern from the card, then 4 KiB back into it.
+        let pattern: Vec<u8> = (0..60 << 10).map(|i: u32| (i % 251) as u8).collect();
+        hw.phys.write(0x2100_0000, &pattern).unwrap();
+        v.queue(1)
+            .unwrap()
+            .add(
+                &hw.phys,
+                &[
+                    Buf {
+                        addr: 0x2100_0000,
+                        len: 60 << 10,
+                        write: false,
+                    },
+                    Buf {
+                        addr: 0x2200_0000,
+                        len: 4 << 10,
+                        write: true,
+                    },
+                ],
+                3,
+            )
+            .unwrap();
+        buf[60 << 10..].fill(0xA5);
+        let n = f.copy_desc(1, &mut [IoSliceMut::new(&mut buf)], true).unwrap();
+        assert_eq!(n, 64 << 10);
+        assert_eq!(&buf[..60 << 10], &pattern[..], "inline={inline}");
+        let mut back = vec![0u8; 4 << 10];
+        hw.phys.read(0x2200_0000, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0xA5), "inline={inline}");
+        assert_eq!(
+            v.queue(1).unwrap().pop_used(&hw.phys).unwrap(),
+            Some(UsedBuf {
+                token: 3,
+                len: 64 << 10
+            })
+        );
+        // The arena runs out: the next buffers come from the heap and work.
+        let more: Vec<_> = (0..80).map(|_| f.alloc_buf(64 << 10)).collect();
+        assert!(more.iter().any(|b| !b.is_shared()));
+        drop(f);
+        drop(inst);
+    }
+}
+
+#[test]
+fn a_client_waiting_on_the_fast_path_sees_the_emulator_go() {
+    let (dir, inst) = fleet(1);
+    let root = MicRoot::new(dir.path());
+    let mut f = VirtioFile::open(&root, 0).unwrap();
+    f.add_device(&console()).unwrap();
+    let _v = card_up(&inst, 0);
+    // The emulator stops (its sockets close): calls fail, none hangs.
+    drop(inst);
+    let mut buf = f.alloc_buf(64);
+    let r = f.copy_desc(0, &mut [IoSliceMut::new(&mut buf)], true);
+    assert!(r.is_err(), "{r:?}");
+    // Wake-ups still queued come first; then the end.
+    let mut seen = Vec::new();
+    loop {
+        let w = f.wait(Some(Duration::from_secs(5))).unwrap();
+        seen.push(w);
+        match w {
+            Wake::Gone => break,
+            Wake::Doorbell if seen.len() < 4 => {}
+            _ => panic!("no end reported: {seen:?}"),
+        }
+    }
+    drop(dir);
+}

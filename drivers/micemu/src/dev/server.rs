@@ -47,6 +47,8 @@ pub fn dev_path(root: &Path, id: u32) -> PathBuf {
 #[derive(Debug)]
 pub struct Server {
     paths: Vec<PathBuf>,
+    /// Every connection's socket, to end them when the emulator goes.
+    conns: Arc<Mutex<Vec<std::sync::Weak<OwnedFd>>>>,
     stop: Arc<AtomicBool>,
     wake: OwnedFd,
     thread: Option<thread::JoinHandle<()>>,
@@ -58,6 +60,18 @@ impl Drop for Server {
         let _ = nix::unistd::write(&self.wake, &[1]);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // The clients see the end (EOF, poll's hang-up) as they would a
+        // driver going away; their threads then remove the devices.
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            if let Some(fd) = c.upgrade() {
+                let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
         }
         for p in &self.paths {
             let _ = std::fs::remove_file(p);
@@ -93,19 +107,28 @@ pub fn serve(root: &Path, emu: &Arc<Emulator>) -> std::io::Result<Server> {
     let (wake_r, wake_w) = nix::unistd::pipe()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = Arc::clone(&stop);
+    let conns = Arc::new(Mutex::new(Vec::new()));
+    let registry = Arc::clone(&conns);
     let emu = Arc::clone(emu);
     let thread = thread::Builder::new()
         .name("micemu-dev".into())
-        .spawn(move || accept_loop(&emu, &listeners, &wake_r, &stopping))?;
+        .spawn(move || accept_loop(&emu, &listeners, &wake_r, &stopping, &registry))?;
     Ok(Server {
         paths,
+        conns,
         stop,
         wake: wake_w,
         thread: Some(thread),
     })
 }
 
-fn accept_loop(emu: &Arc<Emulator>, listeners: &[(u32, OwnedFd)], wake: &OwnedFd, stop: &AtomicBool) {
+fn accept_loop(
+    emu: &Arc<Emulator>,
+    listeners: &[(u32, OwnedFd)],
+    wake: &OwnedFd,
+    stop: &AtomicBool,
+    conns: &Mutex<Vec<std::sync::Weak<OwnedFd>>>,
+) {
     loop {
         let mut fds: Vec<PollFd<'_>> = listeners
             .iter()
@@ -134,7 +157,12 @@ fn accept_loop(emu: &Arc<Emulator>, listeners: &[(u32, OwnedFd)], wake: &OwnedFd
             };
             // SAFETY: accept4 just returned this descriptor; nothing else
             // owns it.
-            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+            let conn = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+            {
+                let mut list = conns.lock().unwrap_or_else(PoisonError::into_inner);
+                list.retain(|w| w.strong_count() > 0);
+                list.push(Arc::downgrade(&conn));
+            }
             let emu = Arc::clone(emu);
             let id = *id;
             let _ = thread::Builder::new()
@@ -267,9 +295,8 @@ struct Conn {
     req: Vec<u8>,
 }
 
-fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: OwnedFd) {
-    let pid = getsockopt(&fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
-    let fd = Arc::new(fd);
+fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
+    let pid = getsockopt(&*fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
     let waker = Arc::new(SocketWaker {
         fd: Arc::clone(&fd),
         state: Mutex::new((false, false)),
