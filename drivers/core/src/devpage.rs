@@ -401,6 +401,68 @@ pub fn write_u8_at(dp: &impl Memory, dp_base: u64, field: usize, v: u8) -> Resul
     dp.write_u8(offset_addr(dp_base, field as u64)?, v)
 }
 
+/// debugfs `dp`: the bootparam, then every descriptor with its vqconfigs,
+/// feature words, config bytes and control block, as the original dumped
+/// the page. Works on a copy of the page (`page`), whatever it holds.
+pub fn write_dump(page: &[u8], out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    let Some(bp) = MicBootparam::from_slice(page) else {
+        return Ok(());
+    };
+    writeln!(out, "Bootparam: magic {:#x}", bp.magic)?;
+    writeln!(out, "Bootparam: h2c_shutdown_db {}", bp.h2c_shutdown_db)?;
+    writeln!(out, "Bootparam: h2c_config_db {}", bp.h2c_config_db)?;
+    writeln!(out, "Bootparam: c2h_shutdown_db {}", bp.c2h_shutdown_db)?;
+    writeln!(out, "Bootparam: shutdown_status {}", bp.shutdown_status)?;
+    writeln!(out, "Bootparam: shutdown_card {}", bp.shutdown_card)?;
+    for item in walk(page) {
+        let d = match item {
+            Ok(d) => d,
+            Err(e) => {
+                writeln!(out, "malformed descriptor: {e}")?;
+                continue;
+            }
+        };
+        writeln!(
+            out,
+            "Device type {} num_vq {} feature_len {} config_len {} status {:#x} at offset {:#x}",
+            d.desc.ty, d.desc.num_vq, d.desc.feature_len, d.desc.config_len, d.desc.status, d.offset
+        )?;
+        for i in 0..d.desc.num_vq {
+            if let Some(vq) = d.vqconfig(page, i) {
+                writeln!(
+                    out,
+                    "  vqconfig[{i}]: address {:#x} used_address {:#x} num {}",
+                    vq.address, vq.used_address, vq.num
+                )?;
+            }
+        }
+        let hex = |out: &mut dyn core::fmt::Write, what: &str, b: Option<&[u8]>| -> core::fmt::Result {
+            write!(out, "  {what}:")?;
+            for byte in b.unwrap_or(&[]) {
+                write!(out, " {byte:02x}")?;
+            }
+            writeln!(out)
+        };
+        hex(out, "host features", d.host_features(page))?;
+        hex(out, "guest features", d.guest_features(page))?;
+        hex(out, "config", d.config(page))?;
+        if let Some(c) = d.ctrl(page) {
+            writeln!(
+                out,
+                "  ctrl: config_change {} vdev_reset {} guest_ack {} host_ack {} used_address_updated {} c2h_vdev_db {} h2c_vdev_db {}",
+                c.config_change,
+                c.vdev_reset,
+                c.guest_ack,
+                c.host_ack,
+                c.used_address_updated,
+                c.c2h_vdev_db,
+                c.h2c_vdev_db
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +681,32 @@ mod tests {
         assert!(magic_ok(&mem, u64::MAX).is_err());
         assert!(read_bootparam(&mem, 4090).is_err());
         let _ = desc_size;
+    }
+
+    #[test]
+    fn dump_shows_every_part_and_survives_garbage() {
+        use std::string::String;
+        let mut page = [0u8; MIC_DP_SIZE];
+        page[..16].copy_from_slice(&MicBootparam::host_initial(0).to_bytes());
+        let o = put_desc(&mut page, 16, dev(3, 2, 4, 12), &[128, 128]);
+        page[o..o + 8].copy_from_slice(&dev(1, 9, 0, 0).to_bytes());
+        let mut s = String::new();
+        write_dump(&page, &mut s).unwrap();
+        assert!(s.starts_with("Bootparam: magic 0xc0ffee00\n"), "{s}");
+        assert!(s.contains("Device type 3 num_vq 2 feature_len 4 config_len 12 status 0x0 at offset 0x10"));
+        assert!(
+            s.contains("  vqconfig[1]: address 0x8000002000 used_address 0x0 num 128"),
+            "{s}"
+        );
+        assert!(s.contains("  host features: 00 00 00 00\n"));
+        assert!(s.contains("  ctrl: config_change 0 vdev_reset 0 guest_ack 0 host_ack 0 used_address_updated 0 c2h_vdev_db -1 h2c_vdev_db -1"));
+        assert!(
+            s.contains("malformed descriptor: bad device descriptor at 0x70: num_vq 9 > 4"),
+            "{s}"
+        );
+        let mut t = String::new();
+        write_dump(&page[..8], &mut t).unwrap();
+        assert!(t.is_empty());
     }
 
     fn check_page(page: &[u8]) {

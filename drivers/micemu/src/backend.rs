@@ -2,10 +2,7 @@
 //! ([`mic_core::host::attrs`]) shows and what a store does, with the
 //! original formats and errno values.
 
-use std::fmt::Write as _;
-
-use mic_core::abi::{MIC_DP_SIZE, MicBootparam};
-use mic_core::devpage;
+use mic_core::abi::MIC_DP_SIZE;
 use mic_core::host::attrs::{self, Attr, DEBUGFS_FILES, DebugFile, PercentP, SYSFS_FILES, StoreValue};
 use mic_core::hw::Memory;
 
@@ -127,30 +124,8 @@ fn dp_dump(card: &Card) -> String {
     if card.host_ram.read(0, &mut page).is_err() {
         return String::new();
     }
-    let Some(bp) = MicBootparam::from_slice(&page) else {
-        return String::new();
-    };
     let mut out = String::new();
-    let _ = writeln!(out, "Bootparam: magic {:#x}", bp.magic);
-    let _ = writeln!(out, "Bootparam: h2c_shutdown_db {}", bp.h2c_shutdown_db);
-    let _ = writeln!(out, "Bootparam: h2c_config_db {}", bp.h2c_config_db);
-    let _ = writeln!(out, "Bootparam: c2h_shutdown_db {}", bp.c2h_shutdown_db);
-    let _ = writeln!(out, "Bootparam: shutdown_status {}", bp.shutdown_status);
-    let _ = writeln!(out, "Bootparam: shutdown_card {}", bp.shutdown_card);
-    for item in devpage::walk(&page) {
-        match item {
-            Ok(d) => {
-                let _ = writeln!(
-                    out,
-                    "Device type {} num_vq {} feature_len {} config_len {} status {:#x} at offset {:#x}",
-                    d.desc.ty, d.desc.num_vq, d.desc.feature_len, d.desc.config_len, d.desc.status, d.offset
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(out, "malformed descriptor: {e:?}");
-            }
-        }
-    }
+    let _ = mic_core::devpage::write_dump(&page, &mut out);
     out
 }
 
