@@ -202,6 +202,8 @@ fn through_micemu_sized(
     let base = 0x3000_0000u64;
     let slots = WORKING_SET / CHUNK as u64;
     let q = v.queue(vr).unwrap();
+    // A polling driver (NAPI-style): no interrupt per completion.
+    q.set_interrupts(&hw.phys, false).unwrap();
     let mut buf = if arena {
         f.alloc_buf(chunk)
     } else {

@@ -24,7 +24,7 @@ const CLIENT_SPIN: Duration = Duration::from_micros(200);
 
 /// Pure spinning for this long, then yielding the CPU between looks (the
 /// other side may be waiting for this very core).
-pub(super) const PURE_SPIN: Duration = Duration::from_micros(2);
+pub(super) const PURE_SPIN: Duration = Duration::from_micros(10);
 
 /// One look's pause while waiting for the other side since `start`.
 fn spin_or_yield(start: Instant) {

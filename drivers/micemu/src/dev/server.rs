@@ -239,7 +239,7 @@ struct Shm {
 const SERVER_SPIN: Duration = Duration::from_micros(50);
 
 /// Of that, pure spinning; then the server yields between looks.
-const PURE_SPIN: Duration = Duration::from_micros(2);
+const PURE_SPIN: Duration = Duration::from_micros(10);
 
 impl Shm {
     fn slice(&self, off: usize, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
