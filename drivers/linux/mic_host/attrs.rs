@@ -15,8 +15,8 @@ use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::abi::{BootMode, MIC_DP_SIZE, MicBootparam, MicState};
-use crate::card::{HostCard, core_err};
+use crate::abi::{BootMode, MicBootparam, MicState, MIC_DP_SIZE};
+use crate::card::{core_err, HostCard};
 use crate::devpage;
 use crate::host::sysfs::{self, ParseHexError, StateRequest};
 use crate::shim::{SeqFile, ShimAttr};
@@ -250,10 +250,22 @@ fn dp_dump(card: &HostCard, s: &mut SeqFile) -> Result {
     };
     let fmt = |r: core::fmt::Result| r.map_err(|_| EINVAL);
     fmt(writeln!(s, "Bootparam: magic {:#x}", bp.magic))?;
-    fmt(writeln!(s, "Bootparam: h2c_shutdown_db {}", bp.h2c_shutdown_db))?;
+    fmt(writeln!(
+        s,
+        "Bootparam: h2c_shutdown_db {}",
+        bp.h2c_shutdown_db
+    ))?;
     fmt(writeln!(s, "Bootparam: h2c_config_db {}", bp.h2c_config_db))?;
-    fmt(writeln!(s, "Bootparam: c2h_shutdown_db {}", bp.c2h_shutdown_db))?;
-    fmt(writeln!(s, "Bootparam: shutdown_status {}", bp.shutdown_status))?;
+    fmt(writeln!(
+        s,
+        "Bootparam: c2h_shutdown_db {}",
+        bp.c2h_shutdown_db
+    ))?;
+    fmt(writeln!(
+        s,
+        "Bootparam: shutdown_status {}",
+        bp.shutdown_status
+    ))?;
     fmt(writeln!(s, "Bootparam: shutdown_card {}", bp.shutdown_card))?;
     for item in devpage::walk(&page) {
         match item {

@@ -101,12 +101,16 @@ impl HostCard {
     /// publishes it in SPAD14/15 and initialises the bootparam; with MSI-X
     /// the shutdown doorbell's source is routed to vector 0.
     pub(crate) fn new(info: CardInfo, hw: ShimDev, dp: DevicePage) -> Result<Arc<Self>> {
-        let mut host = HostDevice::probe(&hw, &dp, dp.dma_addr()).map_err(|e| core_err(e.errno()))?;
+        let mut host =
+            HostDevice::probe(&hw, &dp, dp.dma_addr()).map_err(|e| core_err(e.errno()))?;
         host.set_msix(info.msix);
         if info.msix {
             let db = host.c2h_shutdown_db();
             let v = hw.read32(regs::mxar(0));
-            hw.write32(regs::mxar(0), v | (1 << (regs::DB_SRC_START + u32::from(db))));
+            hw.write32(
+                regs::mxar(0),
+                v | (1 << (regs::DB_SRC_START + u32::from(db))),
+            );
         }
         Arc::pin_init(
             pin_init!(HostCard {
@@ -178,7 +182,11 @@ impl HostCard {
         self.begin_reset(&mut st, force)
     }
 
-    fn begin_reset(self: &Arc<Self>, st: &mut Guard<'_, Inner, MutexBackend>, force: bool) -> Result<bool> {
+    fn begin_reset(
+        self: &Arc<Self>,
+        st: &mut Guard<'_, Inner, MutexBackend>,
+        force: bool,
+    ) -> Result<bool> {
         if st.removed {
             return Err(ENODEV);
         }
@@ -266,7 +274,10 @@ impl HostCard {
             if st.removed {
                 return Err(ENODEV);
             }
-            match st.host.start(&self.hw, &self.hw.aperture(), &self.dp, &params) {
+            match st
+                .host
+                .start(&self.hw, &self.hw.aperture(), &self.dp, &params)
+            {
                 Ok(out) => {
                     drop(st);
                     self.notify(Some(out.transition));
@@ -298,7 +309,10 @@ impl HostCard {
         if st.removed {
             return Err(ENODEV);
         }
-        let t = st.host.request_shutdown(&self.hw, &self.dp).map_err(|e| core_err(e.errno()))?;
+        let t = st
+            .host
+            .request_shutdown(&self.hw, &self.dp)
+            .map_err(|e| core_err(e.errno()))?;
         drop(st);
         self.notify(t);
         Ok(())
@@ -352,8 +366,10 @@ impl HostCard {
         if st.removed || addr == 0 || len_addr == 0 || !attrs::log_readable(st.host.state()) {
             return Ok(());
         }
-        let (Some(off), Some(len_off)) = (kernel_vaddr_to_aperture(addr), kernel_vaddr_to_aperture(len_addr))
-        else {
+        let (Some(off), Some(len_off)) = (
+            kernel_vaddr_to_aperture(addr),
+            kernel_vaddr_to_aperture(len_addr),
+        ) else {
             return Ok(());
         };
         let aper = self.hw.aperture();

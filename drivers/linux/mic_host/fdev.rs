@@ -15,7 +15,9 @@
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::abi::{MIC_DP_SIZE, MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC};
+use crate::abi::{
+    MIC_DP_SIZE, MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC,
+};
 use crate::card::HostCard;
 use crate::shim::{PollState, Vma};
 
@@ -38,7 +40,11 @@ impl MicFile {
         if self.card.lock().removed {
             return Err(ENODEV);
         }
-        if self.added { Ok(()) } else { Err(EINVAL) }
+        if self.added {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
     }
 
     pub(crate) fn ioctl(&self, cmd: u32, _arg: usize) -> Result<isize> {

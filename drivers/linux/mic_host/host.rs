@@ -19,7 +19,13 @@ use kernel::sync::Arc;
 // The driver core, one copy of each file: the host crate's `cargo test` and
 // this module compile the same sources. Parts of it serve only the card
 // side or the emulator, and its items are `pub` for those.
-#[allow(dead_code, unreachable_pub, unused_attributes, unused_imports, clippy::wrong_self_convention)]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    unused_attributes,
+    unused_imports,
+    clippy::wrong_self_convention
+)]
 #[path = "../../core/src/lib.rs"]
 mod mic_core;
 // The core refers to itself as `crate::...`; make those paths resolve here.
@@ -78,7 +84,11 @@ fn errno(e: Error) -> c_int {
 /// Called by the shim only, with its device and probe info; `rs` is valid
 /// for writes.
 #[no_mangle]
-unsafe extern "C" fn mic_rs_probe(sd: *mut RawDev, info: *const ProbeInfo, rs: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn mic_rs_probe(
+    sd: *mut RawDev,
+    info: *const ProbeInfo,
+    rs: *mut *mut c_void,
+) -> c_int {
     // SAFETY: the shim passes a valid `info` for the duration of the call.
     let info = unsafe { &*info };
     // SAFETY: `sd` and `info` are the shim's, as `ShimDev::new` requires.
@@ -121,7 +131,12 @@ unsafe extern "C" fn mic_rs_remove(rs: *mut c_void) {
 ///
 /// `rs` is live (the class device exists) and `buf` is valid for `size` bytes.
 #[no_mangle]
-unsafe extern "C" fn mic_rs_attr_show(rs: *mut c_void, attr: c_uint, buf: *mut c_char, size: usize) -> isize {
+unsafe extern "C" fn mic_rs_attr_show(
+    rs: *mut c_void,
+    attr: c_uint,
+    buf: *mut c_char,
+    size: usize,
+) -> isize {
     // SAFETY: the shim calls this only while the class device, and so `rs`, exists.
     let card = unsafe { card_ref(rs) };
     let Some(attr) = attrs::Sysfs::from_index(attr) else {
@@ -140,7 +155,12 @@ unsafe extern "C" fn mic_rs_attr_show(rs: *mut c_void, attr: c_uint, buf: *mut c
 ///
 /// `rs` is live and `buf` is valid for `len` bytes.
 #[no_mangle]
-unsafe extern "C" fn mic_rs_attr_store(rs: *mut c_void, attr: c_uint, buf: *const c_char, len: usize) -> isize {
+unsafe extern "C" fn mic_rs_attr_store(
+    rs: *mut c_void,
+    attr: c_uint,
+    buf: *const c_char,
+    len: usize,
+) -> isize {
     // SAFETY: as in `mic_rs_attr_show`.
     let card = unsafe { card_ref(rs) };
     let Some(attr) = attrs::Sysfs::from_index(attr) else {
@@ -163,7 +183,9 @@ unsafe extern "C" fn mic_rs_debugfs_show(rs: *mut c_void, file: c_uint, s: *mut 
     // SAFETY: as in `mic_rs_attr_show`.
     let card = unsafe { card_ref(rs) };
     // SAFETY: `s` is the seq_file of this callback and `seq` dies with it.
-    let (Some(file), Some(mut seq)) = (attrs::Debugfs::from_index(file), unsafe { shim::SeqFile::new(s) }) else {
+    let (Some(file), Some(mut seq)) = (attrs::Debugfs::from_index(file), unsafe {
+        shim::SeqFile::new(s)
+    }) else {
         return errno(EINVAL);
     };
     match attrs::debugfs_show(card, file, &mut seq) {

@@ -4,9 +4,9 @@
 //! call is made in exactly one place, here, and the rest of the crate is safe
 //! Rust over the types below.
 
+use core::ptr::NonNull;
 use kernel::error::to_result;
 use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
-use core::ptr::NonNull;
 
 use kernel::prelude::*;
 
@@ -236,7 +236,12 @@ impl Memory for Aperture<'_> {
         // SAFETY: BAR0 is mapped for `aper_len` bytes (type invariant of
         // `ShimDev`) and the range was just checked; `buf` is valid for writes.
         unsafe {
-            mic_shim_aper_read(self.0.raw.as_ptr(), addr, buf.as_mut_ptr().cast(), buf.len())
+            mic_shim_aper_read(
+                self.0.raw.as_ptr(),
+                addr,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
         Ok(())
     }

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! `mic_card`: the card-side driver of an Intel MIC X100 (it runs inside the
+//! card's Linux), as thin glue between Linux 6.12 and the driver core
+//! (`drivers/core`, compiled in unchanged below).
+//!
+//! * `shim.c` registers the "mic" platform device and driver, maps MMIO,
+//!   requests the doorbell interrupts and hooks the panic and reboot
+//!   notifiers, forwarding each to the `mic_card_rs_*` functions here;
+//! * [`shim`] wraps each call into the shim once, safely;
+//! * the decisions — device-page discovery with the magic check, doorbell
+//!   allocation and publication, the shutdown and panic reports — are the
+//!   core's `card::CardDevice`.
+//!
+// TODO(virtio card): mic-core's card-side virtio transport (`card::virtio`)
+// is not on main yet. Until it lands the config doorbell only walks the
+// device page (the core's bounds-checked walker) and logs what the host
+// added; registering the devices with the card kernel's virtio core
+// (`register_virtio_device` in this shim) comes with it.
+
+use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::workqueue::{self, Work, WorkItem};
+use kernel::{impl_has_work, new_work};
+
+// The driver core, one copy of each file (see mic_host).
+#[allow(
+    dead_code,
+    unreachable_pub,
+    unused_attributes,
+    unused_imports,
+    clippy::wrong_self_convention
+)]
+#[path = "../../core/src/lib.rs"]
+mod mic_core;
+// The core refers to itself as `crate::...`; make those paths resolve here.
+#[allow(unused_imports)]
+use mic_core::*;
+
+mod shim;
+
+use abi::MicStatus;
+use card::{irq_for_db, CardDevice};
+use shim::{CardShim, Doorbell, PhysWindow, RawDev, Registration};
+
+module! {
+    type: MicCard,
+    name: "mic_card",
+    author: "mic-x100 project",
+    description: "Intel MIC X100 card driver (Rust glue over mic-core)",
+    license: "GPL",
+}
+
+struct MicCard {
+    _reg: Registration,
+}
+
+impl kernel::Module for MicCard {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(Self {
+            _reg: Registration::new(regs::CARD_MMIO_BASE, u64::from(regs::MMIO_SIZE))?,
+        })
+    }
+}
+
+/// The card driver's state: immutable after probe, so the panic path
+/// reads it without a lock.
+#[pin_data]
+struct Card {
+    shim: CardShim,
+    mem: PhysWindow,
+    dev: CardDevice,
+    #[pin]
+    scan: Work<Card>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Card { self.scan }
+}
+
+impl WorkItem for Card {
+    type Pointer = Arc<Card>;
+
+    fn run(this: Arc<Card>) {
+        this.scan_devices();
+    }
+}
+
+impl Card {
+    /// The config doorbell's work: walk the device page.
+    fn scan_devices(&self) {
+        for item in devpage::walk_mem(&self.mem, self.dev.dp()) {
+            match item {
+                Ok(d) => pr_info!(
+                    "mic_card: virtio device type {} at {:#x} ({} vqs); transport pending\n",
+                    d.desc.ty,
+                    d.offset,
+                    d.desc.num_vq
+                ),
+                Err(e) => {
+                    pr_warn!("mic_card: {}\n", e);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A host doorbell fired (interrupt thread).
+    fn doorbell(self: &Arc<Self>, which: u32) {
+        if which == Doorbell::Shutdown as u32 {
+            if let Ok(true) = self.dev.shutdown_requested(&self.mem) {
+                shim::orderly_poweroff();
+            }
+        } else if which == Doorbell::Config as u32 {
+            let _ = workqueue::system().enqueue(self.clone());
+        }
+    }
+}
+
+/// Borrows the card behind the pointer `mic_card_rs_probe` handed out.
+///
+/// # Safety
+///
+/// `rs` comes from `mic_card_rs_probe` and was not yet released.
+unsafe fn card_ref<'a>(rs: *mut c_void) -> &'a Arc<Card> {
+    // SAFETY: a `KBox<Arc<Card>>` leaked by `mic_card_rs_probe` (caller's guarantee).
+    unsafe { &*rs.cast::<Arc<Card>>() }
+}
+
+fn probe(sd: *mut RawDev, mmio_len: u64) -> Result<Arc<Card>> {
+    // SAFETY: `sd` and `mmio_len` are what the shim passed to `mic_card_rs_probe`.
+    let shim = unsafe { CardShim::new(sd, mmio_len) }.ok_or(EINVAL)?;
+    let mem = PhysWindow::new();
+    let dev = CardDevice::init(&shim, &mem).map_err(|e| {
+        pr_err!("mic_card: {}\n", e);
+        EIO
+    })?;
+    shim.request_doorbell(irq_for_db(dev.shutdown_db()), Doorbell::Shutdown)?;
+    shim.request_doorbell(irq_for_db(dev.config_db()), Doorbell::Config)?;
+    Arc::pin_init(
+        pin_init!(Card {
+            shim,
+            mem,
+            dev,
+            scan <- new_work!("Card::scan"),
+        }),
+        GFP_KERNEL,
+    )
+}
+
+/// Platform probe: the core discovers the device page (magic checked),
+/// takes and publishes the shutdown and config doorbells; their interrupts
+/// are requested.
+///
+/// # Safety
+///
+/// Called by the shim only; `rs` is valid for writes.
+#[no_mangle]
+unsafe extern "C" fn mic_card_rs_probe(
+    sd: *mut RawDev,
+    mmio_len: u64,
+    rs: *mut *mut c_void,
+) -> c_int {
+    match probe(sd, mmio_len).and_then(|c| Ok(KBox::new(c, GFP_KERNEL)?)) {
+        Ok(card) => {
+            // SAFETY: `rs` is valid for writes (caller's guarantee).
+            unsafe { *rs = KBox::into_raw(card).cast() };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `rs` comes from `mic_card_rs_probe`; this is its last use (the shim
+/// freed the interrupts and unhooked the notifiers first).
+#[no_mangle]
+unsafe extern "C" fn mic_card_rs_remove(rs: *mut c_void) {
+    // SAFETY: the box leaked by `mic_card_rs_probe`, released once here.
+    drop(unsafe { KBox::from_raw(rs.cast::<Arc<Card>>()) });
+}
+
+/// # Safety
+///
+/// `rs` is live (the interrupts are freed before `mic_card_rs_remove`).
+#[no_mangle]
+unsafe extern "C" fn mic_card_rs_db(rs: *mut c_void, which: c_uint) {
+    // SAFETY: see the function's safety section.
+    unsafe { card_ref(rs) }.doorbell(which);
+}
+
+/// Panic notifier: report "crashed" to the host. No locks, no allocation,
+/// no mapping: the window was mapped at probe.
+///
+/// # Safety
+///
+/// `rs` is live (the notifier is unhooked before `mic_card_rs_remove`).
+#[no_mangle]
+unsafe extern "C" fn mic_card_rs_panic(rs: *mut c_void) {
+    // SAFETY: see the function's safety section.
+    let card = unsafe { card_ref(rs) };
+    let _ = card.dev.report_panic(&card.shim, &card.mem);
+}
+
+/// Reboot notifier: report halt, poweroff or restart to the host.
+///
+/// # Safety
+///
+/// `rs` is live (the notifier is unhooked before `mic_card_rs_remove`).
+#[no_mangle]
+unsafe extern "C" fn mic_card_rs_down(rs: *mut c_void, why: c_uint) {
+    // SAFETY: see the function's safety section.
+    let card = unsafe { card_ref(rs) };
+    // `enum mic_card_shim_down`.
+    let status = match why {
+        0 => MicStatus::Halted,
+        1 => MicStatus::PowerOff,
+        _ => MicStatus::Restart,
+    };
+    if let Err(e) = card.dev.report_shutdown(&card.shim, &card.mem, status) {
+        pr_err!("mic_card: shutdown report failed: {}\n", e);
+    }
+}
