@@ -5,10 +5,12 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::generate;
+use crate::{generate, kernel};
 
 /// Generated artifacts fresh, rustfmt check, clippy `-D warnings`, the
-/// whole test suite.
+/// whole test suite, then the kernel tier ([`kernel`]: the modules against
+/// Linux 6.12 and mic-core's KUnit suite; reported loudly and skipped only
+/// when its packages cannot be had).
 pub fn run(root: &Path) -> Result<()> {
     eprintln!("xtask: gen --check");
     generate::check(root)?;
@@ -18,6 +20,9 @@ pub fn run(root: &Path) -> Result<()> {
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
     cargo(root, &["test", "--workspace"])?;
+    eprintln!("xtask: kernel");
+    let outcome = kernel::run(root, &kernel::Options::from_env())?;
+    kernel::print_outcome(&outcome);
     Ok(())
 }
 

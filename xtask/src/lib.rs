@@ -1,12 +1,13 @@
-//! Project automation behind `cargo xtask`: the checks CI runs ([`ci`]) and
+//! Project automation behind `cargo xtask`: the checks CI runs ([`ci`]),
 //! the man pages and shell completions generated from the tools' clap
-//! definitions ([`generate`]).
+//! definitions ([`generate`]), and the Rust-for-Linux tier ([`kernel`]).
 
 use std::path::{Path, PathBuf};
 
 pub mod bash_cards;
 pub mod ci;
 pub mod generate;
+pub mod kernel;
 
 /// The workspace root (the directory holding the root Cargo.toml).
 #[must_use]

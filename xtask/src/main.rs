@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. The work lives in the library's
 //! modules; this only parses the command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -14,7 +15,7 @@ struct Cli {
     command: Task,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Task {
     /// Everything CI runs: generated artifacts up to date, rustfmt check,
     /// clippy -D warnings, the whole test suite.
@@ -26,6 +27,19 @@ enum Task {
         /// be generated.
         #[arg(long)]
         check: bool,
+    },
+    /// The Rust-for-Linux tier: build mic_host.ko and mic_card.ko against
+    /// Linux 6.12.117 (CONFIG_WERROR, CLIPPY=1), check their formatting, and
+    /// run mic-core's KUnit suite in a User-Mode Linux kernel. Installs the
+    /// pinned Debian toolchain if missing; caches the prepared tree.
+    Kernel {
+        /// Cache for the kernel tree, bindgen and build directories
+        /// (outside the clone).
+        #[arg(long, env = "MIC_KERNEL_CACHE", default_value = "/var/cache/mic-x100-kernel")]
+        cache: PathBuf,
+        /// Build and check the modules only; skip KUnit.
+        #[arg(long)]
+        modules_only: bool,
     },
 }
 
@@ -50,5 +64,14 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Gen { check: true } => xtask::generate::check(&root),
+        Task::Kernel { cache, modules_only } => {
+            let opts = xtask::kernel::Options {
+                cache,
+                kunit: !modules_only,
+            };
+            let outcome = xtask::kernel::run(&root, &opts)?;
+            xtask::kernel::print_outcome(&outcome);
+            Ok(())
+        }
     }
 }
