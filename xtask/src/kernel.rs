@@ -396,7 +396,7 @@ impl Cache {
         if bin.exists() {
             return Ok(Step::Done(bin));
         }
-        let out = Command::new("/usr/bin/cargo")
+        let out = clean_command("/usr/bin/cargo")
             .args([
                 "install",
                 "bindgen-cli",
@@ -456,7 +456,7 @@ impl Cache {
         let o = format!("O={}", build.display());
         let log = self.dir.join("prepare.log");
         let make = |args: &[&str]| -> Result<()> {
-            let mut c = Command::new("make");
+            let mut c = clean_command("make");
             c.current_dir(&src)
                 .args(tools.make_vars())
                 .arg(&o)
@@ -466,7 +466,7 @@ impl Cache {
         };
         make(&["x86_64_defconfig"])?;
         run_quiet(
-            Command::new(src.join("scripts/config"))
+            clean_command(src.join("scripts/config"))
                 .arg("--file")
                 .arg(build.join(".config"))
                 .args([
@@ -526,7 +526,7 @@ impl Cache {
         let mut sizes = Vec::new();
         for m in MODULES {
             let dir = stage.join("linux").join(m);
-            let out = Command::new("make")
+            let out = clean_command("make")
                 .arg("-C")
                 .arg(self.build())
                 .args(tools.make_vars())
@@ -574,7 +574,7 @@ impl Cache {
             "source \"drivers/misc/mic_rs/Kconfig\"\n",
             Some("endmenu"),
         )?;
-        let mut c = Command::new("python3");
+        let mut c = clean_command("python3");
         c.current_dir(&src)
             .arg("tools/testing/kunit/kunit.py")
             .arg("run")
@@ -777,7 +777,7 @@ fn check_format(root: &Path, cache: &Cache) -> Result<()> {
     let mut bad = Vec::new();
     for f in &files {
         let input = fs::read(f)?;
-        let mut child = Command::new("/usr/bin/rustfmt")
+        let mut child = clean_command("/usr/bin/rustfmt")
             .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
             .arg(&config)
             .stdin(std::process::Stdio::piped())
@@ -860,6 +860,26 @@ fn run_quiet(cmd: &mut Command, log: &Path) -> Result<()> {
         tail(&text, 30)
     );
     Ok(())
+}
+
+/// A command without the variables cargo sets for xtask (`CARGO_PKG_*`
+/// make clippy-driver read the workspace's MSRV; `RUSTFLAGS`, `RUSTC_*`
+/// would leak the rustup toolchain into the kernel's).
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTUP")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
+        {
+            c.env_remove(&*k);
+        }
+    }
+    c.env("LIBCLANG_PATH", libclang_path());
+    c
 }
 
 fn jobs() -> String {
