@@ -1,111 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
 //! The files of `/sys/class/mic/micN/` and `/sys/kernel/debug/mic_host/micN/`:
-//! the tables the shim creates them from, and their show/store sides.
-//!
-//! Formats and errno are the core's (`mic_core::host::sysfs`), so they are
-//! the ones micemu serves.
-// TODO(attribute table): when mic-core's sysfs/debugfs attribute table lands
-// on main, build `SYSFS`/`DEBUGFS` from it and take `format_ptr` and the
-// `dp` dump from it instead of the local versions below.
+//! mic-core's one table (`host::attrs`) gives their names, modes, show and
+//! store rules and errno, so they are the files micemu serves.
 
 use core::fmt::Write;
 
-use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::abi::{BootMode, MicBootparam, MicState, MIC_DP_SIZE};
+use crate::abi::{MicBootparam, MicState, MIC_DP_SIZE};
 use crate::card::{core_err, HostCard};
 use crate::devpage;
-use crate::host::sysfs::{self, ParseHexError, StateRequest};
-use crate::shim::{SeqFile, ShimAttr};
+use crate::host::attrs::{self, Attr, DebugFile, PercentP, StoreValue};
+use crate::host::sysfs::{self, StateRequest};
+use crate::shim::SeqFile;
 
-/// A sysfs attribute of a card; the discriminant is its index in [`SYSFS`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sysfs {
-    Family,
-    Stepping,
-    State,
-    ShutdownStatus,
-    Cmdline,
-    Firmware,
-    Ramdisk,
-    Bootmode,
-    LogBufAddr,
-    LogBufLen,
-    Ipaddr,
+/// The sysfs attribute at `index` of mic-core's table.
+pub(crate) fn sysfs_file(index: u32) -> Option<Attr> {
+    Attr::ALL.get(index as usize).copied()
 }
 
-impl Sysfs {
-    const ALL: [Sysfs; 11] = [
-        Sysfs::Family,
-        Sysfs::Stepping,
-        Sysfs::State,
-        Sysfs::ShutdownStatus,
-        Sysfs::Cmdline,
-        Sysfs::Firmware,
-        Sysfs::Ramdisk,
-        Sysfs::Bootmode,
-        Sysfs::LogBufAddr,
-        Sysfs::LogBufLen,
-        Sysfs::Ipaddr,
-    ];
-
-    /// The attribute at `index` of [`SYSFS`].
-    pub(crate) fn from_index(index: u32) -> Option<Self> {
-        Self::ALL.get(index as usize).copied()
-    }
+/// The debugfs file at `index` of mic-core's table.
+pub(crate) fn debugfs_file(index: u32) -> Option<DebugFile> {
+    DebugFile::ALL.get(index as usize).copied()
 }
-
-/// `/sys/class/mic/micN/`, in [`Sysfs`] order (the 3.13 set plus `ipaddr`).
-pub(crate) static SYSFS: [ShimAttr; 11] = [
-    ShimAttr::new(c_str!("family"), 0o444),
-    ShimAttr::new(c_str!("stepping"), 0o444),
-    ShimAttr::new(c_str!("state"), 0o644),
-    ShimAttr::new(c_str!("shutdown_status"), 0o444),
-    ShimAttr::new(c_str!("cmdline"), 0o644),
-    ShimAttr::new(c_str!("firmware"), 0o644),
-    ShimAttr::new(c_str!("ramdisk"), 0o644),
-    ShimAttr::new(c_str!("bootmode"), 0o644),
-    ShimAttr::new(c_str!("log_buf_addr"), 0o644),
-    ShimAttr::new(c_str!("log_buf_len"), 0o644),
-    ShimAttr::new(c_str!("ipaddr"), 0o444),
-];
-
-/// A debugfs file of a card; the discriminant is its index in [`DEBUGFS`].
-#[derive(Clone, Copy)]
-pub(crate) enum Debugfs {
-    LogBuf,
-    PostCode,
-    Smpt,
-    Dp,
-    SoftReset,
-}
-
-impl Debugfs {
-    const ALL: [Debugfs; 5] = [
-        Debugfs::LogBuf,
-        Debugfs::PostCode,
-        Debugfs::Smpt,
-        Debugfs::Dp,
-        Debugfs::SoftReset,
-    ];
-
-    /// The file at `index` of [`DEBUGFS`].
-    pub(crate) fn from_index(index: u32) -> Option<Self> {
-        Self::ALL.get(index as usize).copied()
-    }
-}
-
-/// `/sys/kernel/debug/mic_host/micN/`, in [`Debugfs`] order.
-pub(crate) static DEBUGFS: [ShimAttr; 5] = [
-    ShimAttr::new(c_str!("log_buf"), 0o444),
-    ShimAttr::new(c_str!("post_code"), 0o444),
-    ShimAttr::new(c_str!("smpt"), 0o444),
-    ShimAttr::new(c_str!("dp"), 0o444),
-    ShimAttr::new(c_str!("soft_reset"), 0o444),
-];
 
 /// A `fmt::Write` over the page sysfs hands to `show`.
 pub(crate) struct PageWriter<'a> {
@@ -134,16 +53,6 @@ impl Write for PageWriter<'_> {
     }
 }
 
-/// The kernel's `%p` of the 3.13 era: 16 zero-padded hex digits, or
-/// "(null)" right-aligned in the same width.
-fn format_ptr(w: &mut impl Write, v: u64) -> core::fmt::Result {
-    if v == 0 {
-        writeln!(w, "{:>16}", "(null)")
-    } else {
-        writeln!(w, "{v:016x}")
-    }
-}
-
 fn line(w: &mut impl Write, s: &str) -> core::fmt::Result {
     writeln!(w, "{s}")
 }
@@ -158,20 +67,20 @@ fn opt_line(w: &mut impl Write, s: Option<&[u8]>) -> core::fmt::Result {
 }
 
 /// `show` of sysfs attribute `attr`.
-pub(crate) fn show(card: &HostCard, attr: Sysfs, w: &mut PageWriter<'_>) -> core::fmt::Result {
+pub(crate) fn show(card: &HostCard, attr: Attr, w: &mut PageWriter<'_>) -> core::fmt::Result {
     let st = card.lock();
     match attr {
-        Sysfs::Family => line(w, sysfs::family(card.device_id())),
-        Sysfs::Stepping => line(w, sysfs::stepping(card.revision())),
-        Sysfs::State => line(w, st.host.state().as_str()),
-        Sysfs::ShutdownStatus => line(w, st.host.shutdown_status().as_str()),
-        Sysfs::Cmdline => opt_line(w, st.attrs.cmdline.as_deref()),
-        Sysfs::Firmware => opt_line(w, st.attrs.firmware.as_deref()),
-        Sysfs::Ramdisk => opt_line(w, st.attrs.ramdisk.as_deref()),
-        Sysfs::Bootmode => opt_line(w, st.attrs.bootmode.map(|m| m.as_str().as_bytes())),
-        Sysfs::LogBufAddr => format_ptr(w, st.attrs.log_buf_addr),
-        Sysfs::LogBufLen => format_ptr(w, st.attrs.log_buf_len),
-        Sysfs::Ipaddr => {
+        Attr::Family => line(w, sysfs::family(card.device_id())),
+        Attr::Stepping => line(w, sysfs::stepping(card.revision())),
+        Attr::State => line(w, st.host.state().as_str()),
+        Attr::ShutdownStatus => line(w, st.host.shutdown_status().as_str()),
+        Attr::Cmdline => opt_line(w, st.attrs.cmdline.as_deref()),
+        Attr::Firmware => opt_line(w, st.attrs.firmware.as_deref()),
+        Attr::Ramdisk => opt_line(w, st.attrs.ramdisk.as_deref()),
+        Attr::Bootmode => opt_line(w, st.attrs.bootmode.map(|m| m.as_str().as_bytes())),
+        Attr::LogBufAddr => writeln!(w, "{}", PercentP(st.attrs.log_buf_addr)),
+        Attr::LogBufLen => writeln!(w, "{}", PercentP(st.attrs.log_buf_len)),
+        Attr::Ipaddr => {
             let cmdline = st.attrs.cmdline.as_deref().unwrap_or_default();
             let addr = core::str::from_utf8(cmdline)
                 .ok()
@@ -182,53 +91,68 @@ pub(crate) fn show(card: &HostCard, attr: Sysfs, w: &mut PageWriter<'_>) -> core
 }
 
 /// `store` of sysfs attribute `attr`; `data` is what user space wrote.
-pub(crate) fn store(card: &Arc<HostCard>, attr: Sysfs, data: &[u8]) -> Result {
-    let text = core::str::from_utf8(data).map_err(|_| EINVAL)?;
-    if attr == Sysfs::State {
-        let req = sysfs::parse_state_request(text).ok_or(EINVAL)?;
-        return match req {
-            StateRequest::Boot => card.boot(),
-            StateRequest::Reset => card.reset(false).map(|_| ()),
-            StateRequest::Shutdown => card.shutdown(),
-        };
-    }
-    let value = sysfs::strip_newline(text).as_bytes();
-    let owned = || -> Result<KVec<u8>> {
+pub(crate) fn store(card: &Arc<HostCard>, attr: Attr, data: &[u8]) -> Result {
+    let value = attrs::parse_store(&attr.spec(), data).map_err(core_err)?;
+    let owned = |s: &str| -> Result<KVec<u8>> {
         let mut v = KVec::new();
-        v.extend_from_slice(value, GFP_KERNEL).map_err(|_| ENOMEM)?;
+        v.extend_from_slice(s.as_bytes(), GFP_KERNEL)?;
         Ok(v)
     };
-    let hex = |s| sysfs::parse_hex_u64(s).map_err(|e: ParseHexError| core_err(e.errno()));
-    match attr {
-        Sysfs::Cmdline => card.lock().attrs.cmdline = Some(owned()?),
-        Sysfs::Firmware => card.lock().attrs.firmware = Some(owned()?),
-        Sysfs::Ramdisk => card.lock().attrs.ramdisk = Some(owned()?),
-        Sysfs::Bootmode => {
-            let mode = BootMode::from_sysfs(sysfs::strip_newline(text)).ok_or(EINVAL)?;
-            card.lock().attrs.bootmode = Some(mode);
+    match (attr, value) {
+        (_, StoreValue::State(StateRequest::Boot)) => card.boot(),
+        (_, StoreValue::State(StateRequest::Reset)) => card.reset(false).map(|_| ()),
+        (_, StoreValue::State(StateRequest::Shutdown)) => card.shutdown(),
+        (Attr::Cmdline, StoreValue::Text(s)) => {
+            card.lock().attrs.cmdline = Some(owned(s)?);
+            Ok(())
         }
-        Sysfs::LogBufAddr => card.lock().attrs.log_buf_addr = hex(text)?,
-        Sysfs::LogBufLen => card.lock().attrs.log_buf_len = hex(text)?,
-        _ => return Err(EACCES),
+        (Attr::Firmware, StoreValue::Text(s)) => {
+            card.lock().attrs.firmware = Some(owned(s)?);
+            Ok(())
+        }
+        (Attr::Ramdisk, StoreValue::Text(s)) => {
+            card.lock().attrs.ramdisk = Some(owned(s)?);
+            Ok(())
+        }
+        (_, StoreValue::BootMode(m)) => {
+            card.lock().attrs.bootmode = Some(m);
+            Ok(())
+        }
+        (Attr::LogBufAddr, StoreValue::Hex(v)) => {
+            card.lock().attrs.log_buf_addr = v;
+            Ok(())
+        }
+        (Attr::LogBufLen, StoreValue::Hex(v)) => {
+            card.lock().attrs.log_buf_len = v;
+            Ok(())
+        }
+        _ => Err(EACCES),
     }
-    Ok(())
 }
 
 /// `show` of debugfs file `file`.
-pub(crate) fn debugfs_show(card: &Arc<HostCard>, file: Debugfs, s: &mut SeqFile) -> Result {
+pub(crate) fn debugfs_show(card: &Arc<HostCard>, file: DebugFile, s: &mut SeqFile) -> Result {
     match file {
-        Debugfs::LogBuf => card.dump_log_buf(s),
-        Debugfs::PostCode => {
+        DebugFile::LogBuf => card.dump_log_buf(s),
+        DebugFile::PostCode => {
             let [a, b] = crate::regs::post_code_chars(card.read_post_code());
             s.write(&[a, b, b'\n']);
             Ok(())
         }
-        Debugfs::Smpt => {
+        DebugFile::Smpt => {
             let st = card.lock();
             st.host.smpt().write_dump(card.id(), s).map_err(|_| EINVAL)
         }
-        Debugfs::Dp => dp_dump(card, s),
-        Debugfs::SoftReset => {
+        DebugFile::Dp => dp_dump(card, s),
+        DebugFile::VdevInfo => {
+            let st = card.lock();
+            let mem = card.host_mem_parts(&st.blocks);
+            for v in st.vdevs.iter().flatten() {
+                v.vop.write_info(&mem, s).map_err(|_| EINVAL)?;
+            }
+            Ok(())
+        }
+        DebugFile::SoftReset => {
             // Reading it force-resets the card, as the original did.
             card.reset(true).map(|_| ())
         }

@@ -16,15 +16,18 @@ use kernel::workqueue::{self, Work, WorkItem};
 use kernel::{impl_has_work, new_condvar, new_mutex, new_work};
 
 use crate::abi::{BootMode, MicState};
-use crate::attrs::{self, Sysfs};
+use crate::attrs;
+use crate::host::attrs::Attr;
 use crate::host::boot::{BootError, BootParams};
 use crate::host::doorbell;
 use crate::host::reset::{ResetPoll, ResetSeq};
 use crate::host::state::{HostDevice, ResetStart, Transition};
 use crate::host::sysfs::kernel_vaddr_to_aperture;
+use crate::host::vop::VopDevice;
 use crate::hw::{Memory, Mmio};
+use crate::mem::{Blocks, DmaAlloc, HostMem};
 use crate::regs;
-use crate::shim::{self, DevicePage, SeqFile, ShimDev};
+use crate::shim::{self, DmaBuf, SeqFile, ShimDev};
 
 /// A positive errno from mic-core as a kernel error.
 pub(crate) fn core_err(errno: i32) -> Error {
@@ -46,10 +49,21 @@ pub(crate) struct Attrs {
     pub(crate) log_buf_len: u64,
 }
 
+/// One open file's virtio device.
+pub(crate) struct Vdev {
+    pub(crate) vop: VopDevice,
+    /// A card doorbell (or a host reset) for it since the last poll.
+    pub(crate) woken: bool,
+}
+
 /// The state behind the card's lock.
 pub(crate) struct Inner {
     pub(crate) host: HostDevice,
     pub(crate) attrs: Attrs,
+    /// The ring blocks of every virtio device.
+    pub(crate) blocks: Blocks,
+    /// One entry per open file of `/dev/micN` (`None` once closed).
+    pub(crate) vdevs: KVec<Option<Vdev>>,
     /// A reset the work item is to drive (taken by it when it runs).
     pending_reset: Option<ResetSeq>,
     /// Removal began: the hardware must not be touched any more.
@@ -64,7 +78,7 @@ pub(crate) struct HostCard {
     revision: u8,
     msix: bool,
     hw: ShimDev,
-    dp: DevicePage,
+    dp: DmaBuf,
     /// Interrupt causes the hard handler acknowledged, for the thread.
     causes: AtomicU32,
     #[pin]
@@ -100,7 +114,7 @@ impl HostCard {
     /// Probe: the core programs the SMPT, maps the device page for the card,
     /// publishes it in SPAD14/15 and initialises the bootparam; with MSI-X
     /// the shutdown doorbell's source is routed to vector 0.
-    pub(crate) fn new(info: CardInfo, hw: ShimDev, dp: DevicePage) -> Result<Arc<Self>> {
+    pub(crate) fn new(info: CardInfo, hw: ShimDev, dp: DmaBuf) -> Result<Arc<Self>> {
         let mut host =
             HostDevice::probe(&hw, &dp, dp.dma_addr()).map_err(|e| core_err(e.errno()))?;
         host.set_msix(info.msix);
@@ -124,6 +138,8 @@ impl HostCard {
                 inner <- new_mutex!(Inner {
                     host,
                     attrs: Attrs::default(),
+                    blocks: Blocks::new(),
+                    vdevs: KVec::new(),
                     pending_reset: None,
                     removed: false,
                 }),
@@ -150,8 +166,25 @@ impl HostCard {
         &self.hw
     }
 
-    pub(crate) fn device_page(&self) -> &DevicePage {
+    pub(crate) fn device_page(&self) -> &DmaBuf {
         &self.dp
+    }
+
+    /// Host memory (device page and ring blocks); `blocks` is the locked
+    /// card's.
+    pub(crate) fn host_mem_parts<'a>(&'a self, blocks: &'a Blocks) -> HostMem<'a> {
+        HostMem {
+            dp: &self.dp,
+            blocks,
+        }
+    }
+
+    /// The ring-block allocator; `blocks` is the locked card's.
+    pub(crate) fn dma_alloc_parts<'a>(&'a self, blocks: &'a Blocks) -> DmaAlloc<'a> {
+        DmaAlloc {
+            shim: &self.hw,
+            blocks,
+        }
     }
 
     pub(crate) fn lock(&self) -> Guard<'_, Inner, MutexBackend> {
@@ -161,7 +194,7 @@ impl HostCard {
     /// `sysfs_notify` for a state change (and `/dev/micN` pollers).
     fn notify(&self, t: Option<Transition>) {
         if t.is_some() {
-            self.hw.notify(Sysfs::State as usize);
+            self.hw.notify(attr_index(Attr::State));
         }
     }
 
@@ -193,6 +226,17 @@ impl HostCard {
         match st.host.begin_reset(&self.hw, &self.dp, force) {
             Ok(ResetStart::Started(seq)) => {
                 st.pending_reset = Some(seq);
+                // Stopping the card resets every virtio device.
+                let inner = &mut **st;
+                let mem = HostMem {
+                    dp: &self.dp,
+                    blocks: &inner.blocks,
+                };
+                for v in inner.vdevs.iter_mut().flatten() {
+                    let _ = v.vop.host_reset(&mem);
+                    v.woken = true;
+                }
+                self.hw.wake();
                 // Already queued is impossible: the core refuses a second
                 // reset while one runs, and the work takes the sequence
                 // before it finishes it.
@@ -338,11 +382,33 @@ impl HostCard {
         if st.removed {
             return;
         }
+        {
+            let inner = &mut *st;
+            let mem = HostMem {
+                dp: &self.dp,
+                blocks: &inner.blocks,
+            };
+            let aperture = self.hw.aperture();
+            for v in inner.vdevs.iter_mut().flatten() {
+                if v.vop.device_type().is_none() || dbs & (1 << v.vop.c2h_db()) == 0 {
+                    continue;
+                }
+                match v.vop.handle_doorbell(&mem, &aperture) {
+                    Ok(ev) => {
+                        if let Some(e) = ev.refused {
+                            pr_warn!("mic{}: virtio device refused: {}\n", self.id, e);
+                        }
+                    }
+                    Err(e) => pr_warn!("mic{}: virtio doorbell: {}\n", self.id, e),
+                }
+                v.woken = true;
+            }
+        }
         if dbs & (1 << st.host.c2h_shutdown_db()) != 0 {
             match st.host.handle_shutdown_interrupt(&self.dp) {
                 Ok(Some(report)) => {
                     drop(st);
-                    self.hw.notify(Sysfs::ShutdownStatus as usize);
+                    self.hw.notify(attr_index(Attr::ShutdownStatus));
                     self.notify(report.transition);
                 }
                 Ok(None) => drop(st),
@@ -401,6 +467,20 @@ impl HostCard {
                 self.reset_done.wait(&mut st);
             }
         }
+        // Open files keep their slots; their devices go now, with their DMA.
+        let inner = &mut *st;
+        let mem = HostMem {
+            dp: &self.dp,
+            blocks: &inner.blocks,
+        };
+        let mut alloc = DmaAlloc {
+            shim: &self.hw,
+            blocks: &inner.blocks,
+        };
+        for v in inner.vdevs.iter_mut().flatten() {
+            v.vop.finish_remove(&mut inner.host, &mem, &mut alloc);
+        }
+        inner.blocks.free_all(&self.hw);
         st.removed = true;
         drop(st);
         self.flush_reset_work();
@@ -435,4 +515,9 @@ fn cstring(name: &[u8]) -> Result<KVec<u8>> {
 
 fn as_cstr(v: &[u8]) -> Result<&CStr> {
     CStr::from_bytes_with_nul(v).map_err(|_| EINVAL)
+}
+
+/// The index of a sysfs attribute in the table the shim was given.
+pub(crate) fn attr_index(a: Attr) -> usize {
+    Attr::ALL.iter().position(|&x| x == a).unwrap_or(usize::MAX)
 }

@@ -9,7 +9,10 @@
 //!   forwards every callback to the `mic_rs_*` functions here;
 //! * [`shim`] wraps each call into the shim once, safely;
 //! * [`card`] drives the core's state machine from kernel contexts;
-//! * [`attrs`] and [`fdev`] are the sysfs/debugfs files and `/dev/micN`.
+//! * [`attrs`] and [`fdev`] are the sysfs/debugfs files and `/dev/micN`
+//!   (over the core's attribute table and virtio host code);
+//! * [`mem`] and [`user`] give the core's virtio code its host memory
+//!   (device page and ring blocks) and the caller's iovecs.
 
 use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
@@ -35,7 +38,9 @@ use mic_core::*;
 mod attrs;
 mod card;
 mod fdev;
+mod mem;
 mod shim;
+mod user;
 
 use card::{CardInfo, HostCard};
 use shim::{ProbeInfo, RawDev, RawSeq, RawVma, Registration};
@@ -55,7 +60,7 @@ struct MicHost {
 impl kernel::Module for MicHost {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         Ok(Self {
-            _reg: Registration::new(&attrs::SYSFS, &attrs::DEBUGFS)?,
+            _reg: Registration::new(&host::attrs::SYSFS_FILES, &host::attrs::DEBUGFS_FILES)?,
         })
     }
 }
@@ -95,8 +100,8 @@ unsafe extern "C" fn mic_rs_probe(
     let Some(hw) = (unsafe { shim::ShimDev::new(sd, info) }) else {
         return errno(EINVAL);
     };
-    // SAFETY: `info` is the shim's, as `DevicePage::new` requires.
-    let Some(dp) = (unsafe { shim::DevicePage::new(info) }) else {
+    // SAFETY: `info` is the shim's, as `DmaBuf::device_page` requires.
+    let Some(dp) = (unsafe { shim::DmaBuf::device_page(info) }) else {
         return errno(EINVAL);
     };
     let card_info = CardInfo {
@@ -139,7 +144,7 @@ unsafe extern "C" fn mic_rs_attr_show(
 ) -> isize {
     // SAFETY: the shim calls this only while the class device, and so `rs`, exists.
     let card = unsafe { card_ref(rs) };
-    let Some(attr) = attrs::Sysfs::from_index(attr) else {
+    let Some(attr) = attrs::sysfs_file(attr) else {
         return errno(EINVAL) as isize;
     };
     // SAFETY: sysfs hands `show` a page of `size` writable bytes.
@@ -163,7 +168,7 @@ unsafe extern "C" fn mic_rs_attr_store(
 ) -> isize {
     // SAFETY: as in `mic_rs_attr_show`.
     let card = unsafe { card_ref(rs) };
-    let Some(attr) = attrs::Sysfs::from_index(attr) else {
+    let Some(attr) = attrs::sysfs_file(attr) else {
         return errno(EINVAL) as isize;
     };
     // SAFETY: sysfs hands `store` `len` readable bytes.
@@ -183,9 +188,8 @@ unsafe extern "C" fn mic_rs_debugfs_show(rs: *mut c_void, file: c_uint, s: *mut 
     // SAFETY: as in `mic_rs_attr_show`.
     let card = unsafe { card_ref(rs) };
     // SAFETY: `s` is the seq_file of this callback and `seq` dies with it.
-    let (Some(file), Some(mut seq)) = (attrs::Debugfs::from_index(file), unsafe {
-        shim::SeqFile::new(s)
-    }) else {
+    let (Some(file), Some(mut seq)) = (attrs::debugfs_file(file), unsafe { shim::SeqFile::new(s) })
+    else {
         return errno(EINVAL);
     };
     match attrs::debugfs_show(card, file, &mut seq) {
@@ -227,7 +231,8 @@ unsafe fn file_ref<'a>(f: *mut c_void) -> &'a fdev::MicFile {
 #[no_mangle]
 unsafe extern "C" fn mic_rs_release(f: *mut c_void) {
     // SAFETY: the box leaked by `mic_rs_open`, released once here.
-    drop(unsafe { KBox::from_raw(f.cast::<fdev::MicFile>()) });
+    let file = unsafe { KBox::from_raw(f.cast::<fdev::MicFile>()) };
+    file.release();
 }
 
 /// # Safety

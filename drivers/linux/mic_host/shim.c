@@ -121,9 +121,35 @@ void mic_shim_seq_write(struct seq_file *s, const void *data, size_t len)
 	seq_write(s, data, len);
 }
 
-int mic_shim_mmap_dp(struct mic_shim_dev *sd, struct vm_area_struct *vma)
+void *mic_shim_dma_alloc(struct mic_shim_dev *sd, size_t len, u64 *dma)
 {
-	return dma_mmap_coherent(&sd->pdev->dev, vma, sd->dp, sd->dp_dma, PAGE_SIZE);
+	dma_addr_t handle;
+	void *p = dma_alloc_coherent(&sd->pdev->dev, len, &handle, GFP_KERNEL);
+
+	*dma = handle;
+	return p;
+}
+
+void mic_shim_dma_free(struct mic_shim_dev *sd, void *p, size_t len, u64 dma)
+{
+	dma_free_coherent(&sd->pdev->dev, len, p, dma);
+}
+
+/* Maps `len` bytes of coherent memory at `off` into the VMA, as the original. */
+int mic_shim_remap(struct vm_area_struct *vma, unsigned long off, void *cpu_addr, size_t len)
+{
+	return remap_pfn_range(vma, vma->vm_start + off, virt_to_phys(cpu_addr) >> PAGE_SHIFT,
+			       len, vma->vm_page_prot);
+}
+
+void mic_shim_wmb(void)
+{
+	wmb();
+}
+
+void mic_shim_rmb(void)
+{
+	rmb();
 }
 
 void mic_shim_vma_info(struct vm_area_struct *vma, struct mic_shim_vma *info)

@@ -63,7 +63,11 @@ struct device *mic_shim_device(struct mic_shim_dev *sd);
 void mic_shim_notify(struct mic_shim_dev *sd, unsigned int attr);
 void mic_shim_wake(struct mic_shim_dev *sd);
 void mic_shim_seq_write(struct seq_file *s, const void *data, size_t len);
-int mic_shim_mmap_dp(struct mic_shim_dev *sd, struct vm_area_struct *vma);
+void *mic_shim_dma_alloc(struct mic_shim_dev *sd, size_t len, u64 *dma);
+void mic_shim_dma_free(struct mic_shim_dev *sd, void *p, size_t len, u64 dma);
+int mic_shim_remap(struct vm_area_struct *vma, unsigned long off, void *cpu_addr, size_t len);
+void mic_shim_wmb(void);
+void mic_shim_rmb(void);
 void mic_shim_vma_info(struct vm_area_struct *vma, struct mic_shim_vma *info);
 
 int mic_rs_probe(struct mic_shim_dev *sd, const struct mic_shim_probe *info, void **rs);

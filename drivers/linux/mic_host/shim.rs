@@ -10,6 +10,7 @@ use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 
 use kernel::prelude::*;
 
+use crate::host::attrs::FileSpec;
 use crate::hw::{self, MemError, Memory, Mmio};
 
 /// `struct mic_shim_dev` (opaque).
@@ -33,33 +34,19 @@ pub(crate) struct RawVma {
 /// `struct mic_shim_attr`.
 #[repr(C)]
 pub(crate) struct ShimAttr {
-    pub(crate) name: *const c_char,
-    pub(crate) mode: u16,
-}
-
-// SAFETY: the only instances are statics whose `name` points to immutable,
-// NUL-terminated string literals.
-unsafe impl Sync for ShimAttr {}
-
-impl ShimAttr {
-    /// An entry of a file table.
-    pub(crate) const fn new(name: &'static kernel::str::CStr, mode: u16) -> Self {
-        Self {
-            name: name.as_char_ptr(),
-            mode,
-        }
-    }
+    name: *const c_char,
+    mode: u16,
 }
 
 /// `enum mic_shim_irq`.
 pub(crate) const IRQ_MSIX: u32 = 0;
 
-/// `enum mic_shim_poll` (`MIC_SHIM_POLL_READY` comes with the virtio host
-/// code, see `fdev.rs`).
+/// `enum mic_shim_poll`.
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub(crate) enum PollState {
     None = 0,
+    Ready = 1,
     Error = 2,
 }
 
@@ -101,34 +88,75 @@ extern "C" {
     fn mic_shim_notify(sd: *mut RawDev, attr: c_uint);
     fn mic_shim_wake(sd: *mut RawDev);
     fn mic_shim_seq_write(s: *mut RawSeq, data: *const c_void, len: usize);
-    fn mic_shim_mmap_dp(sd: *mut RawDev, vma: *mut RawVma) -> c_int;
+    fn mic_shim_dma_alloc(sd: *mut RawDev, len: usize, dma: *mut u64) -> *mut c_void;
+    fn mic_shim_dma_free(sd: *mut RawDev, p: *mut c_void, len: usize, dma: u64);
+    fn mic_shim_remap(vma: *mut RawVma, off: c_ulong, cpu_addr: *mut c_void, len: usize) -> c_int;
+    fn mic_shim_wmb();
+    fn mic_shim_rmb();
     fn mic_shim_vma_info(vma: *mut RawVma, info: *mut RawVmaInfo);
 }
 
 /// The module-wide registration: the "mic" class and char region, the
-/// `mic_host` debugfs directory and the PCI driver.
+/// `mic_host` debugfs directory and the PCI driver, with one file per row
+/// of mic-core's sysfs and debugfs tables.
 ///
 /// # Invariants
 ///
-/// `mic_shim_register` succeeded; it is undone exactly once, on drop.
-pub(crate) struct Registration(());
+/// `mic_shim_register` succeeded with pointers into `sysfs`, `debugfs` and
+/// `names`, which live (unmoved on the heap) until `drop` unregistered.
+pub(crate) struct Registration {
+    sysfs: KVec<ShimAttr>,
+    debugfs: KVec<ShimAttr>,
+    names: KVec<KVec<u8>>,
+}
+
+// SAFETY: the tables are only read, by the shim, while registered.
+unsafe impl Send for Registration {}
+// SAFETY: as above.
+unsafe impl Sync for Registration {}
 
 impl Registration {
-    /// Registers everything; `sysfs` and `debugfs` are the files every card gets.
-    pub(crate) fn new(sysfs: &'static [ShimAttr], debugfs: &'static [ShimAttr]) -> Result<Self> {
+    /// Registers everything; every card gets the files of `sysfs` and `debugfs`.
+    pub(crate) fn new(sysfs: &[FileSpec], debugfs: &[FileSpec]) -> Result<Self> {
+        let mut names = KVec::new();
+        let mut table = |specs: &[FileSpec]| -> Result<KVec<ShimAttr>> {
+            let mut out = KVec::new();
+            for spec in specs {
+                let mut name = KVec::new();
+                name.extend_from_slice(spec.name.as_bytes(), GFP_KERNEL)?;
+                name.push(0, GFP_KERNEL)?;
+                out.push(
+                    ShimAttr {
+                        name: name.as_ptr().cast(),
+                        mode: spec.mode,
+                    },
+                    GFP_KERNEL,
+                )?;
+                names.push(name, GFP_KERNEL)?;
+            }
+            Ok(out)
+        };
+        let (sysfs, debugfs) = (table(sysfs)?, table(debugfs)?);
         let (ns, nd) = (u32::try_from(sysfs.len())?, u32::try_from(debugfs.len())?);
-        // SAFETY: both tables are `'static`, so the pointers stay valid for as
-        // long as the shim keeps them (until `mic_shim_unregister`).
+        // SAFETY: the tables and the NUL-terminated names they point to are
+        // heap buffers owned by the returned value and freed only after
+        // `mic_shim_unregister` (in `drop`).
         to_result(unsafe { mic_shim_register(sysfs.as_ptr(), ns, debugfs.as_ptr(), nd) })?;
-        // INVARIANT: the registration succeeded.
-        Ok(Self(()))
+        // INVARIANT: registered with pointers into the values kept here.
+        Ok(Self {
+            sysfs,
+            debugfs,
+            names,
+        })
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant the registration exists and is undone once.
+        // SAFETY: by the type invariant the registration exists and is
+        // undone once; the tables are still alive.
         unsafe { mic_shim_unregister() };
+        let _ = (&self.sysfs, &self.debugfs, &self.names);
     }
 }
 
@@ -190,10 +218,25 @@ impl ShimDev {
         unsafe { mic_shim_wake(self.raw.as_ptr()) };
     }
 
-    /// Maps the device page read-only into `vma` (its offset and length were checked).
-    pub(crate) fn mmap_device_page(&self, vma: &Vma) -> Result {
-        // SAFETY: by the type invariants both pointers are live for the call.
-        to_result(unsafe { mic_shim_mmap_dp(self.raw.as_ptr(), vma.0.as_ptr()) })
+    /// Allocates `len` zeroed bytes of DMA-coherent memory for the card.
+    pub(crate) fn dma_alloc(&self, len: usize) -> Option<DmaBuf> {
+        let mut dma = 0u64;
+        // SAFETY: by the type invariant `raw` is live; `dma` is valid for writes.
+        let p = unsafe { mic_shim_dma_alloc(self.raw.as_ptr(), len, &mut dma) };
+        // INVARIANT: the shim allocated `len` coherent bytes at `p`.
+        Some(DmaBuf {
+            ptr: NonNull::new(p.cast())?,
+            len,
+            dma,
+        })
+    }
+
+    /// Frees a buffer from [`ShimDev::dma_alloc`].
+    pub(crate) fn dma_free(&self, buf: DmaBuf) {
+        // SAFETY: `buf` came from `dma_alloc` on this device (the only way to
+        // get an owned `DmaBuf` other than the device page, which is never
+        // passed here) and is freed once, as it is consumed.
+        unsafe { mic_shim_dma_free(self.raw.as_ptr(), buf.ptr.as_ptr().cast(), buf.len, buf.dma) };
     }
 
     /// The card's aperture (BAR0): GDDR as the host sees it.
@@ -252,35 +295,59 @@ impl Memory for Aperture<'_> {
         unsafe { mic_shim_aper_write(self.0.raw.as_ptr(), addr, data.as_ptr().cast(), data.len()) };
         Ok(())
     }
+
+    // The aperture is mapped write-combining: ordering needs real barriers.
+    fn write_barrier(&self) {
+        wmb();
+    }
+
+    fn read_barrier(&self) {
+        rmb();
+    }
 }
 
-/// The DMA-coherent device page, shared with the card.
+/// `wmb()`.
+pub(crate) fn wmb() {
+    // SAFETY: a barrier, no preconditions.
+    unsafe { mic_shim_wmb() };
+}
+
+/// `rmb()`.
+pub(crate) fn rmb() {
+    // SAFETY: a barrier, no preconditions.
+    unsafe { mic_shim_rmb() };
+}
+
+/// DMA-coherent memory shared with the card: the device page (allocated by
+/// the shim at probe) or a ring block ([`ShimDev::dma_alloc`]).
 ///
 /// # Invariants
 ///
-/// `ptr` points to `len` bytes of coherent memory the shim allocated at
-/// probe and frees only after `mic_rs_remove` returned. The card writes it
+/// `ptr` points to `len` bytes of coherent memory that stays allocated
+/// while the value exists (the device page until after `mic_rs_remove`, a
+/// ring block until [`ShimDev::dma_free`] consumes it). The card writes it
 /// concurrently, so every access is a volatile byte copy.
-pub(crate) struct DevicePage {
+pub(crate) struct DmaBuf {
     ptr: NonNull<u8>,
     len: usize,
     dma: u64,
 }
 
-// SAFETY: the page is plain memory shared with the device; every access is
-// a volatile copy through `&self`.
-unsafe impl Send for DevicePage {}
+// SAFETY: the memory is plain memory shared with the device; every access
+// is a volatile copy through `&self`.
+unsafe impl Send for DmaBuf {}
 // SAFETY: as above.
-unsafe impl Sync for DevicePage {}
+unsafe impl Sync for DmaBuf {}
 
-impl DevicePage {
-    /// Wraps the page `mic_rs_probe` was handed.
+impl DmaBuf {
+    /// Wraps the device page `mic_rs_probe` was handed.
     ///
     /// # Safety
     ///
     /// `info` must be what the shim passed to `mic_rs_probe`.
-    pub(crate) unsafe fn new(info: &ProbeInfo) -> Option<Self> {
-        // INVARIANT: the shim allocated `dp_len` coherent bytes at `dp`.
+    pub(crate) unsafe fn device_page(info: &ProbeInfo) -> Option<Self> {
+        // INVARIANT: the shim allocated `dp_len` coherent bytes at `dp`,
+        // freed after `mic_rs_remove`.
         Some(Self {
             ptr: NonNull::new(info.dp.cast())?,
             len: usize::try_from(info.dp_len).ok()?,
@@ -288,13 +355,33 @@ impl DevicePage {
         })
     }
 
-    /// Bus address of the page.
+    /// Bus address.
     pub(crate) fn dma_addr(&self) -> u64 {
         self.dma
     }
+
+    /// Bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Maps the buffer read-only into `vma` at byte offset `off` of the mapping.
+    pub(crate) fn mmap_into(&self, vma: &Vma, off: usize) -> Result {
+        // SAFETY: the VMA is live (type invariant of `Vma`), the buffer is
+        // allocated for `len` bytes, and `off + len` was checked by the
+        // caller against the VMA's length (remap_pfn_range checks it too).
+        to_result(unsafe {
+            mic_shim_remap(
+                vma.0.as_ptr(),
+                off as c_ulong,
+                self.ptr.as_ptr().cast(),
+                self.len,
+            )
+        })
+    }
 }
 
-impl Memory for DevicePage {
+impl Memory for DmaBuf {
     fn size(&self) -> u64 {
         self.len as u64
     }
@@ -316,6 +403,14 @@ impl Memory for DevicePage {
             unsafe { self.ptr.as_ptr().add(addr as usize + i).write_volatile(*b) };
         }
         Ok(())
+    }
+
+    fn write_barrier(&self) {
+        wmb();
+    }
+
+    fn read_barrier(&self) {
+        rmb();
     }
 }
 
