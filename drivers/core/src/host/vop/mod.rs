@@ -778,23 +778,29 @@ impl VopDevice {
             event_idx: acked & (1 << ring_features::EVENT_IDX) != 0,
             indirect: acked & (1 << ring_features::INDIRECT_DESC) != 0,
         };
-        let mut staged = self.vrings.clone();
-        for (i, ring) in staged.iter_mut().enumerate() {
+        // Stage the used-ring ranges only (not copies of the rings: they are
+        // 2 KiB each, and this runs on a kernel stack), apply when all pass.
+        let mut staged = [None; MIC_MAX_VRINGS as usize];
+        for (i, (ring, range)) in self.vrings.iter().zip(&mut staged).enumerate() {
             let Some(ring) = ring else { continue };
             let at = self.desc_addr(self.desc.vq_offset(i) + VQ_USED_ADDRESS);
             let addr = host.read_u64(at)?;
-            ring.activate(card, addr, features)?;
+            *range = Some(ring.check_used_at(card, addr)?);
         }
-        let ranges = staged.iter().flatten().filter_map(HostVring::card_used_range);
-        for (i, (a0, a1)) in ranges.clone().enumerate() {
-            if ranges.clone().skip(i + 1).any(|(b0, b1)| a0 < b1 && b0 < a1) {
+        let ranges = staged.iter().flatten();
+        for (i, &(a0, a1)) in ranges.clone().enumerate() {
+            if ranges.clone().skip(i + 1).any(|&(b0, b1)| a0 < b1 && b0 < a1) {
                 return Err(RingError::BufferOutOfRange {
                     addr: a0,
                     len: (a1 - a0) as u32,
                 });
             }
         }
-        self.vrings = staged;
+        for (ring, range) in self.vrings.iter_mut().zip(staged) {
+            if let (Some(ring), Some((addr, _))) = (ring, range) {
+                ring.activate(card, addr, features)?;
+            }
+        }
         self.activated = true;
         Ok(())
     }

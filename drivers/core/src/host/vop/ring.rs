@@ -373,13 +373,21 @@ impl HostVring {
         addr: u64,
         features: RingFeatures,
     ) -> Result<(), RingError> {
+        self.check_used_at(card, addr)?;
+        self.used = UsedRing::Card(addr);
+        self.features = features;
+        Ok(())
+    }
+
+    /// Checks that this ring's used ring fits at card address `addr` (as
+    /// [`HostVring::activate`] would, changing nothing); the card range it
+    /// would occupy.
+    pub fn check_used_at(&self, card: &impl Memory, addr: u64) -> Result<(u64, u64), RingError> {
         let len = used_size(self.num) as u32;
         if addr == 0 || addr % 4 != 0 || !in_bounds(addr, u64::from(len), card.size()) {
             return Err(RingError::BufferOutOfRange { addr, len });
         }
-        self.used = UsedRing::Card(addr);
-        self.features = features;
-        Ok(())
+        Ok((addr, addr + u64::from(len)))
     }
 
     /// The range of card memory the used ring occupies, once re-homed.
