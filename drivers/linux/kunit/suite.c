@@ -17,6 +17,8 @@
 	X(printk_ring_wraps)                                                   \
 	X(printk_ring_hostile_snapshots)                                       \
 	X(card_discovery_and_reports)                                          \
+	X(vop_add_and_copy_desc)                                               \
+	X(vop_hostile_rings)                                                   \
 	X(smpt_map_unmap)                                                      \
 	X(sysfs_parsing)
 

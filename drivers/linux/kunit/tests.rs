@@ -41,6 +41,9 @@ use host::reset::{ResetPoll, ResetSeq, ResetTiming};
 use host::smpt::{Smpt, SmptError, SMPT_CARD_BASE, SMPT_PAGE_SIZE};
 use host::state::{HostDevice, HostError, ResetStart, Transition};
 use host::sysfs;
+use host::vop::{
+    CopyError, CopyFault, HostAlloc, HostBuf, RingError, UserBuffers, VopDevice, VopError, VopState,
+};
 use hw::{in_bounds, MemError, Memory, Mmio};
 use printk::LogRing;
 
@@ -881,6 +884,335 @@ extern "C" fn mic_kunit_card_discovery_and_reports(_test: *mut c_void) {
         Err(CardError::Mem(_))
     ));
     check_eq!(MIC_MAGIC, 0xC0FF_EE00);
+}
+
+// ---------------------------------------------------------------------------
+// The virtio ring walker (host::vop)
+// ---------------------------------------------------------------------------
+
+const VOP_HOST_LEN: usize = 128 << 10;
+const VOP_CARD_LEN: usize = 1 << 20;
+const VOP_DMA: u64 = 0x1_0000_0000;
+const CONFIG_DB: u8 = 5;
+const VDEV_DB: u8 = 3;
+const USED0: u64 = 0x8_0000;
+const USED1: u64 = 0x9_0000;
+
+/// Bump allocator over host memory from 0x1000 (the device page is below).
+struct Bump {
+    next: u64,
+}
+
+impl HostAlloc for Bump {
+    fn alloc(&mut self, len: usize) -> Option<HostBuf> {
+        let offset = 0x1000 + self.next;
+        if offset + len as u64 > VOP_HOST_LEN as u64 {
+            return None;
+        }
+        self.next += len as u64;
+        Some(HostBuf {
+            offset,
+            dma_addr: VOP_DMA + offset,
+            len,
+        })
+    }
+
+    fn free(&mut self, _buf: HostBuf) {}
+}
+
+/// The caller's buffer of a COPY_DESC.
+struct UserBuf<'a> {
+    buf: KVec<u8>,
+    card: &'a Ram,
+}
+
+impl UserBuffers for UserBuf<'_> {
+    fn capacity(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    fn card_to_user(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        let dst = self
+            .buf
+            .get_mut(off as usize..(off + u64::from(len)) as usize)
+            .ok_or(CopyFault)?;
+        self.card.read(card_addr, dst).map_err(|_| CopyFault)
+    }
+
+    fn user_to_card(&mut self, off: u64, card_addr: u64, len: u32) -> Result<(), CopyFault> {
+        let src = self
+            .buf
+            .get(off as usize..(off + u64::from(len)) as usize)
+            .ok_or(CopyFault)?;
+        self.card.write(card_addr, src).map_err(|_| CopyFault)
+    }
+}
+
+/// A virtio-console descriptor block: 2 vrings of 128, 4 feature bytes,
+/// 12 config bytes.
+fn console_block() -> Option<KVec<u8>> {
+    let d = MicDeviceDesc {
+        ty: abi::virtio::id::CONSOLE,
+        num_vq: 2,
+        feature_len: 4,
+        config_len: 12,
+        status: 0,
+    };
+    let mut b = KVec::from_elem(0u8, abi::desc_size(&d), GFP_KERNEL).ok()?;
+    b[..MicDeviceDesc::SIZE].copy_from_slice(&d.to_bytes());
+    for i in 0..2 {
+        let vq = MicVqconfig {
+            address: 0,
+            used_address: 0,
+            num: 128,
+        };
+        let at = d.vq_offset(i);
+        b[at..at + MicVqconfig::SIZE].copy_from_slice(&vq.to_bytes());
+    }
+    Some(b)
+}
+
+struct VopRig {
+    mmio: Regs,
+    host: Ram,
+    card: Ram,
+    dev: HostDevice,
+    alloc: Bump,
+}
+
+impl VopRig {
+    fn new() -> Option<Self> {
+        let mmio = Regs::new()?;
+        let host = Ram::new(VOP_HOST_LEN)?;
+        let dev = HostDevice::probe(&mmio, &host, VOP_DMA).ok()?;
+        // The card driver is up and published its config doorbell.
+        host.write_u8(abi::BP_H2C_CONFIG_DB as u64, CONFIG_DB)
+            .ok()?;
+        Some(Self {
+            mmio,
+            host,
+            card: Ram::new(VOP_CARD_LEN)?,
+            dev,
+            alloc: Bump { next: 0 },
+        })
+    }
+
+    fn at(v: &VopDevice, field: usize) -> u64 {
+        (v.slot() + field) as u64
+    }
+
+    /// The card's find_vqs: used rings re-homed to card memory, its
+    /// doorbell published, DRIVER_OK.
+    fn card_start(&self, v: &mut VopDevice) -> Option<bool> {
+        for (i, u) in [USED0, USED1].into_iter().enumerate() {
+            let at = Self::at(v, v.desc().vq_offset(i) + abi::VQ_USED_ADDRESS);
+            self.host.write_u64(at, u).ok()?;
+        }
+        let ctrl = v.desc().ctrl_offset();
+        self.host
+            .write_u8(Self::at(v, ctrl + abi::CTRL_H2C_VDEV_DB), VDEV_DB)
+            .ok()?;
+        self.host
+            .write_u8(Self::at(v, ctrl + abi::CTRL_USED_ADDRESS_UPDATED), 1)
+            .ok()?;
+        self.host
+            .write_u8(
+                Self::at(v, abi::DESC_STATUS),
+                abi::virtio::status::DRIVER_OK,
+            )
+            .ok()?;
+        Some(v.handle_doorbell(&self.host, &self.card).ok()?.activated)
+    }
+
+    fn ring_base(v: &VopDevice, q: usize) -> Option<u64> {
+        v.mmap_layout().nth(q + 1).map(|p| p.1)
+    }
+
+    /// Writes descriptor `i` of vring `q` and offers `head` in its avail ring.
+    fn put(&self, v: &VopDevice, q: usize, i: u16, d: abi::virtio::VringDesc) -> Option<()> {
+        let base = Self::ring_base(v, q)?;
+        self.host
+            .write(base + u64::from(i) * 16, &d.to_bytes())
+            .ok()
+    }
+
+    fn offer(&self, v: &VopDevice, q: usize, head: u16) -> Option<()> {
+        let avail = Self::ring_base(v, q)? + 16 * 128;
+        let idx = self.host.read_u16(avail + 2).ok()?;
+        self.host
+            .write_u16(avail + 4 + 2 * u64::from(idx & 127), head)
+            .ok()?;
+        self.host.write_u16(avail + 2, idx.wrapping_add(1)).ok()
+    }
+}
+
+fn vring_desc(addr: u64, len: u32, flags: u16, next: u16) -> abi::virtio::VringDesc {
+    abi::virtio::VringDesc {
+        addr,
+        len,
+        flags,
+        next,
+    }
+}
+
+#[no_mangle]
+extern "C" fn mic_kunit_vop_add_and_copy_desc(_test: *mut c_void) {
+    let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
+    let rig = &mut *boxed;
+    let block = need!(console_block());
+    // 9 KiB: on the heap, as mic_host keeps it (a kernel stack is 16 KiB).
+    let mut v = need!(KBox::new(VopDevice::new(), GFP_KERNEL).ok());
+    // COPY_DESC before ADD_DEVICE: EINVAL, as the original.
+    let mut user = UserBuf {
+        buf: need!(KVec::from_elem(0u8, 64, GFP_KERNEL).ok()),
+        card: &rig.card,
+    };
+    let e = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    check_eq!(e.map(|_| ()), Err(VopError::NotAdded));
+    check_eq!(VopError::NotAdded.errno(), errno::EINVAL);
+    check!(v
+        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
+        .is_ok());
+    check_eq!(v.state(), VopState::Added);
+    check_eq!(v.slot(), 16);
+    check_eq!(v.mmap_len(), 0x1000 + 2 * 8192);
+    // Published: the type is in the page, the card's config doorbell rung.
+    check_eq!(
+        rig.host.read_u8(16).map(|t| t as i8),
+        Ok(abi::virtio::id::CONSOLE)
+    );
+    check_eq!(rig.mmio.writes_to(regs::apicicr(CONFIG_DB)).0, 1);
+    check_eq!(
+        devpage::walk_mem(&rig.host, 0)
+            .filter_map(Result::ok)
+            .map(|d| d.desc.ty)
+            .next(),
+        Some(abi::virtio::id::CONSOLE)
+    );
+    // Status 0: the card has not started the device.
+    let e = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    check_eq!(e.map(|_| ()), Err(VopError::NotReady));
+    check_eq!(rig.card_start(&mut v), Some(true));
+
+    // The card offers "hello, host" on vring 0; the host copies it out
+    // and completes the chain in the card's used ring.
+    check!(rig.card.fill(0x1000, b"hello, host"));
+    need!(rig.put(&v, 0, 0, vring_desc(0x1000, 11, 0, 0)));
+    need!(rig.offer(&v, 0, 0));
+    let copied = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    let copied = need!(copied.ok());
+    check_eq!(copied.out_len, 11);
+    check!(copied.completed);
+    check_eq!(&user.buf[..11], b"hello, host");
+    check_eq!(rig.card.read_u16(USED0 + 2), Ok(1));
+    check_eq!(rig.card.read_u32(USED0 + 4), Ok(0));
+    check_eq!(rig.card.read_u32(USED0 + 8), Ok(11));
+    // Nothing more offered: no bytes, no error.
+    let again = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    check_eq!(again.map(|c| c.out_len), Ok(0));
+
+    // The host writes into a device-writable buffer on vring 1.
+    user.buf[..4].copy_from_slice(b"ping");
+    need!(rig.put(
+        &v,
+        1,
+        0,
+        vring_desc(0x2000, 64, abi::virtio::VRING_DESC_F_WRITE, 0)
+    ));
+    need!(rig.offer(&v, 1, 0));
+    let copied = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 1, &mut user, true);
+    check_eq!(copied.map(|c| c.out_len), Ok(64));
+    check!(rig.card.holds(0x2000, b"ping"));
+    check_eq!(rig.card.read_u32(USED1 + 8), Ok(64));
+    // A vring that does not exist.
+    let e = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 2, &mut user, true);
+    check_eq!(e.map(|_| ()), Err(VopError::BadVring(2)));
+}
+
+#[no_mangle]
+extern "C" fn mic_kunit_vop_hostile_rings(_test: *mut c_void) {
+    let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
+    let rig = &mut *boxed;
+    let block = need!(console_block());
+    // 9 KiB: on the heap, as mic_host keeps it (a kernel stack is 16 KiB).
+    let mut v = need!(KBox::new(VopDevice::new(), GFP_KERNEL).ok());
+    check!(v
+        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
+        .is_ok());
+    check_eq!(rig.card_start(&mut v), Some(true));
+    let mut user = UserBuf {
+        buf: need!(KVec::from_elem(0u8, 256, GFP_KERNEL).ok()),
+        card: &rig.card,
+    };
+    let broken = |r: Result<host::vop::Copied, VopError>, want: RingError| {
+        r.map(|_| ()) == Err(VopError::Copy(CopyError::Ring(want)))
+    };
+    // A buffer beyond card memory.
+    let far = VOP_CARD_LEN as u64 - 4;
+    need!(rig.put(&v, 0, 0, vring_desc(far, 16, 0, 0)));
+    need!(rig.offer(&v, 0, 0));
+    let r = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    check!(broken(
+        r,
+        RingError::BufferOutOfRange { addr: far, len: 16 }
+    ));
+    // The ring stays broken until the device is reset.
+    let r = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true);
+    check!(r.is_err());
+    check!(v.reset(&rig.host).is_ok());
+    check_eq!(rig.card_start(&mut v), Some(true));
+
+    // A descriptor chain that loops back on itself.
+    let next = abi::virtio::VRING_DESC_F_NEXT;
+    need!(rig.put(&v, 1, 0, vring_desc(0x1000, 8, next, 1)));
+    need!(rig.put(&v, 1, 1, vring_desc(0x1100, 8, next, 0)));
+    need!(rig.offer(&v, 1, 0));
+    let r = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 1, &mut user, true);
+    check!(broken(r, RingError::Loop));
+    check!(v.reset(&rig.host).is_ok());
+    check_eq!(rig.card_start(&mut v), Some(true));
+
+    // An avail index that jumps past the ring, and a head outside it.
+    let avail1 = need!(VopRig::ring_base(&v, 1)) + 16 * 128;
+    check!(rig.host.write_u16(avail1 + 2, 200).is_ok());
+    let r = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 1, &mut user, true);
+    check!(matches!(
+        r,
+        Err(VopError::Copy(CopyError::Ring(RingError::AvailJump { .. })))
+    ));
+    check!(v.reset(&rig.host).is_ok());
+    check_eq!(rig.card_start(&mut v), Some(true));
+    check!(rig.host.write_u16(avail1 + 2, 0).is_ok());
+    need!(rig.offer(&v, 1, 500));
+    let r = v.copy_desc(&rig.mmio, &rig.host, &rig.card, 1, &mut user, true);
+    check!(broken(r, RingError::BadHead(500)));
+
+    // Pseudo-random descriptor tables never take the walker outside card
+    // memory or the caller's buffer, and never panic (overflow checks on).
+    let mut rng = XorShift(0x766f_705f_7269_6e67);
+    for _ in 0..200 {
+        check!(v.reset(&rig.host).is_ok());
+        check_eq!(rig.card_start(&mut v), Some(true));
+        let base = need!(VopRig::ring_base(&v, 0));
+        let mut table = [0u8; 16 * 8];
+        rng.fill(&mut table);
+        for (i, d) in table.chunks_exact(16).enumerate() {
+            // Keep `next` mostly inside the table so chains get walked.
+            let mut d16 = [0u8; 16];
+            d16.copy_from_slice(d);
+            if rng.next() % 2 == 0 {
+                d16[14] = (rng.next() % 8) as u8;
+                d16[15] = 0;
+            }
+            check!(rig.host.write(base + 16 * i as u64, &d16).is_ok());
+        }
+        check!(rig.host.write_u16(base + 16 * 128 + 2, 0).is_ok());
+        need!(rig.offer(&v, 0, (rng.next() % 8) as u16));
+        match v.copy_desc(&rig.mmio, &rig.host, &rig.card, 0, &mut user, true) {
+            Ok(c) => check!(u64::from(c.out_len) <= 256),
+            Err(e) => check!(e.errno() != 0),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

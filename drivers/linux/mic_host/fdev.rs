@@ -12,7 +12,7 @@ use crate::abi::{
     MicDeviceDesc, MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC,
 };
 use crate::card::{core_err, HostCard, Vdev};
-use crate::host::vop::{AckPoll, AckWait, VopDevice, VopError};
+use crate::host::vop::{AckPoll, AckWait, VopDevice, VopError, VopState};
 use crate::shim::{self, PollState, Vma};
 use crate::user;
 
@@ -163,12 +163,10 @@ impl MicFile {
         let end = start.checked_add(req.len).ok_or(EINVAL)?;
         self.with(|card, st, i| {
             let v = st.vdevs[i].as_ref().ok_or(EBADF)?;
-            if v.vop.poll_error() {
-                return Err(if v.vop.device_type().is_none() && !st.removed {
-                    vop_err(VopError::NotAdded)
-                } else {
-                    ENODEV
-                });
+            match v.vop.state() {
+                VopState::Added => {}
+                VopState::Empty => return Err(vop_err(VopError::NotAdded)),
+                VopState::Removed => return Err(vop_err(VopError::Removed)),
             }
             let mem = card.host_mem_parts(&st.blocks);
             let mut covered = start;
