@@ -10,10 +10,10 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::abi::{MicBootparam, MicState, MIC_DP_SIZE};
-use crate::card::{core_err, HostCard};
 use crate::devpage;
 use crate::host::attrs::{self, Attr, DebugFile, PercentP, StoreValue};
 use crate::host::sysfs::{self, StateRequest};
+use crate::hostcard::{core_err, HostCard};
 use crate::shim::SeqFile;
 
 /// The sysfs attribute at `index` of mic-core's table.

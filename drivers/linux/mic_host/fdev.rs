@@ -11,8 +11,8 @@ use kernel::sync::Arc;
 use crate::abi::{
     MicDeviceDesc, MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC,
 };
-use crate::card::{core_err, HostCard, Vdev};
 use crate::host::vop::{AckPoll, AckWait, VopDevice, VopError, VopState};
+use crate::hostcard::{core_err, HostCard, Vdev};
 use crate::shim::{self, PollState, Vma};
 use crate::user;
 
@@ -54,7 +54,7 @@ impl MicFile {
     /// Runs `f` on this file's device with the card locked.
     fn with<R>(
         &self,
-        f: impl FnOnce(&HostCard, &mut crate::card::Inner, usize) -> Result<R>,
+        f: impl FnOnce(&HostCard, &mut crate::hostcard::Inner, usize) -> Result<R>,
     ) -> Result<R> {
         let mut st = self.card.lock();
         if st.removed {
@@ -194,11 +194,12 @@ impl MicFile {
     /// Ready once per wake; an error when nothing is added or it was removed.
     pub(crate) fn poll(&self) -> PollState {
         let mut st = self.card.lock();
-        let removed = st.removed;
-        let Some(v) = st.vdevs.get_mut(self.index).and_then(Option::as_mut) else {
+        let inner = &mut *st;
+        let mem = self.card.host_mem_parts(&inner.blocks);
+        let Some(v) = inner.vdevs.get_mut(self.index).and_then(Option::as_mut) else {
             return PollState::Error;
         };
-        if removed || v.vop.poll_error() {
+        if inner.removed || v.vop.poll_error(&mem) {
             PollState::Error
         } else if core::mem::take(&mut v.woken) {
             PollState::Ready

@@ -8,7 +8,7 @@
 //!   sysfs, debugfs, `/dev/micN`, interrupts, the coherent device page) and
 //!   forwards every callback to the `mic_rs_*` functions here;
 //! * [`shim`] wraps each call into the shim once, safely;
-//! * [`card`] drives the core's state machine from kernel contexts;
+//! * [`hostcard`] drives the core's state machine from kernel contexts;
 //! * [`attrs`] and [`fdev`] are the sysfs/debugfs files and `/dev/micN`
 //!   (over the core's attribute table and virtio host code);
 //! * [`mem`] and [`user`] give the core's virtio code its host memory
@@ -31,18 +31,19 @@ use kernel::sync::Arc;
 )]
 #[path = "../../core/src/lib.rs"]
 mod mic_core;
-// The core refers to itself as `crate::...`; make those paths resolve here.
+// The core refers to itself as `crate::...`; make those paths resolve here
+// (so no glue module may share a name with a top-level core module).
 #[allow(unused_imports)]
 use mic_core::*;
 
 mod attrs;
-mod card;
 mod fdev;
+mod hostcard;
 mod mem;
 mod shim;
 mod user;
 
-use card::{CardInfo, HostCard};
+use hostcard::{CardInfo, HostCard};
 use shim::{ProbeInfo, RawDev, RawSeq, RawVma, Registration};
 
 module! {

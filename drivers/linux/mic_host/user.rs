@@ -56,7 +56,7 @@ impl<'a, M: Memory> Iovecs<'a, M> {
     /// Reads the iovec array of `cd` (at most [`MAX_IOVECS`]).
     pub(crate) fn read(cd: &MicCopyDesc, card: &'a M) -> Result<Self> {
         if cd.iovcnt > MAX_IOVECS {
-            return Err(crate::card::core_err(
+            return Err(crate::hostcard::core_err(
                 VopError::TooManyIovecs(cd.iovcnt).errno(),
             ));
         }
