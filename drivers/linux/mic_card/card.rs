@@ -12,17 +12,25 @@
 //!   allocation and publication, the shutdown and panic reports — are the
 //!   core's `card::CardDevice`.
 //!
-// TODO(virtio card): mic-core's card-side virtio transport (`card::virtio`)
-// is not on main yet. Until it lands the config doorbell only walks the
-// device page (the core's bounds-checked walker) and logs what the host
-// added; registering the devices with the card kernel's virtio core
-// (`register_virtio_device` in this shim) comes with it.
+//! The card side of virtio over PCIe is the core's `card::virtio::CardVdev`:
+//! the config doorbell's work walks the device page, probes each new
+//! device (takes and publishes its `h2c_vdev_db`), acknowledges config
+//! changes and completes hot removal, so the host's handshakes finish.
+//!
+// TODO(virtio card): registering the devices with the card kernel's virtio
+// core (`register_virtio_device` with `virtio_config_ops` over `CardVdev` in
+// this shim) is not done: a MIC virtqueue keeps desc/avail in the host's
+// ring block and the used ring in card memory (`CardVdev::find_vqs`), and
+// 6.12's exported `vring_new_virtqueue` lays all three out contiguously in
+// one buffer (`__vring_new_virtqueue`, which took a prepared `struct vring`
+// in the VOP era, is static now). It needs a kernel that exports a way to
+// place the used ring, or a patched tree.
 
 use kernel::ffi::{c_int, c_uint, c_void};
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{self, Work, WorkItem};
-use kernel::{impl_has_work, new_work};
+use kernel::{impl_has_work, new_mutex, new_work};
 
 // The driver core, one copy of each file (see mic_host).
 #[allow(
@@ -41,6 +49,7 @@ use mic_core::*;
 mod shim;
 
 use abi::MicStatus;
+use card::virtio::{CardVdev, ConfigRequest};
 use card::{irq_for_db, CardDevice};
 use shim::{CardShim, Doorbell, PhysWindow, RawDev, Registration};
 
@@ -64,13 +73,24 @@ impl kernel::Module for MicCard {
     }
 }
 
-/// The card driver's state: immutable after probe, so the panic path
-/// reads it without a lock.
+/// What the config doorbell's work changes: the doorbell allocator and the
+/// virtio devices found.
+struct Devices {
+    dev: CardDevice,
+    /// One entry per device descriptor probed (`None` once removed).
+    vdevs: KVec<Option<CardVdev>>,
+}
+
+/// The card driver's state. `report` is the driver core's card device as
+/// initialised, immutable, so the panic path reads it without a lock;
+/// `devices` holds the copy whose doorbell allocator the virtio devices use.
 #[pin_data]
 struct Card {
     shim: CardShim,
     mem: PhysWindow,
-    dev: CardDevice,
+    report: CardDevice,
+    #[pin]
+    devices: Mutex<Devices>,
     #[pin]
     scan: Work<Card>,
 }
@@ -88,28 +108,81 @@ impl WorkItem for Card {
 }
 
 impl Card {
-    /// The config doorbell's work: walk the device page.
+    /// The config doorbell's work: walk the device page (the core's
+    /// bounds-checked walker), probe new devices, answer the host's config
+    /// changes and removals.
     fn scan_devices(&self) {
-        for item in devpage::walk_mem(&self.mem, self.dev.dp()) {
-            match item {
-                Ok(d) => pr_info!(
-                    "mic_card: virtio device type {} at {:#x} ({} vqs); transport pending\n",
-                    d.desc.ty,
-                    d.offset,
-                    d.desc.num_vq
-                ),
+        let mut guard = self.devices.lock();
+        let st = &mut *guard;
+        let dp = st.dev.dp();
+        for item in devpage::walk_mem(&self.mem, dp) {
+            let loc = match item {
+                Ok(loc) => loc,
                 Err(e) => {
                     pr_warn!("mic_card: {}\n", e);
                     break;
                 }
+            };
+            let addr = dp + loc.offset as u64;
+            let known = st
+                .vdevs
+                .iter()
+                .position(|v| v.as_ref().is_some_and(|v| v.addr() == addr));
+            let Some(i) = known else {
+                match CardVdev::probe(&self.mem, dp, &loc, st.dev.doorbells_mut()) {
+                    Ok(v) => {
+                        pr_info!(
+                            "mic_card: virtio {} device at {:#x} ({} vqs)\n",
+                            abi::virtio::id::name(v.device_type()),
+                            loc.offset,
+                            loc.desc.num_vq
+                        );
+                        if st.vdevs.push(Some(v), GFP_KERNEL).is_err() {
+                            pr_err!("mic_card: out of memory for a virtio device\n");
+                        }
+                    }
+                    Err(e) => pr_warn!("mic_card: virtio device at {:#x}: {}\n", loc.offset, e),
+                }
+                continue;
+            };
+            let Some(v) = st.vdevs[i].as_ref() else {
+                continue;
+            };
+            match v.config_request(&self.mem) {
+                Ok(Some(ConfigRequest::Changed)) => {
+                    let _ = v.ack_config(&self.mem);
+                }
+                Ok(Some(ConfigRequest::Remove)) => {
+                    if let Some(v) = st.vdevs[i].take() {
+                        let _ = v.remove(&self.mem, st.dev.doorbells_mut());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => pr_warn!("mic_card: {}\n", e),
             }
+        }
+    }
+
+    /// Orderly shutdown: every virtio device removed, then the report.
+    fn shut_down(&self, status: MicStatus) {
+        {
+            let mut guard = self.devices.lock();
+            let st = &mut *guard;
+            for slot in st.vdevs.iter_mut() {
+                if let Some(v) = slot.take() {
+                    let _ = v.remove(&self.mem, st.dev.doorbells_mut());
+                }
+            }
+        }
+        if let Err(e) = self.report.report_shutdown(&self.shim, &self.mem, status) {
+            pr_err!("mic_card: shutdown report failed: {}\n", e);
         }
     }
 
     /// A host doorbell fired (interrupt thread).
     fn doorbell(self: &Arc<Self>, which: u32) {
         if which == Doorbell::Shutdown as u32 {
-            if let Ok(true) = self.dev.shutdown_requested(&self.mem) {
+            if let Ok(true) = self.report.shutdown_requested(&self.mem) {
                 shim::orderly_poweroff();
             }
         } else if which == Doorbell::Config as u32 {
@@ -138,15 +211,23 @@ fn probe(sd: *mut RawDev, mmio_len: u64) -> Result<Arc<Card>> {
     })?;
     shim.request_doorbell(irq_for_db(dev.shutdown_db()), Doorbell::Shutdown)?;
     shim.request_doorbell(irq_for_db(dev.config_db()), Doorbell::Config)?;
-    Arc::pin_init(
+    let report = dev.clone();
+    let card = Arc::pin_init(
         pin_init!(Card {
             shim,
             mem,
-            dev,
+            report,
+            devices <- new_mutex!(Devices {
+                dev,
+                vdevs: KVec::new(),
+            }),
             scan <- new_work!("Card::scan"),
         }),
         GFP_KERNEL,
-    )
+    )?;
+    // Devices the host added before this driver came up.
+    let _ = workqueue::system().enqueue(card.clone());
+    Ok(card)
 }
 
 /// Platform probe: the core discovers the device page (magic checked),
@@ -201,7 +282,7 @@ unsafe extern "C" fn mic_card_rs_db(rs: *mut c_void, which: c_uint) {
 unsafe extern "C" fn mic_card_rs_panic(rs: *mut c_void) {
     // SAFETY: see the function's safety section.
     let card = unsafe { card_ref(rs) };
-    let _ = card.dev.report_panic(&card.shim, &card.mem);
+    let _ = card.report.report_panic(&card.shim, &card.mem);
 }
 
 /// Reboot notifier: report halt, poweroff or restart to the host.
@@ -219,7 +300,5 @@ unsafe extern "C" fn mic_card_rs_down(rs: *mut c_void, why: c_uint) {
         1 => MicStatus::PowerOff,
         _ => MicStatus::Restart,
     };
-    if let Err(e) = card.dev.report_shutdown(&card.shim, &card.mem, status) {
-        pr_err!("mic_card: shutdown report failed: {}\n", e);
-    }
+    card.shut_down(status);
 }

@@ -71,11 +71,15 @@ void mic_card_shim_poweroff(void)
 static irqreturn_t mic_card_db_irq(int irq, void *data)
 {
 	struct mic_card_shim_dev *sd = data;
+	void *rs = READ_ONCE(sd->rs);
 	unsigned int i;
 
+	/* Requested during probe: until it returns there is no state to run. */
+	if (!rs)
+		return IRQ_HANDLED;
 	for (i = 0; i < MIC_CARD_DBS; i++)
 		if (sd->irq[i] == irq)
-			mic_card_rs_db(sd->rs, i);
+			mic_card_rs_db(rs, i);
 	return IRQ_HANDLED;
 }
 
@@ -140,6 +144,7 @@ static int mic_card_probe(struct platform_device *pdev)
 {
 	struct mic_card_shim_dev *sd;
 	struct resource *res;
+	void *rs = NULL;
 	int err;
 
 	sd = kzalloc(sizeof(*sd), GFP_KERNEL);
@@ -154,12 +159,12 @@ static int mic_card_probe(struct platform_device *pdev)
 		return err;
 	}
 	/* Device page, doorbells (through mic_card_shim_request_db), bootparam. */
-	err = mic_card_rs_probe(sd, resource_size(res), &sd->rs);
+	err = mic_card_rs_probe(sd, resource_size(res), &rs);
 	if (err) {
-		sd->rs = NULL;
 		mic_card_release(sd);
 		return err;
 	}
+	WRITE_ONCE(sd->rs, rs);
 	sd->panic_nb.notifier_call = mic_card_panic;
 	atomic_notifier_chain_register(&panic_notifier_list, &sd->panic_nb);
 	sd->panic_registered = true;
