@@ -364,10 +364,18 @@ impl HostCard {
 
     /// Hard interrupt: acknowledge the causes; whether any were ours.
     pub(crate) fn irq(&self) -> bool {
-        let causes = doorbell::ack_interrupt(&self.hw);
-        if causes == 0 || causes == u32::MAX {
+        let read = doorbell::ack_interrupt(&self.hw);
+        let causes = if self.msix {
+            // Vector 0 is ours alone and carries every doorbell source, and
+            // auto-clear (SIAC) may have emptied SICR0 already: let each
+            // handler look at its own flags.
+            read | regs::DB_SRC_MASK
+        } else if read == 0 || read == u32::MAX {
+            // Shared INTx or a surprise-removed device: not ours.
             return false;
-        }
+        } else {
+            read
+        };
         self.causes.fetch_or(causes, Ordering::AcqRel);
         doorbell::intr_workarounds(&self.hw, self.revision == 0);
         true
