@@ -408,6 +408,7 @@ impl Cache {
             .arg("--root")
             .arg(&self.bindgen_root)
             .env("CARGO_HOME", &self.cargo_home)
+            .env("RUSTC", "/usr/bin/rustc")
             .env("LIBCLANG_PATH", libclang_path())
             .output()
             .context("running /usr/bin/cargo install bindgen-cli")?;
@@ -510,11 +511,16 @@ impl Cache {
     }
 
     /// Stages drivers/core/src and drivers/linux under `dest/drivers`,
-    /// keeping the relative paths the modules' `#[path]` includes use.
+    /// keeping the relative paths the modules' `#[path]` includes use, and
+    /// touching only changed files (so unchanged modules are not rebuilt;
+    /// make's outputs beside the sources are kept).
     fn stage(root: &Path, dest: &Path) -> Result<()> {
-        let _ = fs::remove_dir_all(dest);
-        copy_tree(&root.join("drivers/core/src"), &dest.join("core/src"))?;
-        copy_tree(&root.join("drivers/linux"), &dest.join("linux"))?;
+        let staged = dest.with_extension("staging");
+        let _ = fs::remove_dir_all(&staged);
+        copy_tree(&root.join("drivers/core/src"), &staged.join("core/src"))?;
+        copy_tree(&root.join("drivers/linux"), &staged.join("linux"))?;
+        mirror_sources(&staged, dest)?;
+        fs::remove_dir_all(&staged)?;
         Ok(())
     }
 
@@ -541,14 +547,18 @@ impl Cache {
                 String::from_utf8_lossy(&out.stderr)
             );
             fs::write(self.dir.join(format!("{m}.log")), &text)?;
+            let ko = dir.join(format!("{m}.ko"));
             ensure!(out.status.success(), "building {m}.ko failed:\n{text}");
             let (warnings, unresolved) = classify_build_output(&text);
+            if !warnings.is_empty() {
+                // Not reused by the next run: it must show the warnings again.
+                let _ = fs::remove_file(&ko);
+            }
             ensure!(
                 warnings.is_empty(),
                 "building {m}.ko produced warnings:\n{}",
                 warnings.join("\n")
             );
-            let ko = dir.join(format!("{m}.ko"));
             let size = fs::metadata(&ko)
                 .with_context(|| format!("{} missing", ko.display()))?
                 .len();
@@ -654,6 +664,45 @@ fn mirror(src: &Path, dst: &Path) -> Result<()> {
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
         if from.is_dir() {
             mirror(&from, &to)?;
+        } else {
+            let data = fs::read(&from)?;
+            if fs::read(&to).ok().as_deref() != Some(data.as_slice()) {
+                fs::write(&to, data)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Like [`mirror`] for a module build directory: copies changed files in,
+/// removes sources that are gone, keeps make's outputs (files with a build
+/// product's name).
+fn mirror_sources(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst)?;
+    for entry in fs::read_dir(dst)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        let product = n.starts_with('.')
+            || [
+                ".o", ".ko", ".mod", ".mod.c", ".order", ".symvers", ".rmeta", ".d",
+            ]
+            .iter()
+            .any(|ext| n.ends_with(ext));
+        if !product && !src.join(&name).exists() {
+            let p = entry.path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p)?;
+            } else {
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if from.is_dir() {
+            mirror_sources(&from, &to)?;
         } else {
             let data = fs::read(&from)?;
             if fs::read(&to).ok().as_deref() != Some(data.as_slice()) {
