@@ -110,12 +110,25 @@ pub struct Options {
 }
 
 impl Options {
-    /// The default cache, or `MIC_KERNEL_CACHE`.
+    /// `MIC_KERNEL_CACHE`, else [`default_cache`].
     #[must_use]
     pub fn from_env() -> Self {
-        let cache = std::env::var_os("MIC_KERNEL_CACHE")
-            .map_or_else(|| PathBuf::from("/var/cache/mic-x100-kernel"), PathBuf::from);
+        let cache = std::env::var_os("MIC_KERNEL_CACHE").map_or_else(default_cache, PathBuf::from);
         Self { cache, kunit: true }
+    }
+}
+
+/// `/var/cache/mic-x100-kernel` where it can be created (CI runs as root),
+/// else `~/.cache/mic-x100-kernel`.
+#[must_use]
+pub fn default_cache() -> PathBuf {
+    let system = PathBuf::from("/var/cache/mic-x100-kernel");
+    let writable = fs::create_dir_all(&system).is_ok()
+        && fs::metadata(&system).is_ok_and(|m| !m.permissions().readonly())
+        && tempfile::tempfile_in(&system).is_ok();
+    match std::env::var_os("HOME") {
+        Some(home) if !writable => PathBuf::from(home).join(".cache/mic-x100-kernel"),
+        _ => system,
     }
 }
 

@@ -33,10 +33,11 @@ enum Task {
     /// run mic-core's KUnit suite in a User-Mode Linux kernel. Installs the
     /// pinned Debian toolchain if missing; caches the prepared tree.
     Kernel {
-        /// Cache for the kernel tree, bindgen and build directories
-        /// (outside the clone).
-        #[arg(long, env = "MIC_KERNEL_CACHE", default_value = "/var/cache/mic-x100-kernel")]
-        cache: PathBuf,
+        /// Cache for the kernel tree, bindgen and build directories, outside
+        /// the clone [default: /var/cache/mic-x100-kernel, or
+        /// ~/.cache/mic-x100-kernel where that cannot be written].
+        #[arg(long, env = "MIC_KERNEL_CACHE")]
+        cache: Option<PathBuf>,
         /// Build and check the modules only; skip KUnit.
         #[arg(long)]
         modules_only: bool,
@@ -66,7 +67,7 @@ fn run(task: Task) -> Result<()> {
         Task::Gen { check: true } => xtask::generate::check(&root),
         Task::Kernel { cache, modules_only } => {
             let opts = xtask::kernel::Options {
-                cache,
+                cache: cache.unwrap_or_else(xtask::kernel::default_cache),
                 kunit: !modules_only,
             };
             let outcome = xtask::kernel::run(&root, &opts)?;
