@@ -9,7 +9,7 @@ use core::fmt::Write;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::abi::{MicBootparam, MicState, MIC_DP_SIZE};
+use crate::abi::{MicState, MIC_DP_SIZE};
 use crate::devpage;
 use crate::host::attrs::{self, Attr, DebugFile, PercentP, StoreValue};
 use crate::host::sysfs::{self, StateRequest};
@@ -159,7 +159,7 @@ pub(crate) fn debugfs_show(card: &Arc<HostCard>, file: DebugFile, s: &mut SeqFil
     }
 }
 
-/// The device page: the bootparam fields, then one line per descriptor.
+/// The device page, dumped by mic-core (`devpage::write_dump`).
 fn dp_dump(card: &HostCard, s: &mut SeqFile) -> Result {
     let mut page = KVec::from_elem(0u8, MIC_DP_SIZE, GFP_KERNEL)?;
     {
@@ -169,39 +169,7 @@ fn dp_dump(card: &HostCard, s: &mut SeqFile) -> Result {
         }
         crate::hw::Memory::read(card.device_page(), 0, &mut page).map_err(|_| EIO)?;
     }
-    let Some(bp) = MicBootparam::from_slice(&page) else {
-        return Ok(());
-    };
-    let fmt = |r: core::fmt::Result| r.map_err(|_| EINVAL);
-    fmt(writeln!(s, "Bootparam: magic {:#x}", bp.magic))?;
-    fmt(writeln!(
-        s,
-        "Bootparam: h2c_shutdown_db {}",
-        bp.h2c_shutdown_db
-    ))?;
-    fmt(writeln!(s, "Bootparam: h2c_config_db {}", bp.h2c_config_db))?;
-    fmt(writeln!(
-        s,
-        "Bootparam: c2h_shutdown_db {}",
-        bp.c2h_shutdown_db
-    ))?;
-    fmt(writeln!(
-        s,
-        "Bootparam: shutdown_status {}",
-        bp.shutdown_status
-    ))?;
-    fmt(writeln!(s, "Bootparam: shutdown_card {}", bp.shutdown_card))?;
-    for item in devpage::walk(&page) {
-        match item {
-            Ok(d) => fmt(writeln!(
-                s,
-                "Device type {} num_vq {} feature_len {} config_len {} status {:#x} at offset {:#x}",
-                d.desc.ty, d.desc.num_vq, d.desc.feature_len, d.desc.config_len, d.desc.status, d.offset
-            ))?,
-            Err(e) => fmt(writeln!(s, "malformed descriptor: {e:?}"))?,
-        }
-    }
-    Ok(())
+    devpage::write_dump(&page, s).map_err(|_| EINVAL)
 }
 
 /// Whether the card log may be read in `state` (the original printed it
