@@ -19,6 +19,7 @@
 	X(card_discovery_and_reports)                                          \
 	X(vop_add_and_copy_desc)                                               \
 	X(vop_hostile_rings)                                                   \
+	X(card_virtio_handshakes)                                              \
 	X(smpt_map_unmap)                                                      \
 	X(sysfs_parsing)
 

@@ -1046,6 +1046,34 @@ impl VopRig {
     }
 }
 
+/// A `VopDevice` on the heap. It is 9 KiB: built in a frame of its own so
+/// no caller's frame holds it (a kernel stack is 16 KiB), as mic_host does.
+#[inline(never)]
+fn boxed_vop_device() -> Option<KBox<VopDevice>> {
+    KBox::new(VopDevice::new(), GFP_KERNEL).ok()
+}
+
+/// The card side's device (9 KiB too), probed in a frame of its own.
+#[inline(never)]
+fn boxed_card_vdev(
+    mem: &Ram,
+    loc: &devpage::DescLoc,
+    dbs: &mut card::CardDoorbells,
+) -> Option<KBox<card::virtio::CardVdev>> {
+    let cv = card::virtio::CardVdev::probe(mem, 0, loc, dbs).ok()?;
+    KBox::new(cv, GFP_KERNEL).ok()
+}
+
+/// `CardVdev::remove` takes the device by value: unboxed in a frame of its own.
+#[inline(never)]
+fn remove_boxed_card_vdev(
+    cv: KBox<card::virtio::CardVdev>,
+    mem: &Ram,
+    dbs: &mut card::CardDoorbells,
+) -> Result<(), MemError> {
+    KBox::into_inner(cv).remove(mem, dbs)
+}
+
 fn vring_desc(addr: u64, len: u32, flags: u16, next: u16) -> abi::virtio::VringDesc {
     abi::virtio::VringDesc {
         addr,
@@ -1060,8 +1088,7 @@ extern "C" fn mic_kunit_vop_add_and_copy_desc(_test: *mut c_void) {
     let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
     let rig = &mut *boxed;
     let block = need!(console_block());
-    // 9 KiB: on the heap, as mic_host keeps it (a kernel stack is 16 KiB).
-    let mut v = need!(KBox::new(VopDevice::new(), GFP_KERNEL).ok());
+    let mut v = need!(boxed_vop_device());
     // COPY_DESC before ADD_DEVICE: EINVAL, as the original.
     let mut user = UserBuf {
         buf: need!(KVec::from_elem(0u8, 64, GFP_KERNEL).ok()),
@@ -1134,8 +1161,7 @@ extern "C" fn mic_kunit_vop_hostile_rings(_test: *mut c_void) {
     let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
     let rig = &mut *boxed;
     let block = need!(console_block());
-    // 9 KiB: on the heap, as mic_host keeps it (a kernel stack is 16 KiB).
-    let mut v = need!(KBox::new(VopDevice::new(), GFP_KERNEL).ok());
+    let mut v = need!(boxed_vop_device());
     check!(v
         .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
         .is_ok());
@@ -1213,6 +1239,83 @@ extern "C" fn mic_kunit_vop_hostile_rings(_test: *mut c_void) {
             Err(e) => check!(e.errno() != 0),
         }
     }
+}
+
+#[no_mangle]
+extern "C" fn mic_kunit_card_virtio_handshakes(_test: *mut c_void) {
+    // The host adds a console; the card side (the core's CardVdev, here
+    // over the same page the host wrote) finds it, publishes its doorbell,
+    // negotiates, answers a config change and completes hot removal.
+    let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
+    let rig = &mut *boxed;
+    let block = need!(console_block());
+    let mut v = need!(boxed_vop_device());
+    check!(v
+        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
+        .is_ok());
+    let loc = need!(devpage::walk_mem(&rig.host, 0).next().and_then(Result::ok));
+    let mut dbs = card::CardDoorbells::new();
+    dbs.next_db();
+    dbs.next_db();
+    let mut cv = need!(boxed_card_vdev(&rig.host, &loc, &mut dbs));
+    check_eq!(cv.device_type(), abi::virtio::id::CONSOLE);
+    check_eq!(cv.h2c_db(), 2);
+    let ctrl = need!(v.ctrl(&rig.host).ok());
+    check_eq!(ctrl.h2c_vdev_db, 2);
+    check_eq!(ctrl.vdev, loc.offset as u64);
+    check_eq!(cv.finalize_features(&rig.host, u32::MAX), Ok(0));
+    let mut cfg = [0u8; 4];
+    check!(cv.read_config(&rig.host, 8, &mut cfg).is_ok());
+    check_eq!(
+        cv.read_config(&rig.host, 10, &mut cfg),
+        Err(card::virtio::VirtioError::ConfigOutOfRange)
+    );
+    check!(cv.set_status(&rig.mmio, &rig.host, 4).is_ok());
+    check_eq!(v.status(&rig.host), Ok(4));
+
+    // Config change: the card sees it and acks; the host's wait ends.
+    let wait = need!(v.config_change(&rig.mmio, &rig.host, &[7; 12]).ok());
+    check_eq!(
+        wait.poll(&rig.host, 0),
+        handshake::AckPoll::Wait { ms: 100 }
+    );
+    check_eq!(
+        cv.config_request(&rig.host),
+        Ok(Some(card::virtio::ConfigRequest::Changed))
+    );
+    check!(cv.read_config(&rig.host, 0, &mut cfg).is_ok());
+    check_eq!(cfg, [7; 4]);
+    check!(cv.ack_config(&rig.host).is_ok());
+    check_eq!(wait.poll(&rig.host, 100), handshake::AckPoll::Acked);
+    check!(v.finish_config_change(&rig.host).is_ok());
+    check_eq!(cv.config_request(&rig.host), Ok(None));
+
+    // Hot removal: the card acks and frees the slot.
+    let wait = need!(v.begin_remove(&rig.mmio, &rig.host));
+    check_eq!(
+        cv.config_request(&rig.host),
+        Ok(Some(card::virtio::ConfigRequest::Remove))
+    );
+    check!(remove_boxed_card_vdev(cv, &rig.host, &mut dbs).is_ok());
+    check_eq!(dbs.usage()[2], 0);
+    check_eq!(wait.poll(&rig.host, 0), handshake::AckPoll::Acked);
+    v.finish_remove(&mut rig.dev, &rig.host, &mut rig.alloc);
+    check_eq!(v.state(), VopState::Removed);
+    check_eq!(devpage::walk_mem(&rig.host, 0).count(), 0);
+    // A card that never answers: the removal wait ends with its budget.
+    let mut v2 = need!(boxed_vop_device());
+    check!(v2
+        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
+        .is_ok());
+    let wait = need!(v2.begin_remove(&rig.mmio, &rig.host));
+    let budget = handshake::AckTiming::ORIGINAL.budget_ms;
+    check_eq!(
+        wait.poll(&rig.host, budget - 1),
+        handshake::AckPoll::Wait { ms: 1 }
+    );
+    check_eq!(wait.poll(&rig.host, budget), handshake::AckPoll::TimedOut);
+    v2.finish_remove(&mut rig.dev, &rig.host, &mut rig.alloc);
+    check_eq!(devpage::walk_mem(&rig.host, 0).count(), 0);
 }
 
 // ---------------------------------------------------------------------------

@@ -77,8 +77,9 @@ impl kernel::Module for MicCard {
 /// virtio devices found.
 struct Devices {
     dev: CardDevice,
-    /// One entry per device descriptor probed (`None` once removed).
-    vdevs: KVec<Option<CardVdev>>,
+    /// One entry per device descriptor probed (`None` once removed),
+    /// boxed: a `CardVdev` is 9 KiB.
+    vdevs: KVec<Option<KBox<CardVdev>>>,
 }
 
 /// The card driver's state. `report` is the driver core's card device as
@@ -129,7 +130,7 @@ impl Card {
                 .iter()
                 .position(|v| v.as_ref().is_some_and(|v| v.addr() == addr));
             let Some(i) = known else {
-                match CardVdev::probe(&self.mem, dp, &loc, st.dev.doorbells_mut()) {
+                match probe_vdev(&self.mem, dp, &loc, st.dev.doorbells_mut()) {
                     Ok(v) => {
                         pr_info!(
                             "mic_card: virtio {} device at {:#x} ({} vqs)\n",
@@ -154,7 +155,7 @@ impl Card {
                 }
                 Ok(Some(ConfigRequest::Remove)) => {
                     if let Some(v) = st.vdevs[i].take() {
-                        let _ = v.remove(&self.mem, st.dev.doorbells_mut());
+                        let _ = remove_vdev(v, &self.mem, st.dev.doorbells_mut());
                     }
                 }
                 Ok(None) => {}
@@ -170,7 +171,7 @@ impl Card {
             let st = &mut *guard;
             for slot in st.vdevs.iter_mut() {
                 if let Some(v) = slot.take() {
-                    let _ = v.remove(&self.mem, st.dev.doorbells_mut());
+                    let _ = remove_vdev(v, &self.mem, st.dev.doorbells_mut());
                 }
             }
         }
@@ -189,6 +190,44 @@ impl Card {
             let _ = workqueue::system().enqueue(self.clone());
         }
     }
+}
+
+/// Why a device could not be taken.
+enum ProbeError {
+    Virtio(card::virtio::VirtioError),
+    NoMemory,
+}
+
+impl core::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProbeError::Virtio(e) => write!(f, "{e}"),
+            ProbeError::NoMemory => f.write_str("out of memory"),
+        }
+    }
+}
+
+/// Probes a device into a box, in a frame of its own: a `CardVdev` is
+/// 9 KiB, and no caller's frame should hold it (kernel stacks are 16 KiB).
+#[inline(never)]
+fn probe_vdev(
+    mem: &PhysWindow,
+    dp: u64,
+    loc: &devpage::DescLoc,
+    dbs: &mut card::CardDoorbells,
+) -> Result<KBox<CardVdev>, ProbeError> {
+    let v = CardVdev::probe(mem, dp, loc, dbs).map_err(ProbeError::Virtio)?;
+    KBox::new(v, GFP_KERNEL).map_err(|_| ProbeError::NoMemory)
+}
+
+/// `CardVdev::remove` takes the device by value: unboxed in a frame of its own.
+#[inline(never)]
+fn remove_vdev(
+    v: KBox<CardVdev>,
+    mem: &PhysWindow,
+    dbs: &mut card::CardDoorbells,
+) -> Result<(), crate::hw::MemError> {
+    KBox::into_inner(v).remove(mem, dbs)
 }
 
 /// Borrows the card behind the pointer `mic_card_rs_probe` handed out.

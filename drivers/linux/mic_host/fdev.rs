@@ -26,6 +26,19 @@ fn vop_err(e: VopError) -> Error {
     core_err(e.errno())
 }
 
+/// A fresh device slot on the heap, built in a frame of its own: it is
+/// 9 KiB, and no caller's frame should hold it (kernel stacks are 16 KiB).
+#[inline(never)]
+fn new_vdev() -> Result<KBox<Vdev>> {
+    Ok(KBox::new(
+        Vdev {
+            vop: VopDevice::new(),
+            woken: false,
+        },
+        GFP_KERNEL,
+    )?)
+}
+
 impl MicFile {
     pub(crate) fn open(card: Arc<HostCard>) -> Result<Self> {
         let index = {
@@ -33,10 +46,7 @@ impl MicFile {
             if st.removed {
                 return Err(ENODEV);
             }
-            let entry = Some(Vdev {
-                vop: VopDevice::new(),
-                woken: false,
-            });
+            let entry = Some(new_vdev()?);
             match st.vdevs.iter().position(Option::is_none) {
                 Some(i) => {
                     st.vdevs[i] = entry;

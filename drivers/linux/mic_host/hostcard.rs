@@ -62,8 +62,9 @@ pub(crate) struct Inner {
     pub(crate) attrs: Attrs,
     /// The ring blocks of every virtio device.
     pub(crate) blocks: Blocks,
-    /// One entry per open file of `/dev/micN` (`None` once closed).
-    pub(crate) vdevs: KVec<Option<Vdev>>,
+    /// One entry per open file of `/dev/micN` (`None` once closed), boxed:
+    /// a `VopDevice` is 9 KiB.
+    pub(crate) vdevs: KVec<Option<KBox<Vdev>>>,
     /// A reset the work item is to drive (taken by it when it runs).
     pending_reset: Option<ResetSeq>,
     /// Removal began: the hardware must not be touched any more.
