@@ -532,7 +532,7 @@ impl Cache {
         let _ = fs::remove_dir_all(&staged);
         copy_tree(&root.join("drivers/core/src"), &staged.join("core/src"))?;
         copy_tree(&root.join("drivers/linux"), &staged.join("linux"))?;
-        mirror_sources(&staged, dest)?;
+        mirror(&staged, dest, is_build_product)?;
         fs::remove_dir_all(&staged)?;
         Ok(())
     }
@@ -647,23 +647,29 @@ fn sync_kunit_sources(root: &Path, dest: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&staged);
     copy_tree(&root.join("drivers/core/src"), &staged.join("core/src"))?;
     copy_tree(&root.join("drivers/linux/kunit"), &staged.join("linux/kunit"))?;
+    fs::copy(
+        root.join("drivers/linux/mic_core.rs"),
+        staged.join("linux/mic_core.rs"),
+    )?;
     fs::write(staged.join("Makefile"), "obj-y += linux/kunit/\n")?;
     fs::write(
         staged.join("Kconfig"),
         "source \"drivers/misc/mic_rs/linux/kunit/Kconfig\"\n",
     )?;
-    mirror(&staged, dest)?;
+    mirror(&staged, dest, |_| false)?;
     fs::remove_dir_all(&staged)?;
     Ok(())
 }
 
-/// Makes `dst` hold exactly the files of `src`, touching only files whose
-/// contents differ (make looks at mtimes).
-fn mirror(src: &Path, dst: &Path) -> Result<()> {
+/// Makes `dst` hold the files of `src`, touching only files whose contents
+/// differ (make looks at mtimes). Files of `dst` that `src` lacks are
+/// removed unless `keep` says they are to stay (make's outputs).
+fn mirror(src: &Path, dst: &Path, keep: fn(&str) -> bool) -> Result<()> {
     fs::create_dir_all(dst)?;
     for entry in fs::read_dir(dst)? {
         let entry = entry?;
-        if !src.join(entry.file_name()).exists() {
+        let name = entry.file_name();
+        if !keep(&name.to_string_lossy()) && !src.join(&name).exists() {
             let p = entry.path();
             if p.is_dir() {
                 fs::remove_dir_all(&p)?;
@@ -676,7 +682,7 @@ fn mirror(src: &Path, dst: &Path) -> Result<()> {
         let entry = entry?;
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
         if from.is_dir() {
-            mirror(&from, &to)?;
+            mirror(&from, &to, keep)?;
         } else {
             let data = fs::read(&from)?;
             if fs::read(&to).ok().as_deref() != Some(data.as_slice()) {
@@ -687,43 +693,14 @@ fn mirror(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Like [`mirror`] for a module build directory: copies changed files in,
-/// removes sources that are gone, keeps make's outputs (files with a build
-/// product's name).
-fn mirror_sources(src: &Path, dst: &Path) -> Result<()> {
-    fs::create_dir_all(dst)?;
-    for entry in fs::read_dir(dst)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let n = name.to_string_lossy();
-        let product = n.starts_with('.')
-            || [
-                ".o", ".ko", ".mod", ".mod.c", ".order", ".symvers", ".rmeta", ".d",
-            ]
-            .iter()
-            .any(|ext| n.ends_with(ext));
-        if !product && !src.join(&name).exists() {
-            let p = entry.path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p)?;
-            } else {
-                fs::remove_file(&p)?;
-            }
-        }
-    }
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        if from.is_dir() {
-            mirror_sources(&from, &to)?;
-        } else {
-            let data = fs::read(&from)?;
-            if fs::read(&to).ok().as_deref() != Some(data.as_slice()) {
-                fs::write(&to, data)?;
-            }
-        }
-    }
-    Ok(())
+/// Whether `name` is something make writes beside the sources.
+fn is_build_product(name: &str) -> bool {
+    name.starts_with('.')
+        || [
+            ".o", ".ko", ".mod", ".mod.c", ".order", ".symvers", ".rmeta", ".d",
+        ]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 /// Adds `line` to `file` once (before the last line equal to `before`, or at the end).
@@ -1068,7 +1045,11 @@ mod tests {
         fs::write(b.join("same"), "1").unwrap();
         fs::write(b.join("stale"), "x").unwrap();
         let before = fs::metadata(b.join("same")).unwrap().modified().unwrap();
-        mirror(&a, &b).unwrap();
+        fs::write(b.join("x.ko"), "built").unwrap();
+        mirror(&a, &b, is_build_product).unwrap();
+        assert!(b.join("x.ko").exists(), "make's output stays");
+        mirror(&a, &b, |_| false).unwrap();
+        assert!(!b.join("x.ko").exists());
         assert_eq!(fs::read_to_string(b.join("sub/new")).unwrap(), "2");
         assert!(!b.join("stale").exists());
         assert_eq!(fs::metadata(b.join("same")).unwrap().modified().unwrap(), before);

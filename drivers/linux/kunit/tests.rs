@@ -17,19 +17,7 @@ use kernel::alloc::{KVec, VVec};
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 
-// The driver core, one copy of each file (see mic_host).
-#[allow(
-    dead_code,
-    unreachable_pub,
-    unused_attributes,
-    unused_imports,
-    clippy::wrong_self_convention
-)]
-#[path = "../../core/src/lib.rs"]
-mod mic_core;
-// The core refers to itself as `crate::...`; make those paths resolve here.
-#[allow(unused_imports)]
-use mic_core::*;
+include!("../mic_core.rs");
 
 use abi::{
     BootMode, MicBootparam, MicDeviceCtrl, MicDeviceDesc, MicState, MicStatus, MicVqconfig,
@@ -997,6 +985,21 @@ impl VopRig {
         })
     }
 
+    /// A virtio console added on a fresh file (ADD_DEVICE succeeded).
+    fn add_console(&mut self) -> Option<KBox<VopDevice>> {
+        let block = console_block()?;
+        let mut v = boxed_vop_device()?;
+        v.add(
+            &mut self.dev,
+            &self.mmio,
+            &self.host,
+            &mut self.alloc,
+            &block,
+        )
+        .ok()?;
+        Some(v)
+    }
+
     fn at(v: &VopDevice, field: usize) -> u64 {
         (v.slot() + field) as u64
     }
@@ -1160,11 +1163,7 @@ extern "C" fn mic_kunit_vop_add_and_copy_desc(_test: *mut c_void) {
 extern "C" fn mic_kunit_vop_hostile_rings(_test: *mut c_void) {
     let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
     let rig = &mut *boxed;
-    let block = need!(console_block());
-    let mut v = need!(boxed_vop_device());
-    check!(v
-        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
-        .is_ok());
+    let mut v = need!(rig.add_console());
     check_eq!(rig.card_start(&mut v), Some(true));
     let mut user = UserBuf {
         buf: need!(KVec::from_elem(0u8, 256, GFP_KERNEL).ok()),
@@ -1248,11 +1247,7 @@ extern "C" fn mic_kunit_card_virtio_handshakes(_test: *mut c_void) {
     // negotiates, answers a config change and completes hot removal.
     let mut boxed = need!(VopRig::new().and_then(|r| KBox::new(r, GFP_KERNEL).ok()));
     let rig = &mut *boxed;
-    let block = need!(console_block());
-    let mut v = need!(boxed_vop_device());
-    check!(v
-        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
-        .is_ok());
+    let mut v = need!(rig.add_console());
     let loc = need!(devpage::walk_mem(&rig.host, 0).next().and_then(Result::ok));
     let mut dbs = card::CardDoorbells::new();
     dbs.next_db();
@@ -1303,10 +1298,7 @@ extern "C" fn mic_kunit_card_virtio_handshakes(_test: *mut c_void) {
     check_eq!(v.state(), VopState::Removed);
     check_eq!(devpage::walk_mem(&rig.host, 0).count(), 0);
     // A card that never answers: the removal wait ends with its budget.
-    let mut v2 = need!(boxed_vop_device());
-    check!(v2
-        .add(&mut rig.dev, &rig.mmio, &rig.host, &mut rig.alloc, &block)
-        .is_ok());
+    let mut v2 = need!(rig.add_console());
     let wait = need!(v2.begin_remove(&rig.mmio, &rig.host));
     let budget = handshake::AckTiming::ORIGINAL.budget_ms;
     check_eq!(

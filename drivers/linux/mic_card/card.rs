@@ -32,19 +32,7 @@ use kernel::sync::{Arc, Mutex};
 use kernel::workqueue::{self, Work, WorkItem};
 use kernel::{impl_has_work, new_mutex, new_work};
 
-// The driver core, one copy of each file (see mic_host).
-#[allow(
-    dead_code,
-    unreachable_pub,
-    unused_attributes,
-    unused_imports,
-    clippy::wrong_self_convention
-)]
-#[path = "../../core/src/lib.rs"]
-mod mic_core;
-// The core refers to itself as `crate::...`; make those paths resolve here.
-#[allow(unused_imports)]
-use mic_core::*;
+include!("../mic_core.rs");
 
 mod shim;
 

@@ -19,22 +19,7 @@ use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-// The driver core, one copy of each file: the host crate's `cargo test` and
-// this module compile the same sources. Parts of it serve only the card
-// side or the emulator, and its items are `pub` for those.
-#[allow(
-    dead_code,
-    unreachable_pub,
-    unused_attributes,
-    unused_imports,
-    clippy::wrong_self_convention
-)]
-#[path = "../../core/src/lib.rs"]
-mod mic_core;
-// The core refers to itself as `crate::...`; make those paths resolve here
-// (so no glue module may share a name with a top-level core module).
-#[allow(unused_imports)]
-use mic_core::*;
+include!("../mic_core.rs");
 
 mod attrs;
 mod fdev;
