@@ -32,6 +32,13 @@
 //! never look at dropped records, so this changes nothing for them; but a
 //! reader that only has the raw bytes (the host, through debugfs `log_buf`)
 //! can then tell live records from dropped ones exactly.
+//!
+//! A text is cut at its first NUL byte, as the C string 3.10 formats it
+//! into would be; [`parse_record`] accordingly refuses a text holding a NUL.
+//! (The dictionary keeps its NULs: they separate its `KEY=value` pairs.) To
+//! a reader resynchronising after damage this is worth a lot: bytes that
+//! merely happen to look like a header almost always claim a text that
+//! runs over some zero byte.
 
 use crate::hw::{MemError, Memory, in_bounds};
 
@@ -203,9 +210,9 @@ impl Record<'_> {
 /// `buf`; `len` is exactly the header plus text plus dictionary rounded up to
 /// [`LOG_ALIGN`] (so a multiple of it, and at least that size), as 3.10
 /// always writes it; the record lies in `buf`; its padding is zero (3.10
-/// `memset`s it); only 3.10 flags are set. (`level` is 3 bits wide and
-/// therefore always ≤ [`LEVEL_MAX`].) A wrap marker is not a record and
-/// yields `None`.
+/// `memset`s it); its text holds no NUL (it was a C string); only 3.10 flags
+/// are set. (`level` is 3 bits wide and therefore always ≤ [`LEVEL_MAX`].)
+/// A wrap marker is not a record and yields `None`.
 ///
 /// The exact length and the zero padding matter to a reader without
 /// `log_first_idx`: the last bytes of a text followed by its padding often
@@ -231,7 +238,7 @@ pub fn parse_record(buf: &[u8], off: usize) -> Option<Record<'_>> {
     let text_start = off + HEADER_LEN;
     let dict_start = text_start + header.text_len as usize;
     let dict_end = dict_start + header.dict_len as usize;
-    if buf[dict_end..end].iter().any(|&b| b != 0) {
+    if buf[dict_end..end].iter().any(|&b| b != 0) || buf[text_start..dict_start].contains(&0) {
         return None;
     }
     Some(Record {
@@ -429,6 +436,8 @@ impl LogRing {
     ) -> Result<(), MemError> {
         let cap = self.check_region(mem)?;
         let max = self.max_record_len();
+        // A C string ends at its first NUL.
+        let text = text.iter().position(|&b| b == 0).map_or(text, |n| &text[..n]);
         let (text, dict) = if record_len(text.len(), dict.len()) <= max {
             (text, dict)
         } else {
@@ -482,7 +491,41 @@ impl LogRing {
         self.zero(mem, pos + used, size - used)?;
         self.next_idx = (pos + size) as u32;
         self.next_seq += 1;
+        debug_assert!(self.invariant_holds(), "printk ring invariant broken: {self:?}");
         Ok(())
+    }
+
+    /// Whether the writer's placement invariant holds for the current
+    /// indices (it does after every [`LogRing::store`]; checked there in
+    /// debug builds and after every store in the tests):
+    ///
+    /// - an empty ring is at 0 (`first_idx == next_idx == 0` once a store
+    ///   found it empty);
+    /// - indices are aligned and inside the ring, and the newest record
+    ///   leaves room for one more header before the end of the ring (where
+    ///   the wrap marker goes);
+    /// - not wrapped (`first_idx < next_idx`): the live records are
+    ///   `first_idx..next_idx`;
+    /// - wrapped (`first_idx > next_idx`): *more than* one header's room
+    ///   separates the newest record's end from the oldest record, so a
+    ///   reader without the indices can tell the two apart.
+    #[must_use]
+    pub const fn invariant_holds(&self) -> bool {
+        // INVARIANT: what `store_with_dict` establishes after every record;
+        // `libmic::klog` decodes raw snapshots relying on it.
+        let cap = self.capacity() as usize;
+        let (first, next) = (self.first_idx as usize, self.next_idx as usize);
+        if self.is_empty() {
+            return first == next;
+        }
+        if first % LOG_ALIGN != 0 || next % LOG_ALIGN != 0 || next + HEADER_LEN > cap || first >= cap {
+            return false;
+        }
+        if first < next {
+            true
+        } else {
+            first > next && first - next > HEADER_LEN
+        }
     }
 
     /// Drops the record at `first_idx`, zeroing its header. A header that
@@ -640,8 +683,47 @@ mod tests {
         assert!(bad(&|h| h.text_len = 0xffff));
         assert!(bad(&|h| h.len = 40)); // longer than 3.10 makes it
         assert!(!bad(&|_| ()));
+        buf[18] = 0; // a NUL inside the text: not a C string
+        assert!(parse_record(&buf, 0).is_none());
+        buf[18] = b'l';
+        buf[23] = 0; // inside the dictionary: its separator, fine
+        assert!(parse_record(&buf, 0).is_some());
         buf[30] = 1; // padding
         assert!(parse_record(&buf, 0).is_none());
+    }
+
+    #[test]
+    fn text_ends_at_its_first_nul() {
+        let mem = VecMem::new(256);
+        let mut ring = LogRing::new(0, 256);
+        ring.store_with_dict(&mem, 1, 0, 6, LOG_NEWLINE, b"ab\0cd", b"K=v\0L=w")
+            .unwrap();
+        let snap = mem.bytes(0, 256);
+        let r = parse_record(&snap, 0).unwrap();
+        assert_eq!((r.text, r.dict), (&b"ab"[..], &b"K=v\0L=w"[..]));
+        assert_eq!(r.end(), record_len(2, 7));
+    }
+
+    #[test]
+    fn invariant_check_rejects_broken_indices() {
+        let ring = |first, next, first_seq| LogRing {
+            base: 0,
+            len: 256,
+            first_idx: first,
+            next_idx: next,
+            first_seq,
+            next_seq: 5,
+        };
+        assert!(LogRing::new(0, 256).invariant_holds());
+        assert!(ring(0, 240, 0).invariant_holds());
+        assert!(ring(64, 200, 3).invariant_holds());
+        assert!(ring(64, 40, 3).invariant_holds(), "wrapped with 24 bytes between");
+        assert!(!ring(64, 48, 3).invariant_holds(), "only a header's room between");
+        assert!(!ring(64, 56, 3).invariant_holds());
+        assert!(!ring(0, 248, 0).invariant_holds(), "no room for the wrap marker");
+        assert!(!ring(4, 200, 3).invariant_holds(), "unaligned");
+        assert!(!ring(8, 8, 3).invariant_holds(), "live records but no room");
+        assert!(!ring(8, 16, 5).invariant_holds(), "empty but not at 0");
     }
 
     #[test]
@@ -730,6 +812,7 @@ mod tests {
             let len = (i as usize * 37) % 150;
             ring.store(&mem, i * 10, 0, (i % 8) as u8, &text_of(i, len))
                 .unwrap();
+            assert!(ring.invariant_holds(), "after store {i}: {ring:?}");
             let snap = mem.bytes(0, 1000);
             let got: Vec<_> = ring.records(&snap).collect();
             assert_eq!(got.len() as u64, ring.live_records());
@@ -817,6 +900,7 @@ mod tests {
                 let text = text_of(i as u64, l);
                 let r = ring.store(&mem, TICK * (i as u64 + 1), 0, 6, &text);
                 proptest::prop_assert_eq!(r.is_ok(), fits);
+                proptest::prop_assert!(ring.invariant_holds(), "after store {}: {:?}", i, ring);
                 if !fits {
                     proptest::prop_assert!(mem.data.borrow().iter().all(|&b| b == 0));
                     return Ok(());

@@ -24,6 +24,12 @@ use crate::regs;
 /// Tools watching a boot look for it in the card log.
 pub const OS_UP_MARKER: &str = "Run /sbin/init as init process";
 
+/// How a panicking card kernel's last words begin (`panic()`'s
+/// `"Kernel panic - not syncing: %s"`). Tools waiting for a boot look for it
+/// in the card log: a card that panics before its driver is up cannot report
+/// the crash through the device page, and its log is then the only witness.
+pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
+
 /// Card driver errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardError {

@@ -423,6 +423,36 @@ mod tests {
     }
 
     #[test]
+    fn ramdisk_may_start_where_the_cmdline_ends() {
+        // Image and command line ending exactly at twice the boot address:
+        // the ramdisk goes right after them. One byte more overlaps.
+        let boot = 0x10_0000u64;
+        let ap = FakeMem::new(4 * MIB as usize);
+        let cmdline = b" mem=4M\0";
+        let rd = [0xCD; 64];
+        let fits = kernel((boot as usize) - cmdline.len());
+        let info = load(&card(boot as u32), &ap, &linux(&fits, Some(&rd), None)).unwrap();
+        let (cmd_addr, cmd_len) = info.cmdline.unwrap();
+        assert_eq!(
+            cmd_addr + cmd_len as u64,
+            2 * boot,
+            "the command line ends at the ramdisk"
+        );
+        assert_eq!(info.ramdisk, Some((2 * boot, rd.len() as u64)));
+        assert_eq!(ap.bytes(2 * boot - 8, 8), cmdline);
+        assert_eq!(ap.bytes(2 * boot, 64), [0xCD; 64]);
+
+        let ap = FakeMem::new(4 * MIB as usize);
+        let over = kernel((boot as usize) - cmdline.len() + 1);
+        let mmio = card(boot as u32);
+        assert_eq!(
+            load(&mmio, &ap, &linux(&over, Some(&rd), None)),
+            Err(BootError::RamdiskOverlap)
+        );
+        assert!(mmio.writes.borrow().is_empty(), "refused before writing");
+    }
+
+    #[test]
     fn errnos() {
         assert_eq!(BootError::FirmwareNotReady.errno(), errno::EINVAL);
         assert_eq!(
