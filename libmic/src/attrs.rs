@@ -99,17 +99,21 @@ fn escape(bytes: &[u8], keep_tabs: bool) -> String {
     out
 }
 
-/// Shortens a value for an error message so hostile or huge file contents
-/// cannot flood a terminal.
+/// How a value from a user, a file or the card appears in an error
+/// message: quoted, control characters escaped ([`escape_untrusted`]), and
+/// cut after [`QUOTE_MAX`] characters with an ellipsis and its full length,
+/// so that a huge or hostile value cannot flood a terminal.
 #[must_use]
-pub(crate) fn excerpt(s: &str) -> String {
-    const MAX: usize = 64;
+pub fn quote_value(s: &str) -> String {
     let escaped = escape_untrusted(s);
-    match escaped.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &escaped[..cut]),
-        None => escaped,
+    match escaped.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("\"{}…\" ({} bytes)", &escaped[..cut], s.len()),
+        None => format!("\"{escaped}\""),
     }
 }
+
+/// Characters of a value [`quote_value`] shows before cutting it short.
+pub const QUOTE_MAX: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -181,8 +185,19 @@ mod tests {
         assert_eq!(escape_untrusted("abc\u{202e}fed"), "abc\\u{202e}fed");
         // A multi-byte character cut short is escaped bytewise.
         assert_eq!(escape_untrusted(b"\xe2\x84"), "\\xe2\\x84");
-        assert!(excerpt(&"x".repeat(500)).len() < 80);
-        assert_eq!(excerpt(&"é".repeat(100)).chars().count(), 67);
+        assert_eq!(quote_value("bsd"), "\"bsd\"");
+        assert_eq!(quote_value("a\nb"), "\"a\\x0ab\"");
+        let long = quote_value(&"x".repeat(5000));
+        assert_eq!(long, format!("\"{}…\" (5000 bytes)", "x".repeat(64)));
+        assert_eq!(
+            quote_value(&"é".repeat(100)).chars().count(),
+            2 + 64 + 1 + " (200 bytes)".len()
+        );
+        assert_eq!(
+            quote_value(&"é".repeat(64)).chars().count(),
+            66,
+            "64 characters are not cut"
+        );
     }
 
     #[test]
@@ -227,8 +242,8 @@ mod tests {
         }
 
         #[test]
-        fn excerpt_never_panics(s in ".*") {
-            prop_assert!(excerpt(&s).chars().count() <= 67);
+        fn quote_value_is_bounded(s in ".*") {
+            prop_assert!(quote_value(&s).chars().count() <= 2 + QUOTE_MAX + 1 + 30);
         }
 
         #[test]

@@ -11,7 +11,8 @@ use crate::attrs::{
     Attr, DebugFile, escape_untrusted, format_hex, ipaddr_from_cmdline, parse_kernel_ptr, strip_newline,
 };
 use crate::debugfs::{DpSummary, SmptSummary, parse_dp, parse_smpt};
-use crate::error::{Error, HINT_DEBUGFS, HINT_SYSFS, Result, explain_errno};
+use crate::error::{Error, HINT_DEBUGFS, HINT_SYSFS, Result, explain_errno, report};
+use crate::io::{IoLimit, bounded};
 use crate::root::{MicRoot, check_firmware_name};
 
 /// Longest `cmdline` accepted. The driver copies " mem=<N>M " plus the
@@ -29,6 +30,7 @@ pub struct Card {
     debugfs_top: PathBuf,
     firmware_dir: PathBuf,
     dev_node: PathBuf,
+    limit: IoLimit,
 }
 
 /// A snapshot of every sysfs attribute of a card.
@@ -66,8 +68,23 @@ impl Card {
             debugfs_top: root.debugfs_dir(),
             firmware_dir: root.firmware_dir(),
             dev_node: root.dev_node(id),
+            limit: root.io_limit(),
             name,
         }
+    }
+
+    /// This card with every access to its files bounded by `limit` (see
+    /// [`IoLimit`]); watchers opened from it inherit the bound.
+    #[must_use]
+    pub fn with_io_limit(mut self, limit: IoLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The bound on accesses to this card's files.
+    #[must_use]
+    pub fn io_limit(&self) -> IoLimit {
+        self.limit
     }
 
     #[must_use]
@@ -115,10 +132,12 @@ impl Card {
         self.debugfs.join(file.file_name())
     }
 
-    /// Whether the card's sysfs directory exists.
+    /// Whether the card's sysfs directory exists (false also when the
+    /// driver does not answer).
     #[must_use]
     pub fn exists(&self) -> bool {
-        self.sysfs.is_dir()
+        let dir = self.sysfs.clone();
+        bounded(self.limit, &self.sysfs, move || dir.is_dir()).unwrap_or(false)
     }
 
     /// The default ramdisk `micctrl -b` uses: `mic/micN.image`.
@@ -133,7 +152,7 @@ impl Card {
     /// included).
     pub fn read_raw(&self, attr: Attr) -> Result<String> {
         let path = self.attr_path(attr);
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e, HINT_SYSFS))?;
+        let bytes = read_file(self.limit, &path, HINT_SYSFS)?;
         String::from_utf8(bytes).map_err(|e| Error::Parse {
             path,
             value: String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -144,15 +163,20 @@ impl Card {
     /// The bytes of a debugfs file.
     pub fn read_debug(&self, file: DebugFile) -> Result<Vec<u8>> {
         let path = self.debug_path(file);
-        fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound && !self.debugfs_top.is_dir() {
+        read_file(self.limit, &path, HINT_DEBUGFS).map_err(|e| {
+            if e.is_not_found() && !self.debugfs_exists() {
                 Error::DebugfsAbsent {
                     looked_in: self.debugfs_top.clone(),
                 }
             } else {
-                Error::io(&path, e, HINT_DEBUGFS)
+                e
             }
         })
+    }
+
+    fn debugfs_exists(&self) -> bool {
+        let top = self.debugfs_top.clone();
+        bounded(self.limit, &self.debugfs_top, move || top.is_dir()).unwrap_or(true)
     }
 
     /// Writes `value` to the attribute with a single write(2), like
@@ -163,22 +187,30 @@ impl Card {
     /// [`Error::Rejected`] with the errno explained.
     pub fn write_raw(&self, attr: Attr, value: &str) -> Result<()> {
         let path = self.attr_path(attr);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e, HINT_SYSFS))?;
-        let bytes = if value.is_empty() { "\n" } else { value }.as_bytes();
-        match f.write(bytes) {
-            Ok(n) if n == bytes.len() => Ok(()),
+        let bytes = if value.is_empty() { "\n" } else { value }.as_bytes().to_vec();
+        let len = bytes.len();
+        let target = path.clone();
+        // Open and write both wait on the driver (a boot write returns once
+        // the image is loaded, after a reset if one is needed).
+        let written = bounded(self.limit, &path, move || {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&target)
+                .map_err(Failed::Open)?;
+            f.write(&bytes).map_err(Failed::Io)
+        })?;
+        match written {
+            Err(Failed::Open(e)) => Err(Error::io(&path, e, HINT_SYSFS)),
+            Ok(n) if n == len => Ok(()),
             Ok(n) => Err(Error::Io {
                 path,
                 source: io::Error::new(
                     io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {} bytes accepted", bytes.len()),
+                    format!("short write: {n} of {len} bytes accepted"),
                 ),
             }),
-            Err(e) => Err(self.write_error(attr, value, &path, e)),
+            Err(Failed::Io(e)) => Err(self.write_error(attr, value, &path, e)),
         }
     }
 
@@ -456,7 +488,20 @@ pub(crate) fn parse_state(raw: &str) -> Option<MicState> {
 /// The value of an optional attribute for a snapshot; a failure is recorded.
 fn keep<T>(attr: Attr, r: Result<Option<T>>, problems: &mut Vec<(Attr, String)>) -> Option<T> {
     r.unwrap_or_else(|e| {
-        problems.push((attr, e.to_string()));
+        problems.push((attr, report(&e)));
         None
     })
+}
+
+/// Which step of a write failed: opening is an I/O matter, the write itself
+/// is the driver's answer.
+enum Failed {
+    Open(io::Error),
+    Io(io::Error),
+}
+
+/// `fs::read`, bounded by `limit`; errors mapped with `hint`.
+fn read_file(limit: IoLimit, path: &Path, hint: &'static str) -> Result<Vec<u8>> {
+    let p = path.to_owned();
+    bounded(limit, path, move || fs::read(&p))?.map_err(|e| Error::io(path, e, hint))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mic_core::abi::MicState;
 
-use crate::attrs::{Attr, excerpt};
+use crate::attrs::{Attr, quote_value};
 
 /// Result alias for this crate's sysfs/debugfs operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,8 +23,13 @@ pub const HINT_DEBUGFS: &str = "run as root (debugfs is readable by root only), 
 pub const HINT_OTHER: &str = "run as root or fix the permissions of the file";
 
 /// Everything that can go wrong talking to a card's sysfs and debugfs.
+///
+/// Not `#[non_exhaustive]`: the tools map every variant to an exit code
+/// with an exhaustive `match`, so a new variant cannot go unmapped.
+///
+/// `Display` never repeats the `source` of a variant; print the chain
+/// ([`report`], or anyhow's `{:#}`) to see the cause.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// `sys/class/mic` does not exist under the root.
     #[error(
@@ -43,12 +48,13 @@ pub enum Error {
     DebugfsAbsent { looked_in: PathBuf },
 
     /// A card selector matched no card.
-    #[error("no such card {name:?} (known cards: {})", known_list(known))]
+    #[error("no such card {} (known cards: {})", quote_value(name), known_list(known))]
     NoSuchCard { name: String, known: Vec<String> },
 
     /// The driver refused a write; `meaning` explains `errno` for `attr`.
     #[error(
-        "{card}: writing {value:?} to {attr} was rejected: {meaning} ({})",
+        "{card}: writing {} to {attr} was rejected: {meaning} ({})",
+        quote_value(value),
         errno_text(*errno)
     )]
     Rejected {
@@ -60,7 +66,7 @@ pub enum Error {
     },
 
     /// A value was refused before reaching the driver.
-    #[error("{card}: refusing to write {value:?} to {attr}: {reason}")]
+    #[error("{card}: refusing to write {} to {attr}: {reason}", quote_value(value))]
     InvalidValue {
         card: String,
         attr: Attr,
@@ -69,7 +75,7 @@ pub enum Error {
     },
 
     /// A firmware or ramdisk name that would leave `lib/firmware`.
-    #[error("bad firmware name {name:?}: {reason}")]
+    #[error("bad firmware name {}: {reason}", quote_value(name))]
     BadFirmwareName { name: String, reason: &'static str },
 
     /// EACCES/EPERM.
@@ -85,7 +91,7 @@ pub enum Error {
     EmulatorGone { path: PathBuf },
 
     /// File contents that do not parse as the attribute's type.
-    #[error("{}: unexpected contents {:?}, expected {expected}", path.display(), excerpt(value))]
+    #[error("{}: unexpected contents {}, expected {expected}", path.display(), quote_value(value))]
     Parse {
         path: PathBuf,
         value: String,
@@ -127,8 +133,26 @@ pub enum Error {
     #[error("{}: symbol(s) {} not found in the System.map", path.display(), missing.join(", "))]
     SystemMap { path: PathBuf, missing: Vec<String> },
 
-    /// Any other I/O error.
-    #[error("{}: {source}", path.display())]
+    /// A file of the driver did not answer within its deadline: the driver
+    /// (or the micemu serving the root) is hung or stopped.
+    #[error(
+        "{}: no answer from the driver after {waited:.1?}: the mic driver (or the micemu serving \
+         this root) is hung or stopped",
+        path.display()
+    )]
+    NoAnswer { path: PathBuf, waited: Duration },
+
+    /// The card kernel panicked (its log says so) while it was waited for.
+    #[error("{card}: the card kernel panicked: \"{line}\"")]
+    CardCrashed {
+        card: String,
+        /// The panic line from the card log, escaped for display.
+        line: String,
+    },
+
+    /// Any other I/O error on `path`; the OS error is the `source` (shown
+    /// after the path by [`report`]: `path: No such file or directory`).
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -165,6 +189,21 @@ impl Error {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 
+    /// Whether the driver (or the micemu serving the root) has gone away:
+    /// its files are gone or their connection is dead. A tool watching
+    /// cards should re-enumerate them rather than trust open files.
+    #[must_use]
+    pub fn is_driver_gone(&self) -> bool {
+        match self {
+            Error::DriverAbsent { .. } | Error::EmulatorGone { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOTCONN | libc::ENODEV | libc::ENXIO | libc::ENOENT | libc::ESTALE | libc::EBADF)
+            ),
+            _ => false,
+        }
+    }
+
     /// The OS errno behind this error, if there is one.
     #[must_use]
     pub fn errno(&self) -> Option<i32> {
@@ -176,6 +215,24 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and its causes on one line, `: `-separated (what anyhow's
+/// `{:#}` prints), for places that show an error without anyhow. A cause
+/// whose text the line already ends with is not repeated.
+#[must_use]
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn known_list(known: &[String]) -> String {
@@ -353,6 +410,66 @@ mod tests {
         let e = Error::io(p, io::Error::from_raw_os_error(libc::ENOENT), HINT_SYSFS);
         assert!(e.is_not_found());
         assert_eq!(e.errno(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn io_errors_name_their_cause_once() {
+        let e = Error::io(
+            Path::new("/r/sys/class/mic/mic1/state"),
+            io::Error::from_raw_os_error(libc::ENOENT),
+            HINT_SYSFS,
+        );
+        let cause = io::Error::from_raw_os_error(libc::ENOENT).to_string();
+        assert_eq!(report(&e), format!("/r/sys/class/mic/mic1/state: {cause}"));
+        assert_eq!(report(&e).matches(&cause).count(), 1);
+        // What micctl prints: anyhow's chain.
+        let chained = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chained.matches(&cause).count(), 1, "{chained}");
+        // The variant with a source does not repeat it in its own message.
+        let e = Error::Io {
+            path: "/p".into(),
+            source: io::Error::other("the cause"),
+        };
+        assert!(!e.to_string().contains("the cause"), "{e}");
+        assert_eq!(report(&e), "/p: the cause");
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let value = "x".repeat(5000);
+        let errs = [
+            Error::Rejected {
+                card: "mic0".into(),
+                attr: Attr::Cmdline,
+                value: value.clone(),
+                errno: libc::EINVAL,
+                meaning: "m".into(),
+            },
+            Error::InvalidValue {
+                card: "mic0".into(),
+                attr: Attr::Cmdline,
+                value: value.clone(),
+                reason: "r",
+            },
+            Error::BadFirmwareName {
+                name: value.clone(),
+                reason: "r",
+            },
+            Error::NoSuchCard {
+                name: value.clone(),
+                known: vec![],
+            },
+            Error::Parse {
+                path: "/p".into(),
+                value: value.clone(),
+                expected: "e",
+            },
+        ];
+        for e in errs {
+            let m = e.to_string();
+            assert!(m.len() < 300, "{} bytes: {m}", m.len());
+            assert!(m.contains("…\" (5000 bytes)"), "{m}");
+        }
     }
 
     #[test]

@@ -13,11 +13,16 @@
 //! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
 //! - [`vdev`]: a card's `dev/micN` (virtio devices), the real character
 //!   device or micemu's socket behind one API.
+//! - [`klog`]: the card log decoded (resynchronising after damage) and
+//!   followed across resets ([`klog::CardLogFollower`]).
+//! - [`IoLimit`]: deadlines for every access to the driver's files, so a
+//!   hung driver costs a bounded wait and an [`Error::NoAnswer`].
 
 pub mod attrs;
 pub mod card;
 pub mod debugfs;
 pub mod error;
+pub mod io;
 pub mod klog;
 pub mod lifecycle;
 pub mod root;
@@ -29,6 +34,7 @@ pub use attrs::{Attr, DebugFile};
 pub use card::{Card, CardInfo};
 pub use debugfs::{DpSummary, SmptEntry, SmptSummary};
 pub use error::{Error, Result};
+pub use io::IoLimit;
 pub use lifecycle::{BootRequest, OS_UP_MARKER, Outcome, ResetEnd, StopStep, Stopped};
 pub use mic_core::abi::{BootMode, MicState, MicStatus};
 pub use root::MicRoot;

@@ -11,7 +11,7 @@ use mic_core::abi::{BootMode, MicState, MicStatus};
 
 use crate::card::Card;
 use crate::error::{Error, Result};
-use crate::klog::LogFollower;
+use crate::klog::{CardLogFollower, panic_line, records};
 use crate::root::DEFAULT_FIRMWARE;
 
 /// The kernel log line after which the card OS counts as up: the card
@@ -167,37 +167,38 @@ impl Card {
     }
 
     /// Waits until the card is online and its kernel log shows the OS up
-    /// ([`OS_UP_MARKER`]). Fails early if the card leaves `online`.
+    /// ([`OS_UP_MARKER`]). Ends early: with [`Error::CardCrashed`] as soon
+    /// as the log shows the card kernel panicking (a card that panics before
+    /// its driver is up cannot report it any other way), and with
+    /// [`Error::Timeout`] (its `last_state` not `online`) if the card leaves
+    /// `online`.
     pub fn wait_os_up(&self, timeout: Option<Duration>) -> Result<()> {
         let start = Instant::now();
         self.wait_for(|s| s == MicState::Online, timeout)?;
-        let mut watcher = self.watch_state()?;
-        let mut follower = LogFollower::new();
+        let mut log = CardLogFollower::open(self)?;
+        let mut nap = Duration::ZERO;
         loop {
-            let update = follower.update(&self.log_buf_raw()?);
-            if update.records.iter().any(|r| r.text.contains(OS_UP_MARKER)) {
+            // The poll on `state` is the clock: a state change wakes the
+            // read at once, else the log is looked at every interval.
+            let entries = log.next(nap)?;
+            if records(&entries).any(|r| r.text.contains(OS_UP_MARKER)) {
                 return Ok(());
             }
+            if let Some(line) = panic_line(&entries) {
+                return Err(Error::CardCrashed {
+                    card: self.name().to_owned(),
+                    line,
+                });
+            }
             let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            if left.is_some_and(|l| l.is_zero()) {
+            if log.state() != MicState::Online || left.is_some_and(|l| l.is_zero()) {
                 return Err(Error::Timeout {
                     card: self.name().to_owned(),
                     waited: start.elapsed(),
-                    last_state: watcher.current(),
+                    last_state: log.state(),
                 });
             }
-            // Sleep until the next log look, but wake at once on a state
-            // change: the poll on `state` is the clock.
-            let nap = left.map_or(LOG_POLL_INTERVAL, |l| l.min(LOG_POLL_INTERVAL));
-            if let Some(s) = watcher.wait_change(Some(nap))? {
-                if s != MicState::Online {
-                    return Err(Error::Timeout {
-                        card: self.name().to_owned(),
-                        waited: start.elapsed(),
-                        last_state: s,
-                    });
-                }
-            }
+            nap = left.map_or(LOG_POLL_INTERVAL, |l| l.min(LOG_POLL_INTERVAL));
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::card::Card;
 use crate::error::{Error, HINT_OTHER, HINT_SYSFS, Result};
+use crate::io::{IoLimit, bounded};
 
 /// The environment variable naming the root.
 pub const MIC_ROOT_ENV: &str = "MIC_ROOT";
@@ -26,11 +27,30 @@ pub const DEFAULT_SYSTEM_MAP: &str = "mic/System.map";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MicRoot {
     root: PathBuf,
+    limit: IoLimit,
 }
 
 impl MicRoot {
+    /// The root at `root`; accesses unbounded ([`IoLimit::NONE`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            limit: IoLimit::NONE,
+        }
+    }
+
+    /// This root with every access to the driver's files under it bounded
+    /// by `limit`; the cards it enumerates inherit the bound.
+    #[must_use]
+    pub fn with_io_limit(mut self, limit: IoLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The bound on accesses under this root.
+    #[must_use]
+    pub fn io_limit(&self) -> IoLimit {
+        self.limit
     }
 
     /// `flag` (from `--root`) if given, else `$MIC_ROOT` if set and non-empty,
@@ -113,15 +133,28 @@ impl MicRoot {
 
     fn card_ids(&self) -> Result<Vec<u32>> {
         let dir = self.sysfs_class_dir();
-        let entries = fs::read_dir(&dir).map_err(|e| class_dir_error(&dir, e))?;
-        let mut ids = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e, HINT_SYSFS))?;
-            if let Some(id) = entry.file_name().to_str().and_then(parse_card_name) {
-                ids.push(id);
+        let listed = dir.clone();
+        let names = bounded(
+            self.limit,
+            &dir,
+            move || -> std::result::Result<_, (bool, io::Error)> {
+                let entries = fs::read_dir(&listed).map_err(|e| (true, e))?;
+                entries
+                    .map(|e| e.map(|e| e.file_name()).map_err(|e| (false, e)))
+                    .collect::<std::result::Result<Vec<OsString>, _>>()
+            },
+        )?;
+        let names = names.map_err(|(opening, e)| {
+            if opening {
+                class_dir_error(&dir, e)
+            } else {
+                Error::io(&dir, e, HINT_SYSFS)
             }
-        }
-        Ok(ids)
+        })?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.to_str().and_then(parse_card_name))
+            .collect())
     }
 
     /// The card named by `sel`: `"mic3"` or `"3"`.

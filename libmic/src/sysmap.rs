@@ -197,6 +197,18 @@ garbage line
     }
 
     #[test]
+    fn a_duplicated_symbol_resolves_to_its_first_line() {
+        // As the original mpssd's text search finds it first.
+        let text = "ffffffff81e4c3a0 b __log_buf\nffffffff8200aaa0 b __log_buf\n\
+                    ffffffff81c4a2d0 d log_buf_len\nffffffff81c4b000 d log_buf_len\n";
+        let m = SystemMap::parse(text);
+        assert_eq!(m.lookup(LOG_BUF_SYMBOL), Some(0xffffffff81e4c3a0));
+        assert_eq!(m.lookup_mpssd(LOG_BUF_SYMBOL), Some(0xffffffff81e4c3a0));
+        assert_eq!(m.log_buf_symbols(), Ok((0xffffffff81e4c3a0, 0xffffffff81c4a2d0)));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
     fn missing_symbols_listed() {
         let m = SystemMap::parse("ffffffff81e4c3a0 b __log_buf\n");
         assert_eq!(m.log_buf_symbols(), Err(vec!["log_buf_len".to_owned()]));

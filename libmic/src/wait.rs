@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::MicState;
@@ -24,31 +25,40 @@ use mic_core::abi::MicState;
 use crate::attrs::Attr;
 use crate::card::{Card, parse_state};
 use crate::error::{Error, HINT_SYSFS, Result};
+use crate::io::{IoLimit, POLL_SLACK, bounded, run_until};
 
 /// How many wake-ups in a row may report an event without a state change
 /// before the file is declared not to support notification (a real driver
 /// notifies on changes only; this guards against a level-triggered source
 /// turning a wait into a spin).
-const SPURIOUS_LIMIT: u32 = 1000;
+pub const SPURIOUS_LIMIT: u32 = 1000;
 
 /// An open `state` file of one card and the state last read from it.
 #[derive(Debug)]
 pub struct StateWatcher {
     card: String,
     path: PathBuf,
-    file: File,
+    /// Shared with the worker that reads or polls it under a deadline (and
+    /// with a reactor that waits on it): it stays open while any holds it.
+    file: Arc<File>,
     current: MicState,
+    limit: IoLimit,
+    notifications: u64,
 }
 
 impl StateWatcher {
     fn open(card: &Card) -> Result<Self> {
         let path = card.attr_path(Attr::State);
-        let file = File::open(&path).map_err(|e| Error::io(&path, e, HINT_SYSFS))?;
+        let target = path.clone();
+        let file = bounded(card.io_limit(), &path, move || File::open(&target))?
+            .map_err(|e| Error::io(&path, e, HINT_SYSFS))?;
         let mut w = Self {
             card: card.name().to_owned(),
             path,
-            file,
+            file: Arc::new(file),
             current: MicState::Offline,
+            limit: card.io_limit(),
+            notifications: 0,
         };
         w.current = w.read_state()?;
         Ok(w)
@@ -71,12 +81,35 @@ impl StateWatcher {
         &self.path
     }
 
+    /// How many times a wait on this file was woken by a notification
+    /// (`sysfs_notify`), whether or not the state had changed when it was
+    /// read again. A wake-up with no visible change is no transition, but it
+    /// says the state was set meanwhile: a card reset and booted between two
+    /// reads reads `online` both times.
+    #[must_use]
+    pub fn notifications(&self) -> u64 {
+        self.notifications
+    }
+
+    /// The open `state` file, for a reactor that waits on it (e.g. tokio
+    /// with priority interest): keeping the `Arc` keeps the descriptor open
+    /// and the same. Read through [`StateWatcher::refresh`], which re-arms
+    /// the notification.
+    #[must_use]
+    pub fn shared_file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
     fn read_state(&mut self) -> Result<MicState> {
-        let mut buf = Vec::with_capacity(32);
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.read_to_end(&mut buf))
-            .map_err(|e| Error::io(&self.path, e, HINT_SYSFS))?;
+        let file = Arc::clone(&self.file);
+        let buf = bounded(self.limit, &self.path, move || {
+            let mut buf = Vec::with_capacity(32);
+            let mut f = &*file;
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut buf))
+                .map(|_| buf)
+        })?
+        .map_err(|e| Error::io(&self.path, e, HINT_SYSFS))?;
         let raw = String::from_utf8_lossy(&buf);
         parse_state(&raw).ok_or_else(|| Error::Parse {
             path: self.path.clone(),
@@ -124,68 +157,161 @@ impl AsRawFd for StateWatcher {
 /// one card's state changes or `timeout` passes. Returns the indices of the
 /// watchers whose state changed (their `current()` is updated); empty on
 /// timeout, and at once for an empty slice.
+///
+/// A wake-up after which every woken file still reads the same state is no
+/// transition: the wait goes on ([`Error::PollUnsupported`] after
+/// [`SPURIOUS_LIMIT`] of them in a row). The watchers' [`IoLimit`]s apply:
+/// the wait ends at their deadline, and a poll that the driver does not
+/// answer ends in [`Error::NoAnswer`].
 pub fn wait_any(watchers: &mut [StateWatcher], timeout: Option<Duration>) -> Result<Vec<usize>> {
     if watchers.is_empty() {
         return Ok(Vec::new());
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let changed = refresh_all(watchers.iter_mut().enumerate())?;
+    let now = Instant::now();
+    let limit = watchers.iter().fold(IoLimit::NONE, |l, w| l.min(w.limit));
+    let deadline = match (timeout.map(|t| now + t), limit.deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut src = Watchers { watchers, limit };
+    // Notifications since the last read are counted here (the read below
+    // re-arms them); then a change that happened before the wait is seen at
+    // once, on plain files too.
+    if let Some(ready) = src.poll(Some(now))? {
+        src.count(&ready);
+    }
+    let all: Vec<usize> = (0..src.watchers.len()).collect();
+    let changed = src.refresh(&all)?;
     if !changed.is_empty() {
         return Ok(changed);
     }
-    let mut fds: Vec<libc::pollfd> = watchers
-        .iter()
-        .map(|w| libc::pollfd {
-            fd: w.as_raw_fd(),
-            events: libc::POLLPRI | libc::POLLERR,
-            revents: 0,
-        })
-        .collect();
+    wait_loop(&mut src, deadline, limit.access_limit())
+}
+
+/// What [`wait_loop`] waits on: the real watchers, or a test's fake.
+trait Source {
+    /// Blocks until some files report an event or `until` passes: their
+    /// indices, or `None` at `until`.
+    fn poll(&mut self, until: Option<Instant>) -> Result<Option<Vec<usize>>>;
+    /// Re-reads the files `which`; the indices whose state changed.
+    fn refresh(&mut self, which: &[usize]) -> Result<Vec<usize>>;
+    /// The number of files.
+    fn len(&self) -> usize;
+    /// A file's path, for errors.
+    fn path(&self, i: usize) -> PathBuf;
+}
+
+/// The wait proper: poll (in slices of `slice`, if set, so a hung driver is
+/// noticed within it), re-read the woken files, and return the ones that
+/// changed. Wake-ups without a change are not transitions; too many in a
+/// row is [`Error::PollUnsupported`]. At `deadline` every file is read one
+/// last time (plain files do not notify).
+fn wait_loop(
+    src: &mut impl Source,
+    deadline: Option<Instant>,
+    slice: Option<Duration>,
+) -> Result<Vec<usize>> {
     let mut spurious = 0u32;
     loop {
-        if !poll(&mut fds, deadline).map_err(|e| Error::io(&watchers[0].path, e, HINT_SYSFS))? {
-            // Timed out: one last look, so sources without notification
-            // (plain files) still report a change at the deadline.
-            return refresh_all(watchers.iter_mut().enumerate());
-        }
-        let woken = fds
-            .iter()
-            .zip(watchers.iter_mut())
-            .enumerate()
-            .filter(|(_, (fd, _))| fd.revents != 0);
-        let mut ready = Vec::new();
-        for (i, (fd, w)) in woken {
-            if fd.revents & libc::POLLNVAL != 0 {
-                return Err(Error::io(
-                    &w.path,
-                    io::Error::from_raw_os_error(libc::EBADF),
-                    HINT_SYSFS,
-                ));
+        let now = Instant::now();
+        let until = match (deadline, slice.map(|s| now + s)) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
+        let Some(ready) = src.poll(until)? else {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let all: Vec<usize> = (0..src.len()).collect();
+                return src.refresh(&all);
             }
-            ready.push((i, w));
-        }
-        let ready_paths: Vec<PathBuf> = ready.iter().map(|(_, w)| w.path.clone()).collect();
-        let changed = refresh_all(ready.into_iter())?;
+            // Only a slice ended: the driver answered; wait on.
+            continue;
+        };
+        let changed = src.refresh(&ready)?;
         if !changed.is_empty() {
             return Ok(changed);
         }
         spurious += 1;
         if spurious >= SPURIOUS_LIMIT {
             return Err(Error::PollUnsupported {
-                path: ready_paths.into_iter().next().unwrap_or_default(),
+                path: ready.first().map(|&i| src.path(i)).unwrap_or_default(),
             });
         }
     }
 }
 
-fn refresh_all<'a>(watchers: impl Iterator<Item = (usize, &'a mut StateWatcher)>) -> Result<Vec<usize>> {
-    let mut changed = Vec::new();
-    for (i, w) in watchers {
-        if w.refresh()?.is_some() {
-            changed.push(i);
+struct Watchers<'a> {
+    watchers: &'a mut [StateWatcher],
+    limit: IoLimit,
+}
+
+impl Watchers<'_> {
+    fn count(&mut self, ready: &[usize]) {
+        for &i in ready {
+            self.watchers[i].notifications += 1;
         }
     }
-    Ok(changed)
+}
+
+impl Source for Watchers<'_> {
+    fn poll(&mut self, until: Option<Instant>) -> Result<Option<Vec<usize>>> {
+        let files: Vec<Arc<File>> = self.watchers.iter().map(|w| Arc::clone(&w.file)).collect();
+        let first = self.watchers[0].path.clone();
+        // TIMEOUT: a live driver answers the poll itself at once; past the
+        // poll's own end plus POLL_SLACK it is hung.
+        let guard = if self.limit.is_bounded() {
+            until.map(|u| u.max(Instant::now()) + POLL_SLACK)
+        } else {
+            None
+        };
+        let revents = run_until(guard, &first, move || {
+            let mut fds: Vec<libc::pollfd> = files
+                .iter()
+                .map(|f| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLPRI | libc::POLLERR,
+                    revents: 0,
+                })
+                .collect();
+            poll(&mut fds, until).map(|any| any.then(|| fds.iter().map(|f| f.revents).collect::<Vec<_>>()))
+        })?
+        .map_err(|e| Error::io(&first, e, HINT_SYSFS))?;
+        let Some(revents) = revents else {
+            return Ok(None);
+        };
+        let mut ready = Vec::new();
+        for (i, r) in revents.into_iter().enumerate() {
+            if r & libc::POLLNVAL != 0 {
+                return Err(Error::io(
+                    &self.watchers[i].path,
+                    io::Error::from_raw_os_error(libc::EBADF),
+                    HINT_SYSFS,
+                ));
+            }
+            if r != 0 {
+                ready.push(i);
+            }
+        }
+        self.count(&ready);
+        Ok(Some(ready))
+    }
+
+    fn refresh(&mut self, which: &[usize]) -> Result<Vec<usize>> {
+        let mut changed = Vec::new();
+        for &i in which {
+            if self.watchers[i].refresh()?.is_some() {
+                changed.push(i);
+            }
+        }
+        Ok(changed)
+    }
+
+    fn len(&self) -> usize {
+        self.watchers.len()
+    }
+
+    fn path(&self, i: usize) -> PathBuf {
+        self.watchers[i].path.clone()
+    }
 }
 
 /// One poll(2) until something is reported or `deadline` passes; retries on
@@ -349,6 +475,61 @@ mod tests {
             }
             other => panic!("{other}"),
         }
+    }
+
+    /// A source whose every poll reports file 0, and whose state changes at
+    /// the `change_at`-th re-read (never if `None`).
+    struct Noisy {
+        polls: u32,
+        reads: u32,
+        change_at: Option<u32>,
+    }
+
+    impl Source for Noisy {
+        fn poll(&mut self, _until: Option<Instant>) -> Result<Option<Vec<usize>>> {
+            self.polls += 1;
+            Ok(Some(vec![0]))
+        }
+        fn refresh(&mut self, which: &[usize]) -> Result<Vec<usize>> {
+            assert_eq!(which, [0], "only the woken file is re-read");
+            self.reads += 1;
+            Ok(if Some(self.reads) == self.change_at {
+                vec![0]
+            } else {
+                vec![]
+            })
+        }
+        fn len(&self) -> usize {
+            2
+        }
+        fn path(&self, i: usize) -> PathBuf {
+            PathBuf::from(format!("/fake/mic{i}/state"))
+        }
+    }
+
+    #[test]
+    fn a_wake_up_without_a_change_is_not_a_transition() {
+        let mut src = Noisy {
+            polls: 0,
+            reads: 0,
+            change_at: Some(4),
+        };
+        assert_eq!(wait_loop(&mut src, None, None).unwrap(), vec![0]);
+        assert_eq!((src.polls, src.reads), (4, 4), "three wake-ups passed over");
+    }
+
+    #[test]
+    fn endless_spurious_wake_ups_end_the_wait() {
+        let mut src = Noisy {
+            polls: 0,
+            reads: 0,
+            change_at: None,
+        };
+        match wait_loop(&mut src, None, None) {
+            Err(Error::PollUnsupported { path }) => assert_eq!(path, Path::new("/fake/mic0/state")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(src.polls, SPURIOUS_LIMIT, "gave up after exactly the limit");
     }
 
     #[test]

@@ -109,8 +109,8 @@ pub struct WaitOpts {
     /// Wait until the operation completed on every card
     #[arg(short, long)]
     pub wait: bool,
-    /// Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra
-    /// card, between 300 s and 600 s (micctrl's rule)
+    /// Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s
+    /// per extra card, between 300 s and 600 s (micctrl's rule)
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
     pub timeout: Option<Duration>,
     /// Treat a card already in the requested state as a failure (exit 9)
@@ -128,6 +128,10 @@ pub struct StatusArgs {
     /// With --watch: stop after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "watch")]
     pub duration: Option<Duration>,
+    /// Give up (exit 6) if the driver has not answered within this long: for the whole status, or
+    /// with --watch for each read [default: 10s]
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -289,30 +293,62 @@ pub enum Since {
     Ago(Duration),
 }
 
-/// Parses `90`, `1.5`, `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
+/// Parses `90`, `1.5`, `90s`, `500ms`, `5m`, `1h` and compounds such as
+/// `1h30m` or `2m30.5s` (a bare number is seconds; each unit at most once,
+/// largest first).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const USE: &str = "use e.g. 90, 90s, 500ms, 5m, 1h30m";
+    let quoted = libmic::attrs::quote_value(s);
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use e.g. 90, 90s, 500ms, 5m, 1h)"
-            ));
+    let number = |n: &str| -> Result<f64, String> {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!("{quoted} is not a duration ({USE})"));
         }
+        n.parse()
+            .map_err(|_| format!("{quoted} is not a duration ({USE})"))
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 90, 90s, 500ms, 5m, 1h)"))?;
-    let secs = n * scale;
+    let secs = if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        number(t)?
+    } else {
+        let mut total = 0.0;
+        let mut rest = t;
+        // The units seen so far may only get smaller: 1h30m, not 30m1h.
+        let mut smallest = f64::INFINITY;
+        while !rest.is_empty() {
+            let n_end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (n, after) = rest.split_at(n_end);
+            let u_end = after
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(after.len());
+            let (unit, next) = after.split_at(u_end);
+            let scale = match unit {
+                "ms" => 0.001,
+                "s" | "sec" | "secs" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                "" => return Err(format!("{quoted}: a number without a unit ({USE})")),
+                other => {
+                    return Err(format!(
+                        "unknown unit {} in {quoted} ({USE})",
+                        libmic::attrs::quote_value(other)
+                    ));
+                }
+            };
+            if scale >= smallest {
+                return Err(format!(
+                    "{quoted}: units must come largest first, each once ({USE})"
+                ));
+            }
+            smallest = scale;
+            total += number(n)? * scale;
+            rest = next.trim_start();
+        }
+        total
+    };
     if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(format!("{quoted} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -372,9 +408,18 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "x", "5y", "-1", "1e999", "..", "1.2.3"] {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2m30.5s").unwrap(), Duration::from_millis(150_500));
+        assert_eq!(parse_duration("1h 5m 2s").unwrap(), Duration::from_secs(3902));
+        assert_eq!(parse_duration("1m500ms").unwrap(), Duration::from_millis(60_500));
+        for bad in [
+            "", "x", "5y", "-1", "1e999", "..", "1.2.3", "30m1h", "1h1h", "1h30", "h", "1h-5m", "1.2.3s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        let long = format!("{}x", "9".repeat(5000));
+        let e = parse_duration(&long).unwrap_err();
+        assert!(e.len() < 200 && e.contains("…\" (5001 bytes)"), "{e}");
     }
 
     #[test]

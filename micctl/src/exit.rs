@@ -11,7 +11,8 @@ pub enum Exit {
     /// Everything asked for was done (or already so, without `--strict`).
     Ok = 0,
     /// A failure not covered below: an I/O error, a card that failed its
-    /// reset (`reset_failed`) or crashed while waited on.
+    /// reset (`reset_failed`) or crashed (its kernel panicked) while waited
+    /// on.
     Failure = 1,
     /// Bad command line: unknown option, bad card selector, bad duration,
     /// bad state or level name, bad firmware name.
@@ -23,9 +24,11 @@ pub enum Exit {
     NoSuchCard = 4,
     /// The driver rejected a request (its errno is explained).
     Rejected = 5,
-    /// A wait ran out of time.
+    /// A wait ran out of time, or the driver did not answer in time.
     Timeout = 6,
-    /// Several cards were involved and they did not all end the same way.
+    /// Several cards were involved and they did not all end the same way
+    /// (cards that were already in the requested state do not count), or
+    /// some cards could not be read.
     Partial = 7,
     /// Permission denied on a sysfs or debugfs file.
     PermissionDenied = 8,
@@ -42,8 +45,8 @@ Exit codes:
   3  driver absent (no sys/class/mic under the root: driver not loaded or micemu not running)
   4  no such card (or no cards at all)
   5  rejected by the driver (errno explained)
-  6  timeout
-  7  partial failure: cards ended differently (some ok, some not)
+  6  timeout (a wait ran out, or the driver did not answer in time)
+  7  partial failure: cards ended differently (some ok, some not), or some could not be read
   8  permission denied
   9  already in the requested state, with --strict";
 
@@ -89,7 +92,8 @@ impl Exit {
         Exit::Failure
     }
 
-    /// The exit code for a library error.
+    /// The exit code for a library error. Exhaustive: a new error variant
+    /// does not compile until it has its code.
     #[must_use]
     pub fn of_libmic(e: &libmic::Error) -> Exit {
         use libmic::Error as E;
@@ -99,13 +103,20 @@ impl Exit {
             E::Rejected { .. } | E::ShutdownIgnored { .. } => Exit::Rejected,
             E::InvalidValue { .. } | E::BadFirmwareName { .. } => Exit::Usage,
             E::PermissionDenied { .. } => Exit::PermissionDenied,
-            E::Timeout { .. } => Exit::Timeout,
-            _ => Exit::Failure,
+            E::Timeout { .. } | E::NoAnswer { .. } => Exit::Timeout,
+            E::Parse { .. }
+            | E::ResetFailed { .. }
+            | E::CardCrashed { .. }
+            | E::PollUnsupported { .. }
+            | E::SystemMap { .. }
+            | E::Io { .. } => Exit::Failure,
         }
     }
 
     /// Combines the exit codes of the cards of one command: all the same →
-    /// that code; a mixture → [`Exit::Partial`]; no cards → ok.
+    /// that code; a mixture → [`Exit::Partial`]; no cards → ok. See
+    /// [`Exit::combine_needed`] for outcomes where some cards had nothing
+    /// to do.
     #[must_use]
     pub fn combine(codes: impl IntoIterator<Item = Exit>) -> Exit {
         let mut it = codes.into_iter();
@@ -115,6 +126,22 @@ impl Exit {
         } else {
             Exit::Partial
         }
+    }
+}
+
+impl Exit {
+    /// [`Exit::combine`] over the cards that needed something done: cards
+    /// that were already in the requested state (and are fine with that,
+    /// without `--strict`) do not make a refusal of the others partial. If
+    /// no card needed anything, ok.
+    #[must_use]
+    pub fn combine_needed(outcomes: impl IntoIterator<Item = (Exit, bool)>) -> Exit {
+        Exit::combine(
+            outcomes
+                .into_iter()
+                .filter(|&(exit, already)| !(already && exit == Exit::Ok))
+                .map(|(exit, _)| exit),
+        )
     }
 }
 
@@ -135,6 +162,145 @@ mod tests {
         assert_eq!(Exit::combine([Exit::Timeout, Exit::Timeout]), Exit::Timeout);
         assert_eq!(Exit::combine([Exit::Ok, Exit::Timeout]), Exit::Partial);
         assert_eq!(Exit::combine([Exit::Rejected, Exit::Timeout]), Exit::Partial);
+    }
+
+    #[test]
+    fn cards_already_there_do_not_make_it_partial() {
+        // Non-root `reset all`: mic0 refused, mic1 already offline.
+        assert_eq!(
+            Exit::combine_needed([(Exit::PermissionDenied, false), (Exit::Ok, true)]),
+            Exit::PermissionDenied
+        );
+        assert_eq!(
+            Exit::combine_needed([(Exit::Ok, true), (Exit::Ok, true)]),
+            Exit::Ok
+        );
+        assert_eq!(
+            Exit::combine_needed([(Exit::Ok, false), (Exit::Ok, true)]),
+            Exit::Ok
+        );
+        assert_eq!(
+            Exit::combine_needed([(Exit::Ok, false), (Exit::Timeout, false), (Exit::Ok, true)]),
+            Exit::Partial
+        );
+        // With --strict an already-there card is a failure of its own.
+        assert_eq!(
+            Exit::combine_needed([(Exit::PermissionDenied, false), (Exit::AlreadyInState, true)]),
+            Exit::Partial
+        );
+    }
+
+    /// Every library error, one of each variant, with the exit code the
+    /// documentation (EXIT_CODES_HELP, README) gives its kind of failure.
+    #[test]
+    #[expect(clippy::too_many_lines, reason = "one row per error variant")]
+    fn every_library_error_has_its_documented_code() {
+        use libmic::Error as E;
+        use std::path::PathBuf;
+        use std::time::Duration;
+        let p = || PathBuf::from("/r/sys/class/mic/mic0/state");
+        let table: Vec<(E, Exit)> = vec![
+            (E::DriverAbsent { looked_in: p() }, Exit::DriverAbsent),
+            (E::DebugfsAbsent { looked_in: p() }, Exit::DriverAbsent),
+            (E::EmulatorGone { path: p() }, Exit::DriverAbsent),
+            (
+                E::NoSuchCard {
+                    name: "mic9".into(),
+                    known: vec![],
+                },
+                Exit::NoSuchCard,
+            ),
+            (
+                E::Rejected {
+                    card: "mic0".into(),
+                    attr: libmic::Attr::State,
+                    value: "boot".into(),
+                    errno: libc::EINVAL,
+                    meaning: "m".into(),
+                },
+                Exit::Rejected,
+            ),
+            (E::ShutdownIgnored { card: "mic0".into() }, Exit::Rejected),
+            (
+                E::InvalidValue {
+                    card: "mic0".into(),
+                    attr: libmic::Attr::Cmdline,
+                    value: "x".into(),
+                    reason: "r",
+                },
+                Exit::Usage,
+            ),
+            (
+                E::BadFirmwareName {
+                    name: "../x".into(),
+                    reason: "r",
+                },
+                Exit::Usage,
+            ),
+            (
+                E::PermissionDenied {
+                    path: p(),
+                    hint: libmic::error::HINT_SYSFS,
+                },
+                Exit::PermissionDenied,
+            ),
+            (
+                E::Timeout {
+                    card: "mic0".into(),
+                    waited: Duration::from_secs(1),
+                    last_state: libmic::MicState::Online,
+                },
+                Exit::Timeout,
+            ),
+            (
+                E::NoAnswer {
+                    path: p(),
+                    waited: Duration::from_secs(2),
+                },
+                Exit::Timeout,
+            ),
+            (
+                E::Parse {
+                    path: p(),
+                    value: "banana".into(),
+                    expected: "a state",
+                },
+                Exit::Failure,
+            ),
+            (E::ResetFailed { card: "mic0".into() }, Exit::Failure),
+            (
+                E::CardCrashed {
+                    card: "mic0".into(),
+                    line: "Kernel panic - not syncing: x".into(),
+                },
+                Exit::Failure,
+            ),
+            (E::PollUnsupported { path: p() }, Exit::Failure),
+            (
+                E::SystemMap {
+                    path: p(),
+                    missing: vec!["__log_buf".into()],
+                },
+                Exit::Failure,
+            ),
+            (
+                E::Io {
+                    path: p(),
+                    source: std::io::Error::from_raw_os_error(libc::EIO),
+                },
+                Exit::Failure,
+            ),
+        ];
+        for (e, want) in table {
+            assert_eq!(Exit::of_libmic(&e), want, "{e:?}");
+            // And through an anyhow chain, as commands return them.
+            let wrapped = anyhow::Error::new(e).context("while doing something");
+            assert_eq!(Exit::of_error(&wrapped), want, "{wrapped:#}");
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("\n  {}  ", want.code())),
+                "{want:?} documented"
+            );
+        }
     }
 
     #[test]

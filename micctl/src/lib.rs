@@ -12,11 +12,13 @@ pub mod output;
 pub mod progress;
 pub mod select;
 
+use std::ffi::OsString;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use libmic::MicRoot;
-use serde_json::json;
+use clap::CommandFactory as _;
+use libmic::{IoLimit, MicRoot};
+use serde_json::{Value, json};
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
@@ -40,11 +42,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Every access to the driver's files is bounded by
+    /// [`cmd::ACCESS_LIMIT`] until a command sets its own deadline.
     #[must_use]
     pub fn new(cli: &Cli) -> Self {
         let flag = cli.global.root.clone().filter(|p| !p.as_os_str().is_empty());
         Self {
-            root: MicRoot::from_env_or(flag),
+            root: MicRoot::from_env_or(flag).with_io_limit(IoLimit::per_access(cmd::ACCESS_LIMIT)),
             json: cli.global.json,
             color: output::use_color(cli.global.color),
             progress: std::io::stderr().is_terminal(),
@@ -109,23 +113,104 @@ fn report_error(ctx: &Ctx, command: &Command, e: &anyhow::Error, exit: Exit) {
     let message = format!("{e:#}");
     eprintln!("micctl: error: {message}");
     if ctx.json {
-        let mut err = json!({
-            "kind": exit.kind(),
-            "exit_code": exit.code(),
-            "message": message,
-        });
+        let mut err = error_json(exit, &message);
         if let Some(libmic::Error::NoSuchCard { known, .. }) =
             e.chain().find_map(|c| c.downcast_ref::<libmic::Error>())
         {
             err["known_cards"] = json!(known);
         }
-        let v = if command.streams() {
-            output::record("error", json!({ "error": err }))
-        } else {
-            output::document(command.name(), json!({ "error": err, "exit_code": exit.code() }))
-        };
-        let _ = output::print_json(&v);
+        print_error_json(Some(command.name()), command.streams(), exit, &err);
     }
+}
+
+fn error_json(exit: Exit, message: &str) -> Value {
+    json!({
+        "kind": exit.kind(),
+        "exit_code": exit.code(),
+        "message": message,
+    })
+}
+
+/// The JSON of a failed run: a JSON Lines `error` record for a stream, else
+/// an error document (`command` null if the command line named none).
+fn print_error_json(command: Option<&str>, streams: bool, exit: Exit, err: &Value) {
+    let v = if streams {
+        output::record("error", json!({ "error": err }))
+    } else {
+        let mut d = output::document(
+            command.unwrap_or(""),
+            json!({ "error": err, "exit_code": exit.code() }),
+        );
+        if command.is_none() {
+            d["command"] = Value::Null;
+        }
+        d
+    };
+    let _ = output::print_json(&v);
+}
+
+/// Handles a command line clap refused (or `--help`/`--version`, which clap
+/// reports the same way): clap's text on stderr (help and version on
+/// stdout), and with `--json` anywhere on the line, the error as JSON on
+/// stdout too, since a script that asked for JSON gets JSON whatever went
+/// wrong. Returns the exit code (2 for errors).
+#[must_use]
+pub fn command_line_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return ExitCode::SUCCESS;
+    }
+    if wants_json(args) {
+        let (command, streams) = command_of(args);
+        let rendered = e.render().to_string();
+        let first = rendered
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid command line");
+        let message = first.trim().strip_prefix("error: ").unwrap_or(first.trim());
+        print_error_json(
+            command.as_deref(),
+            streams,
+            Exit::Usage,
+            &error_json(Exit::Usage, message),
+        );
+    }
+    Exit::Usage.into()
+}
+
+/// Whether `--json` is among the options (before a `--`).
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// The subcommand an unparsable command line names, if any, and whether it
+/// would stream (log, wait, status --watch).
+fn command_of(args: &[OsString]) -> (Option<String>, bool) {
+    let cli = Cli::command();
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let mut name = None;
+    while let Some(w) = words.next() {
+        if w == "--root" || w == "--color" {
+            words.next();
+        } else if !w.starts_with('-') {
+            name = cli
+                .get_subcommands()
+                .find(|c| c.get_name() == w)
+                .map(|c| c.get_name().to_owned());
+            break;
+        }
+    }
+    let watch = args.iter().any(|a| a == "--watch" || a == "-w");
+    let streams = match name.as_deref() {
+        Some("log" | "wait") => true,
+        Some("status") => watch,
+        _ => false,
+    };
+    (name, streams)
 }
 
 /// Restores the default SIGPIPE action, so `micctl log | head` ends quietly

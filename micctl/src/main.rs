@@ -7,6 +7,9 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     micctl::reset_sigpipe();
-    let cli = micctl::cli::Cli::parse();
-    micctl::run(&cli)
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match micctl::cli::Cli::try_parse_from(&args) {
+        Ok(cli) => micctl::run(&cli),
+        Err(e) => micctl::command_line_error(&e, &args),
+    }
 }

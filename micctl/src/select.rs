@@ -95,7 +95,8 @@ fn parse_id(s: &str) -> Option<u32> {
 fn parse_item(word: &str) -> Result<Item, UsageError> {
     let bad = |why: &str| {
         UsageError(format!(
-            "bad card selector {word:?}: {why} (use mic0, 0, mic0,2, 4-7 or all)"
+            "bad card selector {}: {why} (use mic0, 0, mic0,2, 4-7 or all)",
+            libmic::attrs::quote_value(word)
         ))
     };
     if word.is_empty() {
@@ -152,5 +153,8 @@ mod tests {
             assert!(e.0.contains("bad card selector"), "{bad}: {e}");
         }
         assert!(Selection::parse(&["7-4"]).unwrap_err().0.contains("reversed"));
+        let long = "m".repeat(5000);
+        let e = Selection::parse(&[long.as_str()]).unwrap_err().0;
+        assert!(e.len() < 200, "{e}");
     }
 }

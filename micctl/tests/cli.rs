@@ -611,3 +611,405 @@ fn colour_only_when_asked() {
     let r = f.run(&["status", "--color", "never"]);
     assert!(!r.stdout.contains('\x1b'));
 }
+
+// ---- hardening ------------------------------------------------------------
+
+/// Makes `fleet_process_child` serve a fleet under this root.
+const FLEET_ROOT_ENV: &str = "MICCTL_TEST_FLEET_ROOT";
+
+/// The body of [`FleetProcess`]'s child (this test binary, run again):
+/// serves two cards until its stdin closes or it is killed. Without the
+/// variable it does nothing.
+#[test]
+#[ignore = "the child process of FleetProcess; runs only when one starts it"]
+fn fleet_process_child() {
+    use std::io::{Read as _, Write as _};
+    let Some(root) = std::env::var_os(FLEET_ROOT_ENV) else {
+        return;
+    };
+    let inst = Instance::start(
+        Path::new(&root),
+        Config {
+            cards: 2,
+            timing: Timing::FAST,
+            memory: 1 << 30,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    println!("fleet-ready");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(inst);
+}
+
+/// A fleet served by a process of its own, so a test can stop it
+/// (`kill -STOP`) as a hung driver would be. Killed and its mount detached
+/// on drop.
+struct FleetProcess {
+    child: Child,
+    root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FleetProcess {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fleet_process_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FLEET_ROOT_ENV, &root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rx = lines_of(&mut child);
+        // libtest prints its own lines first (and "test ... " before ours).
+        read_until(&rx, |l| l.ends_with("fleet-ready"));
+        Self {
+            child,
+            root,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig}");
+    }
+}
+
+impl Drop for FleetProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its FUSE mount is dead now: detach it so the directory can go.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.root.join("sys"))
+            .status();
+    }
+}
+
+/// Runs micctl commands at once; each must end within [`HANG`].
+fn run_all(root: &Path, commands: &[&[&str]]) -> Vec<Run> {
+    let rxs: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            let child = command(Some(root), args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(Run::from(child.wait_with_output().unwrap()));
+            });
+            rx
+        })
+        .collect();
+    rxs.iter()
+        .zip(commands)
+        .map(|(rx, args)| {
+            rx.recv_timeout(HANG)
+                .unwrap_or_else(|_| panic!("micctl {args:?} still blocked after {HANG:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_hung_driver_costs_a_bounded_wait_naming_the_file() {
+    let f = FleetProcess::start();
+    let r = run_in(Some(&f.root), &["boot", "mic0", "--wait", "-t", "10s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    f.signal("STOP");
+    let runs = run_all(
+        &f.root,
+        &[
+            &["wait", "mic0", "--state", "offline", "--timeout", "2s"],
+            &["wait", "mic0", "--state", "offline", "--timeout", "2s", "--json"],
+            &["boot", "mic1", "--wait", "--timeout", "2s"],
+            &["status", "--timeout", "1s"],
+            // No --timeout: status has a bound of its own.
+            &["status"],
+        ],
+    );
+    for r in &runs {
+        assert_eq!(r.code, 6, "{}", r.both());
+        assert!(r.stderr.contains("no answer from the driver"), "{}", r.both());
+    }
+    let root = f.root.display().to_string();
+    assert!(
+        runs[0]
+            .stderr
+            .contains(&format!("micctl: error: {root}/sys/class/mic")),
+        "names the file: {}",
+        runs[0].stderr
+    );
+    let rec = validated(runs[1].stdout.lines().last().unwrap());
+    assert_eq!(rec["type"], "error");
+    assert_eq!(rec["error"]["kind"], "timeout");
+    for r in &runs[2..] {
+        assert!(
+            r.stderr.contains(&format!("{root}/sys/class/mic")),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn a_panic_before_the_driver_is_up_ends_boot_wait_at_once() {
+    let f = Fleet::start(1);
+    // A kernel image as ramdisk: the card OS cannot unpack it and panics
+    // before its mic driver starts; only its log says so. Without looking
+    // at the log this waits out the timeout (exit 6).
+    let r = f.run(&["boot", "0", "--ramdisk", "mic/uos.img", "--wait", "-t", "60s"]);
+    assert_eq!(r.code, 1, "{}", r.both());
+    assert!(
+        r.stderr
+            .contains("the card kernel panicked: \"Kernel panic - not syncing: VFS: Unable to mount root fs"),
+        "{}",
+        r.both()
+    );
+    f.run(&["reset", "0", "--wait", "-t", "10s"]);
+    let r = f.run(&[
+        "boot",
+        "0",
+        "--ramdisk",
+        "mic/uos.img",
+        "--wait",
+        "-t",
+        "60s",
+        "--json",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.both());
+    let v = r.json();
+    assert_eq!(v["cards"][0]["outcome"], "failed");
+    assert!(
+        v["cards"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Kernel panic - not syncing"),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_log_survives_garbage_and_says_what_it_skipped() {
+    let f = Fleet::start(1);
+    let r = f.run(&["boot", "0", "--wait", "-t", "10s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    for _ in 0..200 {
+        f.inject(0, &Fault::GarbageLog);
+    }
+    f.inject(0, &Fault::Panic("VISIBLE".into()));
+    let r = f.run(&["log", "mic0", "--time-format", "none"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    assert!(
+        r.stdout.contains("Kernel panic - not syncing: VISIBLE"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("-- mic0: lost ") && l.contains(" bytes of the card log")),
+        "{}",
+        r.stdout
+    );
+    let recs = f.run(&["log", "mic0", "--json"]).json_lines();
+    assert!(
+        recs.iter()
+            .any(|v| v["text"] == "Kernel panic - not syncing: VISIBLE")
+    );
+    let lost: Vec<&Value> = recs.iter().filter(|v| v["type"] == "lost").collect();
+    assert!(!lost.is_empty());
+    for l in lost {
+        assert_eq!(l["reason"], "damaged");
+        assert!(l["bytes"].as_u64().is_some_and(|b| b > 0), "{l}");
+    }
+}
+
+#[test]
+fn following_a_scribbled_log_neither_resets_nor_repeats_nor_stops() {
+    let f = Fleet::start(1);
+    let r = f.run(&["boot", "0", "--wait", "-t", "10s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    let mut child = f.spawn(&["log", "mic0", "--follow", "--json"]);
+    let rx = lines_of(&mut child);
+    read_until(&rx, |l| validated(l)["text"] == libmic::OS_UP_MARKER);
+    for i in 1..=200 {
+        f.inject(
+            0,
+            &Fault::Log {
+                level: 6,
+                text: format!("L{i}"),
+            },
+        );
+        f.inject(0, &Fault::GarbageLog);
+    }
+    let seen = read_until(&rx, |l| validated(l)["text"] == "L200");
+    stop(child);
+    let recs: Vec<Value> = seen.iter().map(|l| validated(l)).collect();
+    assert!(!recs.iter().any(|v| v["type"] == "reset"), "{seen:#?}");
+    let texts: Vec<&str> = recs
+        .iter()
+        .filter(|v| v["type"] == "record")
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    let mut once = std::collections::HashSet::new();
+    for t in &texts {
+        assert!(once.insert(*t), "{t:?} printed twice");
+    }
+}
+
+#[test]
+fn status_shows_the_cards_it_can_read_and_marks_the_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("sys/class/mic");
+    for (card, state) in [
+        ("mic0", Some("online\n")),
+        ("mic1", None),
+        ("mic2", Some("offline\n")),
+    ] {
+        let d = class.join(card);
+        std::fs::create_dir_all(&d).unwrap();
+        if let Some(s) = state {
+            std::fs::write(d.join("state"), s).unwrap();
+            std::fs::write(d.join("family"), "x100\n").unwrap();
+        }
+    }
+    let r = run_in(Some(dir.path()), &["status"]);
+    assert_eq!(r.code, 7, "{}", r.both());
+    let row = |card: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(card))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(row("mic0").contains("online"), "{}", r.stdout);
+    assert!(row("mic1").contains("unreadable"), "{}", r.stdout);
+    assert!(row("mic2").contains("offline"), "{}", r.stdout);
+    // The cause is named once, not twice.
+    let cause = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    assert!(r.stderr.contains("mic1/state"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches(&cause).count(), 1, "{}", r.stderr);
+
+    let r = run_in(Some(dir.path()), &["status", "--json"]);
+    assert_eq!(r.code, 7, "{}", r.both());
+    let v = r.json();
+    assert_eq!(v["cards"][0]["state"], "online");
+    assert_eq!(v["cards"][1]["state"], Value::Null);
+    assert!(v["cards"][1]["error"].as_str().unwrap().contains("mic1/state"));
+    assert_eq!(v["cards"][2]["state"], "offline");
+    // Nothing readable at all: the cards' common code.
+    std::fs::remove_file(class.join("mic0/state")).unwrap();
+    std::fs::remove_file(class.join("mic2/state")).unwrap();
+    assert_eq!(run_in(Some(dir.path()), &["status"]).code, 1);
+}
+
+#[test]
+fn json_is_json_whatever_went_wrong() {
+    let f = Fleet::start(1);
+    for (args, command, streams) in [
+        (&["wait", "--state", "asleep", "--json"][..], Some("wait"), true),
+        (&["--json", "log", "0", "--level", "loud"][..], Some("log"), true),
+        (
+            &["log", "0", "--since", "yesterday", "--json"][..],
+            Some("log"),
+            true,
+        ),
+        (&["status", "--frobnicate", "--json"][..], Some("status"), false),
+        (
+            &["status", "--watch", "--timeout", "soon", "--json"][..],
+            Some("status"),
+            true,
+        ),
+        (
+            &["reset", "--timeout", "2fortnights", "--json"][..],
+            Some("reset"),
+            false,
+        ),
+        (&["--json", "frobnicate"][..], None, false),
+    ] {
+        let r = f.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.both());
+        assert!(
+            r.stderr.contains("error:"),
+            "clap's message stays on stderr: {}",
+            r.stderr
+        );
+        let v = r.json();
+        assert_eq!(v["error"]["kind"], "usage", "{args:?}: {v}");
+        assert_eq!(v["error"]["exit_code"], 2);
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        if streams {
+            assert_eq!(v["type"], "error", "{args:?}: {v}");
+        } else {
+            assert_eq!(
+                v["command"],
+                command.map_or(Value::Null, Value::from),
+                "{args:?}"
+            );
+            assert_eq!(v["exit_code"], 2);
+        }
+    }
+    // --help stays help.
+    let r = f.run(&["--json", "status", "--help"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("Usage:"), "{}", r.stdout);
+}
+
+#[test]
+fn durations_compound_and_values_cut_short() {
+    let f = Fleet::start(1);
+    let r = f.run(&["wait", "0", "--state", "offline", "--timeout", "1h30m"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    let long = "x".repeat(5000);
+    let r = f.run(&["boot", "0", "--firmware", &long]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.len() < 1000, "{} bytes: {}", r.stderr.len(), r.stderr);
+    assert!(r.stderr.contains("…\" (5000 bytes)"), "{}", r.stderr);
+    let r = f.run(&["status", &long]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.len() < 1000, "{}", r.stderr);
+}
+
+#[test]
+fn non_root_reset_of_mixed_cards_is_permission_denied() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let f = Fleet::start(2);
+    let r = f.run(&["boot", "0", "--wait", "-t", "10s"]);
+    assert_eq!(r.code, 0, "{}", r.both());
+    // Let an unprivileged user reach the root (a temporary directory is
+    // the owner's only).
+    std::fs::set_permissions(f.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = command(Some(f.root()), args);
+        c.uid(65534).gid(65534);
+        Run::from(c.output().unwrap())
+    };
+    // mic0 needs a reset and is refused; mic1 is offline already.
+    let r = as_nobody(&["reset", "all"]);
+    assert_eq!(r.code, 8, "{}", r.both());
+    assert!(r.stderr.contains("permission denied"), "{}", r.both());
+    let r = as_nobody(&["reset", "all", "--json"]);
+    assert_eq!(r.code, 8, "{}", r.both());
+    let v = r.json();
+    assert_eq!(v["cards"][0]["exit_code"], 8);
+    assert_eq!(v["cards"][1]["outcome"], "already-in-state");
+    assert_eq!(f.card(0).state().unwrap(), MicState::Online);
+}

@@ -288,11 +288,14 @@ fn log_rate() -> (f64, f64, u64) {
                 seq += 1;
             }
             let snapshot = mem.data.borrow().clone();
-            let update = follower.update(&snapshot);
-            got += update.records.len() as u64;
-            lost += u64::from(update.lost);
+            let entries = follower.update(&snapshot);
+            got += libmic::klog::records(&entries).count() as u64;
+            lost += entries
+                .iter()
+                .filter(|e| matches!(e, libmic::klog::LogEntry::Lost(_)))
+                .count() as u64;
             if render {
-                app.update(Action::Log { id: 0, update });
+                app.update(Action::Log { id: 0, entries });
                 terminal.draw(|f| ui::draw(f, &app)).expect("draw");
             }
         }

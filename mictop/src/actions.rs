@@ -57,7 +57,7 @@ struct Worker<'a> {
 type Res<T> = Result<T, String>;
 
 fn err(e: &libmic::Error) -> String {
-    e.to_string()
+    libmic::error::report(e)
 }
 
 impl Worker<'_> {

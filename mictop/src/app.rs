@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::hash::{Hash as _, Hasher as _};
 use std::time::{Duration, Instant};
 
-use libmic::klog::{LogRecord, Update};
+use libmic::klog::{LogEntry, LogRecord};
 use libmic::{Card, CardInfo, MicState, MicStatus};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -103,8 +103,12 @@ pub struct CardView {
     pub state: Option<MicState>,
     /// Why the state could not be read, if it could not.
     pub state_error: Option<String>,
-    /// When mictop saw the state begin; `None`: before mictop started.
+    /// When mictop saw the state begin; `None`: before mictop started (or
+    /// before the card was enumerated again, see `first_seen`).
     pub since: Option<Instant>,
+    /// When this card was enumerated, if after mictop started (the driver
+    /// came back): a state of unknown age is at least this old.
+    pub first_seen: Option<Instant>,
     pub info: Option<CardInfo>,
     pub info_error: Option<String>,
     pub post: Option<String>,
@@ -126,6 +130,7 @@ impl CardView {
             state,
             state_error,
             since: None,
+            first_seen: None,
             info: None,
             info_error: None,
             post: None,
@@ -151,7 +156,10 @@ impl CardView {
     pub fn age(&self, now: Instant, started: Instant) -> (Duration, bool) {
         match self.since {
             Some(s) => (now.saturating_duration_since(s), false),
-            None => (now.saturating_duration_since(started), true),
+            None => (
+                now.saturating_duration_since(self.first_seen.unwrap_or(started)),
+                true,
+            ),
         }
     }
 }
@@ -411,9 +419,10 @@ pub enum Action {
         id: u32,
         detail: Detail,
     },
+    /// What is new in the card log: records, losses, a restart.
     Log {
         id: u32,
-        update: Update,
+        entries: Vec<LogEntry>,
     },
     LogError {
         id: u32,
@@ -424,6 +433,13 @@ pub enum Action {
         kind: OpKind,
         event: OpEvent,
     },
+    /// The driver (or the micemu serving the root) went away: open files
+    /// answer ENOTCONN/ENODEV, or the cards vanished.
+    DriverGone(String),
+    /// The driver answers again (its cards can be enumerated and read).
+    DriverBack,
+    /// The cards as enumerated afresh after the driver came back.
+    Fleet(Vec<CardView>),
     Quit,
 }
 
@@ -444,6 +460,11 @@ pub enum Effect {
         ids: Vec<u32>,
     },
     SetMouse(bool),
+    /// The driver is gone: stop watching the old files, and probe the root
+    /// until its cards can be read again (then [`Action::DriverBack`]).
+    Reconnect,
+    /// Enumerate the cards again and watch the new files ([`Action::Fleet`]).
+    Reenumerate,
 }
 
 /// The whole state of the UI.
@@ -481,6 +502,9 @@ pub struct App {
     /// Something changed since the last frame.
     pub dirty: bool,
     pub quit: bool,
+    /// The driver is gone, and why: what the cards showed is no longer
+    /// known; mictop is reconnecting.
+    pub driver_gone: Option<String>,
     last_stats: Option<Instant>,
     clock_key: u64,
 }
@@ -518,6 +542,7 @@ impl App {
             table_offset: 0,
             dirty: true,
             quit: false,
+            driver_gone: None,
             last_stats: None,
             clock_key: 0,
         };
@@ -659,8 +684,8 @@ impl App {
                 }
                 vec![]
             }
-            Action::Log { id, update } => {
-                self.on_log(id, update);
+            Action::Log { id, entries } => {
+                self.on_log(id, entries);
                 vec![]
             }
             Action::LogError { id, error } => {
@@ -671,6 +696,9 @@ impl App {
                 vec![]
             }
             Action::Op { id, kind, event } => self.on_op(id, kind, event),
+            Action::DriverGone(reason) => self.on_driver_gone(reason),
+            Action::DriverBack => vec![Effect::Reenumerate],
+            Action::Fleet(cards) => self.on_fleet(cards),
             Action::Quit => self.quit(),
         }
     }
@@ -753,28 +781,72 @@ impl App {
         vec![]
     }
 
-    fn on_log(&mut self, id: u32, update: Update) {
+    /// The driver went away: nothing shown about the cards is known any
+    /// more. They are kept (so the screen keeps its shape) but show as gone
+    /// until the driver is back and they are enumerated again.
+    fn on_driver_gone(&mut self, reason: String) -> Vec<Effect> {
+        if self.driver_gone.is_some() {
+            return vec![];
+        }
+        self.driver_gone = Some(reason);
+        for c in &mut self.cards {
+            c.state = None;
+            c.since = None;
+            c.post = None;
+            c.info = None;
+        }
+        self.detail = None;
+        self.dirty = true;
+        vec![Effect::Reconnect]
+    }
+
+    /// The cards as the driver shows them after it came back: they replace
+    /// the old ones; marks and the selection stay with their cards.
+    fn on_fleet(&mut self, cards: Vec<CardView>) -> Vec<Effect> {
+        let keep = self.selected_id();
+        let marked: Vec<u32> = self.cards.iter().filter(|c| c.marked).map(|c| c.id).collect();
+        self.cards = cards;
+        for c in &mut self.cards {
+            c.marked = marked.contains(&c.id);
+            c.first_seen = Some(self.now);
+        }
+        self.order = (0..self.cards.len()).collect();
+        self.selected = 0;
+        self.driver_gone = None;
+        self.resort();
+        if let Some(p) = keep.and_then(|id| self.order.iter().position(|&i| self.cards[i].id == id)) {
+            self.selected = p;
+        }
+        self.ensure_visible();
+        self.dirty = true;
+        let mut effects = vec![Effect::RefreshInfo(self.cards.iter().map(|c| c.id).collect())];
+        effects.extend(self.selection_changed());
+        effects
+    }
+
+    fn on_log(&mut self, id: u32, entries: Vec<LogEntry>) {
         if self.log.card != Some(id) {
             return;
         }
         let cap = self.config.scrollback;
-        if update.reset && self.log.received > 0 {
-            self.log.push(
-                LogLine::Marker("── the card restarted: its log begins again ──".into()),
-                cap,
-            );
-        }
-        if update.lost {
-            self.log.push(
-                LogLine::Marker(
-                    "── records were overwritten on the card before they could be read ──".into(),
-                ),
-                cap,
-            );
-        }
-        self.log.received += update.records.len() as u64;
-        for r in update.records {
-            self.log.push(LogLine::Record(r), cap);
+        for e in entries {
+            match e {
+                LogEntry::Record(r) => {
+                    self.log.received += 1;
+                    self.log.push(LogLine::Record(r), cap);
+                }
+                LogEntry::Lost(l) => self
+                    .log
+                    .push(LogLine::Marker(format!("── {} ──", l.describe())), cap),
+                LogEntry::Reset => {
+                    if self.log.received > 0 {
+                        self.log.push(
+                            LogLine::Marker("── the card restarted: its log begins again ──".into()),
+                            cap,
+                        );
+                    }
+                }
+            }
         }
         self.log.error = None;
         // A paused view whose anchor scrolled out of the scrollback sticks

@@ -4,8 +4,13 @@
 //!
 //! * terminal input (a thread blocked in `crossterm::event::read`);
 //! * card state changes: one task per card waits on its `state` file with
-//!   `POLLPRI` (tokio `AsyncFd`, priority interest), exactly as on real
-//!   sysfs; nothing is read until the kernel (or micemu) notifies;
+//!   `POLLPRI` (tokio `AsyncFd`, priority and error interest), exactly as on
+//!   real sysfs; nothing is read until the kernel (or micemu) notifies, and
+//!   the read itself runs on the blocking pool, bounded, so a hung driver
+//!   never stalls the loop;
+//! * the driver going away (its files answer ENOTCONN or ENODEV, or vanish):
+//!   the watchers stop, a probe re-reads the root every interval, and when
+//!   the cards answer again they are enumerated afresh;
 //! * the card log of the selected card, read at the configured interval
 //!   (the log has no notification), only while a card is shown;
 //! * a clock tick at the same interval (time in state, boot progress, host
@@ -21,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use libmic::klog::LogFollower;
-use libmic::{Card, MicRoot, StateWatcher};
+use libmic::klog::CardLogFollower;
+use libmic::{Card, IoLimit, MicRoot, StateWatcher};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as ct, Event};
@@ -30,6 +35,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::actions;
@@ -39,6 +45,10 @@ use crate::ui::{self, theme::Theme};
 
 /// The shortest time between two frames (a 60 Hz cap).
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
+
+/// The longest one access to the driver's files may take: a driver that
+/// does not answer by then is hung, and the access fails naming the file.
+pub const ACCESS_LIMIT: Duration = Duration::from_secs(5);
 
 /// The sending side of the action channel.
 pub type Tx = UnboundedSender<Action>;
@@ -57,6 +67,10 @@ pub struct Runtime {
     host: HostStats,
     post_inflight: Arc<AtomicBool>,
     mouse: Option<MouseControl>,
+    /// The tasks watching the current cards' `state`.
+    watching: Watching,
+    /// A probe for the driver's return is running.
+    reconnecting: bool,
     /// Frames drawn so far.
     frames: Arc<AtomicU64>,
     /// When the first frame was drawn.
@@ -87,24 +101,9 @@ pub struct Session {
 /// inside a tokio runtime with I/O and time enabled.
 pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<Session> {
     let now = Instant::now();
-    let cards = root.cards()?;
+    let root = root.clone().with_io_limit(IoLimit::per_access(ACCESS_LIMIT));
     let (tx, rx) = unbounded_channel();
-    let mut views = Vec::with_capacity(cards.len());
-    let mut fallback = Vec::new();
-    for card in &cards {
-        match card.watch_state() {
-            Ok(w) => {
-                views.push(CardView::new(card.clone(), Ok(w.current())));
-                if let Some(w) = spawn_watcher(card.id(), w, &tx) {
-                    fallback.push((card.id(), w));
-                }
-            }
-            Err(e) => views.push(CardView::new(card.clone(), Err(e.to_string()))),
-        }
-    }
-    if !fallback.is_empty() {
-        spawn_blocking_watcher(fallback, tx.clone());
-    }
+    let fleet = open_fleet(&root, &tx)?;
     let (log_target, log_rx) = watch::channel(None);
     tokio::spawn(log_task(log_rx, config.interval, tx.clone()));
     tokio::spawn(ticker(config.interval, tx.clone()));
@@ -112,22 +111,94 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         config.clone(),
         theme,
         root.path().display().to_string(),
-        views,
+        fleet.views,
         now,
     );
     let runtime = Runtime {
-        root: root.clone(),
-        cards: cards.into_iter().map(|c| (c.id(), c)).collect(),
+        root,
+        cards: fleet.cards.into_iter().map(|c| (c.id(), c)).collect(),
         config,
         tx,
         log_target,
         host: HostStats::new(),
         post_inflight: Arc::new(AtomicBool::new(false)),
         mouse: None,
+        watching: fleet.watching,
+        reconnecting: false,
         frames: Arc::new(AtomicU64::new(0)),
         first_frame: None,
     };
     Ok(Session { app, runtime, rx })
+}
+
+/// The cards of one enumeration and what watches them.
+struct Fleet {
+    cards: Vec<Card>,
+    views: Vec<CardView>,
+    watching: Watching,
+}
+
+/// The watchers of one enumeration: stopped together when the driver goes.
+#[derive(Default)]
+struct Watching {
+    tasks: Vec<JoinHandle<()>>,
+    /// Tells the thread watching files the reactor cannot take to stop.
+    thread_stop: Option<Arc<AtomicBool>>,
+}
+
+impl Watching {
+    fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(stop) = self.thread_stop.take() {
+            stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Enumerates the cards under `root` and starts watching each one's state.
+fn open_fleet(root: &MicRoot, tx: &Tx) -> anyhow::Result<Fleet> {
+    let cards = root.cards()?;
+    let mut views = Vec::with_capacity(cards.len());
+    let mut watching = Watching::default();
+    let mut fallback = Vec::new();
+    for card in &cards {
+        match card.watch_state() {
+            Ok(w) => {
+                views.push(CardView::new(card.clone(), Ok(w.current())));
+                match spawn_watcher(card.id(), w, tx) {
+                    Ok(task) => watching.tasks.push(task),
+                    Err(w) => fallback.push((card.id(), w)),
+                }
+            }
+            Err(e) => views.push(CardView::new(card.clone(), Err(libmic::error::report(&e)))),
+        }
+    }
+    if !fallback.is_empty() {
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_blocking_watcher(fallback, tx.clone(), Arc::clone(&stop));
+        watching.thread_stop = Some(stop);
+    }
+    Ok(Fleet {
+        cards,
+        views,
+        watching,
+    })
+}
+
+/// What a failed read of a card's state tells the UI: the driver is gone
+/// (its files are dead or vanished), or this card's state is unreadable.
+fn state_error(id: u32, e: &libmic::Error) -> Action {
+    if e.is_driver_gone() {
+        Action::DriverGone(libmic::error::report(e))
+    } else {
+        Action::State {
+            id,
+            state: Err(libmic::error::report(e)),
+            at: Instant::now(),
+        }
+    }
 }
 
 impl Runtime {
@@ -220,7 +291,7 @@ impl Runtime {
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || {
                     for c in cards {
-                        let info = c.info().map_err(|e| e.to_string());
+                        let info = c.info().map_err(|e| libmic::error::report(&e));
                         let post = c.post_code().ok().flatten();
                         let at = Instant::now();
                         if tx
@@ -258,8 +329,8 @@ impl Runtime {
                 if let Some(c) = self.cards.get(&id).cloned() {
                     let tx = self.tx.clone();
                     tokio::task::spawn_blocking(move || {
-                        let smpt = c.smpt().map_err(|e| e.to_string());
-                        let dp = c.dp().map_err(|e| e.to_string());
+                        let smpt = c.smpt().map_err(|e| libmic::error::report(&e));
+                        let dp = c.dp().map_err(|e| libmic::error::report(&e));
                         let _ = tx.send(Action::Detail {
                             id,
                             detail: Detail { smpt, dp },
@@ -282,8 +353,57 @@ impl Runtime {
                     f(on);
                 }
             }
+            Effect::Reconnect => self.reconnect(),
+            Effect::Reenumerate => {
+                self.reconnecting = false;
+                match open_fleet(&self.root, &self.tx) {
+                    Ok(fleet) => {
+                        self.watching.stop();
+                        self.watching = fleet.watching;
+                        self.cards = fleet.cards.into_iter().map(|c| (c.id(), c)).collect();
+                        return app.update(Action::Fleet(fleet.views));
+                    }
+                    // Gone again before it could be read: keep probing.
+                    Err(_) => self.reconnect(),
+                }
+            }
         }
         vec![]
+    }
+
+    /// Stops watching the dead files and probes the root every interval
+    /// until its cards can be enumerated and read again.
+    fn reconnect(&mut self) {
+        if self.reconnecting {
+            return;
+        }
+        self.reconnecting = true;
+        self.watching.stop();
+        self.log_target.send_replace(None);
+        let root = self.root.clone();
+        let tx = self.tx.clone();
+        let every = self.config.interval.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tx.is_closed() {
+                    return;
+                }
+                let r = root.clone();
+                let back = tokio::task::spawn_blocking(move || {
+                    r.cards()
+                        .and_then(|cards| cards.iter().try_for_each(|c| c.state().map(drop)))
+                        .is_ok()
+                })
+                .await;
+                if matches!(back, Ok(true)) {
+                    let _ = tx.send(Action::DriverBack);
+                    return;
+                }
+            }
+        });
     }
 
     fn pick(&self, ids: &[u32]) -> Vec<Card> {
@@ -291,63 +411,81 @@ impl Runtime {
     }
 }
 
-/// Watches one card's `state` with priority (POLLPRI) interest. Returns
-/// the watcher back if the reactor cannot take it (e.g. a plain file).
-fn spawn_watcher(id: u32, w: StateWatcher, tx: &Tx) -> Option<StateWatcher> {
-    // SAFETY: the fd is the `state` file the watcher owns for its whole
-    // life; `StateWatcher` never closes or replaces it (its fields are
-    // private and `refresh` only seeks and reads), so the fd stays open and
-    // the same for as long as the `AsyncFd` owns the watcher.
-    let fd = match unsafe { AsyncFd::register_with_interest(w, Interest::PRIORITY) } {
-        Ok(fd) => fd,
-        Err(e) => return Some(e.into_parts().0),
+/// Watches one card's `state` with priority (POLLPRI) and error (POLLERR)
+/// interest: a notification re-reads it; an error (a FUSE connection that
+/// died, a device that went away) reads it too, and the failed read says the
+/// driver is gone. The read runs on the blocking pool, bounded by the card's
+/// [`IoLimit`]. Returns the watcher back if the reactor cannot take it
+/// (e.g. a plain file).
+fn spawn_watcher(id: u32, w: StateWatcher, tx: &Tx) -> Result<JoinHandle<()>, StateWatcher> {
+    let interest = Interest::PRIORITY | Interest::ERROR;
+    // SAFETY: the `Arc<File>` keeps the `state` file open for as long as
+    // the `AsyncFd` holds it (the watcher shares the same `Arc` and only
+    // seeks and reads through it), so the registered descriptor is neither
+    // closed nor reused while registered.
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(w.shared_file(), interest) }) else {
+        return Err(w);
     };
     let tx = tx.clone();
-    tokio::spawn(async move {
-        let mut fd = fd;
-        // Whether the UI still listens.
-        let send = |state| {
-            tx.send(Action::State {
-                id,
-                state,
-                at: Instant::now(),
-            })
-            .is_ok()
-        };
+    Ok(tokio::spawn(async move {
+        let mut watcher = Some(w);
         loop {
-            let mut guard = match fd.ready_mut(Interest::PRIORITY).await {
+            let mut guard = match fd.ready(interest).await {
                 Ok(g) => g,
                 Err(e) => {
-                    send(Err(e.to_string()));
+                    let _ = tx.send(Action::State {
+                        id,
+                        state: Err(e.to_string()),
+                        at: Instant::now(),
+                    });
                     return;
                 }
             };
             // Clear first: a notification after this point wakes us again.
             guard.clear_ready();
-            let state = match guard.get_inner_mut().refresh() {
-                Ok(None) => continue,
-                Ok(Some(s)) => Ok(s),
-                Err(e) => Err(e.to_string()),
+            let Some(mut w) = watcher.take() else { return };
+            let Ok((w, read)) = tokio::task::spawn_blocking(move || {
+                let r = w.refresh();
+                (w, r)
+            })
+            .await
+            else {
+                return;
             };
-            let failed = state.is_err();
-            if !send(state) || failed {
+            watcher = Some(w);
+            let action = match read {
+                Ok(None) => continue,
+                Ok(Some(state)) => Action::State {
+                    id,
+                    state: Ok(state),
+                    at: Instant::now(),
+                },
+                Err(e) => {
+                    let _ = tx.send(state_error(id, &e));
+                    return;
+                }
+            };
+            if tx.send(action).is_err() {
                 return;
             }
         }
-    });
-    None
+    }))
 }
 
 /// For `state` files the reactor cannot watch: `libmic::wait_any` on a
-/// thread (with a timeout, so it notices when mictop has quit).
-fn spawn_blocking_watcher(watchers: Vec<(u32, StateWatcher)>, tx: Tx) {
+/// thread (with a timeout, so it notices when mictop has quit or the
+/// watchers were stopped).
+fn spawn_blocking_watcher(watchers: Vec<(u32, StateWatcher)>, tx: Tx, stop: Arc<AtomicBool>) {
     let (ids, mut ws): (Vec<u32>, Vec<StateWatcher>) = watchers.into_iter().unzip();
     let _ = std::thread::Builder::new()
         .name("state-watch".into())
         .spawn(move || {
-            while !tx.is_closed() {
+            while !tx.is_closed() && !stop.load(Ordering::Acquire) {
                 match libmic::wait_any(&mut ws, Some(Duration::from_secs(2))) {
                     Ok(changed) => {
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
                         for i in changed {
                             let _ = tx.send(Action::State {
                                 id: ids[i],
@@ -357,12 +495,14 @@ fn spawn_blocking_watcher(watchers: Vec<(u32, StateWatcher)>, tx: Tx) {
                         }
                     }
                     Err(e) => {
-                        for &id in &ids {
-                            let _ = tx.send(Action::State {
-                                id,
-                                state: Err(e.to_string()),
-                                at: Instant::now(),
-                            });
+                        if !stop.load(Ordering::Acquire) {
+                            if e.is_driver_gone() {
+                                let _ = tx.send(state_error(ids[0], &e));
+                            } else {
+                                for &id in &ids {
+                                    let _ = tx.send(state_error(id, &e));
+                                }
+                            }
                         }
                         return;
                     }
@@ -372,7 +512,9 @@ fn spawn_blocking_watcher(watchers: Vec<(u32, StateWatcher)>, tx: Tx) {
 }
 
 /// Follows the card log of the card in `target` (none: sleeps until one is
-/// chosen), reading it every `interval`.
+/// chosen), reading it every `interval`. Resets are told by the card's
+/// state ([`CardLogFollower`]); a read that fails is shown once, until a
+/// read succeeds again.
 async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration, tx: Tx) {
     loop {
         let card = target.borrow_and_update().clone();
@@ -383,7 +525,7 @@ async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration,
             continue;
         };
         let id = card.id();
-        let mut follower = Some(LogFollower::new());
+        let mut follower: Option<CardLogFollower> = None;
         let mut last_err: Option<String> = None;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -396,29 +538,44 @@ async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration,
                     break;
                 }
                 _ = tick.tick() => {
-                    let mut fol = follower.take().unwrap_or_default();
                     let reader = card.clone();
+                    let fol = follower.take();
                     let Ok((read, fol)) = tokio::task::spawn_blocking(move || {
-                        let read = reader.log_buf_raw().map(|raw| fol.update(&raw));
-                        (read, fol)
+                        // The state is opened with the first read (and again
+                        // after a failure), so no reset before it is missed.
+                        let mut fol = match fol {
+                            Some(f) => f,
+                            None => match CardLogFollower::open(&reader) {
+                                Ok(f) => f,
+                                Err(e) => return (Err(e), None),
+                            },
+                        };
+                        // Only the notifications already there: the tick is
+                        // the clock.
+                        let read = fol.next(Duration::ZERO);
+                        (read, Some(fol))
                     })
                     .await
                     else {
                         return;
                     };
-                    follower = Some(fol);
                     let sent = match read {
-                        Ok(update) => {
-                            let news = !update.records.is_empty() || update.lost || update.reset;
+                        Ok(entries) => {
+                            follower = fol;
                             let recovered = last_err.take().is_some();
-                            if news || recovered {
-                                tx.send(Action::Log { id, update })
+                            if !entries.is_empty() || recovered {
+                                tx.send(Action::Log { id, entries })
                             } else {
                                 Ok(())
                             }
                         }
                         Err(e) => {
-                            let s = e.to_string();
+                            // A driver that went away is followed afresh
+                            // once it is back; anything else keeps its place.
+                            if !e.is_driver_gone() {
+                                follower = fol;
+                            }
+                            let s = libmic::error::report(&e);
                             if last_err.as_ref() == Some(&s) {
                                 Ok(())
                             } else {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use libmic::debugfs::{parse_dp, parse_smpt};
-use libmic::klog::{LogRecord, Update};
+use libmic::klog::{LogEntry, LogRecord};
 use libmic::{BootMode, CardInfo, MicRoot, MicState, MicStatus};
 use mictop::app::{Action, App, CardView, Detail, Effect, HostInfo, OpEvent, OpKind};
 use mictop::config::{Config, ThemeName};
@@ -159,26 +159,19 @@ impl Screen {
             (7, "mic_card: doorbell 3 allocated"),
             (6, "Run /sbin/init as init process"),
         ];
-        let records = (0..n)
+        let entries = (0..n)
             .map(|i| {
                 let (level, text) = texts[i as usize % texts.len()];
-                LogRecord {
+                LogEntry::Record(LogRecord {
                     ts_nsec: 1_000_000 * (i + 1) * 37,
                     level,
                     facility: 0,
                     text: text.into(),
                     dict: None,
-                }
+                })
             })
             .collect();
-        self.act(Action::Log {
-            id,
-            update: Update {
-                records,
-                lost: false,
-                reset: false,
-            },
-        });
+        self.act(Action::Log { id, entries });
     }
 
     fn render(&mut self) -> &TestBackend {
@@ -348,4 +341,50 @@ fn mouse_selects_and_scrolls() {
     assert!(!s.app.mouse);
     s.act(click(MouseEventKind::Down(MouseButton::Left), 10, 4));
     assert_eq!(s.app.selected_id(), Some(4));
+}
+
+#[test]
+fn driver_gone_then_back() {
+    let mut s = Screen::new(4, 100, 24);
+    s.log(0, 3);
+    let effects = s.act(Action::DriverGone(
+        "/r/sys/class/mic/mic0/state: Transport endpoint is not connected (os error 107)".into(),
+    ));
+    assert_eq!(effects, vec![Effect::Reconnect]);
+    // Told again (every watcher notices): nothing more to do.
+    assert!(s.act(Action::DriverGone("again".into())).is_empty());
+    let screen = s.render().to_string();
+    assert!(screen.contains("driver gone — reconnecting"), "{screen}");
+    assert!(
+        !screen.contains("online"),
+        "no card shows a state it may no longer be in: {screen}"
+    );
+    insta::assert_snapshot!("driver_gone", screen);
+
+    assert_eq!(s.act(Action::DriverBack), vec![Effect::Reenumerate]);
+    // The driver is back with three cards, all offline; mic1 stays selected.
+    s.key(KeyCode::Down);
+    let root = MicRoot::new("/nonexistent");
+    let views = (0..3)
+        .map(|i| CardView::new(root.card_by_id(i), Ok(MicState::Offline)))
+        .collect();
+    let effects = s.act(Action::Fleet(views));
+    assert!(
+        effects.contains(&Effect::RefreshInfo(vec![0, 1, 2])),
+        "{effects:?}"
+    );
+    assert!(effects.contains(&Effect::FollowLog(Some(1))), "{effects:?}");
+    assert_eq!(s.app.selected_id(), Some(1));
+    assert!(s.app.driver_gone.is_none());
+    let screen = s.render().to_string();
+    assert!(!screen.contains("driver gone"), "{screen}");
+    for card in ["mic0", "mic1", "mic2"] {
+        let row = screen
+            .lines()
+            .find(|l| l.contains(&format!(" {card} ")))
+            .unwrap_or_default();
+        assert!(row.contains("offline"), "{row}");
+        // Seen just now: its state is at least that old, not as old as mictop.
+        assert!(row.contains("≥0s"), "{row}");
+    }
 }

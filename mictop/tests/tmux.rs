@@ -184,3 +184,57 @@ fn reports_a_failed_action_without_crashing() {
     tmux.wait_for("the error dismissed", t, |s| !s.contains("error(s)"));
     tmux.keys(&["q"]);
 }
+
+#[test]
+fn notices_the_driver_going_and_shows_the_truth_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let config = || micemu::Config {
+        cards: 2,
+        timing: micemu::Timing::FAST,
+        ..Default::default()
+    };
+    let fleet = micemu::Instance::start(&root, config()).expect("starting micemu (needs root and /dev/fuse)");
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, "").unwrap();
+    let tmux = Tmux::new("restart");
+    tmux.start(&mictop_cmd(fleet.root(), &conf));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("both cards offline", t, |s| {
+        row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
+    });
+    // Boot mic1 behind mictop's back: it sees the change through poll.
+    let mic_root = libmic::MicRoot::new(fleet.root());
+    let mic1 = mic_root.card("mic1").unwrap();
+    mic1.boot_with(
+        &libmic::BootRequest::defaults_for(&mic1),
+        Some(&mic_root.system_map()),
+    )
+    .unwrap();
+    tmux.wait_for("mic1 online", t, |s| row(s, "mic1").contains("online"));
+
+    // The emulator goes away (its open files answer ENOTCONN).
+    fleet.stop().unwrap();
+    let screen = tmux.wait_for("the banner", t, |s| s.contains("driver gone — reconnecting"));
+    assert!(
+        !row(&screen, "mic1").contains("online"),
+        "no stale state: {screen}"
+    );
+
+    // It comes back on the same root, its cards offline: mictop shows them
+    // as they are, and keeps watching the new files.
+    let fleet = micemu::Instance::start(&root, config()).unwrap();
+    tmux.wait_for("the cards back, as they are", t, |s| {
+        !s.contains("driver gone") && row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
+    });
+    let mic0 = libmic::MicRoot::new(fleet.root()).card("mic0").unwrap();
+    mic0.boot_with(
+        &libmic::BootRequest::defaults_for(&mic0),
+        Some(&mic_root.system_map()),
+    )
+    .unwrap();
+    tmux.wait_for("mic0 online on the new instance", t, |s| {
+        row(s, "mic0").contains("online")
+    });
+    tmux.keys(&["q"]);
+}

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use libmic::klog::LogFollower;
+use libmic::klog::{LogEntry, LogFollower};
 use libmic::{BootRequest, MicRoot, wait_any};
 use micemu::{Config, Instance, Timing};
 use nix::sys::signal::{SigSet, Signal};
@@ -61,15 +61,12 @@ fn demo(root: &MicRoot) -> libmic::Result<()> {
         }
         for (card, follower) in cards.iter().zip(&mut followers) {
             let raw = card.log_buf_raw()?;
-            let update = follower.update(&raw);
-            if update.lost {
-                println!(
-                    "{}: (log records were overwritten before they could be read)",
-                    card.name()
-                );
-            }
-            for rec in update.records {
-                println!("{}: {}", card.name(), rec.dmesg_line());
+            for entry in follower.update(&raw) {
+                match entry {
+                    LogEntry::Record(rec) => println!("{}: {}", card.name(), rec.dmesg_line()),
+                    LogEntry::Lost(lost) => println!("{}: ({})", card.name(), lost.describe()),
+                    LogEntry::Reset => {}
+                }
             }
         }
     }

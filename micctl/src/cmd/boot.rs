@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use libmic::{BootRequest, Card, MicRoot, Outcome};
 
-use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_booted};
+use super::{CardOutcome, default_timeout, report, run_parallel, select_within, until, wait_booted};
 use crate::Ctx;
 use crate::cli::{BootArgs, BootOpts};
 use crate::exit::Exit;
@@ -59,8 +59,11 @@ impl BootPlan {
 }
 
 pub fn run(ctx: &Ctx, args: &BootArgs) -> anyhow::Result<Exit> {
-    let cards = select(ctx, &args.cards)?;
+    let cards = select_within(ctx, &args.cards, args.wait.timeout)?;
     let timeout = args.wait.timeout.unwrap_or_else(|| default_timeout(cards.len()));
+    // A boot write returns once the image is loaded (after a reset first,
+    // if the card needs one): bounded by the timeout, waiting or not.
+    let cards = until(cards, Instant::now() + timeout);
     let (plan, warnings) = BootPlan::new(&ctx.root, &args.boot);
     let wait = args.wait.wait;
     let strict = args.wait.strict;

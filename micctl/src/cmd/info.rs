@@ -28,7 +28,11 @@ pub fn run(ctx: &Ctx, args: &InfoArgs) -> anyhow::Result<Exit> {
     let card = crate::select::Selection::parse(&[args.card.as_str()])?;
     let cards = card.resolve(&ctx.root)?;
     let [card] = cards.as_slice() else {
-        return Err(crate::UsageError(format!("info takes exactly one card, not {:?}", args.card)).into());
+        return Err(crate::UsageError(format!(
+            "info takes exactly one card, not {}",
+            libmic::attrs::quote_value(&args.card)
+        ))
+        .into());
     };
     let v = collect(card)?;
     if ctx.json {

@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use libmic::attrs::escape_untrusted_keep_tabs;
-use libmic::klog::{LogFollower, LogRecord};
-use libmic::{Card, MicState, MicStatus};
+use libmic::klog::{CardLogFollower, LogEntry, LogRecord, Lost, decode_log};
+use libmic::{Card, IoLimit, MicState};
 use serde_json::json;
 
+use super::ACCESS_LIMIT;
 use crate::Ctx;
 use crate::cli::{LogArgs, Since, TimeFormat};
 use crate::exit::Exit;
@@ -39,6 +40,8 @@ struct Printer<'a> {
     card: String,
     format: TimeFormat,
     level: Option<u8>,
+    /// Records before this card time are not shown (`--since`).
+    from: u64,
     prev_ts: Option<u64>,
 }
 
@@ -62,27 +65,59 @@ impl Printer<'_> {
         )
     }
 
-    fn records<'r>(&mut self, recs: impl IntoIterator<Item = &'r LogRecord>) -> anyhow::Result<()> {
+    /// A marker line: `-- mic0: card reset, new boot --`.
+    fn marker(&self, human: &str) -> String {
+        format!(
+            "{}\n",
+            Style::Dim.paint(&format!("-- {}: {human} --", self.card), self.ctx.color)
+        )
+    }
+
+    /// Prints entries in order: records (filtered by level and --since),
+    /// losses and resets as markers (JSON: `lost` and `reset` records).
+    fn entries(&mut self, entries: &[LogEntry]) -> anyhow::Result<()> {
         let mut out = String::new();
-        for r in recs {
-            if self.level.is_some_and(|l| r.level > l) {
-                continue;
-            }
-            if self.ctx.json {
-                output::print_json(&output::record(
-                    "record",
-                    json!({
-                        "card": self.card,
-                        "ts_nsec": r.ts_nsec,
-                        "timestamp": r.timestamp_secs(),
-                        "level": r.level_name(),
-                        "level_num": r.level,
-                        "facility": r.facility,
-                        "text": r.text,
-                    }),
-                ))?;
-            } else {
-                out.push_str(&self.line(r));
+        for e in entries {
+            match e {
+                LogEntry::Record(r) => {
+                    if self.level.is_some_and(|l| r.level > l) || r.ts_nsec < self.from {
+                        continue;
+                    }
+                    if self.ctx.json {
+                        output::print_json(&output::record(
+                            "record",
+                            json!({
+                                "card": self.card,
+                                "ts_nsec": r.ts_nsec,
+                                "timestamp": r.timestamp_secs(),
+                                "level": r.level_name(),
+                                "level_num": r.level,
+                                "facility": r.facility,
+                                "text": r.text,
+                            }),
+                        ))?;
+                    } else {
+                        out.push_str(&self.line(r));
+                    }
+                }
+                LogEntry::Lost(l) => {
+                    if l.before_ts.is_some_and(|b| b < self.from) {
+                        continue;
+                    }
+                    if self.ctx.json {
+                        output::print_json(&output::record("lost", lost_json(&self.card, l)))?;
+                    } else {
+                        out.push_str(&self.marker(&l.describe()));
+                    }
+                }
+                LogEntry::Reset => {
+                    self.prev_ts = None;
+                    if self.ctx.json {
+                        output::print_json(&output::record("reset", json!({ "card": self.card })))?;
+                    } else {
+                        out.push_str(&self.marker("card reset, new boot"));
+                    }
+                }
             }
         }
         if !out.is_empty() {
@@ -90,66 +125,56 @@ impl Printer<'_> {
         }
         Ok(())
     }
+}
 
-    fn event(&mut self, kind: &str, human: &str) -> anyhow::Result<()> {
-        if self.ctx.json {
-            output::print_json(&output::record(kind, json!({ "card": self.card })))?;
-        } else if kind == "lost" {
-            eprintln!("micctl: warning: {}: {human}", self.card);
-        } else {
-            output::print_text(&format!(
-                "{}\n",
-                Style::Dim.paint(&format!("-- {}: {human} --", self.card), self.ctx.color)
-            ))?;
-        }
-        Ok(())
-    }
+/// A `lost` JSON Lines record: why, how many bytes when they are known, and
+/// between which card times.
+fn lost_json(card: &str, l: &Lost) -> serde_json::Value {
+    json!({
+        "card": card,
+        "reason": l.reason.as_str(),
+        "bytes": l.bytes,
+        "after_ts_nsec": l.after_ts,
+        "before_ts_nsec": l.before_ts,
+        "message": l.describe(),
+    })
 }
 
 pub fn run(ctx: &Ctx, args: &LogArgs) -> anyhow::Result<Exit> {
     let sel = crate::select::Selection::parse(&[args.card.as_str()])?;
     let cards = sel.resolve(&ctx.root)?;
     let [card] = cards.as_slice() else {
-        return Err(crate::UsageError(format!("log takes exactly one card, not {:?}", args.card)).into());
+        return Err(crate::UsageError(format!(
+            "log takes exactly one card, not {}",
+            libmic::attrs::quote_value(&args.card)
+        ))
+        .into());
     };
     let mut p = Printer {
         ctx,
         card: card.name().to_owned(),
         format: args.time_format,
         level: args.level,
+        from: 0,
         prev_ts: None,
     };
-    let mut follower = LogFollower::new();
-    // The watcher is opened before the first read so no state change
-    // between the two is missed.
-    let mut watcher = if args.follow {
-        Some(card.watch_state()?)
-    } else {
-        None
-    };
-    let first = follower.update(&card.log_buf_raw()?).records;
-    if first.is_empty() && !ctx.json {
-        explain_empty(card);
+    if !args.follow {
+        // TIMEOUT: a one-shot read is over within the access bound.
+        let card = card
+            .clone()
+            .with_io_limit(IoLimit::until(Instant::now() + ACCESS_LIMIT));
+        let entries = decode_log(&card.log_buf_raw()?);
+        return print_first(&mut p, &card, args.since, &entries).map(|()| Exit::Ok);
     }
-    let from = match args.since {
-        None => 0,
-        Some(Since::CardTime(d)) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-        Some(Since::Ago(d)) => first.last().map_or(0, |r| {
-            r.ts_nsec
-                .saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        }),
-    };
-    p.records(first.iter().filter(|r| r.ts_nsec >= from))?;
-    let Some(w) = watcher.as_mut() else {
-        return Ok(Exit::Ok);
-    };
+    // Each read of the stream is bounded on its own.
+    let card = card.clone().with_io_limit(IoLimit::per_access(ACCESS_LIMIT));
+    let mut log = CardLogFollower::open(&card)?;
+    let first = log.next(Duration::ZERO)?;
+    print_first(&mut p, &card, args.since, &first)?;
     let deadline = args.duration.map(|d| Instant::now() + d);
-    let mut restarted = false;
     loop {
         // A shutdown whose final status is still to come is watched closely.
-        let closing = w.current() == MicState::ShuttingDown
-            && card.shutdown_status().is_ok_and(|s| s == MicStatus::Nop);
-        let mut nap = if closing {
+        let mut nap = if log.closing() {
             SHUTDOWN_INTERVAL
         } else {
             FOLLOW_INTERVAL
@@ -161,31 +186,37 @@ pub fn run(ctx: &Ctx, args: &LogArgs) -> anyhow::Result<Exit> {
             }
             nap = nap.min(left);
         }
-        if w.wait_change(Some(nap))? == Some(MicState::Offline) {
-            // The card was reset: whatever it logs next is a new boot.
-            if closing {
-                p.event(
-                    "lost",
-                    "the card was reset during its shutdown: its last log lines may be missing",
-                )?;
-            }
-            follower = LogFollower::new();
-            restarted = true;
-        }
-        let update = follower.update(&card.log_buf_raw()?);
-        if (update.reset || restarted) && !update.records.is_empty() {
-            restarted = false;
-            p.prev_ts = None;
-            p.event("reset", "card reset, new boot")?;
-        }
-        if update.lost {
-            p.event(
-                "lost",
-                "some log records were overwritten before they could be read",
-            )?;
-        }
-        p.records(&update.records)?;
+        // Wakes at once on a state change; a reset or reboot starts a new
+        // log (a `reset` marker), told by the card's state, never by what
+        // an unreadable ring looks like.
+        let entries = log.next(nap)?;
+        p.entries(&entries)?;
     }
+}
+
+/// The first read: `--since` fixes the first card time shown, then the
+/// entries are printed (and an empty log is explained).
+fn print_first(
+    p: &mut Printer<'_>,
+    card: &Card,
+    since: Option<Since>,
+    entries: &[LogEntry],
+) -> anyhow::Result<()> {
+    let newest = libmic::klog::records(entries).map(|r| r.ts_nsec).max();
+    if newest.is_none() && !p.ctx.json {
+        explain_empty(card);
+    }
+    p.from = match since {
+        None => 0,
+        Some(Since::CardTime(d)) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        Some(Since::Ago(d)) => newest.map_or(0, |t| {
+            t.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        }),
+    };
+    p.entries(entries)?;
+    // Later boots start from their beginning.
+    p.from = 0;
+    Ok(())
 }
 
 /// Says on stderr why a log is empty, when it can tell.

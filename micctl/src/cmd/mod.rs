@@ -12,7 +12,7 @@ pub mod wait;
 
 use std::time::{Duration, Instant};
 
-use libmic::{Card, MicState, MicStatus};
+use libmic::{Card, IoLimit, MicState, MicStatus};
 use serde_json::{Value, json};
 
 use crate::Ctx;
@@ -22,10 +22,40 @@ use crate::output::{self, Style};
 use crate::progress::{CardProgress, Progress};
 use crate::select::Selection;
 
+/// The longest one access to the driver's files may take in a command
+/// without a deadline of its own (and each read of a stream: `log
+/// --follow`, `status --watch`). A driver that does not answer by then is
+/// hung: exit 6, naming the file.
+pub const ACCESS_LIMIT: Duration = Duration::from_secs(10);
+
 /// The cards named by a CARDS argument.
 pub fn select(ctx: &Ctx, arg: &CardsArg) -> anyhow::Result<Vec<Card>> {
     let sel = Selection::parse(&arg.cards)?;
     Ok(sel.resolve(&ctx.root)?)
+}
+
+/// [`select`], the enumeration itself over within `timeout` (a command's
+/// `--timeout`) if one is given.
+pub fn select_within(ctx: &Ctx, arg: &CardsArg, timeout: Option<Duration>) -> anyhow::Result<Vec<Card>> {
+    let Some(t) = timeout else {
+        return select(ctx, arg);
+    };
+    let limit = ctx.root.io_limit().and_until(Instant::now() + t);
+    let ctx = Ctx {
+        root: ctx.root.clone().with_io_limit(limit),
+        ..ctx.clone()
+    };
+    select(&ctx, arg)
+}
+
+/// `cards`, every access to their files to be over by `deadline` (a
+/// command's `--timeout`, counted from its start).
+#[must_use]
+pub fn until(cards: Vec<Card>, deadline: Instant) -> Vec<Card> {
+    cards
+        .into_iter()
+        .map(|c| c.with_io_limit(IoLimit::until(deadline)))
+        .collect()
 }
 
 /// micctrl's default wait: 90 s plus 60 s per extra card, clamped to
@@ -114,10 +144,10 @@ impl CardOutcome {
             | libmic::Error::ShutdownIgnored { .. }
             | libmic::Error::InvalidValue { .. }
             | libmic::Error::BadFirmwareName { .. } => Kind::Rejected,
-            libmic::Error::Timeout { .. } => Kind::TimedOut,
+            libmic::Error::Timeout { .. } | libmic::Error::NoAnswer { .. } => Kind::TimedOut,
             _ => Kind::Failed,
         };
-        Self::new(card, kind, e.to_string(), start, exit)
+        Self::new(card, kind, libmic::error::report(e), start, exit)
     }
 
     /// Whether the card ended as asked.
@@ -213,10 +243,11 @@ pub fn run_lifecycle<F>(
 where
     F: Fn(&Card, Option<Duration>, bool, &CardProgress) -> CardOutcome + Sync,
 {
-    let cards = select(ctx, &args.cards)?;
+    let cards = select_within(ctx, &args.cards, args.wait.timeout)?;
     let timeout = args.wait.timeout.unwrap_or_else(|| default_timeout(cards.len()));
     let wait = args.wait.wait.then_some(timeout);
     let strict = args.wait.strict;
+    let cards = until(cards, Instant::now() + timeout);
     let outcomes = run_parallel(ctx, &cards, wait.is_some(), first_msg, |card, pb| {
         f(card, wait, strict, pb)
     });
@@ -231,7 +262,7 @@ pub fn report(
     outcomes: &[CardOutcome],
     warnings: &[String],
 ) -> anyhow::Result<Exit> {
-    let exit = Exit::combine(outcomes.iter().map(|o| o.exit));
+    let exit = combine(outcomes);
     if ctx.json {
         output::print_json(&output::document(
             command,
@@ -248,6 +279,12 @@ pub fn report(
         print_outcomes(ctx, outcomes)?;
     }
     Ok(exit)
+}
+
+/// The exit code of a command's outcomes ([`Exit::combine_needed`]).
+#[must_use]
+pub fn combine(outcomes: &[CardOutcome]) -> Exit {
+    Exit::combine_needed(outcomes.iter().map(|o| (o.exit, o.kind == Kind::AlreadyInState)))
 }
 
 /// One line per card: successes on stdout, failures on stderr.

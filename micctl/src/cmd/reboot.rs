@@ -8,15 +8,16 @@ use libmic::{Card, Outcome, StopStep};
 
 use super::boot::BootPlan;
 use super::reset::RESET_FAILED;
-use super::{CardOutcome, default_timeout, report, run_parallel, select, wait_booted};
+use super::{CardOutcome, default_timeout, report, run_parallel, select_within, until, wait_booted};
 use crate::Ctx;
 use crate::cli::RebootArgs;
 use crate::exit::Exit;
 use crate::progress::CardProgress;
 
 pub fn run(ctx: &Ctx, args: &RebootArgs) -> anyhow::Result<Exit> {
-    let cards = select(ctx, &args.cards)?;
+    let cards = select_within(ctx, &args.cards, args.timeout)?;
     let timeout = args.timeout.unwrap_or_else(|| default_timeout(cards.len()));
+    let cards = until(cards, Instant::now() + timeout);
     let (plan, warnings) = BootPlan::new(&ctx.root, &args.boot);
     let outcomes = run_parallel(ctx, &cards, true, "shutting down", |card, pb| {
         let start = Instant::now();

@@ -8,14 +8,20 @@
 //! card clock starts at the bootstrap, right after the state became online;
 //! `source: card-log`, `lower_bound: true`, shown as `>=12.3s`). Everything
 //! else is unknown (`null`, shown as `-`).
+//!
+//! A card whose `state` cannot be read is still listed, marked `unreadable`
+//! (JSON: `state` null and an `error`), with the reason on stderr; the
+//! other cards are shown as usual and the exit code is 7 (all unreadable:
+//! their common code). `--timeout` bounds the whole read (10 s by default):
+//! a driver that does not answer by then is hung (exit 6, naming the file).
 
 use std::time::{Duration, Instant};
 
-use libmic::{Card, MicState, MicStatus, StateWatcher, wait_any};
+use libmic::{Card, IoLimit, MicState, MicStatus, StateWatcher, wait_any};
 use mic_core::post;
 use serde_json::{Value, json};
 
-use super::{round_ms, select};
+use super::{ACCESS_LIMIT, round_ms, select};
 use crate::Ctx;
 use crate::cli::StatusArgs;
 use crate::exit::Exit;
@@ -185,27 +191,77 @@ const HEADERS: [&str; 8] = [
 ];
 
 pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let cards = select(ctx, &args.cards)?;
+    let limit = args.timeout.unwrap_or(ACCESS_LIMIT);
     if args.watch {
-        return watch(ctx, &cards, args.duration);
+        let ctx = Ctx {
+            root: ctx.root.clone().with_io_limit(IoLimit::per_access(limit)),
+            ..ctx.clone()
+        };
+        let cards = select(&ctx, &args.cards)?;
+        return watch(&ctx, &cards, args.duration);
     }
-    let rows = read_rows(&cards)?;
+    // TIMEOUT: the whole status, enumeration included, is over by then.
+    let deadline = Instant::now() + limit;
+    let ctx = Ctx {
+        root: ctx.root.clone().with_io_limit(IoLimit::until(deadline)),
+        ..ctx.clone()
+    };
+    let cards = select(&ctx, &args.cards)?;
+    let rows = read_rows(&cards);
+    let exit = Exit::combine(
+        rows.iter()
+            .map(|r| r.as_ref().map_or_else(Exit::of_libmic, |_| Exit::Ok)),
+    );
     if ctx.json {
-        output::print_json(&output::document(
-            "status",
-            json!({ "cards": rows.iter().map(Row::to_json).collect::<Vec<_>>() }),
-        ))?;
+        let cards: Vec<Value> = cards
+            .iter()
+            .zip(&rows)
+            .map(|(c, r)| r.as_ref().map_or_else(|e| broken_json(c, e), Row::to_json))
+            .collect();
+        output::print_json(&output::document("status", json!({ "cards": cards })))?;
     } else {
-        let cells: Vec<_> = rows.iter().map(Row::cells).collect();
+        let cells: Vec<_> = cards
+            .iter()
+            .zip(&rows)
+            .map(|(c, r)| r.as_ref().map_or_else(|_| broken_cells(c), Row::cells))
+            .collect();
         output::print_text(&output::table(&HEADERS, &cells, ctx.color))?;
     }
-    Ok(Exit::Ok)
+    for (c, r) in cards.iter().zip(&rows) {
+        if let Err(e) = r {
+            eprintln!("micctl: {}: {}", c.name(), libmic::error::report(e));
+        }
+    }
+    Ok(exit)
+}
+
+/// A card whose state could not be read, as JSON: its name, `state` null,
+/// and why.
+fn broken_json(card: &Card, e: &libmic::Error) -> Value {
+    json!({
+        "card": card.name(),
+        "id": card.id(),
+        "state": null,
+        "shutdown_status": null,
+        "family": null,
+        "stepping": null,
+        "ipaddr": null,
+        "post_code": null,
+        "time_in_state": null,
+        "error": libmic::error::report(e),
+    })
+}
+
+fn broken_cells(card: &Card) -> Vec<Cell> {
+    let mut cells = vec![Cell::new(card.name()), Cell::styled("unreadable", Style::BoldRed)];
+    cells.extend((2..HEADERS.len()).map(|_| Cell::new("-")));
+    cells
 }
 
 /// Reads every card's row, spreading the cards over a few threads: each
 /// attribute read is a round trip to the driver (or to micemu's FUSE
 /// server), so a large fleet is read faster in parallel than one by one.
-fn read_rows(cards: &[Card]) -> libmic::Result<Vec<Row>> {
+fn read_rows(cards: &[Card]) -> Vec<libmic::Result<Row>> {
     const READERS: usize = 8;
     let chunk = cards.len().div_ceil(READERS).max(1);
     std::thread::scope(|s| {
@@ -218,7 +274,7 @@ fn read_rows(cards: &[Card]) -> libmic::Result<Vec<Row>> {
             // A reader thread only panics on a bug; surface it as one.
             rows.extend(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
-        rows.into_iter().collect()
+        rows
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use libmic::{MicState, StateWatcher, wait_any};
 use serde_json::json;
 
-use super::{CardOutcome, Kind, default_timeout, print_outcomes, round_ms, select};
+use super::{CardOutcome, Kind, combine, default_timeout, print_outcomes, round_ms, select_within, until};
 use crate::Ctx;
 use crate::cli::WaitArgs;
 use crate::exit::Exit;
@@ -16,11 +16,12 @@ use crate::output::{self, state_style};
 use crate::progress::Progress;
 
 pub fn run(ctx: &Ctx, args: &WaitArgs) -> anyhow::Result<Exit> {
-    let cards = select(ctx, &args.cards)?;
+    let cards = select_within(ctx, &args.cards, args.timeout)?;
     let target: MicState = args.state.into();
     let timeout = args.timeout.unwrap_or_else(|| default_timeout(cards.len()));
     let start = Instant::now();
     let deadline = start + timeout;
+    let cards = until(cards, deadline);
     let mut watchers = cards
         .iter()
         .map(libmic::Card::watch_state)
@@ -100,7 +101,7 @@ pub fn run(ctx: &Ctx, args: &WaitArgs) -> anyhow::Result<Exit> {
             })
         })
         .collect();
-    let exit = Exit::combine(outcomes.iter().map(|o| o.exit));
+    let exit = combine(&outcomes);
     if ctx.json {
         output::print_json(&output::record(
             "result",

@@ -6,8 +6,8 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use crate::app::{App, CardView, Detail, Focus, Zoom, fmt_age};
-use crate::ui::table::{op_cell, post_meaning, state_cell};
+use crate::app::{App, CardView, Detail, Focus, Zoom};
+use crate::ui::table::{age_cell, op_cell, post_meaning, state_cell};
 use crate::ui::{block, field, focused};
 use libmic::attrs::escape_untrusted;
 
@@ -39,14 +39,10 @@ fn attributes(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
     let t = &app.theme;
     let info = c.info.as_ref();
     let (state, style) = state_cell(app, c);
-    let (age, lower) = c.age(app.now, app.started);
     lines.push(Line::from(vec![
         Span::styled(format!("{:<16}", "state"), t.dim),
         Span::styled(state, style),
-        Span::styled(
-            format!("  for {}{}", if lower { "≥" } else { "" }, fmt_age(age)),
-            t.dim,
-        ),
+        Span::styled(format!("  for {}", age_cell(app, c)), t.dim),
     ]));
     if let Some(e) = &c.state_error {
         lines.push(Line::from(Span::styled(escape_untrusted(e), t.error)));

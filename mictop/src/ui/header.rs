@@ -1,6 +1,8 @@
-//! The header: host, CPU and memory, card counts by state.
+//! The header: host, CPU and memory, card counts by state; while the
+//! driver is gone, a banner saying so instead of the counts.
 
 use libmic::MicState;
+use libmic::attrs::escape_untrusted;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -41,6 +43,17 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Span::styled(app.root.clone(), t.text),
     ]);
 
+    if let Some(reason) = &app.driver_gone {
+        let banner = vec![
+            Span::styled(" ⚠ driver gone — reconnecting", t.error),
+            Span::styled(
+                format!("  ({})", crate::ui::ellipsize(&escape_untrusted(reason), 160)),
+                t.dim,
+            ),
+        ];
+        frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(banner)]), area);
+        return;
+    }
     let count = |s: MicState| app.cards.iter().filter(|c| c.state == Some(s)).count();
     let mut second = vec![
         Span::styled(" cards ", t.dim),

@@ -34,11 +34,25 @@ pub fn post_meaning(code: &str) -> &'static str {
 /// The state text and style of a card.
 #[must_use]
 pub fn state_cell(app: &App, c: &CardView) -> (String, Style) {
+    if app.driver_gone.is_some() {
+        return ("gone".into(), app.theme.error);
+    }
     match (c.state, &c.state_error) {
         (_, Some(_)) => ("unreadable".into(), app.theme.error),
         (Some(s), None) => (s.as_str().into(), app.theme.state(s)),
         (None, None) => ("…".into(), app.theme.dim),
     }
+}
+
+/// The time a card has been in its state (`≥` when it began before mictop
+/// started); `-` while the driver is gone and the state unknown.
+#[must_use]
+pub fn age_cell(app: &App, c: &CardView) -> String {
+    if app.driver_gone.is_some() {
+        return "-".to_owned();
+    }
+    let (age, lower_bound) = c.age(app.now, app.started);
+    format!("{}{}", if lower_bound { "≥" } else { "" }, fmt_age(age))
 }
 
 /// Short text for an operation.
@@ -124,8 +138,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 "crashed" => t.error,
                 _ => t.warn,
             };
-            let (age, lower_bound) = c.age(app.now, app.started);
-            let age = format!("{}{}", if lower_bound { "≥" } else { "" }, fmt_age(age));
+            let age = age_cell(app, c);
             let (post, post_style) = match c.post.as_deref() {
                 None => ("-".to_owned(), t.dim),
                 Some(p) if c.booting() => (format!("{p} {}", post_meaning(p)), t.booting),

@@ -1,0 +1,305 @@
+//! The client library against a live emulated fleet, where the hardening
+//! matters: a card log scribbled on by a broken card, state notifications
+//! that change nothing, and a driver that stops answering.
+//!
+//! No sleeps as synchronisation: waits are libmic's (poll on `state`), the
+//! card log is re-read until a deadline (it has no notification), and a
+//! stopped emulator is waited out by the very bounds under test.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libmic::klog::{self, CardLogFollower, LogEntry, LostReason};
+use libmic::{BootRequest, Card, Error, IoLimit, MicRoot, MicState, OS_UP_MARKER};
+use micemu::{Config, Fault, Instance, Timing};
+
+/// Upper bound for anything a test waits on; only reached if something hangs.
+const HANG: Duration = Duration::from_secs(20);
+
+struct Fleet {
+    inst: Instance,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start(cards: u32) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Instance::start(
+            dir.path(),
+            Config {
+                cards,
+                timing: Timing::FAST,
+                memory: 1 << 30,
+                ..Default::default()
+            },
+        )
+        .expect("starting micemu (needs root and /dev/fuse)");
+        Fleet { inst, _dir: dir }
+    }
+
+    fn card(&self, id: u32) -> Card {
+        MicRoot::new(self.inst.root()).card_by_id(id)
+    }
+
+    fn boot(&self, id: u32) -> Card {
+        let card = self.card(id);
+        let map = MicRoot::new(self.inst.root()).system_map();
+        card.boot_with(&BootRequest::defaults_for(&card), Some(&map))
+            .unwrap();
+        card.wait_os_up(Some(HANG)).unwrap();
+        card
+    }
+
+    fn inject(&self, id: u32, f: &Fault) {
+        self.inst.inject(id, f).unwrap();
+    }
+}
+
+/// Reads the card log until `done` holds for what was followed so far.
+fn follow_until(log: &mut CardLogFollower, seen: &mut Vec<LogEntry>, done: impl Fn(&[LogEntry]) -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !done(seen) {
+        assert!(Instant::now() < deadline, "gave up following; got {seen:#?}");
+        seen.extend(log.next(Duration::from_millis(20)).unwrap());
+    }
+}
+
+fn texts(entries: &[LogEntry]) -> Vec<String> {
+    klog::records(entries).map(|r| r.text.clone()).collect()
+}
+
+#[test]
+fn a_wake_up_without_a_state_change_is_not_a_transition() {
+    let f = Fleet::start(1);
+    let card = f.boot(0);
+    let mut watcher = card.watch_state().unwrap();
+    assert_eq!(watcher.current(), MicState::Online);
+    // Reset and boot again while the watcher is not looking: two real
+    // notifications, and the card reads online again.
+    let other = f.card(0);
+    other.reset().unwrap();
+    other.wait_for(|s| s == MicState::Offline, Some(HANG)).unwrap();
+    f.boot(0);
+    let before = watcher.notifications();
+    assert_eq!(
+        watcher.wait_change(Some(Duration::from_millis(300))).unwrap(),
+        None,
+        "online → online is no transition"
+    );
+    assert!(
+        watcher.notifications() > before,
+        "the wake-up path ran (the notification was taken)"
+    );
+    assert_eq!(watcher.current(), MicState::Online);
+    // And a real change afterwards is one.
+    other.reset().unwrap();
+    assert_eq!(watcher.wait_change(Some(HANG)).unwrap(), Some(MicState::Offline));
+}
+
+#[test]
+fn garbage_in_the_card_log_hides_nothing_after_it() {
+    let f = Fleet::start(1);
+    let card = f.boot(0);
+    for _ in 0..200 {
+        f.inject(0, &Fault::GarbageLog);
+    }
+    f.inject(0, &Fault::Panic("VISIBLE".into()));
+    let entries = klog::decode_log(&card.log_buf_raw().unwrap());
+    let texts = texts(&entries);
+    assert!(
+        texts.iter().any(|t| t == "Kernel panic - not syncing: VISIBLE"),
+        "{texts:#?}"
+    );
+    // What was skipped is said, with its size.
+    let lost: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Lost(l) => Some(*l),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "200 scribbles and no damage reported: {entries:#?}"
+    );
+    assert!(
+        lost.iter()
+            .all(|l| l.reason == LostReason::Damaged && l.bytes.is_some_and(|b| b > 0))
+    );
+    assert_eq!(
+        klog::panic_line(&entries).as_deref(),
+        Some("Kernel panic - not syncing: VISIBLE")
+    );
+}
+
+#[test]
+fn following_a_scribbled_log_neither_resets_nor_repeats_nor_stops() {
+    let f = Fleet::start(1);
+    let card = f.boot(0);
+    let mut log = CardLogFollower::open(&card).unwrap();
+    let mut seen = log.next(Duration::ZERO).unwrap();
+    assert!(texts(&seen).iter().any(|t| t == OS_UP_MARKER));
+    for i in 1..=200 {
+        f.inject(
+            0,
+            &Fault::Log {
+                level: 6,
+                text: format!("L{i}"),
+            },
+        );
+        f.inject(0, &Fault::GarbageLog);
+        seen.extend(log.next(Duration::ZERO).unwrap());
+    }
+    follow_until(&mut log, &mut seen, |s| texts(s).iter().any(|t| t == "L200"));
+    assert!(!seen.contains(&LogEntry::Reset), "no reset happened: {seen:#?}");
+    let all = texts(&seen);
+    let mut once = HashSet::new();
+    for t in &all {
+        assert!(once.insert(t.clone()), "{t:?} yielded twice: {all:#?}");
+    }
+    // The L lines that survived came in order.
+    let ls: Vec<u32> = all
+        .iter()
+        .filter_map(|t| t.strip_prefix('L')?.parse().ok())
+        .collect();
+    assert!(ls.windows(2).all(|w| w[0] < w[1]), "{ls:?}");
+}
+
+#[test]
+fn a_reset_between_two_reads_is_a_new_boot() {
+    let f = Fleet::start(1);
+    let card = f.boot(0);
+    let mut log = CardLogFollower::open(&card).unwrap();
+    let first = log.next(Duration::ZERO).unwrap();
+    assert!(!first.is_empty());
+    // Reset and boot again between two reads of the follower: its state
+    // never reads anything but online.
+    let other = f.card(0);
+    other.reset().unwrap();
+    other.wait_for(|s| s == MicState::Offline, Some(HANG)).unwrap();
+    f.boot(0);
+    let next = log.next(Duration::ZERO).unwrap();
+    assert_eq!(next.first(), Some(&LogEntry::Reset), "{next:#?}");
+    let t = texts(&next);
+    assert!(
+        t[0].starts_with("Linux version"),
+        "the new boot from its start: {t:#?}"
+    );
+    assert!(t.iter().any(|t| t == OS_UP_MARKER));
+    // Nothing new, nothing more.
+    assert!(log.next(Duration::ZERO).unwrap().is_empty());
+}
+
+#[test]
+fn a_card_that_panics_before_its_driver_is_up_ends_the_boot_wait() {
+    let f = Fleet::start(1);
+    let card = f.card(0);
+    let map = MicRoot::new(f.inst.root()).system_map();
+    // A kernel image as ramdisk: the card cannot unpack it and panics
+    // before its mic driver starts, so nothing reaches the host but the log.
+    let mut req = BootRequest::defaults_for(&card);
+    req.ramdisk = Some("mic/uos.img".into());
+    card.boot_with(&req, Some(&map)).unwrap();
+    let start = Instant::now();
+    match card.wait_os_up(Some(Duration::from_secs(120))) {
+        Err(Error::CardCrashed { card, line }) => {
+            assert_eq!(card, "mic0");
+            assert!(line.starts_with("Kernel panic - not syncing: VFS"), "{line}");
+        }
+        other => panic!("{other:?} after {:?}", start.elapsed()),
+    }
+    assert_eq!(card.state().unwrap(), MicState::Online, "the host was never told");
+}
+
+/// micemu as a process of its own, so it can be stopped.
+struct Process {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn start() -> Process {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_micemu"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["--cards", "2", "--timing", "fast"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("micemu: serving"), "{line:?}");
+        Process { child, dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        use nix::sys::signal::Signal;
+        self.signal(Signal::SIGCONT);
+        self.signal(Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_stopped_emulator_costs_a_bounded_wait_naming_the_file() {
+    use nix::sys::signal::Signal;
+    let emu = Process::start();
+    let root = MicRoot::new(emu.root());
+    let card = root.card_by_id(0);
+    assert_eq!(card.state().unwrap(), MicState::Offline);
+    emu.signal(Signal::SIGSTOP);
+
+    let limit = IoLimit::per_access(Duration::from_millis(300));
+    let bounded = card.clone().with_io_limit(limit);
+    match bounded.state() {
+        Err(Error::NoAnswer { path, waited }) => {
+            assert!(path.ends_with("sys/class/mic/mic0/state"), "{}", path.display());
+            assert!(waited >= Duration::from_millis(300));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A wait with a deadline ends at it, however the driver hangs.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let waiting = root.card_by_id(1).with_io_limit(IoLimit::until(deadline));
+    let e = waiting
+        .wait_for(|s| s == MicState::Online, Some(Duration::from_secs(60)))
+        .unwrap_err();
+    assert!(matches!(e, Error::NoAnswer { .. }), "{e:?}");
+    assert!(e.to_string().contains("mic1/state"), "{e}");
+    // Enumeration too.
+    let e = root.clone().with_io_limit(limit).cards().unwrap_err();
+    assert!(
+        matches!(e, Error::NoAnswer { ref path, .. } if path.ends_with("sys/class/mic")),
+        "{e:?}"
+    );
+
+    // Once it answers again, so do the files.
+    emu.signal(Signal::SIGCONT);
+    let deadline = Instant::now() + HANG;
+    loop {
+        match bounded.state() {
+            Ok(s) => {
+                assert_eq!(s, MicState::Offline);
+                break;
+            }
+            Err(Error::NoAnswer { .. }) if Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
