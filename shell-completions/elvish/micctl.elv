@@ -37,6 +37,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
         }
         &'micctl;status'= {
             cand --duration 'With --watch: stop after this long'
+            cand -t 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]'
+            cand --timeout 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Keep running and print every change as it happens (JSON Lines with --json)'
@@ -61,8 +63,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --ramdisk 'Ramdisk, relative to lib/firmware [default: mic/micN.image]'
             cand --cmdline 'Kernel command line [default: the card''s own, or mpssd''s default with a static address]'
             cand --bootmode 'Boot mode'
-            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
-            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Wait until the operation completed on every card'
@@ -75,8 +77,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --version 'Print version'
         }
         &'micctl;shutdown'= {
-            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
-            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Wait until the operation completed on every card'
@@ -89,8 +91,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --version 'Print version'
         }
         &'micctl;reset'= {
-            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
-            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand -t 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
+            cand --timeout 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Wait until the operation completed on every card'

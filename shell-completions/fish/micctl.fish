@@ -41,6 +41,7 @@ complete -c micctl -n "__fish_micctl_needs_command" -f -a "wait" -d 'Wait until 
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "log" -d 'The card kernel log, dmesg style'
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c micctl -n "__fish_micctl_using_subcommand status" -l duration -d 'With --watch: stop after this long' -r
+complete -c micctl -n "__fish_micctl_using_subcommand status" -s t -l timeout -d 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]' -r
 complete -c micctl -n "__fish_micctl_using_subcommand status" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
 complete -c micctl -n "__fish_micctl_using_subcommand status" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
 always\t'Always colour'
@@ -61,7 +62,7 @@ complete -c micctl -n "__fish_micctl_using_subcommand boot" -l ramdisk -d 'Ramdi
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -l cmdline -d 'Kernel command line [default: the card\'s own, or mpssd\'s default with a static address]' -r
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -l bootmode -d 'Boot mode' -r -f -a "linux\t'A Linux bzImage (the card OS)'
 elf\t'A bare ELF image'"
-complete -c micctl -n "__fish_micctl_using_subcommand boot" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand boot" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
 always\t'Always colour'
@@ -71,7 +72,7 @@ complete -c micctl -n "__fish_micctl_using_subcommand boot" -l strict -d 'Treat 
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c micctl -n "__fish_micctl_using_subcommand boot" -s V -l version -d 'Print version'
-complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
 complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
 complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
 always\t'Always colour'
@@ -81,7 +82,7 @@ complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -l strict -d 'Tr
 complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
 complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c micctl -n "__fish_micctl_using_subcommand shutdown" -s V -l version -d 'Print version'
-complete -c micctl -n "__fish_micctl_using_subcommand reset" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand reset" -s t -l timeout -d 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl\'s rule)' -r
 complete -c micctl -n "__fish_micctl_using_subcommand reset" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
 complete -c micctl -n "__fish_micctl_using_subcommand reset" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
 always\t'Always colour'

@@ -41,6 +41,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         }
         'micctl;status' {
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'With --watch: stop after this long')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Keep running and print every change as it happens (JSON Lines with --json)')
@@ -67,8 +69,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--ramdisk', '--ramdisk', [CompletionResultType]::ParameterName, 'Ramdisk, relative to lib/firmware [default: mic/micN.image]')
             [CompletionResult]::new('--cmdline', '--cmdline', [CompletionResultType]::ParameterName, 'Kernel command line [default: the card''s own, or mpssd''s default with a static address]')
             [CompletionResult]::new('--bootmode', '--bootmode', [CompletionResultType]::ParameterName, 'Boot mode')
-            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
-            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
@@ -82,8 +84,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             break
         }
         'micctl;shutdown' {
-            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
-            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
@@ -97,8 +99,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             break
         }
         'micctl;reset' {
-            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
-            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up waiting after this long (e.g. 90, 90s, 500ms, 5m, 1h30m). Default: 90 s plus 60 s per extra card, between 300 s and 600 s (micctrl''s rule)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
