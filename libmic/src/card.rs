@@ -87,6 +87,16 @@ impl Card {
         self.limit
     }
 
+    /// Runs `f` on this card as one bounded access: every read and write
+    /// `f` makes runs on one worker thread, and the whole is bounded by this
+    /// card's [`IoLimit`] — one thread hand-off instead of one per file, for
+    /// reading many attributes at once. [`Error::NoAnswer`] names the file
+    /// `f` was at when time ran out.
+    pub fn batch<T: Send + 'static>(&self, f: impl FnOnce(&Card) -> T + Send + 'static) -> Result<T> {
+        let inner = self.clone().with_io_limit(IoLimit::NONE);
+        crate::io::batch(self.limit, &self.sysfs, move || f(&inner))
+    }
+
     #[must_use]
     pub fn id(&self) -> u32 {
         self.id

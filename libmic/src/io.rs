@@ -17,7 +17,9 @@
 //! An unbounded [`IoLimit`] (the default) runs every access inline, exactly
 //! as plain `std::fs` would.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -154,26 +156,80 @@ pub(crate) fn run_until<T: Send + 'static>(
     op: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     let Some(until) = until else {
+        // Inside a batch, on its worker: note where it is, and do not block
+        // on a file already stuck.
+        if let Some(progress) = BATCH.with(|b| b.borrow().clone()) {
+            if !Stuck::admit(path) {
+                return Err(Error::NoAnswer {
+                    path: path.to_owned(),
+                    waited: Duration::ZERO,
+                });
+            }
+            path.clone_into(&mut lock(&progress));
+        }
         return Ok(op());
     };
-    let start = Instant::now();
-    let no_answer = |waited| Error::NoAnswer {
-        path: path.to_owned(),
-        waited,
+    on_worker(until, path, None, op)
+}
+
+/// Runs `op`, any number of accesses made unbounded inside it, as one
+/// access bounded by `limit`: one hand-off to a worker instead of one per
+/// file. [`Error::NoAnswer`] names the file `op` was at when time ran out
+/// (`path` before its first).
+pub(crate) fn batch<T: Send + 'static>(
+    limit: IoLimit,
+    path: &Path,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let Some(until) = limit.access_deadline(Instant::now()) else {
+        return Ok(op());
     };
+    let progress = Arc::new(Mutex::new(path.to_owned()));
+    let here = Arc::clone(&progress);
+    on_worker(until, path, Some(progress), move || {
+        BATCH.with(|b| *b.borrow_mut() = Some(here));
+        let value = op();
+        BATCH.with(|b| *b.borrow_mut() = None);
+        value
+    })
+}
+
+/// Where a batch running on this thread is (see [`batch`]).
+type Progress = Arc<Mutex<PathBuf>>;
+
+thread_local! {
+    static BATCH: RefCell<Option<Progress>> = const { RefCell::new(None) };
+}
+
+/// Runs `op` on a worker and waits for it until `until`. The file that did
+/// not answer is `path`, or where `progress` says a batch got to.
+fn on_worker<T: Send + 'static>(
+    until: Instant,
+    path: &Path,
+    progress: Option<Progress>,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let start = Instant::now();
     if !Stuck::admit(path) {
-        return Err(no_answer(Duration::ZERO));
+        return Err(Error::NoAnswer {
+            path: path.to_owned(),
+            waited: Duration::ZERO,
+        });
     }
+    let at = {
+        let path = path.to_owned();
+        move || progress.as_ref().map_or_else(|| path.clone(), |p| lock(p).clone())
+    };
     let (tx, rx) = mpsc::sync_channel(1);
     let done = Arc::new(Mutex::new(JobEnd::Running));
     let job_done = Arc::clone(&done);
-    let key = path.to_owned();
     submit(Box::new(move || {
-        let value = op();
+        // A panic is the caller's, not the pool's: carried back and resumed.
+        let value = panic::catch_unwind(AssertUnwindSafe(op));
         let _ = tx.send(value);
         let mut end = lock(&job_done);
-        if *end == JobEnd::Abandoned {
-            Stuck::release(&key);
+        if let JobEnd::Abandoned(key) = &*end {
+            Stuck::release(key);
         }
         *end = JobEnd::Finished;
     }))
@@ -183,28 +239,45 @@ pub(crate) fn run_until<T: Send + 'static>(
     })?;
     // TIMEOUT: the access's deadline (a command's --timeout, or the
     // per-access bound); past it the driver counts as hung.
-    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        Ok(v) => Ok(v),
-        Err(RecvTimeoutError::Disconnected) => Err(no_answer(start.elapsed())),
+    let answer = match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Disconnected) => {
+            return Err(Error::NoAnswer {
+                path: at(),
+                waited: start.elapsed(),
+            });
+        }
         Err(RecvTimeoutError::Timeout) => {
             let mut end = lock(&done);
             if *end == JobEnd::Finished {
                 drop(end);
-                return rx.try_recv().map_err(|_| no_answer(start.elapsed()));
+                rx.try_recv().map_err(|_| Error::NoAnswer {
+                    path: at(),
+                    waited: start.elapsed(),
+                })?
+            } else {
+                let stuck = at();
+                Stuck::hold(&stuck);
+                *end = JobEnd::Abandoned(stuck.clone());
+                return Err(Error::NoAnswer {
+                    path: stuck,
+                    waited: start.elapsed(),
+                });
             }
-            *end = JobEnd::Abandoned;
-            Stuck::hold(path);
-            Err(no_answer(start.elapsed()))
         }
+    };
+    match answer {
+        Ok(v) => Ok(v),
+        Err(p) => panic::resume_unwind(p),
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum JobEnd {
     Running,
     Finished,
-    /// The caller gave up; the path stays stuck until the job ends.
-    Abandoned,
+    /// The caller gave up; this file stays stuck until the job ends.
+    Abandoned(PathBuf),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,6 +442,74 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
+    }
+
+    #[test]
+    fn a_batch_is_one_access_and_names_the_file_it_stopped_at() {
+        let limit = IoLimit::per_access(Duration::from_millis(100));
+        let worker = batch(limit, Path::new("/test/batch/mic0"), || {
+            let here = thread::current().id();
+            let inner = run_until(None, Path::new("/test/batch/mic0/family"), || {
+                thread::current().id()
+            })
+            .unwrap();
+            (here, inner)
+        })
+        .unwrap();
+        assert_eq!(
+            worker.0, worker.1,
+            "inner accesses run inline on the batch's worker"
+        );
+        assert_ne!(worker.0, thread::current().id());
+
+        let (release, wait) = gate();
+        let e = batch(limit, Path::new("/test/batch/mic1"), move || {
+            run_until(None, Path::new("/test/batch/mic1/state"), || ()).unwrap();
+            run_until(None, Path::new("/test/batch/mic1/log_buf"), move || {
+                let _ = wait.recv();
+            })
+            .unwrap();
+        })
+        .unwrap_err();
+        match &e {
+            Error::NoAnswer { path, .. } => assert_eq!(path, Path::new("/test/batch/mic1/log_buf")),
+            other => panic!("{other:?}"),
+        }
+        // That file stays stuck, inside a batch too; others are fine.
+        let again = batch(
+            IoLimit::per_access(Duration::from_secs(20)),
+            Path::new("/test/batch/mic1"),
+            || {
+                let stuck = run_until(None, Path::new("/test/batch/mic1/log_buf"), || ());
+                let fine = run_until(None, Path::new("/test/batch/mic1/state"), || ());
+                (stuck.is_err(), fine.is_ok())
+            },
+        )
+        .unwrap();
+        assert_eq!(again, (true, true));
+        release.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_an_access_is_the_callers() {
+        let r = panic::catch_unwind(|| {
+            bounded(
+                IoLimit::per_access(Duration::from_secs(20)),
+                Path::new("/test/panic"),
+                || panic!("boom"),
+            )
+        });
+        assert!(r.is_err());
+        // The pool still works.
+        assert_eq!(
+            bounded(
+                IoLimit::per_access(Duration::from_secs(20)),
+                Path::new("/x"),
+                || 3
+            )
+            .unwrap(),
+            3
+        );
     }
 
     #[test]

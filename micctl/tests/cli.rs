@@ -958,11 +958,7 @@ fn json_is_json_whatever_went_wrong() {
         if streams {
             assert_eq!(v["type"], "error", "{args:?}: {v}");
         } else {
-            assert_eq!(
-                v["command"],
-                command.map_or(Value::Null, Value::from),
-                "{args:?}"
-            );
+            assert_eq!(v["command"], command.map_or(Value::Null, Value::from), "{args:?}");
             assert_eq!(v["exit_code"], 2);
         }
     }

@@ -291,8 +291,12 @@ impl Runtime {
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || {
                     for c in cards {
-                        let info = c.info().map_err(|e| libmic::error::report(&e));
-                        let post = c.post_code().ok().flatten();
+                        // One bounded hand-off for all of the card's files.
+                        let read = c.batch(|c| (c.info(), c.post_code().ok().flatten()));
+                        let (info, post) = match read {
+                            Ok((info, post)) => (info.map_err(|e| libmic::error::report(&e)), post),
+                            Err(e) => (Err(libmic::error::report(&e)), None),
+                        };
                         let at = Instant::now();
                         if tx
                             .send(Action::Info {

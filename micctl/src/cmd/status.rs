@@ -267,7 +267,14 @@ fn read_rows(cards: &[Card]) -> Vec<libmic::Result<Row>> {
     std::thread::scope(|s| {
         let workers: Vec<_> = cards
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|c| Row::read(c, None, true)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    // One bounded hand-off per card, not one per file.
+                    part.iter()
+                        .map(|c| c.batch(|c| Row::read(c, None, true)).and_then(|r| r))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut rows = Vec::with_capacity(cards.len());
         for w in workers {
