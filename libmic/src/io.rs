@@ -218,7 +218,11 @@ fn on_worker<T: Send + 'static>(
     }
     let at = {
         let path = path.to_owned();
-        move || progress.as_ref().map_or_else(|| path.clone(), |p| lock(p).clone())
+        move || {
+            progress
+                .as_ref()
+                .map_or_else(|| path.clone(), |p| lock(p).clone())
+        }
     };
     let (tx, rx) = mpsc::sync_channel(1);
     let done = Arc::new(Mutex::new(JobEnd::Running));

@@ -679,13 +679,32 @@ impl FleetProcess {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    /// Stops it as a hung driver would be, and waits until every thread of
+    /// it is stopped (the signal is asynchronous: a FUSE thread may still
+    /// answer one more request), re-reading /proc until a deadline.
+    fn stop(&self) {
         let st = Command::new("kill")
-            .arg(format!("-{sig}"))
+            .arg("-STOP")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
-        assert!(st.success(), "kill -{sig}");
+        assert!(st.success(), "kill -STOP");
+        let deadline = Instant::now() + HANG;
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+                .unwrap()
+                .map_while(Result::ok)
+                .all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // `pid (comm) S ...`: the state follows the last ')'.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+        };
+        while !stopped() {
+            assert!(Instant::now() < deadline, "the fleet process did not stop");
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -732,7 +751,7 @@ fn a_hung_driver_costs_a_bounded_wait_naming_the_file() {
     let f = FleetProcess::start();
     let r = run_in(Some(&f.root), &["boot", "mic0", "--wait", "-t", "10s"]);
     assert_eq!(r.code, 0, "{}", r.both());
-    f.signal("STOP");
+    f.stop();
     let runs = run_all(
         &f.root,
         &[

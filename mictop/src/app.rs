@@ -109,6 +109,9 @@ pub struct CardView {
     /// When this card was enumerated, if after mictop started (the driver
     /// came back): a state of unknown age is at least this old.
     pub first_seen: Option<Instant>,
+    /// When the state shown was read (a watcher's read, or the start of an
+    /// attribute snapshot): an older read does not override it.
+    pub state_at: Option<Instant>,
     pub info: Option<CardInfo>,
     pub info_error: Option<String>,
     pub post: Option<String>,
@@ -131,6 +134,7 @@ impl CardView {
             state_error,
             since: None,
             first_seen: None,
+            state_at: None,
             info: None,
             info_error: None,
             post: None,
@@ -404,7 +408,7 @@ pub enum Action {
         state: Result<MicState, String>,
         at: Instant,
     },
-    /// Every attribute of a card, re-read.
+    /// Every attribute of a card, re-read; `at` is when the read began.
     Info {
         id: u32,
         info: Result<CardInfo, String>,
@@ -736,6 +740,7 @@ impl App {
         match state {
             Ok(s) => {
                 c.state_error = None;
+                c.state_at = Some(at);
                 if c.state != Some(s) {
                     c.state = Some(s);
                     c.since = Some(at);
@@ -763,11 +768,17 @@ impl App {
         let c = &mut self.cards[i];
         match info {
             Ok(info) => {
-                if c.state != Some(info.state) {
+                // A snapshot that began before the state last read was read
+                // may hold an older state: it does not override it.
+                let newer = c.state_at.is_none_or(|t| at >= t);
+                if newer && c.state != Some(info.state) {
                     if c.state.is_some() {
                         c.since = Some(at);
                     }
                     c.state = Some(info.state);
+                }
+                if newer {
+                    c.state_at = Some(at);
                 }
                 c.state_error = None;
                 c.info = Some(info);

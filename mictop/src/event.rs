@@ -291,13 +291,15 @@ impl Runtime {
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || {
                     for c in cards {
+                        // When the read began: a state notified while it
+                        // ran may be newer than what it read.
+                        let at = Instant::now();
                         // One bounded hand-off for all of the card's files.
                         let read = c.batch(|c| (c.info(), c.post_code().ok().flatten()));
                         let (info, post) = match read {
                             Ok((info, post)) => (info.map_err(|e| libmic::error::report(&e)), post),
                             Err(e) => (Err(libmic::error::report(&e)), None),
                         };
-                        let at = Instant::now();
                         if tx
                             .send(Action::Info {
                                 id: c.id(),

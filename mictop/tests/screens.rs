@@ -388,3 +388,32 @@ fn driver_gone_then_back() {
         assert!(row.contains("≥0s"), "{row}");
     }
 }
+
+#[test]
+fn an_attribute_snapshot_older_than_the_state_does_not_override_it() {
+    let mut s = Screen::new(1, 100, 24);
+    let before = s.t0 + Duration::from_secs(80);
+    let t = before + Duration::from_millis(5);
+    // The watcher read reset_failed; a snapshot that began before that read
+    // (and so read the card still online) arrives after it.
+    s.act(Action::State {
+        id: 0,
+        state: Ok(MicState::ResetFailed),
+        at: t,
+    });
+    s.act(Action::Info {
+        id: 0,
+        info: Ok(info(0, MicState::Online)),
+        post: Some("01".into()),
+        at: before,
+    });
+    assert_eq!(s.app.cards[0].state, Some(MicState::ResetFailed));
+    // A snapshot begun after it is believed.
+    s.act(Action::Info {
+        id: 0,
+        info: Ok(info(0, MicState::Offline)),
+        post: Some("12".into()),
+        at: t + Duration::from_millis(5),
+    });
+    assert_eq!(s.app.cards[0].state, Some(MicState::Offline));
+}

@@ -245,6 +245,33 @@ impl Process {
     fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
+
+    /// Stops it and waits until every thread of it is stopped (the signal
+    /// is asynchronous: a FUSE thread may still answer one more request).
+    fn stop(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        wait_stopped(self.child.id());
+    }
+}
+
+/// Re-reads /proc until every thread of `pid` is stopped (state `T`).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + HANG;
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map_while(Result::ok)
+            .all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // `pid (comm) S ...`: the state follows the last ')'.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+    };
+    while !stopped() {
+        assert!(Instant::now() < deadline, "micemu did not stop");
+        std::thread::yield_now();
+    }
 }
 
 impl Drop for Process {
@@ -263,7 +290,7 @@ fn a_stopped_emulator_costs_a_bounded_wait_naming_the_file() {
     let root = MicRoot::new(emu.root());
     let card = root.card_by_id(0);
     assert_eq!(card.state().unwrap(), MicState::Offline);
-    emu.signal(Signal::SIGSTOP);
+    emu.stop();
 
     let limit = IoLimit::per_access(Duration::from_millis(300));
     let bounded = card.clone().with_io_limit(limit);
