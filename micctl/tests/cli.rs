@@ -679,32 +679,26 @@ impl FleetProcess {
         }
     }
 
-    /// Stops it as a hung driver would be, and waits until every thread of
-    /// it is stopped (the signal is asynchronous: a FUSE thread may still
-    /// answer one more request), re-reading /proc until a deadline.
+    /// Stops it as a hung driver would be: returns once it has stopped (the
+    /// signal is asynchronous, and a FUSE thread could still answer one more
+    /// request; the kernel reports the stop to the parent once every thread
+    /// has stopped).
     fn stop(&self) {
+        let pid = self.child.id() as i32;
         let st = Command::new("kill")
             .arg("-STOP")
-            .arg(self.child.id().to_string())
+            .arg(pid.to_string())
             .status()
             .unwrap();
         assert!(st.success(), "kill -STOP");
-        let deadline = Instant::now() + HANG;
-        let stopped = || {
-            std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-                .unwrap()
-                .map_while(Result::ok)
-                .all(|t| {
-                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-                    // `pid (comm) S ...`: the state follows the last ')'.
-                    stat.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
-                })
-        };
-        while !stopped() {
-            assert!(Instant::now() < deadline, "the fleet process did not stop");
-            std::thread::yield_now();
-        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid pointer to a local;
+        // WUNTRACED reports the stop without reaping the child.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WUNTRACED) };
+        assert!(
+            r == pid && libc::WIFSTOPPED(status),
+            "the fleet process did not stop"
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libmic::klog;
-use libmic::{MicRoot, MicState};
+use libmic::{Error, IoLimit, MicRoot, MicState};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -130,12 +130,38 @@ impl Emu {
     }
 }
 
+impl Emu {
+    /// `kill -STOP`, as a hung driver: returns once micemu has stopped (the
+    /// signal is asynchronous, and a FUSE thread could still answer one more
+    /// request; the kernel reports the stop to the parent once every thread
+    /// has stopped).
+    fn stop(&self) {
+        let pid = self.child.id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid pointer to a local;
+        // WUNTRACED reports the stop without reaping the child.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WUNTRACED) };
+        assert!(r == pid && libc::WIFSTOPPED(status), "micemu did not stop");
+    }
+
+    fn resume(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .unwrap();
+    }
+}
+
 impl Drop for Emu {
     fn drop(&mut self) {
         if self.dead {
             return;
         }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // A test may have stopped it; a stopped process takes no SIGTERM.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let status = self.child.wait().unwrap();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -468,4 +494,51 @@ fn the_card_log_decodes_across_many_ring_wraps() {
         assert_eq!(**line, format!("line {:03} of the wrap test", first + k));
     }
     assert_eq!(first + tail.len(), 300);
+}
+
+#[test]
+fn a_stopped_emulator_costs_a_bounded_wait_naming_the_file() {
+    let emu = Emu::start(2);
+    let root = MicRoot::new(emu.root());
+    let card = root.card_by_id(0);
+    assert_eq!(card.state().unwrap(), MicState::Offline);
+    emu.stop();
+
+    let limit = IoLimit::per_access(Duration::from_millis(300));
+    let bounded = card.clone().with_io_limit(limit);
+    match bounded.state() {
+        Err(Error::NoAnswer { path, waited }) => {
+            assert!(path.ends_with("sys/class/mic/mic0/state"), "{}", path.display());
+            assert!(waited >= Duration::from_millis(300));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A wait with a deadline ends at it, however the driver hangs.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let waiting = root.card_by_id(1).with_io_limit(IoLimit::until(deadline));
+    let e = waiting
+        .wait_for(|s| s == MicState::Online, Some(Duration::from_secs(60)))
+        .unwrap_err();
+    assert!(matches!(e, Error::NoAnswer { .. }), "{e:?}");
+    assert!(e.to_string().contains("mic1/state"), "{e}");
+    // Enumeration too.
+    let e = root.clone().with_io_limit(limit).cards().unwrap_err();
+    assert!(
+        matches!(e, Error::NoAnswer { ref path, .. } if path.ends_with("sys/class/mic")),
+        "{e:?}"
+    );
+
+    // Once it answers again, so do the files.
+    emu.resume();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match bounded.state() {
+            Ok(s) => {
+                assert_eq!(s, MicState::Offline);
+                break;
+            }
+            Err(Error::NoAnswer { .. }) if Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

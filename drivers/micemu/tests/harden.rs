@@ -1,19 +1,17 @@
-//! The client library against a live emulated fleet, where the hardening
-//! matters: a card log scribbled on by a broken card, state notifications
-//! that change nothing, and a driver that stops answering.
+//! The client library against a live emulated fleet (in-process), where the
+//! hardening matters: a card log scribbled on by a broken card, state
+//! notifications that change nothing, a panic before the card driver is up.
+//! (A driver that stops answering is in `e2e.rs`, where micemu runs as a
+//! process that can be stopped.)
 //!
-//! No sleeps as synchronisation: waits are libmic's (poll on `state`), the
-//! card log is re-read until a deadline (it has no notification), and a
-//! stopped emulator is waited out by the very bounds under test.
+//! No sleeps as synchronisation: waits are libmic's (poll on `state`), and
+//! the card log is re-read until a deadline (it has no notification).
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libmic::klog::{self, CardLogFollower, LogEntry, LostReason};
-use libmic::{BootRequest, Card, Error, IoLimit, MicRoot, MicState, OS_UP_MARKER};
+use libmic::{BootRequest, Card, Error, MicRoot, MicState, OS_UP_MARKER};
 use micemu::{Config, Fault, Instance, Timing};
 
 /// Upper bound for anything a test waits on; only reached if something hangs.
@@ -212,121 +210,4 @@ fn a_card_that_panics_before_its_driver_is_up_ends_the_boot_wait() {
         other => panic!("{other:?} after {:?}", start.elapsed()),
     }
     assert_eq!(card.state().unwrap(), MicState::Online, "the host was never told");
-}
-
-/// micemu as a process of its own, so it can be stopped.
-struct Process {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Process {
-    fn start() -> Process {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_micemu"))
-            .arg("--root")
-            .arg(dir.path())
-            .args(["--cards", "2", "--timing", "fast"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("micemu: serving"), "{line:?}");
-        Process { child, dir }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    /// Stops it and waits until every thread of it is stopped (the signal
-    /// is asynchronous: a FUSE thread may still answer one more request).
-    fn stop(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
-        wait_stopped(self.child.id());
-    }
-}
-
-/// Re-reads /proc until every thread of `pid` is stopped (state `T`).
-fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + HANG;
-    let stopped = || {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .map_while(Result::ok)
-            .all(|t| {
-                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-                // `pid (comm) S ...`: the state follows the last ')'.
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
-            })
-    };
-    while !stopped() {
-        assert!(Instant::now() < deadline, "micemu did not stop");
-        std::thread::yield_now();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        use nix::sys::signal::Signal;
-        self.signal(Signal::SIGCONT);
-        self.signal(Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-#[test]
-fn a_stopped_emulator_costs_a_bounded_wait_naming_the_file() {
-    use nix::sys::signal::Signal;
-    let emu = Process::start();
-    let root = MicRoot::new(emu.root());
-    let card = root.card_by_id(0);
-    assert_eq!(card.state().unwrap(), MicState::Offline);
-    emu.stop();
-
-    let limit = IoLimit::per_access(Duration::from_millis(300));
-    let bounded = card.clone().with_io_limit(limit);
-    match bounded.state() {
-        Err(Error::NoAnswer { path, waited }) => {
-            assert!(path.ends_with("sys/class/mic/mic0/state"), "{}", path.display());
-            assert!(waited >= Duration::from_millis(300));
-        }
-        other => panic!("{other:?}"),
-    }
-    // A wait with a deadline ends at it, however the driver hangs.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let waiting = root.card_by_id(1).with_io_limit(IoLimit::until(deadline));
-    let e = waiting
-        .wait_for(|s| s == MicState::Online, Some(Duration::from_secs(60)))
-        .unwrap_err();
-    assert!(matches!(e, Error::NoAnswer { .. }), "{e:?}");
-    assert!(e.to_string().contains("mic1/state"), "{e}");
-    // Enumeration too.
-    let e = root.clone().with_io_limit(limit).cards().unwrap_err();
-    assert!(
-        matches!(e, Error::NoAnswer { ref path, .. } if path.ends_with("sys/class/mic")),
-        "{e:?}"
-    );
-
-    // Once it answers again, so do the files.
-    emu.signal(Signal::SIGCONT);
-    let deadline = Instant::now() + HANG;
-    loop {
-        match bounded.state() {
-            Ok(s) => {
-                assert_eq!(s, MicState::Offline);
-                break;
-            }
-            Err(Error::NoAnswer { .. }) if Instant::now() < deadline => std::thread::yield_now(),
-            Err(e) => panic!("{e}"),
-        }
-    }
 }
