@@ -56,8 +56,8 @@ pub struct RunArgs {
     /// Number of cards (1-256).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub cards: u32,
-    /// GDDR per card (K, M, G suffixes).
-    #[arg(long, default_value = "8G", value_parser = config::parse_size)]
+    /// GDDR per card (K, M, G suffixes; at least 256M).
+    #[arg(long, default_value = "8G", value_parser = parse_memory)]
     pub memory: u64,
     /// Timing preset.
     #[arg(long, value_enum, default_value_t = TimingPreset::Realistic)]
@@ -84,9 +84,19 @@ fn parse_device_id(s: &str) -> Result<u16, String> {
         .map_err(|_| format!("{s:?} is not a hex PCI device ID (e.g. 2250)"))
 }
 
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let n = config::parse_size(s)?;
+    let probe = Config {
+        memory: n,
+        ..Config::default()
+    };
+    probe.validate().map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 fn parse_log_len(s: &str) -> Result<u32, String> {
     let n = config::parse_size(s)?;
-    if !n.is_power_of_two() || !(4096..=16 << 20).contains(&n) {
+    if !n.is_power_of_two() || !(4096..=config::LOG_BUF_MAX).contains(&n) {
         return Err(format!("{s:?}: log buffer must be a power of two from 4K to 16M"));
     }
     Ok(n as u32)
@@ -184,8 +194,14 @@ mod tests {
             &["micemu", "--log-buf-len", "3000"],
             &["micemu", "--device-id", "zz"],
             &["micemu", "--memory", "lots"],
+            &["micemu", "--memory", "128M"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+        let err = Cli::try_parse_from(["micemu", "--memory", "16M"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("16M of GDDR per card is too little"), "{err}");
+        assert!(Cli::try_parse_from(["micemu", "--memory", "256M"]).is_ok());
     }
 }

@@ -112,7 +112,50 @@ impl Default for Config {
     }
 }
 
+/// Why a fleet cannot be built as configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{} of GDDR per card is too little: the card OS needs at least {} \
+         (its virtio buffers at 48 MiB, the kernel at 64 MiB, the ramdisk at 128 MiB)",
+        size_name(*.0),
+        size_name(MIN_MEMORY)
+    )]
+    MemoryTooSmall(u64),
+    #[error("log buffer of {0} bytes: it must be a power of two from 4K to 16M")]
+    LogBufLen(u32),
+    #[error("a fleet needs at least one card")]
+    NoCards,
+}
+
+pub use crate::cardos::memmap::{LOG_BUF_MAX, MIN_MEMORY};
+
+/// `256M`, `8G`, or bytes.
+fn size_name(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}G", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 impl Config {
+    /// Checks what the emulated hardware and the card OS need.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cards == 0 {
+            return Err(ConfigError::NoCards);
+        }
+        if self.memory < MIN_MEMORY {
+            return Err(ConfigError::MemoryTooSmall(self.memory));
+        }
+        let len = u64::from(self.log_buf_len);
+        if !len.is_power_of_two() || !(4096..=LOG_BUF_MAX).contains(&len) {
+            return Err(ConfigError::LogBufLen(self.log_buf_len));
+        }
+        Ok(())
+    }
+
     #[must_use]
     pub fn pci_of(&self, card: u32) -> PciId {
         self.pci[card as usize % self.pci.len()]
@@ -158,6 +201,29 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let ok = Config::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let small = Config {
+            memory: 64 << 20,
+            ..Config::default()
+        };
+        let e = small.validate().unwrap_err();
+        assert_eq!(e, ConfigError::MemoryTooSmall(64 << 20));
+        assert!(
+            e.to_string().starts_with("64M of GDDR per card is too little"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at least 256M"), "{e}");
+        let log = Config {
+            log_buf_len: 3000,
+            ..Config::default()
+        };
+        assert_eq!(log.validate(), Err(ConfigError::LogBufLen(3000)));
+        assert_eq!(size_name(1536), "1536 bytes");
     }
 
     #[test]

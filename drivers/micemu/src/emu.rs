@@ -34,7 +34,7 @@ const HOST_RAM_BASE: u64 = 0x4_5a6f_0000;
 pub(crate) const HOST_RAM_LEN: u64 = 4 << 20;
 
 /// Bootstrap's boot address (SPAD2 bits 31:12) after reset: 64 MiB.
-const BOOT_ADDR: u32 = 64 << 20;
+const BOOT_ADDR: u32 = crate::cardos::memmap::BOOT_ADDR as u32;
 
 /// The card log length is card-controlled; the host reads at most this.
 const MAX_LOG_BUF: u64 = 16 << 20;
@@ -69,6 +69,7 @@ impl Emulator {
     /// Builds the fleet (cards powered on, bootstrap ready, host driver
     /// probed) and starts its event loop.
     pub fn start(config: Config, firmware: FirmwareDir, hub: Arc<PollHub>) -> std::io::Result<Running> {
+        config.validate().map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel();
         let mut cards = Vec::with_capacity(config.cards as usize);
         for id in 0..config.cards {
@@ -84,7 +85,11 @@ impl Emulator {
             let mut host = HostDevice::probe(&regs.view(Side::Host), &host_ram, host_ram.dma_base())
                 .map_err(|e| std::io::Error::other(format!("mic{id}: probe failed: {e}")))?;
             host.set_reset_timing(reset_timing(config.timing));
-            let st = CardState::new(host, CardOs::new(id, config.log_buf_len), HOST_RAM_LEN);
+            let st = CardState::new(
+                host,
+                CardOs::new(id, config.log_buf_len, config.timing.ack()),
+                HOST_RAM_LEN,
+            );
             cards.push(Card::new(id, config.pci_of(id), regs, gddr, host_ram, st));
         }
         let emu = Arc::new(Emulator {

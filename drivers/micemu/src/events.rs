@@ -13,7 +13,7 @@ use mic_core::host::ResetPoll;
 use mic_core::{post, regs};
 
 use crate::card::{Card, CardState};
-use crate::cardos::Phase;
+use crate::cardos::{OsTimer, Phase};
 use crate::emu::{Emulator, spad2_ready};
 use crate::fs::Tree;
 use crate::hw::HwEvent;
@@ -38,6 +38,8 @@ pub(crate) enum Timer {
     BootStep { epoch: u64 },
     /// The card OS finishes an orderly power-off.
     Poweroff { epoch: u64 },
+    /// One of the card OS's own timers (virtio handshakes, network stack).
+    Os { epoch: u64, which: OsTimer },
 }
 
 impl Emulator {
@@ -89,17 +91,43 @@ impl Emulator {
                     self.schedule(self.timing().reset, id, Timer::HwResetDone { epoch: st.epoch });
                 }
             }
+            // APICICR7 is both the bootstrap's register and doorbell 7's:
+            // once an OS runs, the send bit there is a doorbell.
+            HwEvent::Bootstrap if st.os.phase() != Phase::Off => self.card_doorbell(id, &mut st, &hw, 7),
             HwEvent::Bootstrap => {
                 if let Some(next) = st.os.bootstrap(&hw, self.timing().boot) {
                     self.schedule(next, id, Timer::BootStep { epoch: st.epoch });
                 }
             }
-            HwEvent::CardDoorbell(db) => {
-                if st.os.doorbell(&hw, db) {
-                    self.schedule(self.timing().boot / 10, id, Timer::Poweroff { epoch: st.epoch });
-                }
-            }
+            HwEvent::CardDoorbell(db) => self.card_doorbell(id, &mut st, &hw, db),
             HwEvent::HostDoorbell(_) => self.host_interrupt(card, &mut st),
+        }
+        self.arm_os(id, &mut st);
+    }
+
+    fn card_doorbell<M: mic_core::hw::Mmio, P: mic_core::hw::Memory>(
+        &self,
+        id: u32,
+        st: &mut CardState,
+        hw: &crate::cardos::CardHw<M, P>,
+        db: u8,
+    ) {
+        if st.os.doorbell(hw, db) {
+            self.schedule(self.timing().boot / 10, id, Timer::Poweroff { epoch: st.epoch });
+        }
+    }
+
+    /// Schedules the timers the card OS asked for, in this generation.
+    pub(crate) fn arm_os(&self, id: u32, st: &mut CardState) {
+        for (after, which) in st.os.take_wakeups() {
+            self.schedule(
+                after,
+                id,
+                Timer::Os {
+                    epoch: st.epoch,
+                    which,
+                },
+            );
         }
     }
 
@@ -141,9 +169,11 @@ impl Emulator {
                 }
             }
             Timer::Poweroff { epoch } if epoch == st.epoch => st.os.finish_poweroff(&hw),
+            Timer::Os { epoch, which } if epoch == st.epoch => st.os.timer(&hw, which),
             Timer::HostResetPoll { .. } => self.poll_reset(card, &mut st),
             _ => {}
         }
+        self.arm_os(id, &mut st);
     }
 
     /// One step of the host driver's reset sequence.

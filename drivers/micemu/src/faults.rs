@@ -182,6 +182,7 @@ impl Emulator {
                 st.os.report_raw_status(&hw, *v)?;
             }
         }
+        self.arm_os(id, &mut st);
         Ok(())
     }
 

@@ -121,6 +121,14 @@ pub const fn stepping(revision: u8) -> &'static str {
 /// `ifcfg=static;address,A;...` option of `cmdline`, if any.
 #[must_use]
 pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<&str> {
+    ifcfg_option(cmdline, "address")
+}
+
+/// The value of `key` (`address`, `netmask`, ...) in the (last)
+/// `ifcfg=static;KEY,VALUE;...` option of `cmdline`, if any: the one rule
+/// for the host's `ipaddr` and the card's eth0 configuration.
+#[must_use]
+pub fn ifcfg_option<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     // As with any kernel parameter given twice, the last `ifcfg=` wins.
     let cfg = cmdline
         .split_ascii_whitespace()
@@ -131,7 +139,7 @@ pub fn ipaddr_from_cmdline(cmdline: &str) -> Option<&str> {
         return None;
     }
     parts
-        .find_map(|p| p.strip_prefix("address,"))
+        .find_map(|p| p.strip_prefix(key).and_then(|v| v.strip_prefix(',')))
         .and_then(|a| a.split(',').next())
         .filter(|a| !a.is_empty())
 }
@@ -195,5 +203,9 @@ mod tests {
             ipaddr_from_cmdline("ifcfg=static;address,10.0.0.2,extra"),
             Some("10.0.0.2")
         );
+        let c = "ifcfg=static;address,172.31.1.1;netmask,255.255.0.0";
+        assert_eq!(ifcfg_option(c, "netmask"), Some("255.255.0.0"));
+        assert_eq!(ifcfg_option(c, "gateway"), None);
+        assert_eq!(ifcfg_option("ifcfg=static;addressx,1.2.3.4", "address"), None);
     }
 }

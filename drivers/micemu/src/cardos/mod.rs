@@ -1,19 +1,42 @@
 //! The card OS model: what runs on the card after the bootstrap hands over.
 //!
-//! It boots only from what the host driver put in GDDR (the image at the
-//! boot address, the command line after it, the ramdisk where boot_params
-//! points), and checks all of it as a suspicious kernel would. It runs the
-//! card half of the driver core (device-page discovery, doorbells, shutdown
-//! and panic reporting) and writes its kernel log as 3.10 printk records into
-//! `__log_buf` in card memory, step by step as a real boot does.
+//! It boots only from what the host driver put in GDDR ([`boot`]), checks
+//! all of it as a suspicious kernel would, and writes its kernel log as 3.10
+//! printk records into `__log_buf` in card memory, step by step as a real
+//! boot does. At boot step 4 it runs the card half of the driver core
+//! (device-page discovery, doorbells) and brings up the virtio devices the
+//! host published ([`virtio`]): a console with a shell ([`console`],
+//! [`tty`], [`shell`], [`system`]), a network stack ([`net`]) and a disk
+//! ([`blk`]), all with their buffers in GDDR ([`memmap`]). Orderly
+//! shutdowns remove every device before reporting; a panic leaves them.
+//!
+//! Nothing here blocks or sleeps: every wait is a timer the event loop
+//! runs ([`OsTimer`], collected by [`CardOs::take_wakeups`]), and a reset
+//! of the card drops all of it.
+
+pub mod blk;
+pub mod boot;
+pub mod console;
+pub mod memmap;
+pub mod net;
+pub mod shell;
+pub mod system;
+pub mod tty;
+pub mod virtio;
 
 use std::time::{Duration, Instant};
 
+use mic_core::abi::MicStatus;
 use mic_core::card::CardDevice;
+use mic_core::handshake::AckTiming;
 use mic_core::hw::{Memory, Mmio};
 use mic_core::printk::LogRing;
 use mic_core::regs;
-use mic_core::{abi, bzimage, devpage, post};
+use mic_core::{abi, devpage, post};
+
+use boot::BootInfo;
+pub use boot::ifcfg_address;
+use virtio::Virtio;
 
 use crate::firmware::{self, LOG_BUF_LEN_VA, LOG_BUF_VA, START_KERNEL_MAP};
 
@@ -28,6 +51,9 @@ pub enum Phase {
     Running,
     /// Boot stopped making progress (bad image, or an injected hang).
     Hung,
+    /// An orderly halt, power-off or restart is removing the devices; the
+    /// status is reported when they are gone.
+    ShuttingDown(MicStatus),
     /// The OS has halted, powered off, rebooted or panicked and reported it.
     Down,
 }
@@ -39,6 +65,21 @@ pub const BOOT_STEPS: u32 = 8;
 /// tools look for.
 pub const BOOT_COMPLETE: &str = mic_core::card::OS_UP_MARKER;
 
+/// The card OS's own timers (besides boot steps and power-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OsTimer {
+    /// Virtio handshake polls and work left over from a doorbell.
+    Virtio,
+    /// The network stacks' timers (TCP retransmits, ARP, ping).
+    Net,
+}
+
+impl OsTimer {
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Hardware the card OS runs on.
 #[derive(Debug)]
 pub struct CardHw<M: Mmio, P: Memory> {
@@ -49,42 +90,48 @@ pub struct CardHw<M: Mmio, P: Memory> {
     pub memory: u64,
 }
 
-/// What the boot learned from the host.
-#[derive(Debug, Clone, Default)]
-struct BootInfo {
-    cmdline: String,
-    image_size: u64,
-    ramdisk: Option<(u64, u64)>,
-    version: String,
-}
-
 /// The card's OS.
 #[derive(Debug)]
 pub struct CardOs {
     id: u32,
     log_buf_len: u32,
+    ack: AckTiming,
     phase: Phase,
     started: Instant,
     ring: Option<LogRing>,
     dev: Option<CardDevice>,
+    virtio: Option<Virtio>,
     info: BootInfo,
     hang_next_boot: bool,
     rng: u64,
+    /// When each [`OsTimer`] is armed for.
+    armed: [Option<Instant>; 2],
+    /// Timers to schedule: (delay, which).
+    wakeups: Vec<(Duration, OsTimer)>,
+    /// A shell asked for halt/poweroff/reboot.
+    pending_power: Option<MicStatus>,
 }
 
 impl CardOs {
+    /// The OS of card `id`, with a kernel log of `log_buf_len` bytes and
+    /// the virtio handshake timing `ack`.
     #[must_use]
-    pub fn new(id: u32, log_buf_len: u32) -> Self {
+    pub fn new(id: u32, log_buf_len: u32, ack: AckTiming) -> Self {
         Self {
             id,
             log_buf_len,
+            ack,
             phase: Phase::Off,
             started: Instant::now(),
             ring: None,
             dev: None,
+            virtio: None,
             info: BootInfo::default(),
             hang_next_boot: false,
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
+            armed: [None; 2],
+            wakeups: Vec::new(),
+            pending_power: None,
         }
     }
 
@@ -93,12 +140,17 @@ impl CardOs {
         self.phase
     }
 
-    /// The hardware was reset: whatever ran is gone.
+    /// The hardware was reset: whatever ran is gone, its virtio state
+    /// included (the host resets its side of every device).
     pub fn power_cycle(&mut self) {
         self.phase = Phase::Off;
         self.ring = None;
         self.dev = None;
+        self.virtio = None;
         self.info = BootInfo::default();
+        self.armed = [None; 2];
+        self.wakeups.clear();
+        self.pending_power = None;
     }
 
     /// Arms a hang: the current boot stops where it is, or the next one
@@ -131,7 +183,7 @@ impl CardOs {
     pub fn bootstrap<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, boot: Duration) -> Option<Duration> {
         self.power_cycle();
         self.started = Instant::now();
-        let Ok(info) = load(hw) else {
+        let Ok(info) = boot::load(hw) else {
             hw.mmio
                 .write32(regs::POSTCODE, post::register_value(post::BAD_IMAGE));
             self.phase = Phase::Hung;
@@ -156,35 +208,7 @@ impl CardOs {
         self.phase = Phase::Booting(0);
         Some(self.step(hw, boot))
     }
-}
 
-/// Checks the image, command line and ramdisk the host placed in GDDR.
-fn load<M: Mmio, P: Memory>(hw: &CardHw<M, P>) -> Result<BootInfo, &'static str> {
-    let boot_addr = regs::spad2_boot_addr(hw.mmio.read32(regs::spad(regs::SPAD_DOWNLOAD_INFO)));
-    let image_size = u64::from(hw.mmio.read32(regs::spad(regs::SPAD_IMAGE_SIZE)));
-    if image_size < 0x1000 || !mic_core::hw::in_bounds(boot_addr, image_size, hw.memory) {
-        return Err("image size out of range");
-    }
-    let header = bzimage::read_header(&hw.phys, boot_addr).map_err(|_| "not a bzImage")?;
-    let version = (header.kernel_version != 0)
-        .then(|| {
-            let at = boot_addr + bzimage::KERNEL_VERSION_BASE as u64 + u64::from(header.kernel_version);
-            read_cstr(&hw.phys, at, 256)
-        })
-        .flatten()
-        .unwrap_or_else(|| "unknown".to_owned());
-    let cmdline = read_cstr(&hw.phys, boot_addr + image_size, 2048).unwrap_or_default();
-    let ramdisk = (header.ramdisk_size != 0)
-        .then_some((u64::from(header.ramdisk_image), u64::from(header.ramdisk_size)));
-    Ok(BootInfo {
-        cmdline: cmdline.trim().to_owned(),
-        image_size,
-        ramdisk,
-        version,
-    })
-}
-
-impl CardOs {
     /// Runs the next boot step; returns the delay to the step after it, or
     /// None when the boot is over (or stopped).
     pub fn step<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, boot: Duration) -> Duration {
@@ -237,9 +261,10 @@ impl CardOs {
             3 => self.unpack_initramfs(hw),
             4 => self.start_card_driver(hw),
             5 => {
-                let line = match ifcfg_address(&self.info.cmdline) {
-                    Some(a) => format!("mic{}: link up, static address {a}", self.id),
-                    None => format!("mic{}: link up, no static address on the command line", self.id),
+                let line = match boot::ifcfg(&self.info.cmdline) {
+                    Ok(Some((a, len))) => format!("ifcfg: eth0 static address {a}/{len}"),
+                    Ok(None) => "ifcfg: no static address on the command line".to_owned(),
+                    Err(e) => format!("ifcfg: {e}; eth0 stays unconfigured"),
                 };
                 self.printk(hw, 6, &line);
             }
@@ -251,6 +276,7 @@ impl CardOs {
                 hw.mmio
                     .write32(regs::POSTCODE, post::register_value(post::RUNNING));
                 self.phase = Phase::Running;
+                self.settle(hw);
                 return Duration::ZERO;
             }
         }
@@ -296,13 +322,18 @@ impl CardOs {
 
     fn start_card_driver<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         match CardDevice::init(&hw.mmio, &hw.phys) {
-            Ok(dev) => {
+            Ok(mut dev) => {
                 let l = format!("mic_card: device page at {:#x}, bootparam magic ok", dev.dp());
                 self.printk(hw, 6, &l);
+                let ifcfg = boot::ifcfg(&self.info.cmdline).ok().flatten();
+                let mut v = Virtio::new(self.id, self.ack, ifcfg);
+                v.scan(hw, &mut dev, Instant::now());
                 self.dev = Some(dev);
+                self.virtio = Some(v);
+                self.settle(hw);
             }
             Err(e) => {
-                let l = format!("mic_card: cannot start: {e:?}");
+                let l = format!("mic_card: cannot start: {e}");
                 self.printk(hw, 3, &l);
             }
         }
@@ -311,7 +342,7 @@ impl CardOs {
     /// A host→card doorbell rang. Returns true when it was the shutdown
     /// request, after which the caller schedules [`CardOs::finish_poweroff`].
     pub fn doorbell<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, db: u8) -> bool {
-        let Some(dev) = &self.dev else { return false };
+        let Some(dev) = &mut self.dev else { return false };
         if !matches!(self.phase, Phase::Running | Phase::Booting(_)) {
             return false;
         }
@@ -324,17 +355,76 @@ impl CardOs {
             );
             return true;
         }
+        if let Some(v) = &mut self.virtio {
+            v.doorbell(hw, dev, db, Instant::now());
+            self.settle(hw);
+        }
         false
+    }
+
+    /// One of the card OS's own timers fired.
+    pub fn timer<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, which: OsTimer) {
+        let now = Instant::now();
+        if self.armed[which.slot()].is_some_and(|t| t <= now) {
+            self.armed[which.slot()] = None;
+        }
+        if !matches!(
+            self.phase,
+            Phase::Running | Phase::Booting(_) | Phase::ShuttingDown(_)
+        ) {
+            return;
+        }
+        let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) else {
+            return;
+        };
+        match which {
+            OsTimer::Virtio => v.timer(hw, dev, now),
+            OsTimer::Net => {
+                for index in v.nets() {
+                    v.with_net_index(hw, dev, index, now, net::Net::poll);
+                }
+            }
+        }
+        self.settle(hw);
+    }
+
+    /// Timers the OS asked for since the last call: (delay, which).
+    pub fn take_wakeups(&mut self) -> Vec<(Duration, OsTimer)> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    /// Asks for `which` to fire after `after`, unless it fires sooner anyway.
+    fn arm(&mut self, which: OsTimer, after: Duration) {
+        let at = Instant::now() + after;
+        let slot = &mut self.armed[which.slot()];
+        if slot.is_some_and(|t| t <= at) {
+            return;
+        }
+        *slot = Some(at);
+        self.wakeups.push((after, which));
     }
 
     /// The orderly power-off the host asked for completes.
     pub fn finish_poweroff<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
-        self.shut_down(hw, mic_core::abi::MicStatus::PowerOff);
+        self.shut_down(hw, MicStatus::PowerOff);
     }
 
-    /// The OS halts, powers off or restarts by itself and tells the host.
-    pub fn shut_down<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, how: mic_core::abi::MicStatus) {
-        use mic_core::abi::MicStatus;
+    /// The OS halts, powers off or restarts by itself: every virtio device
+    /// is removed (each reset handshake bounded by its budget), then the
+    /// host is told.
+    pub fn shut_down<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, how: MicStatus) {
+        if matches!(self.phase, Phase::ShuttingDown(_) | Phase::Down | Phase::Off) {
+            return;
+        }
+        self.phase = Phase::ShuttingDown(how);
+        if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
+            v.shutdown(hw, dev, Instant::now());
+        }
+        self.settle(hw);
+    }
+
+    /// Reports the shutdown once no device is left.
+    fn complete_shutdown<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, how: MicStatus) {
         let line = match how {
             MicStatus::Halted => "reboot: System halted",
             MicStatus::Restart => "reboot: Restarting system",
@@ -348,7 +438,8 @@ impl CardOs {
         self.phase = Phase::Down;
     }
 
-    /// The card kernel panics and tells the host (if its driver is up).
+    /// The card kernel panics and tells the host (if its driver is up). The
+    /// virtio devices are left as they are.
     pub fn panic<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, msg: &str) {
         let l = format!("Kernel panic - not syncing: {msg}");
         self.printk(hw, 0, &l);
@@ -398,39 +489,5 @@ impl CardOs {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         self.rng
-    }
-}
-
-fn read_cstr(mem: &impl Memory, addr: u64, max: usize) -> Option<String> {
-    let mut buf = vec![0u8; max];
-    // Shrink the read until it fits (the string may sit near the end).
-    let mut len = max;
-    while len > 0 && mem.read(addr, &mut buf[..len]).is_err() {
-        len /= 2;
-    }
-    let buf = &buf[..len];
-    let end = buf.iter().position(|&b| b == 0)?;
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
-/// The card address from `ifcfg=static;address,A;netmask,...` on a command
-/// line: the same rule (the core's) as the host's `ipaddr` attribute.
-#[must_use]
-pub fn ifcfg_address(cmdline: &str) -> Option<std::net::Ipv4Addr> {
-    mic_core::host::sysfs::ipaddr_from_cmdline(cmdline)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ifcfg_address_is_parsed_from_the_mpssd_cmdline() {
-        let c = "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
-                 ifcfg=static;address,172.31.1.1;netmask,255.255.255.0";
-        assert_eq!(ifcfg_address(c), Some("172.31.1.1".parse().unwrap()));
-        assert_eq!(ifcfg_address("ifcfg=dhcp"), None);
-        assert_eq!(ifcfg_address("ifcfg=static;address,999.1.1.1"), None);
-        assert_eq!(ifcfg_address(""), None);
     }
 }
