@@ -224,6 +224,13 @@ impl Console {
         Ok(())
     }
 
+    /// Whether everything printed reached the host (nothing held, nothing
+    /// in flight).
+    #[must_use]
+    pub fn idle(&self) -> bool {
+        self.hold.is_empty() && self.tx_free.len() == TX_BUFS as usize
+    }
+
     /// Bytes waiting for the host.
     #[must_use]
     pub fn held(&self) -> usize {

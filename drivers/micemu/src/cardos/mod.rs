@@ -110,6 +110,10 @@ pub struct CardOs {
     wakeups: Vec<(Duration, OsTimer)>,
     /// A shell asked for halt/poweroff/reboot.
     pending_power: Option<MicStatus>,
+    /// Shutting down: the devices are being removed (after the consoles
+    /// drained, or this deadline passed).
+    removing: bool,
+    drain_until: Option<Instant>,
 }
 
 impl CardOs {
@@ -132,6 +136,8 @@ impl CardOs {
             armed: [None; 2],
             wakeups: Vec::new(),
             pending_power: None,
+            removing: false,
+            drain_until: None,
         }
     }
 
@@ -151,6 +157,8 @@ impl CardOs {
         self.armed = [None; 2];
         self.wakeups.clear();
         self.pending_power = None;
+        self.removing = false;
+        self.drain_until = None;
     }
 
     /// Arms a hang: the current boot stops where it is, or the next one
@@ -409,18 +417,21 @@ impl CardOs {
         self.shut_down(hw, MicStatus::PowerOff);
     }
 
-    /// The OS halts, powers off or restarts by itself: every virtio device
-    /// is removed (each reset handshake bounded by its budget), then the
-    /// host is told.
+    /// The OS halts, powers off or restarts by itself: the consoles' last
+    /// output goes out, every virtio device is removed (each wait bounded
+    /// by the handshake budget), then the host is told.
     pub fn shut_down<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, how: MicStatus) {
+        self.begin_shutdown(how);
+        self.settle(hw);
+    }
+
+    fn begin_shutdown(&mut self, how: MicStatus) {
         if matches!(self.phase, Phase::ShuttingDown(_) | Phase::Down | Phase::Off) {
             return;
         }
         self.phase = Phase::ShuttingDown(how);
-        if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
-            v.shutdown(hw, dev, Instant::now());
-        }
-        self.settle(hw);
+        self.removing = false;
+        self.drain_until = Some(Instant::now() + Duration::from_millis(self.ack.budget_ms));
     }
 
     /// Reports the shutdown once no device is left.

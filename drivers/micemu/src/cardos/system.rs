@@ -25,67 +25,109 @@ impl CardOs {
         format!("mic{}", self.id)
     }
 
-    /// Handles what the drivers handed back: log lines, command output,
-    /// console input, status requests; then sends console output, reports
-    /// a finished shutdown, and arms the timers the devices need.
+    /// Handles what the drivers handed back (log lines, command output,
+    /// console input, status requests), sends console output, moves a
+    /// shutdown on, and arms the timers the devices need.
     pub(super) fn settle<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         self.login_new_consoles(hw);
         for _ in 0..SETTLE_ROUNDS {
-            let Some(v) = &mut self.virtio else { break };
-            let sink = std::mem::take(&mut v.sink);
-            if sink.klog.is_empty() && sink.output.is_empty() && sink.input.is_empty() && sink.http.is_empty()
-            {
-                break;
-            }
-            for (level, text) in sink.klog {
-                self.printk(hw, level, &text);
-            }
-            for (console, text, done) in sink.output {
-                self.command_output(console, &text, done, hw);
-            }
-            for (console, ev) in sink.input {
-                self.input(hw, console, ev);
-                if self.phase == Phase::Down {
-                    return;
-                }
-            }
-            for index in sink.http {
-                let json = self.status_json(hw);
-                if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
-                    v.with_net_index(hw, dev, index, Instant::now(), |n, io| n.answer_status(io, &json));
-                }
+            let worked = self.drain_sink(hw);
+            if self.phase == Phase::Down {
+                return;
             }
             if let Some(how) = self.pending_power.take() {
-                self.shut_down(hw, how);
+                self.begin_shutdown(how);
+                continue;
+            }
+            self.flush_consoles(hw);
+            let moved = self.shutdown_progress(hw);
+            if self.phase == Phase::Down {
                 return;
             }
+            let left = self.virtio.as_ref().is_some_and(|v| !v.sink.is_empty());
+            if !worked && !moved && !left {
+                break;
+            }
         }
-        if self.phase == Phase::Down {
-            return;
+        self.arm_devices(Instant::now());
+    }
+
+    /// One pass over what the drivers handed back; whether there was any.
+    fn drain_sink<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) -> bool {
+        let Some(v) = &mut self.virtio else { return false };
+        let sink = std::mem::take(&mut v.sink);
+        if sink.is_empty() {
+            return false;
         }
+        for (level, text) in sink.klog {
+            self.printk(hw, level, &text);
+        }
+        for (console, text, done) in sink.output {
+            self.command_output(console, &text, done, hw);
+        }
+        for (console, ev) in sink.input {
+            self.input(hw, console, ev);
+            if self.phase == Phase::Down {
+                return true;
+            }
+        }
+        for index in sink.http {
+            let json = self.status_json(hw);
+            if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
+                v.with_net_index(hw, dev, index, Instant::now(), |n, io| n.answer_status(io, &json));
+            }
+        }
+        true
+    }
+
+    /// Sends what every console holds, and logs dropped output.
+    fn flush_consoles<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) {
         let now = Instant::now();
-        if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
-            for index in v.consoles() {
-                v.flush_console(hw, dev, index, now);
-                if let Some(c) = v.console_mut(index) {
-                    if c.take_dropping() {
-                        let line = format!(
-                            "{}: the host is not reading the console; {} bytes of output dropped",
-                            c.name(),
-                            c.stats().dropped
-                        );
-                        v.sink.klog.push((4, line));
-                    }
+        let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) else {
+            return;
+        };
+        for index in v.consoles() {
+            v.flush_console(hw, dev, index, now);
+            if let Some(c) = v.console_mut(index) {
+                if c.take_dropping() {
+                    let line = format!(
+                        "{}: the host is not reading the console; {} bytes of output dropped",
+                        c.name(),
+                        c.stats().dropped
+                    );
+                    v.sink.klog.push((4, line));
                 }
             }
         }
-        if let Phase::ShuttingDown(how) = self.phase {
-            if self.virtio.as_ref().is_none_or(super::virtio::Virtio::is_empty) {
-                self.complete_shutdown(hw, how);
-                return;
+    }
+
+    /// An orderly shutdown goes on: once the consoles' output reached the
+    /// host (or the wait for it ran out) every device is removed; once
+    /// they are gone, the status is reported. Whether anything happened.
+    fn shutdown_progress<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) -> bool {
+        let Phase::ShuttingDown(how) = self.phase else {
+            return false;
+        };
+        let now = Instant::now();
+        if !self.removing {
+            let drained = self
+                .virtio
+                .as_ref()
+                .is_none_or(super::virtio::Virtio::consoles_idle);
+            if !drained && self.drain_until.is_some_and(|t| now < t) {
+                return false;
             }
+            self.removing = true;
+            if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
+                v.shutdown(hw, dev, now);
+            }
+            return true;
         }
-        self.arm_devices(now);
+        if self.virtio.as_ref().is_none_or(super::virtio::Virtio::is_empty) {
+            self.complete_shutdown(hw, how);
+            return true;
+        }
+        false
     }
 
     /// Arms the virtio and net timers the devices ask for.
@@ -100,7 +142,11 @@ impl CardOs {
                 (a, b) => a.or(b),
             };
         }
-        if let Some(d) = virtio {
+        let drain = match (self.phase, self.removing, self.drain_until) {
+            (Phase::ShuttingDown(_), false, Some(t)) => Some(t.saturating_duration_since(now)),
+            _ => None,
+        };
+        if let Some(d) = virtio.into_iter().chain(drain).min() {
             self.arm(OsTimer::Virtio, d);
         }
         if let Some(d) = net {

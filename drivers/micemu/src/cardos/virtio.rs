@@ -86,6 +86,14 @@ pub struct Sink {
     pub http: Vec<u32>,
 }
 
+impl Sink {
+    /// Nothing handed back.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.klog.is_empty() && self.output.is_empty() && self.input.is_empty() && self.http.is_empty()
+    }
+}
+
 /// What a driver reaches while it runs.
 #[derive(Debug)]
 pub struct Io<'a, M: Mmio, P: Memory> {
@@ -399,6 +407,15 @@ impl Virtio {
             quarantined: 0,
             sink: Sink::default(),
         }
+    }
+
+    /// Whether every live console's output reached the host.
+    #[must_use]
+    pub fn consoles_idle(&self) -> bool {
+        self.devices.iter().all(|d| match (&d.driver, d.state) {
+            (Some(Driver::Console(c)), State::Live) => c.idle(),
+            _ => true,
+        })
     }
 
     /// Whether any device is left (shutdown waits for none).
