@@ -54,7 +54,11 @@ pub const MTU: u32 = 1500;
 const FRAME_MAX: usize = MTU as usize + 14;
 /// The services and how many connections each takes at once.
 const SERVICES: [(u16, Svc); 3] = [(7, Svc::Echo), (9, Svc::Discard), (80, Svc::Http)];
-const CONNS_PER_SERVICE: usize = 2;
+/// At most this many connections per service at once (one socket each;
+/// one of them always listening while fewer are open, as a backlog).
+const CONNS_PER_SERVICE: usize = 8;
+/// Socket buffers per connection.
+const TCP_BUF: usize = 8 << 10;
 /// The largest HTTP request accepted.
 const HTTP_MAX_REQUEST: usize = 8 << 10;
 /// ping's interval and its wait for the last reply.
@@ -356,6 +360,24 @@ struct Service {
     http: HttpConn,
 }
 
+impl Service {
+    /// A new socket listening on `port`.
+    fn listen(sockets: &mut SocketSet<'static>, port: u16, kind: Svc) -> Self {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUF]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUF]),
+        );
+        // Port is non-zero and the socket fresh: listen cannot fail.
+        let _ = s.listen(port);
+        Service {
+            handle: sockets.add(s),
+            port,
+            kind,
+            http: HttpConn::default(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Ping {
     console: u32,
@@ -418,8 +440,8 @@ pub struct Net {
     addr: Option<(Ipv4Addr, u8)>,
     stats: NetStats,
     epoch: Instant,
-    /// Frames dropped on receive since the last log line about it.
-    unlogged_drops: u64,
+    /// Receive errors seen (for rate-limiting their log lines).
+    rx_warnings: u64,
 }
 
 impl std::fmt::Debug for Net {
@@ -495,19 +517,7 @@ impl Net {
         let mut sockets = SocketSet::new(Vec::new());
         let mut services = Vec::new();
         for (port, kind) in SERVICES {
-            for _ in 0..CONNS_PER_SERVICE {
-                let mut s = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; 8 << 10]),
-                    tcp::SocketBuffer::new(vec![0; 8 << 10]),
-                );
-                let _ = s.listen(port);
-                services.push(Service {
-                    handle: sockets.add(s),
-                    port,
-                    kind,
-                    http: HttpConn::default(),
-                });
-            }
+            services.push(Service::listen(&mut sockets, port, kind));
         }
         let net = Self {
             name,
@@ -526,7 +536,7 @@ impl Net {
             addr,
             stats,
             epoch,
-            unlogged_drops: 0,
+            rx_warnings: 0,
         };
         Ok((net, vec![rx, txr]))
     }
@@ -645,15 +655,12 @@ impl Net {
                 Ok(()) => self.stats.rx_dropped += 1,
                 Err(e) => {
                     self.stats.rx_errors += 1;
-                    // Rate-limited as net_warn_ratelimited is: the first,
-                    // then one line per hundred.
-                    if self.unlogged_drops % 100 == 0 {
-                        io.log(
-                            4,
-                            &format!("{}: {e} ({} dropped so far)", self.name, self.stats.rx_errors),
-                        );
+                    // Rate-limited as net_warn_ratelimited is: a burst of
+                    // ten, then one line per hundred.
+                    if self.rx_warnings < 10 || self.rx_warnings % 100 == 0 {
+                        io.log(4, &format!("{e} ({} dropped so far)", self.stats.rx_errors));
                     }
-                    self.unlogged_drops += 1;
+                    self.rx_warnings += 1;
                 }
             }
         }
@@ -727,6 +734,9 @@ impl Net {
                 let _ = s.listen(svc.port);
                 continue;
             }
+            if s.state() == tcp::State::Listen {
+                continue;
+            }
             match svc.kind {
                 Svc::Echo => {
                     let mut buf = [0u8; 2048];
@@ -752,8 +762,10 @@ impl Net {
                 }
                 Svc::Http => moved |= http_step(s, &mut svc.http, &mut wants_status),
             }
-            // The peer finished and everything was answered: close our side.
-            if !s.may_recv() && s.state() == tcp::State::CloseWait && s.send_queue() == 0 {
+            // The peer finished and everything was answered (an HTTP client
+            // that half-closes still gets its answer): close our side.
+            let answering = svc.kind == Svc::Http && svc.http.state != HttpState::Reading;
+            if !answering && !s.may_recv() && s.state() == tcp::State::CloseWait && s.send_queue() == 0 {
                 s.close();
                 moved = true;
             }
@@ -761,7 +773,34 @@ impl Net {
         if wants_status && !http.contains(&index) {
             http.push(index);
         }
+        self.keep_listening();
         moved
+    }
+
+    /// Every service keeps one socket listening while it has room for more
+    /// connections, and only one idle listener.
+    fn keep_listening(&mut self) {
+        for (port, kind) in SERVICES {
+            let listening = |sockets: &SocketSet<'static>, svc: &Service| {
+                svc.port == port && sockets.get::<tcp::Socket>(svc.handle).state() == tcp::State::Listen
+            };
+            let mine = self.services.iter().filter(|s| s.port == port).count();
+            let idle = self
+                .services
+                .iter()
+                .filter(|s| listening(&self.sockets, s))
+                .count();
+            if idle == 0 && mine < CONNS_PER_SERVICE {
+                self.services.push(Service::listen(&mut self.sockets, port, kind));
+            }
+            for _ in 1..idle {
+                let Some(k) = self.services.iter().position(|s| listening(&self.sockets, s)) else {
+                    break;
+                };
+                let svc = self.services.swap_remove(k);
+                self.sockets.remove(svc.handle);
+            }
+        }
     }
 
     /// The card's status, for every HTTP client waiting for it.
