@@ -3,6 +3,8 @@
 //! the bytes at the right offsets, capacity changes are announced, and the
 //! host's error statuses reach the user.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest as _, Sha256};
 
 use crate::host::{Console, Dev, Disk, Fleet, blk_block};
@@ -16,7 +18,10 @@ fn image() -> Vec<u8> {
 }
 
 fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    d.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn booted() -> (Fleet, Console, Dev) {

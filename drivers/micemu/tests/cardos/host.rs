@@ -22,27 +22,27 @@ use micemu::emu::Emulator;
 use micemu::{Config, Instance, Timing};
 
 /// How long anything may take before a test gives up.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The test fleets' timing: the fast preset, with handshake budgets long
 /// enough that a loaded machine never makes an answered handshake time out.
-pub const TIMING: Timing = Timing {
+pub(crate) const TIMING: Timing = Timing {
     ack_budget: Duration::from_secs(5),
     ..Timing::FAST
 };
 
 /// A running in-process micemu under a temporary root.
-pub struct Fleet {
-    pub dir: tempfile::TempDir,
-    pub inst: Instance,
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) inst: Instance,
 }
 
 impl Fleet {
-    pub fn start(cards: u32) -> Fleet {
+    pub(crate) fn start(cards: u32) -> Fleet {
         Self::start_with(cards, TIMING)
     }
 
-    pub fn start_with(cards: u32, timing: Timing) -> Fleet {
+    pub(crate) fn start_with(cards: u32, timing: Timing) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             cards,
@@ -54,7 +54,7 @@ impl Fleet {
         Fleet { dir, inst }
     }
 
-    pub fn emu(&self) -> &Arc<Emulator> {
+    pub(crate) fn emu(&self) -> &Arc<Emulator> {
         self.inst.emulator_arc()
     }
 
@@ -62,22 +62,22 @@ impl Fleet {
         self.dir.path().join(format!("sys/class/mic/mic{card}/{name}"))
     }
 
-    pub fn write(&self, card: u32, name: &str, value: &str) {
+    pub(crate) fn write(&self, card: u32, name: &str, value: &str) {
         std::fs::write(self.attr(card, name), format!("{value}\n")).unwrap();
     }
 
-    pub fn read(&self, card: u32, name: &str) -> String {
+    pub(crate) fn read(&self, card: u32, name: &str) -> String {
         std::fs::read_to_string(self.attr(card, name)).unwrap()
     }
 
     /// What `micctrl -b` does, with mpssd's command line and log buffer
     /// addresses.
-    pub fn boot(&self, card: u32) {
+    pub(crate) fn boot(&self, card: u32) {
         self.boot_with(card, "");
     }
 
     /// [`Fleet::boot`] with `extra` at the end of the command line.
-    pub fn boot_with(&self, card: u32, extra: &str) {
+    pub(crate) fn boot_with(&self, card: u32, extra: &str) {
         let root = MicRoot::new(self.dir.path());
         root.card_by_id(card)
             .set_log_buf_from_sysmap(&root.system_map())
@@ -95,13 +95,13 @@ impl Fleet {
         self.write(card, "state", "boot");
     }
 
-    pub fn wait_state(&self, card: u32, want: MicState) {
+    pub(crate) fn wait_state(&self, card: u32, want: MicState) {
         let c = MicRoot::new(self.dir.path()).card_by_id(card);
         assert_eq!(c.wait_for(|s| s == want, Some(WAIT)).unwrap(), want);
     }
 
     /// The card's kernel log, decoded.
-    pub fn log(&self, card: u32) -> Vec<String> {
+    pub(crate) fn log(&self, card: u32) -> Vec<String> {
         let p = self
             .dir
             .path()
@@ -112,7 +112,7 @@ impl Fleet {
 
     /// Re-reads the card log (it has no notification, as on hardware)
     /// until a line contains `needle`.
-    pub fn wait_log(&self, card: u32, needle: &str) -> Vec<String> {
+    pub(crate) fn wait_log(&self, card: u32, needle: &str) -> Vec<String> {
         let start = Instant::now();
         loop {
             let log = self.log(card);
@@ -128,7 +128,7 @@ impl Fleet {
     }
 
     /// Re-reads `shutdown_status` until it is `want`.
-    pub fn wait_shutdown_status(&self, card: u32, want: &str) {
+    pub(crate) fn wait_shutdown_status(&self, card: u32, want: &str) {
         let start = Instant::now();
         while self.read(card, "shutdown_status").trim() != want {
             assert!(start.elapsed() < WAIT, "shutdown_status never became {want}");
@@ -138,7 +138,7 @@ impl Fleet {
 }
 
 /// A device descriptor block as mpssd builds one.
-pub fn block(ty: i8, num_vq: u8, features: u32, config: &[u8]) -> Vec<u8> {
+pub(crate) fn block(ty: i8, num_vq: u8, features: u32, config: &[u8]) -> Vec<u8> {
     let d = MicDeviceDesc {
         ty,
         num_vq,
@@ -162,12 +162,12 @@ pub fn block(ty: i8, num_vq: u8, features: u32, config: &[u8]) -> Vec<u8> {
 }
 
 /// mpssd's console: no features, a zeroed config.
-pub fn console_block() -> Vec<u8> {
+pub(crate) fn console_block() -> Vec<u8> {
     block(id::CONSOLE, 2, 0, &[0; 12])
 }
 
 /// mpssd's network device: its offloads offered, a zeroed config (no MAC).
-pub fn net_block() -> Vec<u8> {
+pub(crate) fn net_block() -> Vec<u8> {
     let f = [
         net_features::CSUM,
         net_features::GSO,
@@ -182,7 +182,7 @@ pub fn net_block() -> Vec<u8> {
 }
 
 /// A disk of `sectors`: SEG_MAX (126) as mpssd offers it, and FLUSH.
-pub fn blk_block(sectors: u64) -> Vec<u8> {
+pub(crate) fn blk_block(sectors: u64) -> Vec<u8> {
     let cfg = VirtioBlkConfig {
         capacity: sectors,
         seg_max: 126,
@@ -197,16 +197,16 @@ pub fn blk_block(sectors: u64) -> Vec<u8> {
 }
 
 /// One open `dev/micN` file with a device on it.
-pub struct Dev {
-    pub file: VdevFile,
-    pub waker: Arc<CondvarWaker>,
+pub(crate) struct Dev {
+    pub(crate) file: VdevFile,
+    pub(crate) waker: Arc<CondvarWaker>,
     seen: u64,
     emu: Arc<Emulator>,
-    pub card: u32,
+    pub(crate) card: u32,
 }
 
 impl Dev {
-    pub fn add(fleet: &Fleet, card: u32, block: &[u8]) -> Dev {
+    pub(crate) fn add(fleet: &Fleet, card: u32, block: &[u8]) -> Dev {
         let waker = Arc::new(CondvarWaker::default());
         let file = VdevFile::open(fleet.emu(), card, Box::new(Arc::clone(&waker))).unwrap();
         file.add_device(block).unwrap();
@@ -219,24 +219,24 @@ impl Dev {
         }
     }
 
-    pub fn host_ram(&self) -> &micemu::hw::HostRam {
+    pub(crate) fn host_ram(&self) -> &micemu::hw::HostRam {
         &self.emu.cards[self.card as usize].host_ram
     }
 
-    pub fn status(&self) -> u8 {
+    pub(crate) fn status(&self) -> u8 {
         self.file.device().status(self.host_ram()).unwrap()
     }
 
     /// Waits for the next wake-up of the file (a card doorbell for this
     /// device), at most `max`; returns whether the device is gone.
-    pub fn wait_wake(&mut self, max: Duration) -> bool {
+    pub(crate) fn wait_wake(&mut self, max: Duration) -> bool {
         let (n, gone) = self.waker.wait(self.seen, max);
         self.seen = n;
         gone
     }
 
     /// Re-checks `cond` at every wake-up until it holds.
-    pub fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&mut Dev) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&mut Dev) -> bool) {
         let start = Instant::now();
         while !cond(self) {
             assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -245,29 +245,29 @@ impl Dev {
         }
     }
 
-    pub fn wait_driver_ok(&mut self) {
+    pub(crate) fn wait_driver_ok(&mut self) {
         self.wait_until("DRIVER_OK", |d| d.status() & status::DRIVER_OK != 0);
     }
 
     /// Whether vring `vr` has chains the host has not consumed.
-    pub fn pending(&self, vr: u8) -> bool {
+    pub(crate) fn pending(&self, vr: u8) -> bool {
         self.file.device().pending(self.host_ram(), vr).unwrap_or(false)
     }
 
     /// One COPY_DESC of `buf` on vring `vr`.
-    pub fn copy(&self, vr: u8, buf: &mut [u8], update_used: bool) -> usize {
+    pub(crate) fn copy(&self, vr: u8, buf: &mut [u8], update_used: bool) -> usize {
         self.try_copy(vr, buf, update_used).unwrap()
     }
 
     /// One COPY_DESC, its errno on failure.
-    pub fn try_copy(&self, vr: u8, buf: &mut [u8], update_used: bool) -> Result<usize, i32> {
+    pub(crate) fn try_copy(&self, vr: u8, buf: &mut [u8], update_used: bool) -> Result<usize, i32> {
         let mut user = LocalBuffers::new(&self.file, buf);
         Ok(self.file.copy_desc(vr, &mut user, update_used)?.out_len as usize)
     }
 
     /// Drains vring `vr` (card → host) into one byte string (until it is
     /// empty, or the card reset the device under the copy).
-    pub fn drain(&self, vr: u8) -> Vec<u8> {
+    pub(crate) fn drain(&self, vr: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65600];
         while self.pending(vr) {
@@ -280,7 +280,7 @@ impl Dev {
     }
 
     /// The card's next chain on vring `vr` as one byte string.
-    pub fn recv_one(&self, vr: u8) -> Option<Vec<u8>> {
+    pub(crate) fn recv_one(&self, vr: u8) -> Option<Vec<u8>> {
         if !self.pending(vr) {
             return None;
         }
@@ -291,7 +291,7 @@ impl Dev {
 
     /// Sends `data` into the card's receive buffers (vring 0), waiting for
     /// the card to post them.
-    pub fn send(&mut self, data: &[u8]) {
+    pub(crate) fn send(&mut self, data: &[u8]) {
         let mut at = 0;
         while at < data.len() {
             self.wait_until("a receive buffer", |d| d.pending(0));
@@ -304,7 +304,7 @@ impl Dev {
 
     /// The chain the host would fetch next on vring `vr`, read as mpssd
     /// reads it (from the ring block in host memory): (addr, len, flags).
-    pub fn peek_chain(&self, vr: u8) -> Vec<(u64, u32, u16)> {
+    pub(crate) fn peek_chain(&self, vr: u8) -> Vec<(u64, u32, u16)> {
         let dev = self.file.device();
         let ring = dev.rings().nth(usize::from(vr)).unwrap();
         let last = ring.last_avail();
@@ -331,13 +331,13 @@ impl Dev {
 }
 
 /// A console on a card, with what it printed so far.
-pub struct Console {
-    pub dev: Dev,
-    pub out: String,
+pub(crate) struct Console {
+    pub(crate) dev: Dev,
+    pub(crate) out: String,
 }
 
 impl Console {
-    pub fn add(fleet: &Fleet, card: u32) -> Console {
+    pub(crate) fn add(fleet: &Fleet, card: u32) -> Console {
         Console {
             dev: Dev::add(fleet, card, &console_block()),
             out: String::new(),
@@ -346,7 +346,7 @@ impl Console {
 
     /// Reads what the card printed until `needle` appears after what was
     /// already consumed; returns the text up to and including it.
-    pub fn expect(&mut self, needle: &str) -> String {
+    pub(crate) fn expect(&mut self, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let bytes = self.dev.drain(1);
@@ -365,13 +365,13 @@ impl Console {
     }
 
     /// The shell's prompt on this card.
-    pub fn prompt(&self) -> String {
+    pub(crate) fn prompt(&self) -> String {
         format!("root@mic{}:~# ", self.dev.card)
     }
 
     /// Types `line` and a carriage return; returns the command's output
     /// (between the echoed line and the next prompt).
-    pub fn run(&mut self, line: &str) -> String {
+    pub(crate) fn run(&mut self, line: &str) -> String {
         self.dev.send(format!("{line}\r").as_bytes());
         let prompt = self.prompt();
         let all = self.expect(&prompt);
@@ -385,17 +385,16 @@ impl Console {
 
 /// A host-side disk image served on a block device by a thread, as mpssd's
 /// block backend does (header, data, status).
-pub struct Disk {
-    pub image: Arc<std::sync::Mutex<Vec<u8>>>,
-    pub serial: &'static [u8],
+pub(crate) struct Disk {
+    pub(crate) image: Arc<std::sync::Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Dev>>,
     /// Requests served by type.
-    pub served: Arc<std::sync::Mutex<Vec<u32>>>,
+    pub(crate) served: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 impl Disk {
-    pub fn serve(mut dev: Dev, image: Vec<u8>) -> Disk {
+    pub(crate) fn serve(mut dev: Dev, image: Vec<u8>) -> Disk {
         let image = Arc::new(std::sync::Mutex::new(image));
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -418,7 +417,6 @@ impl Disk {
         });
         Disk {
             image,
-            serial: b"micemu-test-disk",
             stop,
             thread: Some(thread),
             served,
@@ -426,7 +424,7 @@ impl Disk {
     }
 
     /// Stops serving and gives the device back.
-    pub fn stop(mut self) -> Dev {
+    pub(crate) fn stop(mut self) -> Dev {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -478,7 +476,7 @@ fn serve_one(dev: &Dev, image: &mut [u8], serial: &[u8]) -> Result<u32, i32> {
 }
 
 /// A frame as the host sends it: the header mpssd sends (DATA_VALID).
-pub fn with_hdr(frame: &[u8], flags: u8) -> Vec<u8> {
+pub(crate) fn with_hdr(frame: &[u8], flags: u8) -> Vec<u8> {
     let h = VirtioNetHdr {
         flags,
         ..VirtioNetHdr::default()

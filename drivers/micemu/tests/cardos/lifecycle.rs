@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use libmic::MicState;
 use mic_core::abi::virtio::status;
 use mic_core::handshake::AckPoll;
+use mic_core::hw::Memory as _;
 use micemu::Timing;
 use micemu::hw::Side;
 
@@ -281,4 +282,66 @@ fn six_consoles_spread_over_the_doorbells_all_answer() {
             .count()
             == 1
     );
+}
+
+#[test]
+fn a_host_that_breaks_the_used_ring_gets_the_device_reset() {
+    let fleet = Fleet::start(1);
+    let mut con = Console::add(&fleet, 0);
+    let mut net = Dev::add(&fleet, 0, &net_block());
+    fleet.boot(0);
+    con.expect(&con.prompt());
+    net.wait_driver_ok();
+    // A hostile host writes a used entry for a head the card never made
+    // available into the card's receive ring (card memory it can reach
+    // through the aperture), and rings the device's doorbell.
+    let card = &fleet.emu().cards[0];
+    let used = match net.file.device().rings().next().unwrap().used() {
+        mic_core::host::vop::ring::UsedRing::Card(a) => a,
+        other @ mic_core::host::vop::ring::UsedRing::Host(_) => panic!("used ring not re-homed: {other:?}"),
+    };
+    let idx = card.gddr.read_u16(used + 2).unwrap();
+    let slot = u64::from(idx % 128);
+    card.gddr.write_u32(used + 4 + 8 * slot, 200).unwrap();
+    card.gddr.write_u32(used + 8 + 8 * slot, 1).unwrap();
+    card.gddr.write_u16(used + 2, idx.wrapping_add(1)).unwrap();
+    let db = net.file.device().ctrl(net.host_ram()).unwrap().h2c_vdev_db;
+    mic_core::host::send_intr(&host_mmio(&fleet, 0), db as u8).unwrap();
+    net.wait_until("the card's reset", |d| d.file.device().card_resets() == 1);
+    let log = fleet.wait_log(0, "virtio_net virtio1 eth0: unbound");
+    assert!(
+        log.iter().any(|l| l
+            == "virtio_net virtio1 eth0: the host broke the ring (host completed head 200, not in flight); \
+                resetting the device"),
+        "{log:#?}"
+    );
+    assert_eq!(net.status(), 0);
+    // The rest of the card is unharmed.
+    assert_eq!(con.run("echo fine"), "fine\r\n");
+}
+
+#[test]
+fn a_doorbell_storm_on_one_card_does_not_starve_another() {
+    let fleet = Fleet::start(2);
+    let mut quiet = Console::add(&fleet, 1);
+    let mut loud = Console::add(&fleet, 0);
+    fleet.boot(0);
+    fleet.boot(1);
+    quiet.expect(&quiet.prompt());
+    loud.expect(&loud.prompt());
+    let db = loud
+        .dev
+        .file
+        .device()
+        .ctrl(loud.dev.host_ram())
+        .unwrap()
+        .h2c_vdev_db as u8;
+    let mmio = host_mmio(&fleet, 0);
+    for _ in 0..20_000 {
+        mic_core::host::send_intr(&mmio, db).unwrap();
+    }
+    // Each of those doorbells costs card 0 a bounded look at its rings;
+    // card 1's shell answers in between, and card 0's afterwards.
+    assert_eq!(quiet.run("echo quiet"), "quiet\r\n");
+    assert_eq!(loud.run("echo loud"), "loud\r\n");
 }
