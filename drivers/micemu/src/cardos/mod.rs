@@ -351,10 +351,13 @@ impl CardOs {
     /// request, after which the caller schedules [`CardOs::finish_poweroff`].
     pub fn doorbell<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>, db: u8) -> bool {
         let Some(dev) = &mut self.dev else { return false };
-        if !matches!(self.phase, Phase::Running | Phase::Booting(_)) {
+        let up = matches!(self.phase, Phase::Running | Phase::Booting(_));
+        // While shutting down the devices still complete (console output
+        // draining, reset handshakes); a second shutdown request is moot.
+        if !up && !matches!(self.phase, Phase::ShuttingDown(_)) {
             return false;
         }
-        if dev.shutdown_db() == db && dev.shutdown_requested(&hw.phys).unwrap_or(false) {
+        if up && dev.shutdown_db() == db && dev.shutdown_requested(&hw.phys).unwrap_or(false) {
             self.printk(hw, 5, "mic_card: shutdown requested by host");
             self.printk(
                 hw,

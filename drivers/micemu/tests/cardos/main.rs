@@ -8,3 +8,4 @@ mod console;
 mod host;
 mod lifecycle;
 mod net;
+mod socket;
