@@ -20,7 +20,7 @@ set edit:completion:arg-completer[micemu] = {|@words|
         &'micemu'= {
             cand --root 'Root directory to serve (sys/, lib/firmware/, run/ are created in it)'
             cand --cards 'Number of cards (1-256)'
-            cand --memory 'GDDR per card (K, M, G suffixes)'
+            cand --memory 'GDDR per card (K, M, G suffixes; at least 256M)'
             cand --timing 'Timing preset'
             cand --reset-ms 'Override the reset duration in milliseconds'
             cand --boot-ms 'Override the boot duration (bootstrap to init) in milliseconds'

@@ -26,7 +26,7 @@ end
 
 complete -c micemu -n "__fish_micemu_needs_command" -l root -d 'Root directory to serve (sys/, lib/firmware/, run/ are created in it)' -r -F
 complete -c micemu -n "__fish_micemu_needs_command" -l cards -d 'Number of cards (1-256)' -r
-complete -c micemu -n "__fish_micemu_needs_command" -l memory -d 'GDDR per card (K, M, G suffixes)' -r
+complete -c micemu -n "__fish_micemu_needs_command" -l memory -d 'GDDR per card (K, M, G suffixes; at least 256M)' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l timing -d 'Timing preset' -r -f -a "realistic\t'Close to real cards: resets take seconds, boots several seconds'
 fast\t'The same sequences a hundred times quicker (tests, demos)'"
 complete -c micemu -n "__fish_micemu_needs_command" -l reset-ms -d 'Override the reset duration in milliseconds' -r

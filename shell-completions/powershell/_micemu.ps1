@@ -23,7 +23,7 @@ Register-ArgumentCompleter -Native -CommandName 'micemu' -ScriptBlock {
         'micemu' {
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Root directory to serve (sys/, lib/firmware/, run/ are created in it)')
             [CompletionResult]::new('--cards', '--cards', [CompletionResultType]::ParameterName, 'Number of cards (1-256)')
-            [CompletionResult]::new('--memory', '--memory', [CompletionResultType]::ParameterName, 'GDDR per card (K, M, G suffixes)')
+            [CompletionResult]::new('--memory', '--memory', [CompletionResultType]::ParameterName, 'GDDR per card (K, M, G suffixes; at least 256M)')
             [CompletionResult]::new('--timing', '--timing', [CompletionResultType]::ParameterName, 'Timing preset')
             [CompletionResult]::new('--reset-ms', '--reset-ms', [CompletionResultType]::ParameterName, 'Override the reset duration in milliseconds')
             [CompletionResult]::new('--boot-ms', '--boot-ms', [CompletionResultType]::ParameterName, 'Override the boot duration (bootstrap to init) in milliseconds')

@@ -3,7 +3,8 @@
 //!
 //! * [`hw`] — the hardware: register file, GDDR memfd, host RAM, SMPT window;
 //! * [`card`] — one card: hardware plus its state machines behind a mutex;
-//! * [`cardos`] — the card OS model that boots from what the host loaded;
+//! * [`cardos`] — the card OS model that boots from what the host loaded and
+//!   runs its virtio devices (console and shell, network, disk);
 //! * [`emu`] — the fleet and the host driver operations;
 //! * [`events`] — the event loop that owns time and interrupts;
 //! * [`backend`] — what the sysfs/debugfs files show and store;
