@@ -548,22 +548,18 @@ impl Blk {
         io: &mut Io<'_, M, P>,
         budget: usize,
     ) -> Result<bool, VirtioError> {
-        for _ in 0..budget {
-            let Some(used) = io.pop_used(0)? else {
-                self.pump(io)?;
-                return Ok(false);
-            };
+        let more = io.reap(0, budget, |io, used| {
             let slot = used.token as usize;
+            // pop_used only returns tokens this driver added.
             let Some(s) = self.slots.get(slot).copied().filter(|s| s.busy) else {
-                // pop_used only returns tokens this driver added.
-                continue;
+                return Ok(());
             };
             self.slots[slot].busy = false;
             let status = Status::from_byte(io.hw.phys.read_u8(self.addrs(slot).status)?);
-            self.complete(io, slot, s, status)?;
-        }
+            self.complete(io, slot, s, status)
+        })?;
         self.pump(io)?;
-        Ok(true)
+        Ok(more)
     }
 
     fn complete<M: Mmio, P: Memory>(

@@ -148,29 +148,22 @@ impl Console {
         io: &mut Io<'_, M, P>,
         budget: usize,
     ) -> Result<bool, VirtioError> {
-        let mut more = false;
-        for n in 0..=budget {
-            let Some(used) = io.pop_used(1)? else { break };
+        let mut more = io.reap(1, budget, |_, used| {
             self.tx_free.push(used.token);
-            if n == budget {
-                more = true;
-            }
-        }
+            Ok(())
+        })?;
         let mut buf = vec![0u8; RX_BUF as usize];
         let (mut echo, mut events) = (Vec::new(), Vec::new());
-        for n in 0..=budget {
-            if n == budget {
-                more |= io.has_used(0)?;
-                break;
-            }
-            let Some(used) = io.pop_used(0)? else { break };
+        more |= io.reap(0, budget, |io, used| {
             // pop_used bounds the length by the buffer's size.
             let len = used.len.min(RX_BUF) as usize;
-            io.hw.phys.read(self.rx_buf(used.token).addr, &mut buf[..len])?;
-            io.add(0, &[self.rx_buf(used.token)], used.token)?;
+            let at = self.rx_buf(used.token);
+            io.hw.phys.read(at.addr, &mut buf[..len])?;
+            io.add(0, &[at], used.token)?;
             self.stats.rx_bytes += len as u64;
             self.tty.feed(&buf[..len], &mut echo, &mut events);
-        }
+            Ok(())
+        })?;
         self.write_raw(&echo);
         for e in events {
             io.sink.input.push((io.index, e));

@@ -392,7 +392,7 @@ impl CardOs {
             OsTimer::Virtio => v.timer(hw, dev, now),
             OsTimer::Net => {
                 for index in v.nets() {
-                    v.with_net_index(hw, dev, index, now, net::Net::poll);
+                    v.with_net(hw, dev, virtio::Which::Index(index), now, net::Net::poll);
                 }
             }
         }

@@ -627,24 +627,16 @@ impl Net {
         io: &mut Io<'_, M, P>,
         budget: usize,
     ) -> Result<bool, VirtioError> {
-        let mut more = false;
-        for n in 0..=budget {
-            let Some(used) = io.pop_used(1)? else { break };
+        let mut more = io.reap(1, budget, |_, used| {
             self.tx.free.push(used.token);
-            if n == budget {
-                more = true;
-            }
-        }
-        for n in 0..=budget {
-            if n == budget {
-                more |= io.has_used(0)?;
-                break;
-            }
-            let Some(used) = io.pop_used(0)? else { break };
+            Ok(())
+        })?;
+        more |= io.reap(0, budget, |io, used| {
             let len = used.len.min(BUF) as usize;
             let mut raw = vec![0u8; len];
-            io.hw.phys.read(self.rx_buf(used.token).addr, &mut raw)?;
-            io.add(0, &[self.rx_buf(used.token)], used.token)?;
+            let at = self.rx_buf(used.token);
+            io.hw.phys.read(at.addr, &mut raw)?;
+            io.add(0, &[at], used.token)?;
             match rx_check(&mut raw) {
                 Ok(()) if self.rxq.len() < RX_BUFS as usize => {
                     self.stats.rx_packets += 1;
@@ -663,7 +655,8 @@ impl Net {
                     self.rx_warnings += 1;
                 }
             }
-        }
+            Ok(())
+        })?;
         self.poll(io)?;
         Ok(more)
     }

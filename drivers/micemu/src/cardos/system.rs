@@ -15,6 +15,7 @@ use mic_core::hw::{Memory, Mmio};
 use super::console::TYPE_AHEAD;
 use super::shell::{self, BlkOp, Iface, Power, Reply, System};
 use super::tty::{TtyEvent, safe};
+use super::virtio::Which;
 use super::{CardHw, CardOs, OsTimer, Phase};
 
 /// Rounds of settling per event (each may run commands that hand back more).
@@ -74,7 +75,9 @@ impl CardOs {
         for index in sink.http {
             let json = self.status_json(hw);
             if let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) {
-                v.with_net_index(hw, dev, index, Instant::now(), |n, io| n.answer_status(io, &json));
+                v.with_net(hw, dev, Which::Index(index), Instant::now(), |n, io| {
+                    n.answer_status(io, &json)
+                });
             }
         }
         true
@@ -460,7 +463,7 @@ impl<M: Mmio, P: Memory> System for Sys<'_, M, P> {
         };
         let console = self.console;
         let now = Instant::now();
-        v.with_net(self.hw, dev, Some("eth0"), now, |n, io| {
+        v.with_net(self.hw, dev, Which::Named("eth0"), now, |n, io| {
             let r = n.start_ping(console, target, count, now);
             if r.is_ok() {
                 n.poll(io)?;
@@ -475,7 +478,8 @@ impl<M: Mmio, P: Memory> System for Sys<'_, M, P> {
             return Err("no disks".to_owned());
         };
         let console = self.console;
-        v.with_blk(self.hw, card, dev, Instant::now(), |b, io| {
+        let which = dev.map_or(Which::First, Which::Named);
+        v.with_blk(self.hw, card, which, Instant::now(), |b, io| {
             b.command(io, console, op)
         })
         .unwrap_or_else(|| Err(format!("{}: no such disk", safe(dev.unwrap_or("vda"), false))))

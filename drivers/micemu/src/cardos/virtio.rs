@@ -151,6 +151,24 @@ impl<'a, M: Mmio, P: Memory> Io<'a, M, P> {
         Ok(self.vdev.queue(q)?.has_used(&hw.phys)?)
     }
 
+    /// Reaps at most `budget` completions of queue `q` through `f`;
+    /// returns whether more are waiting (the rest of the work for a later
+    /// wake).
+    pub fn reap(
+        &mut self,
+        q: u8,
+        budget: usize,
+        mut f: impl FnMut(&mut Self, UsedBuf) -> Result<(), VirtioError>,
+    ) -> Result<bool, VirtioError> {
+        for _ in 0..budget {
+            let Some(used) = self.pop_used(q)? else {
+                return Ok(false);
+            };
+            f(self, used)?;
+        }
+        self.has_used(q)
+    }
+
     /// Makes a chain available on queue `q`; the kick comes at the end of
     /// the driver's call ([`Io::kick`]).
     pub fn add(&mut self, q: u8, bufs: &[Buf], token: u32) -> Result<(), VirtioError> {
@@ -266,6 +284,27 @@ impl Driver {
             Driver::Console(_) => {}
             Driver::Net(n) => n.stop(&mut sink.output),
             Driver::Blk(b) => b.stop(&mut sink.output),
+        }
+    }
+}
+
+/// Which device of a kind an operation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which<'a> {
+    /// The first live one.
+    First,
+    /// The one with this driver name (`eth0`, `vdb`).
+    Named(&'a str),
+    /// The one with this virtio index.
+    Index(u32),
+}
+
+impl Which<'_> {
+    fn is(self, index: u32, name: &str) -> bool {
+        match self {
+            Which::First => true,
+            Which::Named(n) => n == name,
+            Which::Index(i) => i == index,
         }
     }
 }
@@ -1012,6 +1051,33 @@ impl Virtio {
             .collect()
     }
 
+    /// Runs `run` on the first live device whose driver `pick` chooses;
+    /// a ring the host broke resets the device. `None` when no device was
+    /// chosen (or `run` found it was not the driver it wanted).
+    fn with_live<M: Mmio, P: Memory, R>(
+        &mut self,
+        hw: &CardHw<M, P>,
+        card: &mut CardDevice,
+        now: Instant,
+        pick: impl Fn(u32, &Driver) -> bool,
+        run: impl FnOnce(&mut Driver, &mut Io<'_, M, P>) -> Result<Option<R>, VirtioError>,
+    ) -> Option<R> {
+        let pos = self.devices.iter().position(|d| {
+            d.state == State::Live && d.driver.as_ref().is_some_and(|drv| pick(d.index, drv))
+        })?;
+        let dev = &mut self.devices[pos];
+        let tag = dev.tag();
+        let drv = dev.driver.as_mut()?;
+        let mut io = Io::new(hw, &mut dev.vdev, dev.index, tag, &mut self.sink, now);
+        match run(drv, &mut io).and_then(|r| io.kick().map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.broken(hw, card, pos, &e, now);
+                None
+            }
+        }
+    }
+
     /// Flushes a console's output to its TX ring.
     pub fn flush_console<M: Mmio, P: Memory>(
         &mut self,
@@ -1020,74 +1086,58 @@ impl Virtio {
         index: u32,
         now: Instant,
     ) {
-        let Some(k) = self.devices.iter().position(|d| d.index == index) else {
-            return;
-        };
-        let d = &mut self.devices[k];
-        let tag = d.tag();
-        let (Some(Driver::Console(c)), State::Live) = (&mut d.driver, d.state) else {
-            return;
-        };
-        let mut io = Io::new(hw, &mut d.vdev, d.index, tag, &mut self.sink, now);
-        if let Err(e) = c.flush(&mut io).and_then(|()| io.kick()) {
-            self.broken(hw, card, k, &e, now);
-        }
+        self.with_live(
+            hw,
+            card,
+            now,
+            |i, d| i == index && matches!(d, Driver::Console(_)),
+            |d, io| match d {
+                Driver::Console(c) => c.flush(io).map(Some),
+                _ => Ok(None),
+            },
+        );
     }
 
-    /// Runs `f` on the live net device named `name` (eth0 by default).
+    /// Runs `run` on the live net device `which`.
     pub fn with_net<M: Mmio, P: Memory, R>(
         &mut self,
         hw: &CardHw<M, P>,
         card: &mut CardDevice,
-        name: Option<&str>,
+        which: Which<'_>,
         now: Instant,
         run: impl FnOnce(&mut Net, &mut Io<'_, M, P>) -> Result<R, VirtioError>,
     ) -> Option<R> {
-        let pos = self.devices.iter().position(|d| {
-            d.state == State::Live
-                && matches!(&d.driver, Some(Driver::Net(n)) if name.is_none_or(|w| n.name() == w))
-        })?;
-        let dev = &mut self.devices[pos];
-        let tag = dev.tag();
-        let Some(Driver::Net(n)) = &mut dev.driver else {
-            return None;
-        };
-        let mut io = Io::new(hw, &mut dev.vdev, dev.index, tag, &mut self.sink, now);
-        match run(n, &mut io).and_then(|r| io.kick().map(|()| r)) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.broken(hw, card, pos, &e, now);
-                None
-            }
-        }
+        self.with_live(
+            hw,
+            card,
+            now,
+            |i, d| matches!(d, Driver::Net(n) if which.is(i, n.name())),
+            |d, io| match d {
+                Driver::Net(n) => run(n, io).map(Some),
+                _ => Ok(None),
+            },
+        )
     }
 
-    /// Runs `f` on the live disk `name` (the first by default).
+    /// Runs `run` on the live disk `which`.
     pub fn with_blk<M: Mmio, P: Memory, R>(
         &mut self,
         hw: &CardHw<M, P>,
         card: &mut CardDevice,
-        name: Option<&str>,
+        which: Which<'_>,
         now: Instant,
         run: impl FnOnce(&mut Blk, &mut Io<'_, M, P>) -> Result<R, VirtioError>,
     ) -> Option<R> {
-        let pos = self.devices.iter().position(|d| {
-            d.state == State::Live
-                && matches!(&d.driver, Some(Driver::Blk(b)) if name.is_none_or(|w| b.name() == w))
-        })?;
-        let dev = &mut self.devices[pos];
-        let tag = dev.tag();
-        let Some(Driver::Blk(b)) = &mut dev.driver else {
-            return None;
-        };
-        let mut io = Io::new(hw, &mut dev.vdev, dev.index, tag, &mut self.sink, now);
-        match run(b, &mut io).and_then(|r| io.kick().map(|()| r)) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.broken(hw, card, pos, &e, now);
-                None
-            }
-        }
+        self.with_live(
+            hw,
+            card,
+            now,
+            |i, d| matches!(d, Driver::Blk(b) if which.is(i, b.name())),
+            |d, io| match d {
+                Driver::Blk(b) => run(b, io).map(Some),
+                _ => Ok(None),
+            },
+        )
     }
 
     /// When net device `index` wants its stack polled.
@@ -1124,26 +1174,6 @@ impl Virtio {
             (Some(Driver::Blk(b)), State::Live) => Some(&**b),
             _ => None,
         })
-    }
-
-    /// Runs `f` on the net device with virtio index `index`.
-    pub fn with_net_index<M: Mmio, P: Memory, R>(
-        &mut self,
-        hw: &CardHw<M, P>,
-        card: &mut CardDevice,
-        index: u32,
-        now: Instant,
-        f: impl FnOnce(&mut Net, &mut Io<'_, M, P>) -> Result<R, VirtioError>,
-    ) -> Option<R> {
-        let name = self
-            .devices
-            .iter()
-            .find(|d| d.index == index)
-            .and_then(|d| match &d.driver {
-                Some(Driver::Net(n)) => Some(n.name().to_owned()),
-                _ => None,
-            })?;
-        self.with_net(hw, card, Some(&name), now, f)
     }
 
     /// Cancels the commands `console` runs on any device; returns what they

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::host::{Console, Dev, Disk, Fleet, blk_block};
+use crate::host::{Console, Dev, Disk, Fleet, blk_block, booted};
 
 const SECTORS: u64 = 2048;
 
@@ -24,19 +24,15 @@ fn hex(d: &[u8]) -> String {
     })
 }
 
-fn booted() -> (Fleet, Console, Dev) {
+fn disk_card() -> (Fleet, Console, Dev) {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut disk = Dev::add(&fleet, 0, &blk_block(SECTORS));
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    disk.wait_driver_ok();
+    let (con, [disk]) = booted(&fleet, [blk_block(SECTORS)]);
     (fleet, con, disk)
 }
 
 #[test]
 fn the_card_writes_reads_and_checksums_its_disk() {
-    let (fleet, mut con, disk) = booted();
+    let (fleet, mut con, disk) = disk_card();
     let log = fleet.wait_log(0, "[vda]");
     assert!(
         log.iter()
@@ -115,7 +111,7 @@ fn the_card_writes_reads_and_checksums_its_disk() {
 
 #[test]
 fn a_capacity_change_is_announced() {
-    let (fleet, mut con, disk) = booted();
+    let (fleet, mut con, disk) = disk_card();
     let bigger = mic_core::abi::virtio::VirtioBlkConfig {
         capacity: 2 * SECTORS,
         seg_max: 126,
@@ -131,7 +127,7 @@ fn a_capacity_change_is_announced() {
 
 #[test]
 fn the_hosts_errors_reach_the_user() {
-    let (_fleet, mut con, mut disk) = booted();
+    let (_fleet, mut con, mut disk) = disk_card();
     // The serial request first: the host does not support it.
     disk.wait_until("GET_ID", |d| d.pending(0));
     let mut hdr = [0u8; 16];

@@ -383,6 +383,19 @@ impl Console {
     }
 }
 
+/// A console and a device for each of `blocks` on card 0, booted: the
+/// console's first prompt read, every device at DRIVER_OK.
+pub(crate) fn booted<const N: usize>(fleet: &Fleet, blocks: [Vec<u8>; N]) -> (Console, [Dev; N]) {
+    let mut con = Console::add(fleet, 0);
+    let mut devs = blocks.map(|b| Dev::add(fleet, 0, &b));
+    fleet.boot(0);
+    con.expect(&con.prompt());
+    for d in &mut devs {
+        d.wait_driver_ok();
+    }
+    (con, devs)
+}
+
 /// A host-side disk image served on a block device by a thread, as mpssd's
 /// block backend does (header, data, status).
 pub(crate) struct Disk {

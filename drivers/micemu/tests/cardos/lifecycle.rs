@@ -12,7 +12,7 @@ use mic_core::hw::Memory as _;
 use micemu::Timing;
 use micemu::hw::Side;
 
-use crate::host::{Console, Dev, Disk, Fleet, WAIT, blk_block, net_block};
+use crate::host::{Console, Dev, Disk, Fleet, WAIT, blk_block, booted, net_block};
 
 /// Re-reads a handshake flag the card sets until it does (the host driver
 /// polls it the same way), with our own deadline rather than its budget.
@@ -63,11 +63,7 @@ fn a_config_change_is_acknowledged_after_the_driver_saw_it() {
 #[test]
 fn hot_removal_while_the_card_runs() {
     let fleet = Fleet::start_with(1, Timing::FAST);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
+    let (mut con, [net]) = booted(&fleet, [net_block()]);
     assert!(con.run("ip addr").contains("eth0"));
     // What close(2) does first: ask the card to remove the device.
     let mmio = host_mmio(&fleet, 0);
@@ -98,11 +94,7 @@ fn hot_removal_while_the_card_runs() {
 #[test]
 fn the_card_resets_a_device_when_its_driver_is_unbound() {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
+    let (mut con, [mut net]) = booted(&fleet, [net_block()]);
     assert_eq!(
         con.run("echo virtio1 > /sys/bus/virtio/drivers/virtio_net/unbind"),
         ""
@@ -132,13 +124,7 @@ fn the_card_resets_a_device_when_its_driver_is_unbound() {
 #[test]
 fn a_card_reset_with_chains_in_flight_then_a_fresh_boot() {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    let mut disk = Dev::add(&fleet, 0, &blk_block(2048));
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
-    disk.wait_driver_ok();
+    let (mut con, [mut net, mut disk]) = booted(&fleet, [net_block(), blk_block(2048)]);
     // Chains in flight everywhere: receive buffers posted, console output
     // the host does not read, disk reads the host does not serve.
     con.dev.send(b"cat /proc/cpuinfo\r");
@@ -189,12 +175,7 @@ fn assert_removed_before(log: &[String], last: &str) {
 fn an_orderly_poweroff_removes_every_device_before_reporting() {
     // Nobody reads the console: its drain waits out the (short) budget.
     let fleet = Fleet::start_with(1, Timing::FAST);
-    let mut con = Console::add(&fleet, 0);
-    let net = Dev::add(&fleet, 0, &net_block());
-    let mut disk = Dev::add(&fleet, 0, &blk_block(64));
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    disk.wait_driver_ok();
+    let (mut con, [net, disk]) = booted(&fleet, [net_block(), blk_block(64)]);
     let disk = Disk::serve(disk, vec![0u8; 64 * 512]);
     con.dev.send(b"poweroff\r");
     con.expect("The system is going down NOW!");
@@ -212,12 +193,7 @@ fn an_orderly_poweroff_removes_every_device_before_reporting() {
 fn the_host_asking_for_shutdown_gets_the_same_order() {
     // Nobody reads the console: its drain waits out the (short) budget.
     let fleet = Fleet::start_with(1, Timing::FAST);
-    let mut con = Console::add(&fleet, 0);
-    let _net = Dev::add(&fleet, 0, &net_block());
-    let mut disk = Dev::add(&fleet, 0, &blk_block(64));
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    disk.wait_driver_ok();
+    let (con, [_net, _disk]) = booted(&fleet, [net_block(), blk_block(64)]);
     fleet.write(0, "state", "shutdown");
     fleet.wait_shutdown_status(0, "poweroff");
     assert_removed_before(&fleet.log(0), "reboot: Power down");
@@ -237,11 +213,7 @@ fn the_host_asking_for_shutdown_gets_the_same_order() {
 #[test]
 fn a_panic_leaves_the_devices_as_they_are() {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
+    let (mut con, [net]) = booted(&fleet, [net_block()]);
     con.dev.send(b"echo c > /proc/sysrq-trigger\r");
     fleet.wait_shutdown_status(0, "crashed");
     let log = fleet.log(0);
@@ -287,11 +259,7 @@ fn six_consoles_spread_over_the_doorbells_all_answer() {
 #[test]
 fn a_host_that_breaks_the_used_ring_gets_the_device_reset() {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
+    let (mut con, [mut net]) = booted(&fleet, [net_block()]);
     // A hostile host writes a used entry for a head the card never made
     // available into the card's receive ring (card memory it can reach
     // through the aperture), and rings the device's doorbell.

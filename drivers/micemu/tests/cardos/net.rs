@@ -15,7 +15,7 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, IpAddress, IpCidr, Ipv4Address, Ipv4Packet,
 };
 
-use crate::host::{Console, Dev, Fleet, WAIT, net_block, with_hdr};
+use crate::host::{Dev, Fleet, WAIT, booted, net_block, with_hdr};
 
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const CARD_MAC: [u8; 6] = [0x02, 0x6d, 0x69, 0x63, 0, 0];
@@ -348,11 +348,7 @@ impl Drop for PeerThread {
 #[test]
 fn the_shell_pings_the_host_and_lists_its_interface() {
     let fleet = Fleet::start(1);
-    let mut con = Console::add(&fleet, 0);
-    let mut net = Dev::add(&fleet, 0, &net_block());
-    fleet.boot(0);
-    con.expect(&con.prompt());
-    net.wait_driver_ok();
+    let (mut con, [net]) = booted(&fleet, [net_block()]);
     let _peer = PeerThread::start(net);
     let ip = con.run("ip addr");
     assert!(
