@@ -355,6 +355,10 @@ impl CardOs {
             .version
             .split_once(' ')
             .unwrap_or((&self.info.version, ""));
+        let (arena_used, quarantined) = self
+            .virtio
+            .as_ref()
+            .map_or((0, 0), |v| (v.arena_used(), v.quarantined()));
         let (devices, nets, disks) = match &self.virtio {
             Some(v) => (
                 v.list(hw)
@@ -397,6 +401,8 @@ impl CardOs {
             "memory_bytes": hw.memory,
             "cpus": shell::CPUS,
             "cmdline": self.info.cmdline,
+            "virtio_buffers_bytes": arena_used,
+            "virtio_quarantined_bytes": quarantined,
             "devices": devices,
             "net": nets,
             "disks": disks,

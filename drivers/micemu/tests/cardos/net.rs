@@ -303,6 +303,9 @@ fn tcp_echo_discard_and_http_through_a_host_stack() {
     assert!(status["net"][0]["rx_packets"].as_u64().unwrap() > 10);
     assert_eq!(status["devices"][0]["type"], "net");
     assert_eq!(status["devices"][0]["status"], 7);
+    // One net device: two used-ring pages and 64 + 64 buffers of 1536 bytes.
+    assert_eq!(status["virtio_buffers_bytes"], 2 * 4096 + 2 * 64 * 1536);
+    assert_eq!(status["virtio_quarantined_bytes"], 0);
     let h = peer.connect(80, 40_081);
     let resp = String::from_utf8(peer.exchange(h, b"GET /nope HTTP/1.0\r\n\r\n")).unwrap();
     assert!(resp.starts_with("HTTP/1.0 404 Not Found\r\n"), "{resp}");
