@@ -876,7 +876,7 @@ impl Virtio {
         let d = &mut self.devices[k];
         let tag = d.tag();
         let Some(drv) = &mut d.driver else { return };
-        let mut io = Io::new(hw, &mut d.vdev, d.index, tag.clone(), &mut self.sink, now);
+        let mut io = Io::new(hw, &mut d.vdev, d.index, tag, &mut self.sink, now);
         let res = drv.start(&mut io).and_then(|()| io.kick());
         match res {
             Ok(()) => {
@@ -888,9 +888,9 @@ impl Virtio {
                 );
             }
             Err(e) => {
+                // Started far enough to need the reset handshake.
                 d.state = State::Live;
                 self.broken(hw, card, k, &e, now);
-                let _ = tag;
             }
         }
     }
