@@ -305,7 +305,7 @@ fn device_reset_and_hot_removal_handshakes() {
     // (The card's config doorbell rang; the card looks at the page.)
     assert_eq!(cv.config_request(&phys).unwrap(), Some(ConfigRequest::Remove));
     let mut doorbells = crate::card::CardDoorbells::new();
-    cv.remove(&phys, &mut doorbells).unwrap();
+    cv.remove(&l.mmio, &phys, &mut doorbells).unwrap();
     assert!(acked(hwait.poll(&l.host, 0)));
     v.finish_remove(&mut l.dev, &l.host, &mut l.alloc);
     let phys = l.phys();

@@ -1071,10 +1071,11 @@ fn boxed_card_vdev(
 #[inline(never)]
 fn remove_boxed_card_vdev(
     cv: KBox<card::virtio::CardVdev>,
+    mmio: &Regs,
     mem: &Ram,
     dbs: &mut card::CardDoorbells,
 ) -> Result<(), MemError> {
-    KBox::into_inner(cv).remove(mem, dbs)
+    KBox::into_inner(cv).remove(mmio, mem, dbs)
 }
 
 fn vring_desc(addr: u64, len: u32, flags: u16, next: u16) -> abi::virtio::VringDesc {
@@ -1291,7 +1292,7 @@ extern "C" fn mic_kunit_card_virtio_handshakes(_test: *mut c_void) {
         cv.config_request(&rig.host),
         Ok(Some(card::virtio::ConfigRequest::Remove))
     );
-    check!(remove_boxed_card_vdev(cv, &rig.host, &mut dbs).is_ok());
+    check!(remove_boxed_card_vdev(cv, &rig.mmio, &rig.host, &mut dbs).is_ok());
     check_eq!(dbs.usage()[2], 0);
     check_eq!(wait.poll(&rig.host, 0), handshake::AckPoll::Acked);
     v.finish_remove(&mut rig.dev, &rig.host, &mut rig.alloc);

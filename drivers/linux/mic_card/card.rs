@@ -143,7 +143,7 @@ impl Card {
                 }
                 Ok(Some(ConfigRequest::Remove)) => {
                     if let Some(v) = st.vdevs[i].take() {
-                        let _ = remove_vdev(v, &self.mem, st.dev.doorbells_mut());
+                        let _ = remove_vdev(v, &self.shim, &self.mem, st.dev.doorbells_mut());
                     }
                 }
                 Ok(None) => {}
@@ -159,7 +159,7 @@ impl Card {
             let st = &mut *guard;
             for slot in st.vdevs.iter_mut() {
                 if let Some(v) = slot.take() {
-                    let _ = remove_vdev(v, &self.mem, st.dev.doorbells_mut());
+                    let _ = remove_vdev(v, &self.shim, &self.mem, st.dev.doorbells_mut());
                 }
             }
         }
@@ -212,10 +212,11 @@ fn probe_vdev(
 #[inline(never)]
 fn remove_vdev(
     v: KBox<CardVdev>,
+    mmio: &CardShim,
     mem: &PhysWindow,
     dbs: &mut card::CardDoorbells,
 ) -> Result<(), crate::hw::MemError> {
-    KBox::into_inner(v).remove(mem, dbs)
+    KBox::into_inner(v).remove(mmio, mem, dbs)
 }
 
 /// Borrows the card behind the pointer `mic_card_rs_probe` handed out.

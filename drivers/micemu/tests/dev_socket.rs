@@ -254,9 +254,7 @@ fn closing_removes_the_device_and_a_card_removal_ends_it() {
     let emu = inst.emulator();
     let hw = emu.card_hw(0).unwrap();
     let mut dbs = mic_core::card::CardDoorbells::new();
-    let ring = v.clone();
-    v.remove(&hw.phys, &mut dbs).unwrap();
-    assert!(ring.notify(&hw.mmio, &hw.phys));
+    v.remove(&hw.mmio, &hw.phys, &mut dbs).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match f.wait(Some(Duration::from_secs(5))).unwrap() {

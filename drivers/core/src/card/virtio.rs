@@ -339,11 +339,20 @@ impl CardVdev {
     }
 
     /// Hot removal, after the device was reset: give back the doorbell,
-    /// acknowledge and mark the slot removed (`type = -1`).
-    pub fn remove(self, mem: &impl Memory, doorbells: &mut CardDoorbells) -> Result<(), MemError> {
+    /// acknowledge, mark the slot removed (`type = -1`), and ring the host
+    /// once more so its file sees the device gone (poll's error) without
+    /// waiting for anything else.
+    pub fn remove(
+        self,
+        mmio: &impl Mmio,
+        mem: &impl Memory,
+        doorbells: &mut CardDoorbells,
+    ) -> Result<(), MemError> {
         doorbells.free_db(self.h2c_db);
         mem.write_u8(self.ctrl(CTRL_GUEST_ACK), 1)?;
         mem.write_barrier();
-        mem.write_u8(self.field(DESC_TYPE), DESC_TYPE_REMOVED as u8)
+        mem.write_u8(self.field(DESC_TYPE), DESC_TYPE_REMOVED as u8)?;
+        self.notify(mmio, mem);
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::virtio::{id, status};
-use mic_core::abi::{BP_H2C_CONFIG_DB, CTRL_C2H_VDEV_DB, CTRL_VDEV, DB_NONE, DESC_TYPE};
+use mic_core::abi::{BP_H2C_CONFIG_DB, CTRL_VDEV, DB_NONE, DESC_TYPE};
 use mic_core::card::CardDevice;
 use mic_core::card::virtio::{CardVdev, ConfigRequest, VirtioError};
 use mic_core::card::vring::{Buf, DriverQueue, UsedBuf};
@@ -778,18 +778,8 @@ impl Virtio {
                     self.sink.klog.push((6, format!("{tag}: removed")));
                 }
                 let idx = d.index;
-                let c2h = hw
-                    .phys
-                    .read_u8(d.vdev.addr() + (d.vdev.desc().ctrl_offset() + CTRL_C2H_VDEV_DB) as u64);
-                match d.vdev.remove(&hw.phys, card.doorbells_mut()) {
-                    // One last doorbell: the host's file sees the device
-                    // gone (poll's error) without waiting for anything else.
-                    Ok(()) => {
-                        if let Ok(db) = c2h {
-                            mic_core::card::send_host_intr(&hw.mmio, db as i8);
-                        }
-                    }
-                    Err(e) => self.sink.klog.push((3, format!("{tag}: removal: {e}"))),
+                if let Err(e) = d.vdev.remove(&hw.mmio, &hw.phys, card.doorbells_mut()) {
+                    self.sink.klog.push((3, format!("{tag}: removal: {e}")));
                 }
                 self.ids.give(VIRTIO_IDS, idx);
             }
