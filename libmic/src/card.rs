@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use mic_core::abi::{BootMode, MicState, MicStatus};
+use mic_core::host::attrs::STORE_MAX;
 
 use crate::attrs::{
     Attr, DebugFile, escape_untrusted, format_hex, ipaddr_from_cmdline, parse_kernel_ptr, strip_newline,
@@ -199,6 +200,15 @@ impl Card {
         let path = self.attr_path(attr);
         let bytes = if value.is_empty() { "\n" } else { value }.as_bytes().to_vec();
         let len = bytes.len();
+        if len > STORE_MAX {
+            // The driver would store the first page and answer for it alone.
+            return Err(Error::InvalidValue {
+                card: self.name.clone(),
+                attr,
+                value: value.to_owned(),
+                reason: "longer than a sysfs store takes (4096 bytes)",
+            });
+        }
         let target = path.clone();
         // Open and write both wait on the driver (a boot write returns once
         // the image is loaded, after a reset if one is needed).

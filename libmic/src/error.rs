@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mic_core::abi::MicState;
+use mic_core::host::attrs::CMDLINE_STORE_MAX;
 
 use crate::attrs::{Attr, quote_value};
 
@@ -249,6 +250,9 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
     Some(match errno {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::EIO => "EIO",
         libc::ENXIO => "ENXIO",
         libc::E2BIG => "E2BIG",
@@ -299,7 +303,21 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
         (Attr::State, libc::ENOENT) => Some(format!(
             "the firmware or ramdisk file set for this card was not found under {fw}"
         )),
-        (Attr::State, libc::ENOMEM | libc::EFBIG | libc::E2BIG | libc::ENOSPC) => {
+        (Attr::State, libc::EISDIR) => Some(format!(
+            "the firmware or ramdisk name set for this card is a directory under {fw}, not an image file"
+        )),
+        (Attr::State, libc::ENOTDIR) => Some(format!(
+            "the firmware or ramdisk name set for this card goes through a file under {fw} as if it were a directory"
+        )),
+        (Attr::State, libc::ENAMETOOLONG) => Some(format!(
+            "the firmware or ramdisk name set for this card is too long for a path under {fw} \
+             (at most 255 bytes per component, 4095 in all)"
+        )),
+        (Attr::State, libc::E2BIG) => Some(format!(
+            "the command line does not fit in the card's {CMDLINE_STORE_MAX}-byte boot command line \
+             once the driver puts ` mem=<MiB>M` before it: shorten cmdline"
+        )),
+        (Attr::State, libc::ENOMEM | libc::EFBIG | libc::ENOSPC) => {
             Some("the image, command line or ramdisk does not fit in the card's memory aperture".to_owned())
         }
         (Attr::State, libc::EBUSY) => {
@@ -316,9 +334,10 @@ pub fn explain_errno(attr: Attr, value: &str, errno: i32, firmware_dir: &Path) -
         (Attr::Cmdline | Attr::Firmware | Attr::Ramdisk | Attr::Bootmode, libc::ENOMEM) => {
             Some("the driver could not allocate memory to store the value".to_owned())
         }
-        (Attr::Cmdline, libc::EINVAL | libc::E2BIG) => {
-            Some("the command line is too long or malformed".to_owned())
-        }
+        (Attr::Cmdline, libc::E2BIG) => Some(format!(
+            "the command line is longer than the {CMDLINE_STORE_MAX} bytes the card's boot command line holds"
+        )),
+        (Attr::Cmdline, libc::EINVAL) => Some("the command line is not valid UTF-8 text".to_owned()),
         (Attr::LogBufAddr | Attr::LogBufLen, libc::EINVAL | libc::ERANGE) => {
             Some("value must be a hexadecimal card kernel virtual address (from System.map)".to_owned())
         }
@@ -361,6 +380,29 @@ mod tests {
             explain_errno(Attr::Cmdline, "x", libc::EDOM, fw),
             "numerical argument out of domain"
         );
+    }
+
+    #[test]
+    fn boot_failures_are_told_apart() {
+        let fw = Path::new("/r/lib/firmware");
+        let boot = |errno| explain_errno(Attr::State, "boot", errno, fw);
+        assert!(boot(libc::EISDIR).contains("is a directory under /r/lib/firmware"));
+        assert!(boot(libc::ENAMETOOLONG).contains("too long for a path"));
+        assert!(boot(libc::ENOTDIR).contains("as if it were a directory"));
+        assert!(boot(libc::ENOENT).contains("not found under /r/lib/firmware"));
+        assert!(boot(libc::E2BIG).contains("2047-byte boot command line"));
+        // None of them is the card failing to answer.
+        for errno in [
+            libc::EISDIR,
+            libc::ENAMETOOLONG,
+            libc::ENOTDIR,
+            libc::ENOENT,
+            libc::E2BIG,
+        ] {
+            assert!(!boot(errno).contains("did not respond"), "{errno}");
+            assert!(errno_name(errno).is_some(), "{errno}");
+        }
+        assert!(explain_errno(Attr::Cmdline, "x", libc::E2BIG, fw).contains("longer than the 2047 bytes"));
     }
 
     #[test]

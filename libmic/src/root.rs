@@ -9,6 +9,9 @@ use crate::card::Card;
 use crate::error::{Error, HINT_OTHER, HINT_SYSFS, Result};
 use crate::io::{IoLimit, bounded};
 
+/// `"micN"` → N (the driver core's one rule: no sign, no leading zeros).
+pub use mic_core::host::sysfs::{parse_card_id, parse_card_name};
+
 /// The environment variable naming the root.
 pub const MIC_ROOT_ENV: &str = "MIC_ROOT";
 /// sysfs class directory, relative to the root.
@@ -160,8 +163,7 @@ impl MicRoot {
     /// The card named by `sel`: `"mic3"` or `"3"`.
     pub fn card(&self, sel: &str) -> Result<Card> {
         let cards = self.cards()?;
-        let wanted = parse_card_name(sel).or_else(|| parse_card_number(sel));
-        wanted
+        parse_card_id(sel)
             .and_then(|id| cards.iter().find(|c| c.id() == id).cloned())
             .ok_or_else(|| Error::NoSuchCard {
                 name: sel.to_owned(),
@@ -193,19 +195,6 @@ fn class_dir_error(dir: &Path, e: io::Error) -> Error {
     } else {
         Error::io(dir, e, HINT_OTHER)
     }
-}
-
-/// `"micN"` → N, for a decimal N without sign or leading `+`.
-#[must_use]
-pub fn parse_card_name(name: &str) -> Option<u32> {
-    name.strip_prefix("mic").and_then(parse_card_number)
-}
-
-fn parse_card_number(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// Checks a name relative to `lib/firmware`: not empty, not absolute, no
@@ -262,6 +251,7 @@ mod tests {
         assert_eq!(parse_card_name("mic1a"), None);
         assert_eq!(parse_card_name("micro"), None);
         assert_eq!(parse_card_name("mic99999999999"), None);
+        assert_eq!(parse_card_name("mic01"), None);
     }
 
     #[test]

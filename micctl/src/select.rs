@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use libmic::root::parse_card_id;
 use libmic::{Card, MicRoot};
 
 use crate::UsageError;
@@ -84,14 +85,6 @@ impl Selection {
     }
 }
 
-fn parse_id(s: &str) -> Option<u32> {
-    let digits = s.strip_prefix("mic").unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 fn parse_item(word: &str) -> Result<Item, UsageError> {
     let bad = |why: &str| {
         UsageError(format!(
@@ -106,7 +99,7 @@ fn parse_item(word: &str) -> Result<Item, UsageError> {
         return Ok(Item::All);
     }
     if let Some((a, b)) = word.split_once('-') {
-        let (Some(a), Some(b)) = (parse_id(a), parse_id(b)) else {
+        let (Some(a), Some(b)) = (parse_card_id(a), parse_card_id(b)) else {
             return Err(bad("a range is two card numbers joined by '-'"));
         };
         if a > b {
@@ -117,7 +110,7 @@ fn parse_item(word: &str) -> Result<Item, UsageError> {
         }
         return Ok(Item::Range(a, b));
     }
-    parse_id(word)
+    parse_card_id(word)
         .map(Item::One)
         .ok_or_else(|| bad("not a card name or number"))
 }
@@ -147,7 +140,7 @@ mod tests {
     #[test]
     fn rejects() {
         for bad in [
-            "", "mic", "7-4", "x", "mic-1", "1-", "-1", "0,,1", "0-100000", "mic1a", "+1",
+            "", "mic", "7-4", "x", "mic-1", "1-", "-1", "0,,1", "0-100000", "mic1a", "+1", "mic01", "01-3",
         ] {
             let e = Selection::parse(&[bad]).unwrap_err();
             assert!(e.0.contains("bad card selector"), "{bad}: {e}");

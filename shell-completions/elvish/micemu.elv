@@ -27,6 +27,7 @@ set edit:completion:arg-completer[micemu] = {|@words|
             cand --device-id 'PCI device IDs handed out in turn (hex), e.g. 2250,225d'
             cand --stepping 'Steppings handed out in turn: A0, B0, B1, C0 or a hex revision'
             cand --log-buf-len 'Size of the card kernel log buffer (power of two, 4K-16M)'
+            cand --force 'Unmount a dead FUSE mount a killed micemu left at DIR/sys (only one the kernel proves dead: Transport endpoint is not connected)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

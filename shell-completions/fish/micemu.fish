@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_micemu_global_optspecs
-    string join \n root= cards= memory= timing= reset-ms= boot-ms= device-id= stepping= log-buf-len= h/help V/version
+    string join \n root= cards= memory= timing= reset-ms= boot-ms= device-id= stepping= log-buf-len= force h/help V/version
 end
 
 function __fish_micemu_needs_command
@@ -34,6 +34,7 @@ complete -c micemu -n "__fish_micemu_needs_command" -l boot-ms -d 'Override the 
 complete -c micemu -n "__fish_micemu_needs_command" -l device-id -d 'PCI device IDs handed out in turn (hex), e.g. 2250,225d' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l stepping -d 'Steppings handed out in turn: A0, B0, B1, C0 or a hex revision' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l log-buf-len -d 'Size of the card kernel log buffer (power of two, 4K-16M)' -r
+complete -c micemu -n "__fish_micemu_needs_command" -l force -d 'Unmount a dead FUSE mount a killed micemu left at DIR/sys (only one the kernel proves dead: Transport endpoint is not connected)'
 complete -c micemu -n "__fish_micemu_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c micemu -n "__fish_micemu_needs_command" -s V -l version -d 'Print version'
 complete -c micemu -n "__fish_micemu_needs_command" -f -a "inject" -d 'Inject a fault into, or act inside, a running emulated card'

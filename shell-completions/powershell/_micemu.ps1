@@ -30,6 +30,7 @@ Register-ArgumentCompleter -Native -CommandName 'micemu' -ScriptBlock {
             [CompletionResult]::new('--device-id', '--device-id', [CompletionResultType]::ParameterName, 'PCI device IDs handed out in turn (hex), e.g. 2250,225d')
             [CompletionResult]::new('--stepping', '--stepping', [CompletionResultType]::ParameterName, 'Steppings handed out in turn: A0, B0, B1, C0 or a hex revision')
             [CompletionResult]::new('--log-buf-len', '--log-buf-len', [CompletionResultType]::ParameterName, 'Size of the card kernel log buffer (power of two, 4K-16M)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Unmount a dead FUSE mount a killed micemu left at DIR/sys (only one the kernel proves dead: Transport endpoint is not connected)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, PciId, Timing};
+use crate::faults::Fault;
 
 /// Emulate Intel MIC X100 coprocessor cards behind a real sysfs and debugfs.
 ///
@@ -26,13 +27,14 @@ pub struct Cli {
 pub enum Command {
     /// Inject a fault into, or act inside, a running emulated card.
     ///
-    /// Verbs: panic [MSG], halt, poweroff, reboot, hang, fail-reset,
-    /// garbage-log, log [LEVEL] TEXT.
+    /// Talks to DIR/run/micemu.sock, which only the user running micemu
+    /// (normally root) may use.
+    #[command(after_help = Fault::verbs_help())]
     Inject {
         /// Root directory of the running micemu.
         #[arg(long, env = "MIC_ROOT", default_value = "/")]
         root: PathBuf,
-        /// Card name (mic0) or number (0).
+        /// Card name (mic0) or number (0), spelled as the driver names cards.
         card: String,
         /// The verb and its arguments.
         #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
@@ -77,6 +79,10 @@ pub struct RunArgs {
     /// Size of the card kernel log buffer (power of two, 4K-16M).
     #[arg(long, default_value = "128K", value_parser = parse_log_len)]
     pub log_buf_len: u32,
+    /// Unmount a dead FUSE mount a killed micemu left at DIR/sys (only one
+    /// the kernel proves dead: Transport endpoint is not connected).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_device_id(s: &str) -> Result<u16, String> {
@@ -103,6 +109,12 @@ fn parse_log_len(s: &str) -> Result<u32, String> {
 }
 
 impl RunArgs {
+    /// How to start, beyond the fleet.
+    #[must_use]
+    pub fn start_options(&self) -> crate::StartOptions {
+        crate::StartOptions { force: self.force }
+    }
+
     /// The fleet these flags describe.
     #[must_use]
     pub fn config(&self) -> Config {
@@ -155,6 +167,21 @@ mod tests {
     }
 
     #[test]
+    fn inject_help_lists_every_verb() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("inject")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for (verb, _) in Fault::VERBS {
+            assert!(help.contains(verb), "{verb} missing from\n{help}");
+        }
+        assert!(help.contains("bad-status BYTE"), "{help}");
+    }
+
+    #[test]
     fn fleet_flags() {
         let cli = Cli::try_parse_from([
             "micemu",
@@ -195,6 +222,7 @@ mod tests {
             &["micemu", "--device-id", "zz"],
             &["micemu", "--memory", "lots"],
             &["micemu", "--memory", "128M"],
+            &["micemu", "--memory", "0"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

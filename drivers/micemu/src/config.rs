@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+use mic_core::handshake::AckTiming;
+use mic_core::host::ResetTiming;
+
+use crate::events::duration_ms;
+
 /// How long the hardware and the emulated kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -25,38 +30,51 @@ pub struct Timing {
 impl Timing {
     /// The virtio handshake timing in the driver core's terms.
     #[must_use]
-    pub fn ack(&self) -> mic_core::handshake::AckTiming {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        mic_core::handshake::AckTiming {
-            period_ms: ms(self.ack_poll),
-            budget_ms: ms(self.ack_budget),
+    pub fn ack(&self) -> AckTiming {
+        AckTiming {
+            period_ms: duration_ms(self.ack_poll),
+            budget_ms: duration_ms(self.ack_budget),
+        }
+    }
+
+    /// The host driver's reset timing in the driver core's terms.
+    #[must_use]
+    pub fn reset_timing(&self) -> ResetTiming {
+        ResetTiming {
+            settle_ms: duration_ms(self.reset_settle),
+            period_ms: duration_ms(self.reset_poll),
+            budget_ms: duration_ms(self.reset_budget),
         }
     }
 }
 
 impl Timing {
-    /// Close to the real cards and the original driver.
+    /// Close to the real cards; the host driver's waits are the driver
+    /// core's originals ([`ResetTiming::ORIGINAL`], [`AckTiming::ORIGINAL`]).
     pub const REALISTIC: Timing = Timing {
         reset: Duration::from_millis(2500),
-        reset_settle: Duration::from_secs(1),
-        reset_poll: Duration::from_secs(1),
-        reset_budget: Duration::from_secs(45),
+        reset_settle: Duration::from_millis(ResetTiming::ORIGINAL.settle_ms),
+        reset_poll: Duration::from_millis(ResetTiming::ORIGINAL.period_ms),
+        reset_budget: Duration::from_millis(ResetTiming::ORIGINAL.budget_ms),
         boot: Duration::from_secs(6),
-        ack_poll: Duration::from_millis(100),
-        ack_budget: Duration::from_secs(10),
+        ack_poll: Duration::from_millis(AckTiming::ORIGINAL.period_ms),
+        ack_budget: Duration::from_millis(AckTiming::ORIGINAL.budget_ms),
     };
 
     /// For tests and demos: the same sequence, a hundred times quicker.
     pub const FAST: Timing = Timing {
         reset: Duration::from_millis(30),
-        reset_settle: Duration::from_millis(10),
-        reset_poll: Duration::from_millis(10),
-        reset_budget: Duration::from_millis(450),
+        reset_settle: Duration::from_millis(ResetTiming::ORIGINAL.settle_ms / FAST_BY),
+        reset_poll: Duration::from_millis(ResetTiming::ORIGINAL.period_ms / FAST_BY),
+        reset_budget: Duration::from_millis(ResetTiming::ORIGINAL.budget_ms / FAST_BY),
         boot: Duration::from_millis(250),
-        ack_poll: Duration::from_millis(1),
-        ack_budget: Duration::from_millis(100),
+        ack_poll: Duration::from_millis(AckTiming::ORIGINAL.period_ms / FAST_BY),
+        ack_budget: Duration::from_millis(AckTiming::ORIGINAL.budget_ms / FAST_BY),
     };
 }
+
+/// How much quicker [`Timing::FAST`] runs the host driver's waits.
+const FAST_BY: u64 = 100;
 
 /// PCI identity of one card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +242,29 @@ mod tests {
         };
         assert_eq!(log.validate(), Err(ConfigError::LogBufLen(3000)));
         assert_eq!(size_name(1536), "1536 bytes");
+    }
+
+    #[test]
+    fn timings_are_the_driver_cores() {
+        assert_eq!(Timing::REALISTIC.reset_timing(), ResetTiming::ORIGINAL);
+        assert_eq!(Timing::REALISTIC.ack(), AckTiming::ORIGINAL);
+        // The original's figures, as the driver core states them.
+        assert_eq!(Timing::REALISTIC.reset_settle, Duration::from_secs(1));
+        assert_eq!(Timing::REALISTIC.reset_poll, Duration::from_secs(1));
+        assert_eq!(Timing::REALISTIC.reset_budget, Duration::from_secs(45));
+        // Fast is the same sequence, a hundred times quicker: as many polls.
+        let fast = Timing::FAST.reset_timing();
+        assert_eq!(fast.max_checks(), ResetTiming::ORIGINAL.max_checks());
+        assert_eq!(fast.settle_ms * FAST_BY, ResetTiming::ORIGINAL.settle_ms);
+        assert_eq!(
+            Timing::FAST.ack().budget_ms * FAST_BY,
+            AckTiming::ORIGINAL.budget_ms
+        );
+        // The card's reset outlasts the driver's settle time, and ends
+        // within its budget, in both.
+        for t in [Timing::REALISTIC, Timing::FAST] {
+            assert!(t.reset > t.reset_settle && t.reset < t.reset_settle + t.reset_budget);
+        }
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub fn serve(root: &Path, handler: Arc<dyn Handler>) -> io::Result<Server> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(&path)?;
+    // Fault injection is the emulator owner's (it can crash every card):
+    // the socket is theirs alone, whatever the umask.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = Arc::clone(&stop);
     let thread = thread::Builder::new().name("control".into()).spawn(move || {
@@ -132,15 +135,8 @@ fn serve_conn(conn: &UnixStream, handler: &dyn Handler) {
 
 /// Client side: sends one request and returns the emulator's answer.
 pub fn request(root: &Path, card: &str, words: &[String]) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let path = socket_path(root);
-    let mut conn = UnixStream::connect(&path).with_context(|| {
-        format!(
-            "cannot reach micemu's control socket {} (is `micemu --root {}` running?)",
-            path.display(),
-            root.display()
-        )
-    })?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| connect_error(&path, root, e))?;
     writeln!(conn, "{card} {}", words.join(" "))?;
     let mut reply = String::new();
     BufReader::new(&conn).read_line(&mut reply)?;
@@ -151,9 +147,42 @@ pub fn request(root: &Path, card: &str, words: &[String]) -> anyhow::Result<()> 
     }
 }
 
+/// What a failed connect to the control socket means, in words.
+fn connect_error(path: &Path, root: &Path, e: io::Error) -> anyhow::Error {
+    let what = if e.kind() == io::ErrorKind::PermissionDenied {
+        format!(
+            "permission denied on micemu's control socket {}: fault injection is for the user \
+             running micemu (normally root); run `micemu inject` as that user",
+            path.display()
+        )
+    } else {
+        format!(
+            "cannot reach micemu's control socket {} (is `micemu --root {}` running?)",
+            path.display(),
+            root.display()
+        )
+    };
+    anyhow::Error::new(e).context(what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_is_a_permission_problem() {
+        let e = connect_error(
+            Path::new("/r/run/micemu.sock"),
+            Path::new("/r"),
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with("permission denied on micemu's control socket"),
+            "{text}"
+        );
+        assert!(!text.contains("running?"), "{text}");
+    }
 
     struct Echo;
 
@@ -177,8 +206,13 @@ mod tests {
         assert!(err.to_string().contains("no card mic7"), "{err}");
         let err = request(dir.path(), "mic0", &["explode".to_owned()]).unwrap_err();
         assert!(err.to_string().contains("unknown verb"), "{err}");
+        // The socket is the owner's only, whatever the umask.
+        let mode = std::fs::metadata(socket_path(dir.path())).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         server.stop();
         assert!(!socket_path(dir.path()).exists());
+        let gone = request(dir.path(), "mic0", &["halt".to_owned()]).unwrap_err();
+        assert!(format!("{gone:#}").contains("is `micemu --root"), "{gone:#}");
         // Connection threads end with their connections; the listener has
         // gone, so nothing but the test holds the handler any more.
         let start = std::time::Instant::now();

@@ -20,7 +20,7 @@ use mic_core::{post, regs};
 use crate::card::{Card, CardState, ResetProgress};
 use crate::cardos::CardOs;
 use crate::config::{Config, Timing};
-use crate::events::{Msg, Timer, duration_ms};
+use crate::events::{Msg, Timer};
 use crate::firmware::FirmwareDir;
 use crate::fs::{Errno, PollHub, Tree, WriteDone};
 use crate::hw::{Gddr, HostRam, RegFile, Side};
@@ -84,7 +84,7 @@ impl Emulator {
             regs.set(regs::POSTCODE, post::register_value(post::READY));
             let mut host = HostDevice::probe(&regs.view(Side::Host), &host_ram, host_ram.dma_base())
                 .map_err(|e| std::io::Error::other(format!("mic{id}: probe failed: {e}")))?;
-            host.set_reset_timing(reset_timing(config.timing));
+            host.set_reset_timing(config.timing.reset_timing());
             let st = CardState::new(
                 host,
                 CardOs::new(id, config.log_buf_len, config.timing.ack()),
@@ -268,12 +268,4 @@ impl Emulator {
 /// SPAD2 as the bootstrap writes it when ready: boot address, APIC ID, ready.
 pub(crate) fn spad2_ready(card: u32) -> u32 {
     regs::spad2_encode(true, (card % 64) * 4, BOOT_ADDR)
-}
-
-fn reset_timing(t: Timing) -> mic_core::host::ResetTiming {
-    mic_core::host::ResetTiming {
-        settle_ms: duration_ms(t.reset_settle),
-        period_ms: duration_ms(t.reset_poll),
-        budget_ms: duration_ms(t.reset_budget),
-    }
 }

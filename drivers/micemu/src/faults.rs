@@ -2,7 +2,10 @@
 //! hang, a hostile card), how a request names it, and how the emulator
 //! applies it. [`crate::control`] carries requests over a socket.
 
+use std::fmt::Write as _;
+
 use mic_core::abi::MicStatus;
+use mic_core::host::sysfs::parse_card_id;
 
 use crate::emu::Emulator;
 
@@ -48,7 +51,7 @@ pub enum FaultParseError {
 /// Why a fault could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InjectError {
-    #[error("{0:?} is not a card name (mic0, mic1, ...)")]
+    #[error("{0:?} is not a card name (mic0, mic1, ... or 0, 1, ...)")]
     BadCardName(String),
     #[error("no card mic{0}")]
     NoCard(u32),
@@ -80,7 +83,22 @@ impl Fault {
             "log [LEVEL] TEXT",
             "the card kernel prints TEXT (level 0-7, default 6)",
         ),
+        (
+            "bad-status BYTE",
+            "a hostile card writes BYTE (0-255) as its shutdown status and rings the host",
+        ),
     ];
+
+    /// The verbs and what they do, one per line, for `micemu inject --help`.
+    #[must_use]
+    pub fn verbs_help() -> String {
+        let width = Self::VERBS.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+        let mut out = String::from("Verbs:\n");
+        for (verb, what) in Self::VERBS {
+            let _ = writeln!(out, "  {verb:width$}  {what}");
+        }
+        out
+    }
 
     /// Parses the words after the card name.
     pub fn parse(words: &[&str]) -> Result<Fault, FaultParseError> {
@@ -186,13 +204,10 @@ impl Emulator {
         Ok(())
     }
 
-    /// Applies a fault to the card named `card` ("mic1" or "1").
+    /// Applies a fault to the card named `card` ("mic1" or "1", spelled as
+    /// the driver names cards: [`parse_card_id`]).
     pub fn inject_named(&self, card: &str, fault: &Fault) -> Result<(), InjectError> {
-        let id = card
-            .strip_prefix("mic")
-            .unwrap_or(card)
-            .parse::<u32>()
-            .map_err(|_| InjectError::BadCardName(card.to_owned()))?;
+        let id = parse_card_id(card).ok_or_else(|| InjectError::BadCardName(card.to_owned()))?;
         self.inject(id, fault)
     }
 }
@@ -232,5 +247,80 @@ mod tests {
         assert_eq!(Fault::parse(&[]), Err(FaultParseError::MissingVerb));
         let err = Fault::parse(&["explode"]).unwrap_err().to_string();
         assert!(err.contains("panic") && err.contains("fail-reset"), "{err}");
+    }
+
+    /// One example of every fault, by an exhaustive match: a new variant
+    /// does not compile until it is listed here, and then must be in VERBS.
+    fn verb_of(f: &Fault) -> &'static str {
+        match f {
+            Fault::Panic(_) => "panic",
+            Fault::Halt => "halt",
+            Fault::Poweroff => "poweroff",
+            Fault::Reboot => "reboot",
+            Fault::HangBoot => "hang",
+            Fault::FailReset => "fail-reset",
+            Fault::GarbageLog => "garbage-log",
+            Fault::Log { .. } => "log",
+            Fault::BadStatus(_) => "bad-status",
+        }
+    }
+
+    #[test]
+    fn every_verb_is_listed_in_help_and_errors() {
+        let examples: &[&[&str]] = &[
+            &["panic"],
+            &["halt"],
+            &["poweroff"],
+            &["reboot"],
+            &["hang"],
+            &["fail-reset"],
+            &["garbage-log"],
+            &["log", "x"],
+            &["bad-status", "7"],
+        ];
+        let listed: Vec<&str> = Fault::VERBS
+            .iter()
+            .map(|(v, _)| v.split(' ').next().unwrap())
+            .collect();
+        let unknown = Fault::parse(&["explode"]).unwrap_err().to_string();
+        let help = Fault::verbs_help();
+        for words in examples {
+            let fault = Fault::parse(words).unwrap();
+            let verb = verb_of(&fault);
+            assert_eq!(verb, words[0]);
+            assert!(listed.contains(&verb), "{verb} missing from VERBS");
+            assert!(unknown.contains(verb), "{verb} missing from {unknown:?}");
+            assert!(help.contains(verb), "{verb} missing from {help:?}");
+        }
+        assert_eq!(listed.len(), examples.len());
+    }
+
+    #[test]
+    fn card_names_are_spelled_as_the_driver_spells_them() {
+        let emu = crate::emu::Emulator::start(
+            crate::Config {
+                cards: 2,
+                memory: 1 << 30,
+                timing: crate::Timing::FAST,
+                ..crate::Config::default()
+            },
+            crate::firmware::FirmwareDir::new(std::path::Path::new("/nonexistent")),
+            std::sync::Arc::new(crate::fs::PollHub::new()),
+        )
+        .unwrap();
+        for good in ["mic1", "1", "mic0", "0"] {
+            assert_eq!(emu.emu.inject_named(good, &Fault::FailReset), Ok(()), "{good}");
+        }
+        for bad in ["mic+1", "mic01", "+1", "01", "mic", "", "mic1 ", "MIC1"] {
+            assert_eq!(
+                emu.emu.inject_named(bad, &Fault::FailReset),
+                Err(InjectError::BadCardName(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            emu.emu.inject_named("mic2", &Fault::FailReset),
+            Err(InjectError::NoCard(2))
+        );
     }
 }

@@ -37,13 +37,20 @@ pub enum FirmwareError {
 }
 
 impl FirmwareError {
-    /// The errno the kernel's `request_firmware` would hand back.
+    /// The errno the kernel's `request_firmware` would hand back: the
+    /// file system's own answer (EISDIR for a directory, ENAMETOOLONG for a
+    /// name too long for a path, ENOENT for a name with a NUL, which names
+    /// no file), EIO only when there is none.
     #[must_use]
     pub fn errno(&self) -> i32 {
         match self {
             FirmwareError::BadName(_) => libc::EINVAL,
             FirmwareError::NotFound { .. } => libc::ENOENT,
-            FirmwareError::Io { .. } => libc::EIO,
+            FirmwareError::Io { source, .. } => match source.raw_os_error() {
+                Some(errno) => errno,
+                None if source.kind() == io::ErrorKind::InvalidInput => libc::ENOENT,
+                None => libc::EIO,
+            },
         }
     }
 }
@@ -320,6 +327,28 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "mic/../../x"] {
             let err = fw.resolve(bad).unwrap_err();
             assert_eq!(err.errno(), libc::EINVAL, "{bad}");
+        }
+    }
+
+    #[test]
+    fn load_errors_are_the_file_systems_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = FirmwareDir::new(dir.path());
+        fw.install_defaults(1).unwrap();
+        assert!(fw.load("mic/uos.img").is_ok());
+        let long = "a".repeat(300);
+        let deep = vec!["d"; 3000].join("/");
+        for (name, errno) in [
+            ("mic", libc::EISDIR),
+            ("mic/", libc::EISDIR),
+            ("mic/nope.img", libc::ENOENT),
+            (long.as_str(), libc::ENAMETOOLONG),
+            (deep.as_str(), libc::ENAMETOOLONG),
+            ("mic/uos.img/x", libc::ENOTDIR),
+            ("mic/uos\0.img", libc::ENOENT),
+        ] {
+            let e = fw.load(name).unwrap_err();
+            assert_eq!(e.errno(), errno, "{name:.40}: {e}");
         }
     }
 }

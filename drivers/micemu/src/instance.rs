@@ -27,9 +27,23 @@ pub struct Instance {
     running: Running,
 }
 
+/// How to bring an [`Instance`] up, beyond what the fleet looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Unmount (lazily) a FUSE mount at `<root>/sys` that a killed micemu
+    /// left behind, if the kernel proves it dead (ENOTCONN); a mount that
+    /// answers is never touched.
+    pub force: bool,
+}
+
 impl Instance {
     /// Brings up `config` under `root` (created if missing).
     pub fn start(root: &Path, config: Config) -> Result<Instance> {
+        Self::start_with(root, config, StartOptions::default())
+    }
+
+    /// [`start`](Self::start), as `options` say.
+    pub fn start_with(root: &Path, config: Config, options: StartOptions) -> Result<Instance> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let root = root.canonicalize()?;
         let firmware = FirmwareDir::new(&root);
@@ -41,6 +55,16 @@ impl Instance {
             Emulator::start(config, firmware, Arc::clone(&hub)).context("starting the emulated cards")?;
         // mount() creates the mount point, and explains a stale or busy one.
         let sys = root.join("sys");
+        if options.force {
+            let removed = fs::unmount_dead(&sys)?;
+            if removed > 0 {
+                eprintln!(
+                    "micemu: unmounted the dead FUSE mount{} a killed micemu left at {}",
+                    if removed == 1 { "" } else { "s" },
+                    sys.display()
+                );
+            }
+        }
         let mount = fs::mount(&sys, Arc::clone(&running.emu) as Arc<dyn fs::Backend>, hub)?;
         let control = control::serve(&root, Arc::clone(&running.emu) as Arc<dyn control::Handler>)
             .context("starting the control socket")?;

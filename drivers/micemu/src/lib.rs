@@ -33,4 +33,4 @@ pub mod run;
 
 pub use config::{Config, Timing};
 pub use faults::{Fault, InjectError};
-pub use instance::Instance;
+pub use instance::{Instance, StartOptions};

@@ -30,7 +30,7 @@ fn run(args: &RunArgs) -> Result<()> {
     signals.add(Signal::SIGTERM);
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
 
-    let instance = Instance::start(&root, args.config())?;
+    let instance = Instance::start_with(&root, args.config(), args.start_options())?;
     let n = args.cards;
     println!(
         "micemu: serving {n} card{} under {} (sysfs {}, control {})",

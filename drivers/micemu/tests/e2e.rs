@@ -27,25 +27,19 @@ impl Emu {
 
     fn start_with(cards: u32, extra: &[&str]) -> Emu {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_micemu"))
-            .arg("--root")
-            .arg(dir.path())
-            .args(["--cards", &cards.to_string(), "--timing", "fast"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // micemu prints its banner once everything is mounted and served.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("micemu: serving"), "unexpected banner {line:?}");
+        let child = spawn(dir.path(), cards, extra);
         Emu {
             child,
             dir,
             dead: false,
         }
+    }
+
+    /// Lets other users reach the root (a temporary directory is 0700), so
+    /// that what keeps them out is the driver's files' own permissions.
+    fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(self.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     fn root(&self) -> &Path {
@@ -128,6 +122,46 @@ impl Emu {
             .unwrap();
         assert!(st.success(), "inject {verb:?} failed");
     }
+}
+
+/// Starts micemu serving `cards` cards under `root`; returns once it has
+/// printed its banner (everything mounted and served).
+fn spawn(root: &Path, cards: u32, extra: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_micemu"))
+        .arg("--root")
+        .arg(root)
+        .args(["--cards", &cards.to_string(), "--timing", "fast"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("micemu: serving"), "unexpected banner {line:?}");
+    child
+}
+
+/// Runs `program args` as `nobody` (uid/gid 65534), `stdin` (if any) as
+/// its standard input: (succeeded, stdout, stderr).
+fn run_as_nobody(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    stdin: Option<std::fs::File>,
+) -> (bool, String, String) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(program);
+    cmd.args(args).uid(65534).gid(65534);
+    if let Some(f) = stdin {
+        cmd.stdin(f);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Emu {
@@ -422,14 +456,14 @@ fn a_hung_boot_never_comes_up() {
 }
 
 #[test]
-fn a_stale_mount_is_explained() {
-    // A micemu killed without unmounting leaves a dead FUSE mount behind.
-    let emu = Emu::start(1);
+fn a_killed_micemu_is_explained_and_force_recovers() {
+    // A micemu killed without unmounting leaves a dead FUSE mount behind,
+    // whose root the kernel still has attributes of (a tool looked).
+    let mut emu = Emu::start(1);
+    assert_eq!(emu.read(0, "state"), "offline\n");
     let pid = nix::unistd::Pid::from_raw(emu.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    let mut emu = emu;
     emu.child.wait().unwrap();
-    let sys = emu.root().join("sys");
     let out = Command::new(env!("CARGO_BIN_EXE_micemu"))
         .arg("--root")
         .arg(emu.root())
@@ -437,10 +471,22 @@ fn a_stale_mount_is_explained() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("umount"), "{err}");
-    // Clean up the way the message says, so Drop finds nothing mounted.
-    nix::mount::umount2(&sys, nix::mount::MntFlags::MNT_DETACH).unwrap();
-    emu.dead = true;
+    assert!(err.contains("left a dead FUSE mount"), "{err}");
+    assert!(err.contains("--force") && err.contains("umount -l"), "{err}");
+    // --force proves it dead (ENOTCONN), unmounts it and serves again.
+    emu.child = spawn(emu.root(), 1, &["--force"]);
+    assert_eq!(emu.read(0, "state"), "offline\n");
+    // A live micemu is never taken for a dead one, --force or not.
+    let out = Command::new(env!("CARGO_BIN_EXE_micemu"))
+        .arg("--root")
+        .arg(emu.root())
+        .arg("--force")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("its server answers"), "{err}");
+    assert_eq!(emu.read(0, "state"), "offline\n");
 }
 
 #[test]
@@ -540,5 +586,227 @@ fn a_stopped_emulator_costs_a_bounded_wait_naming_the_file() {
             Err(Error::NoAnswer { .. }) if Instant::now() < deadline => std::thread::yield_now(),
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+#[test]
+fn debugfs_is_roots_even_through_a_handle_root_opened() {
+    use std::os::unix::fs::MetadataExt as _;
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.wait_log(0, libmic::OS_UP_MARKER);
+    emu.open_to_others();
+    let debug = emu.root().join("sys/kernel/debug");
+    for dir in [debug.clone(), debug.join("mic_host"), debug.join("mic_host/mic0")] {
+        let m = std::fs::metadata(&dir).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o700, 0), "{}", dir.display());
+    }
+    for f in mic_core::host::attrs::DebugFile::ALL {
+        let m = std::fs::metadata(emu.debug(0, f.file_name())).unwrap();
+        assert_eq!(m.mode() & 0o7777, u32::from(f.spec().mode), "{f}");
+        assert_eq!(m.mode() & 0o077, 0, "{f}");
+    }
+    let mut watcher = MicRoot::new(emu.root()).card_by_id(0).watch_state().unwrap();
+    // By path: the directories keep others out.
+    let log_buf = emu.debug(0, "log_buf");
+    let (ok, _, err) = run_as_nobody("cat", &[log_buf.as_os_str()], None);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    // Through handles root opened and passed on: each read is refused, so
+    // reading soft_reset resets nothing and log_buf shows nothing.
+    for name in ["soft_reset", "log_buf"] {
+        let handle = std::fs::File::open(emu.debug(0, name)).unwrap();
+        let (ok, out, err) = run_as_nobody("cat", &[], Some(handle));
+        assert!(!ok && err.contains("Permission denied"), "{name}: {err}");
+        assert!(out.is_empty(), "{name}: {out:?}");
+    }
+    // (A negative check: no state change within a short wait.)
+    assert_eq!(
+        watcher.wait_change(Some(Duration::from_millis(300))).unwrap(),
+        None
+    );
+    assert_eq!(emu.read(0, "state"), "online\n");
+    // sysfs stays everyone's to read; root reads debugfs.
+    let (ok, out, err) = run_as_nobody("cat", &[emu.attr(0, "state").as_os_str()], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "online\n");
+    assert!(!std::fs::read(&log_buf).unwrap().is_empty());
+}
+
+/// `n` bytes in MiB, to a tenth.
+fn mib(n: u64) -> String {
+    format!("{}.{} MiB", n >> 20, ((n & ((1 << 20) - 1)) * 10) >> 20)
+}
+
+/// VmRSS of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// What 1000 open `log_buf` handles may cost micemu at most: the 32 MiB its
+/// mount keeps of shows in all, and 16 MiB for the allocator's slack.
+/// (Before shows were bounded, each handle kept its own 128 KiB: 125 MiB.)
+const READERS_BOUND: u64 = 48 << 20;
+
+#[test]
+fn a_thousand_log_buf_readers_cost_bounded_memory() {
+    use std::io::{Read as _, Write as _};
+    // Room for a thousand files beside the test's own.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.max(lim.rlim_cur);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim), 0);
+    }
+    assert!(
+        lim.rlim_cur >= 1100,
+        "RLIMIT_NOFILE hard limit {} too low",
+        lim.rlim_max
+    );
+    let emu = Emu::start(1);
+    emu.boot(0);
+    emu.wait_log(0, libmic::OS_UP_MARKER);
+    let path = emu.debug(0, "log_buf");
+    let log_len = std::fs::read(&path).unwrap().len();
+    assert_eq!(log_len, 128 << 10);
+    let open_and_start = |path: &Path| {
+        let mut f = std::fs::File::open(path).unwrap();
+        let mut first = [0u8; 16];
+        f.read_exact(&mut first).unwrap();
+        f
+    };
+    // Readers of an unchanged log share one copy of it.
+    let before = rss(emu.child.id());
+    let same: Vec<_> = (0..1000).map(|_| open_and_start(&path)).collect();
+    let grown = rss(emu.child.id()).saturating_sub(before);
+    eprintln!("1000 readers of one log: micemu grew by {}", mib(grown));
+    assert!(grown < 8 << 20, "micemu grew by {grown} bytes");
+    drop(same);
+    let before = rss(emu.child.id());
+    let ctl = std::os::unix::net::UnixStream::connect(emu.root().join("run/micemu.sock")).unwrap();
+    let mut replies = BufReader::new(ctl.try_clone().unwrap());
+    let mut ctl = ctl;
+    let mut files = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        // The card prints between two opens: no two readers see one log.
+        writeln!(ctl, "mic0 log reader {i}").unwrap();
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+        assert_eq!(reply, "ok\n");
+        files.push(open_and_start(&path));
+    }
+    let grown = rss(emu.child.id()).saturating_sub(before);
+    eprintln!(
+        "1000 readers of 1000 logs: micemu grew by {} (bound {}; a show kept by each would be {})",
+        mib(grown),
+        mib(READERS_BOUND),
+        mib(1000 * log_len as u64)
+    );
+    assert!(grown < READERS_BOUND, "micemu grew by {grown} bytes");
+    // Every reader still reads the rest of a whole log.
+    for f in files.iter_mut().step_by(97) {
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest.len() + 16, log_len);
+    }
+    drop(files);
+}
+
+#[test]
+fn sysfs_stores_are_cut_at_a_page_and_end_at_a_nul() {
+    use std::io::Write as _;
+    let emu = Emu::start(1);
+    // One write(2), its errno or how much the store took.
+    let write_once = |name: &str, bytes: &[u8]| -> Result<usize, i32> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(emu.attr(0, name))
+            .unwrap();
+        f.write(bytes).map_err(|e| e.raw_os_error().unwrap())
+    };
+    // kernfs hands the store one page; write(2) says so.
+    assert_eq!(write_once("firmware", &[b'f'; 5000]), Ok(4096));
+    let shown = std::fs::read(emu.attr(0, "firmware")).unwrap();
+    assert_eq!(shown.len(), 4095, "a page of show, its newline cut");
+    assert!(shown.iter().all(|&b| b == b'f'));
+    // A store ends at the first NUL, as the kernel's strncpy ends there.
+    assert_eq!(write_once("cmdline", b"quiet\0console=evil"), Ok(18));
+    assert_eq!(emu.read(0, "cmdline"), "quiet\n");
+    assert_eq!(write_once("bootmode", b"elf\0junk"), Ok(8));
+    assert_eq!(emu.read(0, "bootmode"), "elf\n");
+    // sysfs_streq: one trailing newline, no more.
+    assert_eq!(write_once("bootmode", b"linux\n\n"), Err(libc::EINVAL));
+    assert_eq!(emu.read(0, "bootmode"), "elf\n");
+    // The command line the card's buffer could never hold is refused.
+    assert_eq!(write_once("cmdline", &[b'c'; 2048]), Err(libc::E2BIG));
+    assert_eq!(emu.read(0, "cmdline"), "quiet\n");
+    assert_eq!(write_once("cmdline", &[b'c'; 2047]), Ok(2047));
+    // An attribute cannot be mapped shared. (A private mapping cannot be
+    // refused by a FUSE server: the kernel serves it from its page cache.)
+    let f = std::fs::File::open(emu.attr(0, "state")).unwrap();
+    // SAFETY: mmap of a valid fd; the mapping is unmapped at once if made.
+    let (map, errno) = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        if p != libc::MAP_FAILED {
+            libc::munmap(p, 4096);
+        }
+        (p, errno)
+    };
+    assert_eq!(map, libc::MAP_FAILED);
+    assert_eq!(errno, Some(libc::ENODEV));
+}
+
+#[test]
+fn inject_explains_permissions_and_spells_cards_as_the_driver_does() {
+    let emu = Emu::start(2);
+    emu.open_to_others();
+    let micemu = env!("CARGO_BIN_EXE_micemu");
+    let root = emu.root().as_os_str();
+    let args = |card: &'static str| -> Vec<&std::ffi::OsStr> {
+        vec![
+            "inject".as_ref(),
+            "--root".as_ref(),
+            root,
+            card.as_ref(),
+            "fail-reset".as_ref(),
+        ]
+    };
+    let (ok, _, err) = run_as_nobody(micemu, &args("mic0"), None);
+    assert!(!ok);
+    assert!(
+        err.contains("permission denied on micemu's control socket"),
+        "{err}"
+    );
+    assert!(!err.contains("running?"), "{err}");
+    for bad in ["mic+1", "mic01", "+1"] {
+        let out = Command::new(micemu).args(args(bad)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} taken for a card");
+        assert!(err.contains("is not a card name"), "{bad}: {err}");
+    }
+    for good in ["mic1", "1"] {
+        let out = Command::new(micemu).args(args(good)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{good}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -138,7 +138,7 @@ struct Env {
     backend: Arc<Fake>,
     hub: Arc<PollHub>,
     sys: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Env {
@@ -155,7 +155,7 @@ impl Env {
             backend,
             hub,
             sys,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -262,7 +262,20 @@ fn tree_listing() {
     let family = fs::metadata(env.path("class/mic/mic0/family")).unwrap();
     assert_eq!(family.mode(), libc::S_IFREG | 0o444);
     let post = fs::metadata(env.path("kernel/debug/mic_host/mic1/post_code")).unwrap();
+    // Files have their table's mode; debugfs directories are root's.
     assert_eq!(post.mode(), libc::S_IFREG | 0o444);
+    for d in [
+        "kernel/debug",
+        "kernel/debug/mic_host",
+        "kernel/debug/mic_host/mic1",
+    ] {
+        let m = fs::metadata(env.path(d)).unwrap();
+        assert_eq!((m.mode(), m.uid(), m.gid()), (libc::S_IFDIR | 0o700, 0, 0), "{d}");
+    }
+    assert_eq!(
+        fs::metadata(env.path("kernel")).unwrap().mode(),
+        libc::S_IFDIR | 0o755
+    );
 
     // Inode numbers are stable, distinct and agree with readdir.
     assert_eq!(fs::metadata(env.state(0)).unwrap().ino(), state.ino());
@@ -363,9 +376,16 @@ fn write_and_errors() {
         .open(env.path("class/mic/mic0/strict"))
         .unwrap();
     assert_eq!(errno(f.write(b"bogus\n")), libc::EINVAL);
-    // sysfs stores are at most a page.
-    assert_eq!(errno(f.write(&[b'x'; 4097])), libc::E2BIG);
     drop(f);
+    // kernfs hands a store at most a page and write(2) says how much it
+    // took: a longer buffer is two stores when written out in full.
+    let mut f = OpenOptions::new().write(true).open(env.state(0)).unwrap();
+    assert_eq!(f.write(&[b'x'; 5000]).unwrap(), 4096);
+    f.write_all(&[b'y'; 5000]).unwrap();
+    drop(f);
+    let stores = env.backend.stores(0, Tree::Sysfs, "state");
+    let lens: Vec<usize> = stores.iter().map(Vec::len).collect();
+    assert_eq!(lens[2..], [4096, 4096, 904]);
     // A dropped WriteDone is EIO.
     assert_eq!(
         errno(fs::write(env.path("class/mic/mic0/dropper"), "x")),
@@ -542,16 +562,24 @@ fn stale_mount_point() {
     assert_eq!(rc, 0, "mount: {}", io::Error::last_os_error());
     drop(dev);
     let r = mfs::mount(&sys, Arc::new(Fake::default()), Arc::new(PollHub::new()));
-    // SAFETY: valid C string.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     match r {
         Err(e @ MountError::StaleMount { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("umount -l"), "{msg}");
+            assert!(msg.contains("--force"), "{msg}");
             assert!(msg.contains(sys.to_str().unwrap()), "{msg}");
         }
         other => panic!("expected StaleMount, got {other:?}"),
     }
+    // Proven dead, so it may be taken away; then the tree mounts there.
+    assert_eq!(mfs::unmount_dead(&sys).unwrap(), 1);
+    assert!(!mounted(&sys.canonicalize().unwrap()));
+    assert_eq!(mfs::unmount_dead(&sys).unwrap(), 0);
+    let m = mfs::mount(&sys, Arc::new(Fake::default()), Arc::new(PollHub::new())).unwrap();
+    // A live mount is never taken away.
+    assert_eq!(mfs::unmount_dead(&sys).unwrap(), 0);
+    assert!(mounted(m.path()));
+    m.unmount().unwrap();
 }
 
 #[test]
@@ -605,4 +633,44 @@ fn unmount_with_open_files() {
     done.ok();
     // The hub forgot the dead mount's waiters.
     assert_eq!(env.hub.pollers(1, Tree::Sysfs, "state"), 0);
+}
+
+/// Runs `cat` as `nobody` (uid/gid 65534) with `stdin` (when given) as its
+/// standard input; returns whether it succeeded and what it printed.
+fn cat_as_nobody(args: &[&Path], stdin: Option<File>) -> (bool, String, String) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = std::process::Command::new("cat");
+    cmd.args(args).uid(65534).gid(65534);
+    if let Some(f) = stdin {
+        cmd.stdin(f);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn debugfs_refuses_everyone_but_root_on_every_request() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    // Let others reach the mount at all (a temporary directory is 0700).
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // sysfs is everyone's to read.
+    let (ok, out, err) = cat_as_nobody(&[&env.path("class/mic/mic0/family")], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "family of mic0\n");
+    // debugfs by path: the 0700 directories keep others out.
+    let post = env.path("kernel/debug/mic_host/mic0/post_code");
+    let (ok, _, err) = cat_as_nobody(&[&post], None);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    // A handle root opened and passed on: every read is refused all the same.
+    let (ok, out, err) = cat_as_nobody(&[], Some(File::open(&post).unwrap()));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    // Root reads it through the very same kind of handle.
+    let mut handle = File::open(&post).unwrap();
+    assert_eq!(reread(&mut handle), "post_code of mic0\n");
 }

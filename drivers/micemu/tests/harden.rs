@@ -211,3 +211,83 @@ fn a_card_that_panics_before_its_driver_is_up_ends_the_boot_wait() {
     }
     assert_eq!(card.state().unwrap(), MicState::Online, "the host was never told");
 }
+
+/// The boot's errno, and libmic's words for it, when it is refused.
+fn refused_boot(card: &Card, req: &BootRequest, map: &std::path::Path) -> (i32, String) {
+    match card.boot_with(req, Some(map)) {
+        Err(Error::Rejected {
+            attr: libmic::Attr::State,
+            errno,
+            meaning,
+            ..
+        }) => (errno, meaning),
+        other => panic!("expected the boot to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_boot_says_why_in_words() {
+    let f = Fleet::start(1);
+    let card = f.card(0);
+    let map = MicRoot::new(f.inst.root()).system_map();
+    let mut req = BootRequest::defaults_for(&card);
+
+    // A directory where the image should be.
+    req.firmware = "mic".into();
+    let (errno, meaning) = refused_boot(&card, &req, &map);
+    assert_eq!(errno, libc::EISDIR, "{meaning}");
+    assert!(meaning.contains("is a directory under"), "{meaning}");
+
+    // A name no path can hold.
+    req.firmware = format!("mic/{}", "x".repeat(300));
+    let (errno, meaning) = refused_boot(&card, &req, &map);
+    assert_eq!(errno, libc::ENAMETOOLONG, "{meaning}");
+    assert!(meaning.contains("too long"), "{meaning}");
+
+    // A name with a NUL is cut there by the store, as the kernel's strncpy
+    // cuts it: what remains names no file.
+    req.firmware = "mic/uos.img".into();
+    card.boot_with(&req, Some(&map)).unwrap_or_else(|e| panic!("{e}"));
+    card.reset().unwrap();
+    card.wait_for(|s| s == MicState::Offline, Some(HANG)).unwrap();
+    let fw = f.inst.root().join("sys/class/mic/mic0/firmware");
+    std::fs::write(&fw, b"mic/nope.img\0/uos.img").unwrap();
+    assert_eq!(std::fs::read(&fw).unwrap(), b"mic/nope.img\n");
+    match card.boot() {
+        Err(Error::Rejected { errno, meaning, .. }) => {
+            assert_eq!(errno, libc::ENOENT, "{meaning}");
+            assert!(meaning.contains("not found under"), "{meaning}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A command line the store takes but that does not fit once the driver
+    // put its ` mem=1024M` first: E2BIG from the boot, in words.
+    // (Written raw: libmic's own limit would refuse it before the driver.)
+    let cmdline = f.inst.root().join("sys/class/mic/mic0/cmdline");
+    std::fs::write(&cmdline, "c".repeat(2040)).unwrap();
+    req.cmdline = None;
+    let (errno, meaning) = refused_boot(&card, &req, &map);
+    assert_eq!(errno, libc::E2BIG, "{meaning}");
+    assert!(meaning.contains("shorten cmdline"), "{meaning}");
+    // One the card's buffer could never hold is refused by the store.
+    match card.write_raw(libmic::Attr::Cmdline, &"c".repeat(2048)) {
+        Err(Error::Rejected {
+            attr: libmic::Attr::Cmdline,
+            errno,
+            meaning,
+            ..
+        }) => {
+            assert_eq!(errno, libc::E2BIG);
+            assert!(meaning.contains("longer than the 2047 bytes"), "{meaning}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // More than a store takes never reaches the driver.
+    assert!(matches!(
+        card.write_raw(libmic::Attr::Firmware, &"f".repeat(5000)),
+        Err(Error::InvalidValue { .. })
+    ));
+    // None of it touched the card.
+    assert_eq!(card.state().unwrap(), MicState::Offline);
+}

@@ -39,6 +39,9 @@ pub enum Store {
     StateWord,
     /// Any string; exactly one trailing newline is stripped.
     Text,
+    /// The kernel command line: [`Store::Text`], at most [`CMDLINE_STORE_MAX`]
+    /// bytes (after the newline is stripped); longer is E2BIG.
+    Cmdline,
     /// "linux" or "elf"; anything else EINVAL.
     BootMode,
     /// A hexadecimal number (`kstrtoul(…, 16)`): EINVAL or ERANGE.
@@ -131,7 +134,7 @@ impl Attr {
             Attr::Stepping => FileSpec::new("stepping", 0o444, Line, Store::None),
             Attr::State => FileSpec::new("state", 0o644, Line, Store::StateWord),
             Attr::ShutdownStatus => FileSpec::new("shutdown_status", 0o444, Line, Store::None),
-            Attr::Cmdline => FileSpec::new("cmdline", 0o644, Stored, Store::Text),
+            Attr::Cmdline => FileSpec::new("cmdline", 0o644, Stored, Store::Cmdline),
             Attr::Firmware => FileSpec::new("firmware", 0o644, Stored, Store::Text),
             Attr::Ramdisk => FileSpec::new("ramdisk", 0o644, Stored, Store::Text),
             Attr::Bootmode => FileSpec::new("bootmode", 0o644, Stored, Store::BootMode),
@@ -194,16 +197,17 @@ impl DebugFile {
         DebugFile::SoftReset,
     ];
 
-    /// The file's row of the table.
+    /// The file's row of the table. debugfs is root's: every file is
+    /// readable by its owner only (and reading `soft_reset` resets the card).
     #[must_use]
     pub const fn spec(self) -> FileSpec {
         match self {
-            DebugFile::LogBuf => FileSpec::new("log_buf", 0o444, Show::Raw, Store::None),
-            DebugFile::PostCode => FileSpec::new("post_code", 0o444, Show::Line, Store::None),
-            DebugFile::Smpt => FileSpec::new("smpt", 0o444, Show::Dump, Store::None),
-            DebugFile::Dp => FileSpec::new("dp", 0o444, Show::Dump, Store::None),
-            DebugFile::VdevInfo => FileSpec::new("vdev_info", 0o444, Show::Dump, Store::None),
-            DebugFile::SoftReset => FileSpec::new("soft_reset", 0o444, Show::Action, Store::None),
+            DebugFile::LogBuf => FileSpec::new("log_buf", 0o400, Show::Raw, Store::None),
+            DebugFile::PostCode => FileSpec::new("post_code", 0o400, Show::Line, Store::None),
+            DebugFile::Smpt => FileSpec::new("smpt", 0o400, Show::Dump, Store::None),
+            DebugFile::Dp => FileSpec::new("dp", 0o400, Show::Dump, Store::None),
+            DebugFile::VdevInfo => FileSpec::new("vdev_info", 0o400, Show::Dump, Store::None),
+            DebugFile::SoftReset => FileSpec::new("soft_reset", 0o400, Show::Action, Store::None),
         }
     }
 
@@ -225,6 +229,20 @@ impl fmt::Display for DebugFile {
         f.write_str(self.file_name())
     }
 }
+
+/// Permission bits of every debugfs directory: debugfs is mounted 0700
+/// (the kernel's `DEBUGFS_DEFAULT_MODE`), so nobody but root reaches a
+/// file below it whatever the file's own mode. micemu serves each debugfs
+/// directory with this mode and refuses every request from anyone else.
+pub const DEBUGFS_DIR_MODE: u16 = 0o700;
+
+/// The most a sysfs store receives from one `write(2)`: kernfs cuts a
+/// longer write to one page, and `write(2)` returns this many bytes.
+pub const STORE_MAX: usize = 4096;
+
+/// The longest `cmdline` a store accepts: what the card's command-line
+/// buffer holds without its NUL.
+pub const CMDLINE_STORE_MAX: usize = crate::host::boot::CMDLINE_SIZE - 1;
 
 /// The rows of every sysfs attribute, in [`Attr::ALL`] order.
 pub const SYSFS_FILES: [FileSpec; Attr::ALL.len()] = {
@@ -261,9 +279,24 @@ pub enum StoreValue<'a> {
     Hex(u64),
 }
 
-/// Applies `spec`'s store rule to the bytes of one `write(2)`; the error is
-/// the errno (positive) the store returns.
+/// What a store sees of the bytes of one `write(2)`: at most
+/// [`STORE_MAX`] of them (kernfs cuts the rest), read as a C string (the
+/// stores compare with `sysfs_streq` and copy with `strncpy`, which end at
+/// the first NUL).
+#[must_use]
+pub fn store_input(data: &[u8]) -> &[u8] {
+    let data = &data[..data.len().min(STORE_MAX)];
+    match data.iter().position(|&b| b == 0) {
+        Some(nul) => &data[..nul],
+        None => data,
+    }
+}
+
+/// Applies `spec`'s store rule to the bytes of one `write(2)` (as
+/// [`store_input`] cuts them); the error is the errno (positive) the store
+/// returns.
 pub fn parse_store<'a>(spec: &FileSpec, data: &'a [u8]) -> Result<StoreValue<'a>, i32> {
+    let data = store_input(data);
     let text = || core::str::from_utf8(data).map_err(|_| errno::EINVAL);
     match spec.store {
         Store::None => Err(errno::EACCES),
@@ -271,6 +304,10 @@ pub fn parse_store<'a>(spec: &FileSpec, data: &'a [u8]) -> Result<StoreValue<'a>
             .map(StoreValue::State)
             .ok_or(errno::EINVAL),
         Store::Text => Ok(StoreValue::Text(strip_newline(text()?))),
+        Store::Cmdline => match strip_newline(text()?) {
+            line if line.len() > CMDLINE_STORE_MAX => Err(errno::E2BIG),
+            line => Ok(StoreValue::Text(line)),
+        },
         Store::BootMode => BootMode::from_sysfs(text()?)
             .map(StoreValue::BootMode)
             .ok_or(errno::EINVAL),
@@ -318,7 +355,10 @@ mod tests {
         for d in DebugFile::ALL {
             assert_eq!(DebugFile::from_name(d.file_name()), Some(d));
             assert!(!d.spec().is_writable());
+            // Root's: no bit for group or others, on files or directories.
+            assert_eq!(d.spec().mode & 0o077, 0, "{d}");
         }
+        assert_eq!(DEBUGFS_DIR_MODE, 0o700);
         assert_eq!(Attr::from_name("nope"), None);
     }
 
@@ -341,6 +381,64 @@ mod tests {
         assert_eq!(parse_store(&h, b"zz"), Err(errno::EINVAL));
         assert_eq!(parse_store(&h, b"1ffffffffffffffff"), Err(errno::ERANGE));
         assert_eq!(parse_store(&Attr::Family.spec(), b"x"), Err(errno::EACCES));
+    }
+
+    #[test]
+    fn stores_see_a_c_string_of_at_most_a_page() {
+        // sysfs_streq: one trailing newline, no more.
+        let b = Attr::Bootmode.spec();
+        assert_eq!(parse_store(&b, b"linux\n\n"), Err(errno::EINVAL));
+        assert_eq!(
+            parse_store(&b, b"linux\n"),
+            Ok(StoreValue::BootMode(BootMode::Linux))
+        );
+        // A store ends at the first NUL: nothing after it is compared or kept.
+        assert_eq!(
+            parse_store(&b, b"elf\0junk"),
+            Ok(StoreValue::BootMode(BootMode::Elf))
+        );
+        let st = Attr::State.spec();
+        assert_eq!(
+            parse_store(&st, b"boot\0"),
+            Ok(StoreValue::State(StateRequest::Boot))
+        );
+        let fw = Attr::Firmware.spec();
+        assert_eq!(
+            parse_store(&fw, b"mic/uos.img\0../../etc/passwd"),
+            Ok(StoreValue::Text("mic/uos.img"))
+        );
+        assert_eq!(parse_store(&fw, b"\0mic/uos.img"), Ok(StoreValue::Text("")));
+        assert_eq!(
+            parse_store(&Attr::LogBufAddr.spec(), b"10\0zz"),
+            Ok(StoreValue::Hex(16))
+        );
+        // kernfs hands a store at most a page of a longer write.
+        let long = [b'a'; STORE_MAX + 100];
+        assert_eq!(store_input(&long).len(), STORE_MAX);
+        match parse_store(&fw, &long) {
+            Ok(StoreValue::Text(t)) => assert_eq!(t.len(), STORE_MAX),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store_input(b"ab\0cd\0"), b"ab");
+    }
+
+    #[test]
+    fn cmdline_longer_than_the_card_buffer_is_e2big() {
+        let c = Attr::Cmdline.spec();
+        let max = "x".repeat(CMDLINE_STORE_MAX);
+        assert_eq!(
+            parse_store(&c, max.as_bytes()),
+            Ok(StoreValue::Text(max.as_str()))
+        );
+        // The newline does not count.
+        let with_nl = std::format!("{max}\n");
+        assert_eq!(
+            parse_store(&c, with_nl.as_bytes()),
+            Ok(StoreValue::Text(max.as_str()))
+        );
+        let over = "x".repeat(CMDLINE_STORE_MAX + 1);
+        assert_eq!(parse_store(&c, over.as_bytes()), Err(errno::E2BIG));
+        assert_eq!(CMDLINE_STORE_MAX, 2047);
     }
 
     #[test]

@@ -72,11 +72,14 @@ pub enum BootError {
 }
 
 impl BootError {
-    /// The errno (positive) the sysfs store returns.
+    /// The errno (positive) the sysfs store returns: E2BIG for a command
+    /// line the card's buffer cannot hold (with the driver's ` mem=` first),
+    /// EIO when card memory cannot be written, EINVAL for the rest.
     #[must_use]
     pub const fn errno(&self) -> i32 {
         match self {
             BootError::Mem(_) => errno::EIO,
+            BootError::CmdlineTooLong => errno::E2BIG,
             _ => errno::EINVAL,
         }
     }
@@ -455,6 +458,7 @@ mod tests {
     #[test]
     fn errnos() {
         assert_eq!(BootError::FirmwareNotReady.errno(), errno::EINVAL);
+        assert_eq!(BootError::CmdlineTooLong.errno(), errno::E2BIG);
         assert_eq!(
             BootError::Mem(MemError::OutOfBounds { addr: 0, len: 1 }).errno(),
             errno::EIO

@@ -117,6 +117,30 @@ pub const fn stepping(revision: u8) -> &'static str {
     }
 }
 
+/// A card's device name, `mic%d` as the driver names it (`"mic3"` → 3):
+/// `mic`, then a decimal number without sign or leading zeros — the only
+/// spelling a card's sysfs and debugfs directories have.
+#[must_use]
+pub fn parse_card_name(name: &str) -> Option<u32> {
+    name.strip_prefix("mic").and_then(parse_card_number)
+}
+
+/// A card named by its device name or by its bare number (`"mic3"` or
+/// `"3"`), each in [`parse_card_name`]'s canonical spelling.
+#[must_use]
+pub fn parse_card_id(s: &str) -> Option<u32> {
+    parse_card_name(s).or_else(|| parse_card_number(s))
+}
+
+fn parse_card_number(s: &str) -> Option<u32> {
+    let canonical = match s.as_bytes() {
+        [] => false,
+        [b'0'] => true,
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
+    };
+    if canonical { s.parse().ok() } else { None }
+}
+
 /// The `ipaddr` attribute: the address in the (last)
 /// `ifcfg=static;address,A;...` option of `cmdline`, if any.
 #[must_use]
@@ -185,6 +209,36 @@ mod tests {
         assert_eq!(stepping(0x11), "B1");
         assert_eq!(stepping(0x20), "C0");
         assert_eq!(stepping(0x30), "??");
+    }
+
+    #[test]
+    fn card_names() {
+        assert_eq!(parse_card_name("mic0"), Some(0));
+        assert_eq!(parse_card_name("mic10"), Some(10));
+        assert_eq!(parse_card_name("mic4294967295"), Some(u32::MAX));
+        for bad in [
+            "mic",
+            "mic+1",
+            "mic-1",
+            "mic01",
+            "mic00",
+            "mic1a",
+            "micro",
+            "mic 1",
+            "1",
+            "+1",
+            "MIC1",
+            "mic4294967296",
+            "mic99999999999",
+        ] {
+            assert_eq!(parse_card_name(bad), None, "{bad}");
+        }
+        assert_eq!(parse_card_id("mic7"), Some(7));
+        assert_eq!(parse_card_id("7"), Some(7));
+        assert_eq!(parse_card_id("0"), Some(0));
+        for bad in ["+1", "01", "", "-0", " 1", "mic01", "mic+1"] {
+            assert_eq!(parse_card_id(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -15,9 +15,16 @@
 //! * every `open` gets its own handle and `FOPEN_DIRECT_IO`, so every read
 //!   reaches us (no page cache);
 //! * a read at offset 0 calls [`Backend::read`] and keeps the result in the
-//!   handle; reads further on serve that snapshot, so a value is never torn;
-//! * each `write(2)` is one [`Backend::write`] ("store") of exactly that
-//!   buffer, whose errno is what `write(2)` returns;
+//!   handle; reads further on serve that snapshot, so a value is never torn.
+//!   Handles that read the same bytes share one copy, and a mount keeps at
+//!   most 32 MiB of them in all: past that a handle keeps nothing and each
+//!   of its reads shows afresh;
+//! * each `write(2)` is one [`Backend::write`] ("store") of that buffer, cut
+//!   to a page as kernfs cuts it, whose errno is what `write(2)` returns;
+//! * debugfs (`kernel/debug` and below) is root's: its directories are
+//!   0700, and every request on it from anyone else (a handle opened by
+//!   root and passed on included) fails with `EACCES`. (The user micemu
+//!   runs as owns it, when that is not root.)
 //! * `poll` behaves like `sysfs_notify`/`kernfs_generic_poll`: a handle is
 //!   "changed" (`POLLPRI|POLLERR` on top of the default mask) once
 //!   [`PollHub::notify`] bumped the file's event counter after the handle's
@@ -26,12 +33,13 @@
 mod hub;
 mod mount;
 mod ops;
+mod snapshot;
 mod tree;
 
 use std::fmt;
 
 pub use hub::PollHub;
-pub use mount::{Mount, MountError, mount};
+pub use mount::{Mount, MountError, mount, unmount_dead};
 
 /// A `libc` errno value (positive, e.g. `libc::EINVAL`).
 pub type Errno = i32;

@@ -40,10 +40,10 @@ pub enum MountError {
         #[source]
         source: Option<io::Error>,
     },
-    /// Something is already mounted at the mount point.
+    /// Something that answers is already mounted at the mount point.
     #[error(
-        "{} is already a mount point (another micemu serving it?); stop it or unmount it \
-         (`umount {}`) and retry",
+        "{} is already a mount point and its server answers (another micemu serving it?); \
+         stop it or unmount it (`umount {}`) and retry",
         path.display(),
         path.display()
     )]
@@ -51,10 +51,21 @@ pub enum MountError {
         /// The mount point.
         path: PathBuf,
     },
+    /// A FUSE mount whose server neither answers nor is proven gone.
+    #[error(
+        "{} is a FUSE mount whose server does not answer (a stopped micemu?); resume or stop \
+         that process; if it was killed, `micemu --force` unmounts what it left",
+        path.display()
+    )]
+    Unresponsive {
+        /// The mount point.
+        path: PathBuf,
+    },
     /// A dead FUSE mount occupies the mount point.
     #[error(
-        "a previous micemu left a dead FUSE mount at {} (Transport endpoint is not connected); \
-         run `umount -l {}` (or `fusermount3 -u {}`) and retry",
+        "a previous micemu left a dead FUSE mount at {} (its server is gone: Transport endpoint \
+         is not connected); start micemu with --force to unmount it, or run `umount -l {}` \
+         (or `fusermount3 -u {}`) and retry",
         path.display(),
         path.display(),
         path.display()
@@ -63,8 +74,8 @@ pub enum MountError {
         /// The mount point.
         path: PathBuf,
     },
-    /// Any other I/O failure.
-    #[error("{what} {}: {source}", path.display())]
+    /// Any other I/O failure (the cause is the source).
+    #[error("{what} {}", path.display())]
     Io {
         /// What was being done.
         what: &'static str,
@@ -260,6 +271,91 @@ impl Drop for Mount {
     }
 }
 
+/// What asking a mount point's file system for its statistics showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// It answered: a live server.
+    Answers,
+    /// ENOTCONN: the kernel says the FUSE connection is gone.
+    Dead,
+    /// No answer within [`PROBE_TIMEOUT`] (a stopped server), or another error.
+    Silent,
+}
+
+/// How long a mount point's server may take to answer a probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `statfs(2)` on `path`, which a FUSE mount always passes to its server
+/// (no cached answer), so a dead connection shows as ENOTCONN.
+fn probe(path: &Path) -> Probe {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = path.to_path_buf();
+    // A stopped server never answers: the probe runs on a thread of its own,
+    // left behind (blocked in the kernel) if it does not return in time.
+    let spawned = std::thread::Builder::new()
+        .name("micemu-probe".into())
+        .spawn(move || {
+            let _ = tx.send(nix::sys::statfs::statfs(&target));
+        });
+    if spawned.is_err() {
+        return Probe::Silent;
+    }
+    // TIMEOUT: PROBE_TIMEOUT bounds the wait for the server's answer.
+    match rx.recv_timeout(PROBE_TIMEOUT) {
+        Ok(Ok(_)) => Probe::Answers,
+        Ok(Err(nix::errno::Errno::ENOTCONN)) => Probe::Dead,
+        Ok(Err(_)) | Err(_) => Probe::Silent,
+    }
+}
+
+/// `path` without resolving its last component (which may be a dead mount
+/// that cannot be looked at).
+fn canonical_parent(path: &Path) -> io::Result<PathBuf> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            Ok(parent.canonicalize()?.join(name))
+        }
+        _ => path.canonicalize(),
+    }
+}
+
+/// Unmounts (lazily, as `umount -l`) every FUSE mount at `sys_dir` that is
+/// proven dead: the kernel answers ENOTCONN for it. A mount that answers,
+/// or does not answer at all, is left alone. Returns how many were removed.
+pub fn unmount_dead(sys_dir: &Path) -> Result<usize, MountError> {
+    let path = canonical_parent(sys_dir).map_err(|source| MountError::Io {
+        what: "resolving mount point",
+        path: sys_dir.to_path_buf(),
+        source,
+    })?;
+    let mut removed = 0;
+    // Mounts stack: a micemu killed twice leaves two. Bounded all the same.
+    for _ in 0..16 {
+        let mounts = mountinfo().map_err(|source| MountError::Io {
+            what: "reading",
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+        let top = mounts.iter().rev().find(|m| m.point == path);
+        if !top.is_some_and(MountEntry::is_fuse) || probe(&path) != Probe::Dead {
+            break;
+        }
+        umount2(&path, MntFlags::MNT_DETACH).map_err(|e| MountError::Io {
+            what: "unmounting the dead FUSE mount at",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        log::warn!("unmounted a dead FUSE mount at {}", path.display());
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Checks the mount point before mounting; returns its canonical path.
 fn preflight(sys_dir: &Path) -> Result<PathBuf, MountError> {
     let io_err = |what, source| MountError::Io {
@@ -293,10 +389,18 @@ fn preflight(sys_dir: &Path) -> Result<PathBuf, MountError> {
         path: "/proc/self/mountinfo".into(),
         source: e,
     })?;
-    if mounts.iter().any(|m| m.point == path) {
-        return Err(MountError::Busy { path });
+    // The newest mount at the point is the one a lookup reaches. Its root's
+    // attributes may still be cached after its server died, so only asking
+    // the server tells a live mount from a dead one.
+    match mounts.iter().rev().find(|m| m.point == path) {
+        None => Ok(path),
+        Some(m) if !m.is_fuse() => Err(MountError::Busy { path }),
+        Some(_) => Err(match probe(&path) {
+            Probe::Answers => MountError::Busy { path },
+            Probe::Dead => MountError::StaleMount { path },
+            Probe::Silent => MountError::Unresponsive { path },
+        }),
     }
-    Ok(path)
 }
 
 fn check_dev_fuse() -> Result<(), MountError> {
@@ -341,6 +445,14 @@ struct MountEntry {
     /// `major << 20 | minor`.
     dev: u64,
     point: PathBuf,
+    /// The file system type (`fuse`, `fuse.micemu`, `tmpfs`, ...).
+    fstype: String,
+}
+
+impl MountEntry {
+    fn is_fuse(&self) -> bool {
+        self.fstype == "fuse" || self.fstype.starts_with("fuse.")
+    }
 }
 
 fn mountinfo() -> io::Result<Vec<MountEntry>> {
@@ -353,12 +465,15 @@ fn parse_mountinfo(text: &[u8]) -> Vec<MountEntry> {
             let mut fields = line.split(|&b| b == b' ');
             let dev = fields.nth(2)?;
             let point = fields.nth(1)?;
+            // Optional fields, then "-", then the file system type.
+            let fstype = fields.skip_while(|&f| f != b"-").nth(1)?;
             let dev = std::str::from_utf8(dev).ok()?;
             let (major, minor) = dev.split_once(':')?;
             let dev = (major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?;
             Some(MountEntry {
                 dev,
                 point: PathBuf::from(OsString::from_vec(unescape(point))),
+                fstype: String::from_utf8_lossy(fstype).into_owned(),
             })
         })
         .collect()
@@ -397,6 +512,8 @@ mod tests {
         assert_eq!(m[0].dev, (98 << 20));
         assert_eq!(m[1].point, Path::new("/tmp/x/sys"));
         assert_eq!(m[1].dev, 57);
+        assert_eq!((m[0].fstype.as_str(), m[0].is_fuse()), ("ext3", false));
+        assert_eq!((m[1].fstype.as_str(), m[1].is_fuse()), ("fuse.micemu", true));
     }
 
     #[test]
@@ -405,6 +522,12 @@ mod tests {
         let stale = MountError::StaleMount { path: p.clone() }.to_string();
         assert!(stale.contains("umount -l /r/sys"), "{stale}");
         assert!(stale.contains("fusermount3 -u /r/sys"), "{stale}");
+        assert!(stale.contains("--force"), "{stale}");
+        let silent = MountError::Unresponsive {
+            path: "/r/sys".into(),
+        }
+        .to_string();
+        assert!(silent.contains("does not answer"), "{silent}");
         let busy = MountError::Busy { path: p }.to_string();
         assert!(busy.contains("already a mount point"), "{busy}");
         let unavailable = MountError::FuseUnavailable {

@@ -14,7 +14,10 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
+use mic_core::host::attrs::{DEBUGFS_DIR_MODE, STORE_MAX};
+
 use super::hub::PollHub;
+use super::snapshot::{Snapshot, Snapshots};
 use super::tree::Node;
 use super::{Backend, Tree, WriteDone};
 
@@ -23,7 +26,11 @@ use super::{Backend, Tree, WriteDone};
 /// resolve once, not on every open by a tool that starts afresh.
 const TTL: Duration = Duration::from_secs(3600);
 /// sysfs buffers are one page: `show` output and `store` input are bounded by it.
-const PAGE_SIZE: usize = 4096;
+const PAGE_SIZE: usize = STORE_MAX;
+/// The most a mount keeps of shows for its open files, all together (see
+/// [`Snapshots`]): room for the largest card log (16 MiB) beside as much
+/// again of everything else.
+const SNAPSHOT_BUDGET: usize = 32 << 20;
 /// kernfs `DEFAULT_POLLMASK`.
 const DEFAULT_POLLMASK: PollEvents = PollEvents::POLLIN
     .union(PollEvents::POLLOUT)
@@ -43,8 +50,9 @@ struct OpenFile {
     writable: bool,
     /// Event counter value at open or at the last read from offset 0.
     event: AtomicU64,
-    /// Content produced by the last read from offset 0 (the `seq_file` buffer).
-    snapshot: Mutex<Option<Vec<u8>>>,
+    /// Content produced by the last read from offset 0 (the `seq_file`
+    /// buffer), unless the mount's budget had no room for it.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
 }
 
 pub(crate) struct MicFs {
@@ -53,6 +61,9 @@ pub(crate) struct MicFs {
     /// Identifies this mount's waiters in the hub.
     mount_id: u64,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    snapshots: Snapshots,
+    /// Who debugfs belongs to: the user micemu runs as (root, normally).
+    owner: (u32, u32),
     time: SystemTime,
 }
 
@@ -67,8 +78,23 @@ impl MicFs {
             hub,
             mount_id,
             handles: Mutex::new(HashMap::new()),
+            snapshots: Snapshots::new(SNAPSHOT_BUDGET),
+            owner: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
             time: SystemTime::now(),
         }
+    }
+
+    /// Whether `req` comes from someone debugfs belongs to. The kernel
+    /// keeps everyone else out of debugfs at its 0700 mount point; here a
+    /// handle opened by root and passed on is refused too, on every request.
+    fn privileged(&self, req: &Request) -> bool {
+        req.uid() == 0 || req.uid() == self.owner.0
+    }
+
+    /// Whether `req` may not touch `node` (a node inside debugfs, asked by
+    /// someone debugfs does not belong to).
+    fn denied(&self, req: &Request, node: Node) -> bool {
+        node.in_debugfs() && !self.privileged(req)
     }
 
     fn node(&self, ino: INodeNo) -> Option<Node> {
@@ -86,8 +112,15 @@ impl MicFs {
                 };
                 (FileType::RegularFile, mode, 1, size)
             }
+            dir if dir.in_debugfs() => (
+                FileType::Directory,
+                DEBUGFS_DIR_MODE,
+                2 + dir.subdirs(&*self.backend),
+                0,
+            ),
             dir => (FileType::Directory, 0o755, 2 + dir.subdirs(&*self.backend), 0),
         };
+        let (uid, gid) = if node.in_debugfs() { self.owner } else { (0, 0) };
         FileAttr {
             ino: node.ino(),
             size,
@@ -99,8 +132,8 @@ impl MicFs {
             kind,
             perm,
             nlink,
-            uid: 0,
-            gid: 0,
+            uid,
+            gid,
             rdev: 0,
             blksize: PAGE_SIZE as u32,
             flags: 0,
@@ -113,12 +146,15 @@ impl MicFs {
 }
 
 impl Filesystem for MicFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(dir) = self.node(parent) else {
             return reply.error(FuseErrno::ENOENT);
         };
         if !dir.is_dir() {
             return reply.error(FuseErrno::ENOTDIR);
+        }
+        if self.denied(req, dir) {
+            return reply.error(FuseErrno::EACCES);
         }
         match dir.child(name.as_bytes(), &*self.backend) {
             Some(node) => reply.entry(&TTL, &self.attr(node), Generation(0)),
@@ -126,8 +162,12 @@ impl Filesystem for MicFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.node(ino) {
+            // debugfs's mount point itself may be looked at by anyone.
+            Some(node) if node != Node::KernelDebug && self.denied(req, node) => {
+                reply.error(FuseErrno::EACCES);
+            }
             Some(node) => reply.attr(&TTL, &self.attr(node)),
             None => reply.error(FuseErrno::ENOENT),
         }
@@ -135,7 +175,7 @@ impl Filesystem for MicFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -154,6 +194,9 @@ impl Filesystem for MicFs {
         let Some(node) = self.node(ino) else {
             return reply.error(FuseErrno::ENOENT);
         };
+        if self.denied(req, node) {
+            return reply.error(FuseErrno::EACCES);
+        }
         // Truncation (open with O_TRUNC, as `echo x > attr` does) and time
         // updates are accepted and ignored, as by sysfs. Ownership and
         // permissions are fixed.
@@ -223,8 +266,9 @@ impl Filesystem for MicFs {
         reply.error(FuseErrno::EACCES);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (tree, card, idx) = match self.node(ino) {
+            Some(node) if self.denied(req, node) => return reply.error(FuseErrno::EACCES),
             Some(Node::File(tree, card, idx)) => (tree, card, idx),
             Some(_) => return reply.error(FuseErrno::EISDIR),
             None => return reply.error(FuseErrno::ENOENT),
@@ -260,7 +304,7 @@ impl Filesystem for MicFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -275,12 +319,18 @@ impl Filesystem for MicFs {
         if !file.readable {
             return reply.error(FuseErrno::EBADF);
         }
+        if file.tree == Tree::Debugfs && !self.privileged(req) {
+            return reply.error(FuseErrno::EACCES);
+        }
         let mut snapshot = lock(&file.snapshot);
+        // A show served once because the budget had no room to keep it.
+        let mut unkept = None;
         if offset == 0 || snapshot.is_none() {
             // As kernfs_seq_show: remember the event before calling show, so
             // a notify racing with it is reported by the next poll.
             file.event
                 .store(self.hub.event(file.card, file.tree, file.name), Ordering::SeqCst);
+            *snapshot = None;
             match self.backend.read(file.card, file.tree, file.name) {
                 Ok(mut data) => {
                     if file.tree == Tree::Sysfs && data.len() >= PAGE_SIZE {
@@ -292,15 +342,19 @@ impl Filesystem for MicFs {
                         );
                         data.truncate(PAGE_SIZE - 1);
                     }
-                    *snapshot = Some(data);
+                    match self.snapshots.keep((file.tree, file.card, file.name), data) {
+                        Ok(kept) => *snapshot = Some(kept),
+                        Err(data) => unkept = Some(data),
+                    }
                 }
-                Err(errno) => {
-                    *snapshot = None;
-                    return reply.error(FuseErrno::from_i32(errno));
-                }
+                Err(errno) => return reply.error(FuseErrno::from_i32(errno)),
             }
         }
-        let data = snapshot.as_deref().unwrap_or_default();
+        let data: &[u8] = match (&unkept, &*snapshot) {
+            (Some(data), _) => data,
+            (None, Some(kept)) => kept,
+            (None, None) => &[],
+        };
         let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
         let end = start.saturating_add(size as usize).min(data.len());
         reply.data(&data[start..end]);
@@ -308,7 +362,7 @@ impl Filesystem for MicFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _offset: u64,
@@ -324,13 +378,19 @@ impl Filesystem for MicFs {
         if !file.writable {
             return reply.error(FuseErrno::EBADF);
         }
+        if file.tree == Tree::Debugfs && !self.privileged(req) {
+            return reply.error(FuseErrno::EACCES);
+        }
         if data.is_empty() {
             return reply.written(0);
         }
-        // sysfs attributes have atomic_write_len = PAGE_SIZE.
-        if file.tree == Tree::Sysfs && data.len() > PAGE_SIZE {
-            return reply.error(FuseErrno::E2BIG);
-        }
+        // kernfs hands a store at most a page and write(2) returns what the
+        // store took; the caller writes the rest again (a second store).
+        let data = if file.tree == Tree::Sysfs {
+            &data[..data.len().min(STORE_MAX)]
+        } else {
+            data
+        };
         let done = WriteDone::new(reply, data.len() as u32);
         self.backend.write(file.card, file.tree, file.name, data, done);
     }
@@ -369,18 +429,22 @@ impl Filesystem for MicFs {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
+            Some(node) if self.denied(req, node) => reply.error(FuseErrno::EACCES),
             Some(node) if node.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Some(_) => reply.error(FuseErrno::ENOTDIR),
             None => reply.error(FuseErrno::ENOENT),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let Some(dir) = self.node(ino) else {
             return reply.error(FuseErrno::ENOENT);
         };
+        if self.denied(req, dir) {
+            return reply.error(FuseErrno::EACCES);
+        }
         if !dir.is_dir() {
             return reply.error(FuseErrno::ENOTDIR);
         }
@@ -404,12 +468,17 @@ impl Filesystem for MicFs {
         reply.statfs(0, 0, 0, 0, 0, PAGE_SIZE as u32, 255, PAGE_SIZE as u32);
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        if self.node(ino).is_some_and(|n| self.denied(req, n)) {
+            return reply.error(FuseErrno::EACCES);
+        }
         reply.error(FuseErrno::NO_XATTR);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.node(ino).is_some_and(|n| self.denied(req, n)) {
+            reply.error(FuseErrno::EACCES);
+        } else if size == 0 {
             reply.size(0);
         } else {
             reply.data(&[]);
@@ -449,7 +518,7 @@ impl Filesystem for MicFs {
 
     fn poll(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         ph: PollNotifier,
@@ -460,6 +529,9 @@ impl Filesystem for MicFs {
         let Some(file) = self.handle(fh) else {
             return reply.error(FuseErrno::EBADF);
         };
+        if file.tree == Tree::Debugfs && !self.privileged(req) {
+            return reply.error(FuseErrno::EACCES);
+        }
         // Like kernfs_generic_poll's poll_wait, register whenever someone
         // waits, changed or not: an epoll waiter stays queued after being
         // told about a change and must hear about the next one too.

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use fuser::INodeNo;
+use mic_core::host::sysfs::parse_card_name;
 
 use super::{Backend, Tree};
 
@@ -87,6 +88,15 @@ impl Node {
         Some(node)
     }
 
+    /// Whether the node is debugfs or below it (`kernel/debug` is its
+    /// mount point): root's only.
+    pub(crate) fn in_debugfs(self) -> bool {
+        matches!(
+            self,
+            Node::KernelDebug | Node::MicHost | Node::Card(Tree::Debugfs, _) | Node::File(Tree::Debugfs, ..)
+        )
+    }
+
     pub(crate) fn is_dir(self) -> bool {
         !matches!(self, Node::File(..))
     }
@@ -139,15 +149,8 @@ impl Node {
                 } else {
                     Tree::Debugfs
                 };
-                let digits = name.strip_prefix(b"mic")?;
                 // Exactly the canonical spelling: no sign, no leading zeros.
-                if digits.is_empty()
-                    || !digits.iter().all(u8::is_ascii_digit)
-                    || (digits.len() > 1 && digits[0] == b'0')
-                {
-                    return None;
-                }
-                let card: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+                let card = parse_card_name(std::str::from_utf8(name).ok()?)?;
                 (card < backend.card_count()).then_some(Node::Card(tree, card))
             }
             Node::Card(tree, card) => backend
