@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::run_as_nobody;
+
 use libmic::klog;
 use libmic::{Error, IoLimit, MicRoot, MicState};
 
@@ -141,27 +145,6 @@ fn spawn(root: &Path, cards: u32, extra: &[&str]) -> Child {
         .unwrap();
     assert!(line.starts_with("micemu: serving"), "unexpected banner {line:?}");
     child
-}
-
-/// Runs `program args` as `nobody` (uid/gid 65534), `stdin` (if any) as
-/// its standard input: (succeeded, stdout, stderr).
-fn run_as_nobody(
-    program: &str,
-    args: &[&std::ffi::OsStr],
-    stdin: Option<std::fs::File>,
-) -> (bool, String, String) {
-    use std::os::unix::process::CommandExt as _;
-    let mut cmd = Command::new(program);
-    cmd.args(args).uid(65534).gid(65534);
-    if let Some(f) = stdin {
-        cmd.stdin(f);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 impl Emu {

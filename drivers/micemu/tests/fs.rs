@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use mic_core::host::attrs::{Show, Store as Rule};
 use micemu::fs::{self as mfs, Backend, Errno, FileSpec, Mount, MountError, PollHub, Tree, WriteDone};
 
@@ -635,21 +637,10 @@ fn unmount_with_open_files() {
     assert_eq!(env.hub.pollers(1, Tree::Sysfs, "state"), 0);
 }
 
-/// Runs `cat` as `nobody` (uid/gid 65534) with `stdin` (when given) as its
-/// standard input; returns whether it succeeded and what it printed.
+/// `cat args` as `nobody`, `stdin` (if any) as its standard input.
 fn cat_as_nobody(args: &[&Path], stdin: Option<File>) -> (bool, String, String) {
-    use std::os::unix::process::CommandExt as _;
-    let mut cmd = std::process::Command::new("cat");
-    cmd.args(args).uid(65534).gid(65534);
-    if let Some(f) = stdin {
-        cmd.stdin(f);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|p| p.as_os_str()).collect();
+    support::run_as_nobody("cat", &args, stdin)
 }
 
 #[test]
