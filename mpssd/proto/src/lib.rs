@@ -1,0 +1,675 @@
+//! The mpssd control-socket protocol, version [`VERSION`]: the message
+//! types and their encoding, and nothing else — no I/O (the model is
+//! Firecracker's `rpc_interface.rs`: request, response, event and error
+//! types in one small crate both ends share).
+//!
+//! Framing: one JSON object per line (`\n`-terminated, UTF-8), at most
+//! [`MAX_FRAME`] bytes including the newline. Every frame carries the
+//! protocol version as `"v"`; a frame of another version is refused with
+//! [`ErrorCode::UnsupportedVersion`] before anything else is looked at.
+//!
+//! - client → daemon: [`ClientFrame`] (a [`Request`] and an optional `id`
+//!   the answer echoes);
+//! - daemon → client: [`ServerFrame`]: an answer ([`ServerBody::Ok`] with a
+//!   [`Response`], or [`ServerBody::Error`]) or an [`Event`] (only after
+//!   [`Request::Subscribe`]).
+//!
+//! `mpssd/PROTOCOL.md` documents the protocol; `mpssd/schema/` has its JSON
+//! Schema, which the tests hold to the encoding of these types.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use mic_core::abi::{MicState, MicStatus};
+use serde::{Deserialize, Serialize};
+
+mod framing;
+pub use framing::{FrameError, LineDecoder};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u32 = 1;
+
+/// The longest frame either side accepts, newline included.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// The control socket, relative to the root (`DIR/run/mpssd/control.sock`).
+pub const SOCKET_PATH: &str = "run/mpssd/control.sock";
+
+// ---- client → daemon ------------------------------------------------------
+
+/// One request frame: `{"v":1,"id":7,"request":"status"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    pub v: u32,
+    /// Echoed in the answer; lets a client match answers to requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl ClientFrame {
+    /// A frame of this version.
+    #[must_use]
+    pub fn new(id: Option<u64>, request: Request) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            request,
+        }
+    }
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// The daemon and every card ([`Response::Status`]).
+    Status,
+    /// One card ([`Response::Card`]).
+    CardStatus { card: u32 },
+    /// Turns this connection into an event stream ([`Response::Subscribed`],
+    /// then [`Event`] frames until the connection closes).
+    Subscribe,
+    /// Re-reads the configuration file ([`Response::Reloaded`]).
+    ReloadConfig,
+    /// Attaches this connection to a card's console.
+    ConsoleAttach { card: u32, mode: ConsoleMode },
+    /// Detaches from a card's console.
+    ConsoleDetach { card: u32 },
+    /// Swaps a card's block backing file (`path`: the new file; `None`:
+    /// re-read it from the configuration).
+    BlockSwap {
+        card: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+}
+
+impl Request {
+    /// The `request` tag, for logs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::CardStatus { .. } => "card_status",
+            Request::Subscribe => "subscribe",
+            Request::ReloadConfig => "reload_config",
+            Request::ConsoleAttach { .. } => "console_attach",
+            Request::ConsoleDetach { .. } => "console_detach",
+            Request::BlockSwap { .. } => "block_swap",
+        }
+    }
+}
+
+/// How a console client is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleMode {
+    ReadWrite,
+    ReadOnly,
+}
+
+// ---- daemon → client ------------------------------------------------------
+
+/// One frame from the daemon: `{"v":1,"id":7,"ok":{...}}`,
+/// `{"v":1,"id":7,"error":{...}}` or `{"v":1,"event":{...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerFrame {
+    pub v: u32,
+    /// The `id` of the request answered (absent on events and on answers to
+    /// requests that had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub body: ServerBody,
+}
+
+impl ServerFrame {
+    #[must_use]
+    pub fn ok(id: Option<u64>, response: Response) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            body: ServerBody::Ok(response),
+        }
+    }
+
+    #[must_use]
+    pub fn error(id: Option<u64>, error: ErrorBody) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            body: ServerBody::Error(error),
+        }
+    }
+
+    #[must_use]
+    pub fn event(event: Event) -> Self {
+        Self {
+            v: VERSION,
+            id: None,
+            body: ServerBody::Event(event),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerBody {
+    Ok(Response),
+    Error(ErrorBody),
+    Event(Event),
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    Status(DaemonStatus),
+    Card(CardStatus),
+    /// Events follow on this connection.
+    Subscribed,
+    Reloaded(ReloadResult),
+}
+
+/// The daemon and its cards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// mpssd's version.
+    pub version: String,
+    /// The protocol version (= `v`).
+    pub protocol: u32,
+    pub pid: u32,
+    pub root: String,
+    pub config_file: String,
+    /// Unix time (ms) the running configuration was loaded.
+    pub config_loaded_ms: u64,
+    pub started_ms: u64,
+    /// Connected control clients, this one included.
+    pub clients: u32,
+    pub cards: Vec<CardStatus>,
+}
+
+/// One card as its supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardStatus {
+    pub card: u32,
+    /// `micN`.
+    pub name: String,
+    /// The sysfs `state` last read; `None` if it could not be read.
+    #[serde(with = "opt_state")]
+    pub state: Option<MicState>,
+    /// The sysfs `shutdown_status` last read.
+    #[serde(with = "opt_status")]
+    pub shutdown_status: Option<MicStatus>,
+    pub supervisor: SupervisorState,
+    /// Unix time (ms) the supervisor entered its state.
+    pub since_ms: u64,
+    /// Whether the card was found running when mpssd started (adopted, not
+    /// booted by this mpssd).
+    pub adopted: bool,
+    /// Boots this mpssd requested.
+    pub boots: u64,
+    /// Crashes seen.
+    pub crashes: u64,
+    /// Crashes within the crash-loop window.
+    pub recent_crashes: u32,
+    /// Unix time (ms) of the next boot, while in `backoff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_boot_ms: Option<u64>,
+    /// Devices served for this card (empty until backends exist).
+    pub devices: Vec<DeviceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<CrashSummary>,
+    /// The last thing that went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What the supervisor of one card is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorState {
+    /// Reading the card's state at start.
+    Adopting,
+    /// The card is offline, its devices ready; waiting for a boot.
+    Idle,
+    /// The card is online and served.
+    Running,
+    /// The card is shutting down: waiting for its final shutdown status.
+    ShuttingDown,
+    /// Stopping the card's device backends.
+    StoppingDevices,
+    /// Reset written; waiting for `offline`.
+    Resetting,
+    /// Writing `boot`.
+    Booting,
+    /// Waiting before booting a crashed card again.
+    Backoff,
+    /// Too many crashes: the card is left down until an operator boots it.
+    CrashLoop,
+    /// The card's reset failed; waiting for an operator.
+    ResetFailed,
+    /// The daemon is stopping; the card is no longer supervised.
+    Stopped,
+}
+
+impl SupervisorState {
+    pub const ALL: [SupervisorState; 11] = [
+        SupervisorState::Adopting,
+        SupervisorState::Idle,
+        SupervisorState::Running,
+        SupervisorState::ShuttingDown,
+        SupervisorState::StoppingDevices,
+        SupervisorState::Resetting,
+        SupervisorState::Booting,
+        SupervisorState::Backoff,
+        SupervisorState::CrashLoop,
+        SupervisorState::ResetFailed,
+        SupervisorState::Stopped,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SupervisorState::Adopting => "adopting",
+            SupervisorState::Idle => "idle",
+            SupervisorState::Running => "running",
+            SupervisorState::ShuttingDown => "shutting_down",
+            SupervisorState::StoppingDevices => "stopping_devices",
+            SupervisorState::Resetting => "resetting",
+            SupervisorState::Booting => "booting",
+            SupervisorState::Backoff => "backoff",
+            SupervisorState::CrashLoop => "crash_loop",
+            SupervisorState::ResetFailed => "reset_failed",
+            SupervisorState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for SupervisorState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One virtio device a backend serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// `console`, `net`, `block`.
+    pub kind: String,
+    /// What the backend is attached to (a pty, a TAP name, an image path).
+    pub target: String,
+    /// `up`, `down`, `error`.
+    pub state: String,
+    /// Counters by name (`rx_bytes`, `tx_bytes`, `requests`, `errors`,
+    /// `ring_full`, ...).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// The last crash of a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashSummary {
+    pub ts_ms: u64,
+    /// The forensics bundle directory, if one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+}
+
+/// How a configuration reload went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// Whether the configuration changed at all.
+    pub changed: bool,
+}
+
+// ---- events ---------------------------------------------------------------
+
+/// Something that happened, sent to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix time, ms.
+    pub ts_ms: u64,
+    /// The card it concerns; absent for daemon-wide events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<u32>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The card's sysfs `state` changed.
+    CardState {
+        #[serde(with = "opt_state")]
+        from: Option<MicState>,
+        #[serde(with = "state")]
+        to: MicState,
+    },
+    /// The supervisor changed state; `reason` says why.
+    Supervisor {
+        from: SupervisorState,
+        to: SupervisorState,
+        reason: String,
+    },
+    /// The card's final shutdown status (`None`: it never came within the
+    /// bound).
+    ShutdownStatus {
+        #[serde(with = "opt_status")]
+        status: Option<MicStatus>,
+        waited_ms: u64,
+    },
+    /// A crash was handled; `bundle` is the forensics directory.
+    Crash {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<String>,
+        recent_crashes: u32,
+    },
+    /// A reset ended: `offline`, `reset_failed` or `timeout`.
+    Reset { outcome: ResetOutcome, waited_ms: u64 },
+    /// The supervisor booted the card (`error`: the boot was refused).
+    Boot {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A crashed card will be booted again after `delay_ms`.
+    Backoff { delay_ms: u64, attempt: u32 },
+    /// Too many crashes: the card is left down.
+    CrashLoop { crashes: u32, window_secs: u64 },
+    /// Devices were added for the card.
+    DevicesAdded { devices: Vec<String> },
+    /// The card's devices were removed.
+    DevicesRemoved { devices: Vec<String> },
+    /// The configuration was reloaded (`error`: refused, the old one stays).
+    ConfigReloaded {
+        source: ReloadSource,
+        ok: bool,
+        changed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A daemon lifecycle step: `started`, `ready`, `stopping`.
+    Daemon { what: DaemonStep },
+    /// Something failed; the supervisor carries on.
+    Error { message: String },
+    /// This subscriber fell behind and `missed` events were dropped for it.
+    Lagged { missed: u64 },
+}
+
+impl EventKind {
+    /// The `kind` tag, for logs and metrics.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::CardState { .. } => "card_state",
+            EventKind::Supervisor { .. } => "supervisor",
+            EventKind::ShutdownStatus { .. } => "shutdown_status",
+            EventKind::Crash { .. } => "crash",
+            EventKind::Reset { .. } => "reset",
+            EventKind::Boot { .. } => "boot",
+            EventKind::Backoff { .. } => "backoff",
+            EventKind::CrashLoop { .. } => "crash_loop",
+            EventKind::DevicesAdded { .. } => "devices_added",
+            EventKind::DevicesRemoved { .. } => "devices_removed",
+            EventKind::ConfigReloaded { .. } => "config_reloaded",
+            EventKind::Daemon { .. } => "daemon",
+            EventKind::Error { .. } => "error",
+            EventKind::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// How a reset ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetOutcome {
+    Offline,
+    ResetFailed,
+    Timeout,
+    /// The reset could not be requested.
+    Error,
+}
+
+/// What made the daemon re-read its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadSource {
+    Start,
+    File,
+    Sighup,
+    Request,
+}
+
+/// A daemon lifecycle step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonStep {
+    Started,
+    /// Every card adopted (systemd READY=1).
+    Ready,
+    Stopping,
+}
+
+// ---- errors ---------------------------------------------------------------
+
+/// A refused request: `{"code":"no_such_card","message":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame's `v` is not [`VERSION`].
+    UnsupportedVersion,
+    /// Not a JSON object, no `v`, or not a known request.
+    BadRequest,
+    /// Longer than [`MAX_FRAME`]; the connection is closed.
+    FrameTooLarge,
+    /// No such card.
+    NoSuchCard,
+    /// The request needs a backend this mpssd does not have (yet).
+    NotAvailable,
+    /// The configuration file was refused; the running one stays.
+    InvalidConfig,
+    /// The daemon serves as many clients as it is configured to.
+    TooManyClients,
+    /// The daemon is stopping.
+    ShuttingDown,
+    /// The client did not finish a frame or read its answers in time.
+    Timeout,
+    /// Anything else.
+    Internal,
+}
+
+/// Why a frame could not be decoded; becomes an [`ErrorBody`] for the
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("the frame has no protocol version \"v\" (this mpssd speaks version {VERSION})")]
+    NoVersion,
+    #[error("protocol version {got} is not supported: this mpssd speaks version {VERSION}")]
+    UnsupportedVersion { got: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl DecodeError {
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+
+    #[must_use]
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// The `v` and `id` of a frame, read before the rest (so a frame of an
+/// unknown version is refused by its version, not by its contents).
+#[derive(Deserialize)]
+struct Probe {
+    v: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+}
+
+fn probe(line: &[u8]) -> Result<(Option<u64>, serde_json::Value), DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DecodeError::NotJson(format!("found {}", kind_of(&value))));
+    }
+    let p = Probe::deserialize(&value).map_err(|e| DecodeError::BadRequest(e.to_string()))?;
+    let id = p.id.as_ref().and_then(serde_json::Value::as_u64);
+    match p.v {
+        None => Err(DecodeError::NoVersion),
+        Some(v) if v.as_u64() == Some(u64::from(VERSION)) => Ok((id, value)),
+        Some(v) => Err(DecodeError::UnsupportedVersion {
+            got: truncate(&v.to_string(), 40),
+        }),
+    }
+}
+
+/// Decodes one request frame (without its newline). On failure, the `id`
+/// the frame carried (if it had one) comes back with the error, so the
+/// answer can name it.
+pub fn decode_request(line: &[u8]) -> Result<ClientFrame, (Option<u64>, DecodeError)> {
+    let (id, value) = probe(line).map_err(|e| (peek_id(line), e))?;
+    ClientFrame::deserialize(value).map_err(|e| (id, DecodeError::BadRequest(e.to_string())))
+}
+
+/// Decodes one daemon frame (without its newline).
+pub fn decode_server(line: &[u8]) -> Result<ServerFrame, DecodeError> {
+    let (_, value) = probe(line)?;
+    ServerFrame::deserialize(value).map_err(|e| DecodeError::BadRequest(e.to_string()))
+}
+
+/// Encodes a frame as one line, newline included.
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    // Serialising these types cannot fail: no maps with non-string keys, no
+    // failing Serialize impls.
+    let mut out = serde_json::to_vec(frame).unwrap_or_else(|e| {
+        format!(r#"{{"v":{VERSION},"error":{{"code":"internal","message":"encoding failed: {e}"}}}}"#)
+            .into_bytes()
+    });
+    out.push(b'\n');
+    out
+}
+
+fn peek_id(line: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    value.get("id")?.as_u64()
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Unix time in ms of a `SystemTime` (0 before the epoch).
+#[must_use]
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// ---- the sysfs strings, from mic-core's one definition ---------------------
+
+mod state {
+    use super::MicState;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(crate) fn serialize<S: Serializer>(s: &MicState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.as_str())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<MicState, D::Error> {
+        let s = String::deserialize(de)?;
+        MicState::from_sysfs(&s).ok_or_else(|| D::Error::custom(format!("unknown card state {s:?}")))
+    }
+}
+
+mod opt_state {
+    use super::MicState;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn serialize<S: Serializer>(s: &Option<MicState>, ser: S) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(s) => ser.serialize_str(s.as_str()),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<MicState>, D::Error> {
+        match Option::<String>::deserialize(de)? {
+            None => Ok(None),
+            Some(s) => MicState::from_sysfs(&s)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("unknown card state {s:?}"))),
+        }
+    }
+}
+
+mod opt_status {
+    use super::MicStatus;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn serialize<S: Serializer>(s: &Option<MicStatus>, ser: S) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(s) => ser.serialize_str(s.as_str()),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<MicStatus>, D::Error> {
+        match Option::<String>::deserialize(de)? {
+            None => Ok(None),
+            Some(s) => MicStatus::from_sysfs(&s)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("unknown shutdown status {s:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
