@@ -17,7 +17,12 @@
 //!   followed across resets ([`klog::CardLogFollower`]).
 //! - [`IoLimit`]: deadlines for every access to the driver's files, so a
 //!   hung driver costs a bounded wait and an [`Error::NoAnswer`].
+//! - [`async_wait`] (feature `tokio`): [`AsyncStateWatcher`], waiting on
+//!   `state` from tokio with the fd registered for priority and error events.
+//! - [`mpssd`] (feature `mpssd`): the client of mpssd's control socket.
 
+#[cfg(feature = "tokio")]
+pub mod async_wait;
 pub mod attrs;
 pub mod card;
 pub mod debugfs;
@@ -25,11 +30,15 @@ pub mod error;
 pub mod io;
 pub mod klog;
 pub mod lifecycle;
+#[cfg(feature = "mpssd")]
+pub mod mpssd;
 pub mod root;
 pub mod sysmap;
 pub mod vdev;
 pub mod wait;
 
+#[cfg(feature = "tokio")]
+pub use async_wait::AsyncStateWatcher;
 pub use attrs::{Attr, DebugFile};
 pub use card::{Card, CardInfo};
 pub use debugfs::{DpSummary, SmptEntry, SmptSummary};

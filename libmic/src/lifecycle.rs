@@ -35,9 +35,23 @@ pub const RESET_FAILED_BUDGET: Duration = Duration::from_secs(60);
 /// static address 172.31.`id`.1/24 (the host side is 172.31.`id`.254).
 #[must_use]
 pub fn default_cmdline(id: u32) -> String {
+    cmdline_with_address(default_card_address(id))
+}
+
+/// The card's address mpssd configures by default: 172.31.`id`.1 (ids
+/// past 255 wrap, as the original's `%d` in a dotted quad could not).
+#[must_use]
+pub fn default_card_address(id: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(172, 31, (id & 0xff) as u8, 1)
+}
+
+/// mpssd's command line with the card at `addr`/24: the original's tuning
+/// flags and `ifcfg=static;address,A;netmask,255.255.255.0`.
+#[must_use]
+pub fn cmdline_with_address(addr: std::net::Ipv4Addr) -> String {
     format!(
         "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
-         ifcfg=static;address,172.31.{id}.1;netmask,255.255.255.0"
+         ifcfg=static;address,{addr};netmask,255.255.255.0"
     )
 }
 

@@ -4,7 +4,7 @@
 //!
 //! * terminal input (a thread blocked in `crossterm::event::read`);
 //! * card state changes: one task per card waits on its `state` file with
-//!   `POLLPRI` (tokio `AsyncFd`, priority and error interest), exactly as on
+//!   `POLLPRI` (libmic's `AsyncStateWatcher`: priority and error interest), exactly as on
 //!   real sysfs; nothing is read until the kernel (or micemu) notifies, and
 //!   the read itself runs on the blocking pool, bounded, so a hung driver
 //!   never stalls the loop;
@@ -27,12 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libmic::klog::CardLogFollower;
-use libmic::{Card, IoLimit, MicRoot, StateWatcher};
+use libmic::{AsyncStateWatcher, Card, IoLimit, MicRoot, StateWatcher};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as ct, Event};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -424,44 +422,12 @@ impl Runtime {
 /// [`IoLimit`]. Returns the watcher back if the reactor cannot take it
 /// (e.g. a plain file).
 fn spawn_watcher(id: u32, w: StateWatcher, tx: &Tx) -> Result<JoinHandle<()>, StateWatcher> {
-    let interest = Interest::PRIORITY | Interest::ERROR;
-    // SAFETY: the `Arc<File>` keeps the `state` file open for as long as
-    // the `AsyncFd` holds it (the watcher shares the same `Arc` and only
-    // seeks and reads through it), so the registered descriptor is neither
-    // closed nor reused while registered.
-    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(w.shared_file(), interest) }) else {
-        return Err(w);
-    };
+    let mut w = AsyncStateWatcher::try_register(w).map_err(|(w, _)| w)?;
     let tx = tx.clone();
     Ok(tokio::spawn(async move {
-        let mut watcher = Some(w);
         loop {
-            let mut guard = match fd.ready(interest).await {
-                Ok(g) => g,
-                Err(e) => {
-                    let _ = tx.send(Action::State {
-                        id,
-                        state: Err(e.to_string()),
-                        at: Instant::now(),
-                    });
-                    return;
-                }
-            };
-            // Clear first: a notification after this point wakes us again.
-            guard.clear_ready();
-            let Some(mut w) = watcher.take() else { return };
-            let Ok((w, read)) = tokio::task::spawn_blocking(move || {
-                let r = w.refresh();
-                (w, r)
-            })
-            .await
-            else {
-                return;
-            };
-            watcher = Some(w);
-            let action = match read {
-                Ok(None) => continue,
-                Ok(Some(state)) => Action::State {
+            let action = match w.changed().await {
+                Ok(state) => Action::State {
                     id,
                     state: Ok(state),
                     at: Instant::now(),
