@@ -72,6 +72,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like \"2s\""))?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "s" | "" => 1.0,
@@ -83,9 +86,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like \"2s\""))?;
     let secs = n * scale;
     if !secs.is_finite() || secs > 1e9 {
         return Err(format!("bad duration {s:?}: out of range"));

@@ -31,7 +31,10 @@ impl Notifier {
                 None => SocketAddr::from_pathname(&path),
             }
         };
-        let target = match (UnixDatagram::unbound(), addr) {
+        // Non-blocking: a notification that does not fit the receiver's
+        // queue is dropped; mpssd never waits for systemd.
+        let sock = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+        let target = match (sock, addr) {
             (Ok(sock), Ok(addr)) => Some((sock, addr)),
             (Err(e), _) | (_, Err(e)) => {
                 log::warn!("NOTIFY_SOCKET={}: unusable ({e}); not notifying systemd", path.to_string_lossy());
