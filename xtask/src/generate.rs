@@ -32,6 +32,7 @@ pub const BINARIES: &[Binary] = &[
     ("micctl", <micctl::cli::Cli as CommandFactory>::command),
     ("micemu", <micemu::cli::Cli as CommandFactory>::command),
     ("mictop", <mictop::cli::Cli as CommandFactory>::command),
+    ("mpssd", <mpssd::cli::Cli as CommandFactory>::command),
 ];
 
 /// Where the man pages go, relative to the workspace root.
