@@ -145,7 +145,6 @@ impl Client {
         loop {
             let frame = self.next_frame()?;
             match frame.body {
-                ServerBody::Event(_) => {}
                 // An answer without an id is the daemon refusing the
                 // connection itself (too many clients, shutting down).
                 ServerBody::Error(e) if frame.id.is_none() || frame.id == Some(id) => {

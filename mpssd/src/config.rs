@@ -70,7 +70,9 @@ impl<'de> Deserialize<'de> for Dur {
 /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -305,7 +307,10 @@ impl Config {
             Ok(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
                     path: path.to_owned(),
-                    line: line_of(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to()),
+                    line: line_of(
+                        &String::from_utf8_lossy(e.as_bytes()),
+                        e.utf8_error().valid_up_to(),
+                    ),
                     key: "(file)".into(),
                     message: "not UTF-8 text".into(),
                 })?;
@@ -344,7 +349,10 @@ impl Config {
         let daemon = DaemonConfig {
             control_group: file.daemon.control_group.clone(),
             max_clients: file.daemon.max_clients.unwrap_or(d.daemon.max_clients),
-            client_timeout: file.daemon.client_timeout.map_or(d.daemon.client_timeout, |x| x.0),
+            client_timeout: file
+                .daemon
+                .client_timeout
+                .map_or(d.daemon.client_timeout, |x| x.0),
             system_map: file.daemon.system_map.clone(),
         };
         if daemon.max_clients == 0 {
@@ -386,7 +394,12 @@ impl Config {
             max_file_bytes: file.crash.max_file_bytes.unwrap_or(d.crash.max_file_bytes),
             max_total_bytes: file.crash.max_total_bytes.unwrap_or(d.crash.max_total_bytes),
         };
-        if crash.dir.is_absolute() || crash.dir.components().any(|c| c == std::path::Component::ParentDir) {
+        if crash.dir.is_absolute()
+            || crash
+                .dir
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(bad(
                 "crash",
                 "dir",
@@ -447,10 +460,7 @@ fn resolve_card(
             return Err(bad(
                 table,
                 "cmdline",
-                format!(
-                    "must be one line of at most {} bytes",
-                    libmic::card::CMDLINE_MAX
-                ),
+                format!("must be one line of at most {} bytes", libmic::card::CMDLINE_MAX),
             ));
         }
     }
@@ -476,10 +486,8 @@ fn resolve_card(
 /// 1-based line of byte offset `at`.
 fn line_of(text: &str, at: usize) -> usize {
     text.as_bytes()[..at.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
+        .split(|&b| b == b'\n')
         .count()
-        + 1
 }
 
 /// The dotted key whose line holds byte offset `at`: the nearest table
@@ -594,7 +602,10 @@ reset_timeout = 30
         assert_eq!(one.crash_loop_limit, 2);
         assert_eq!(one.crash_loop_window, Duration::from_secs(60));
         assert_eq!(one.reset_timeout, Duration::from_secs(30));
-        assert!(c.cmdline(1).contains("ifcfg=static;address,10.1.2.3;netmask,255.255.255.0"));
+        assert!(
+            c.cmdline(1)
+                .contains("ifcfg=static;address,10.1.2.3;netmask,255.255.255.0")
+        );
         assert!(c.cmdline(0).contains("address,172.31.0.1;"));
     }
 
@@ -607,15 +618,26 @@ reset_timeout = 30
         );
         let e = err("[daemon]\nmax_clients = 4\n\n[cards.mic0]\nrestart_on_crahs = true\n");
         assert!(
-            e.starts_with("/etc/mpss/mpssd.toml:5: cards.mic0.restart_on_crahs: unknown field `restart_on_crahs`"),
+            e.starts_with(
+                "/etc/mpss/mpssd.toml:5: cards.mic0.restart_on_crahs: unknown field `restart_on_crahs`"
+            ),
             "{e}"
         );
         let e = err("[metrics]\nlisten = \"8.8.8.8:9\"\n");
-        assert!(e.starts_with("/etc/mpss/mpssd.toml:2: metrics.listen: 8.8.8.8:9 is not a loopback"), "{e}");
+        assert!(
+            e.starts_with("/etc/mpss/mpssd.toml:2: metrics.listen: 8.8.8.8:9 is not a loopback"),
+            "{e}"
+        );
         let e = err("[cards.gpu0]\nreset_timeout = 1\n");
-        assert_eq!(e, "/etc/mpss/mpssd.toml:1: cards.gpu0: card sections are named cards.micN");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:1: cards.gpu0: card sections are named cards.micN"
+        );
         let e = err("[daemon]\nmax_clients = 0\n");
-        assert_eq!(e, "/etc/mpss/mpssd.toml:2: daemon.max_clients: must be at least 1");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:2: daemon.max_clients: must be at least 1"
+        );
         let e = err("[defaults]\ncrash_backoff = \"10s\"\ncrash_backoff_max = \"1s\"\n");
         assert_eq!(
             e,
@@ -624,7 +646,10 @@ reset_timeout = 30
         let e = err("[daemon\n");
         assert!(e.starts_with("/etc/mpss/mpssd.toml:1: "), "{e}");
         let e = err("[daemon]\ncontrol_group = \"no-such-group-here\"\n");
-        assert_eq!(e, "/etc/mpss/mpssd.toml:2: daemon.control_group: no group named \"no-such-group-here\"");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:2: daemon.control_group: no group named \"no-such-group-here\""
+        );
         let e = err("[defaults]\nreset_timeout = \"1 fortnight\"\n");
         assert!(e.contains("defaults.reset_timeout: bad duration"), "{e}");
         let e = err("[crash]\ndir = \"../../etc\"\n");

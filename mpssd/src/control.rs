@@ -71,7 +71,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
 }
 
 /// The server's parts (mini-redis's `Listener`).
-struct Listener {
+struct Server {
     shared: Arc<Shared>,
     listener: UnixListener,
     limit: Arc<Semaphore>,
@@ -83,11 +83,16 @@ struct Listener {
 
 /// Serves `listener` until `shutdown` completes, then tells every
 /// connection to finish and waits for them ([`DRAIN_TIMEOUT`]).
-pub async fn run(shared: Arc<Shared>, listener: UnixListener, path: PathBuf, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) {
     let max = shared.config().daemon.max_clients as usize;
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete, mut all_done) = mpsc::channel::<()>(1);
-    let mut server = Listener {
+    let mut server = Server {
         shared,
         listener,
         limit: Arc::new(Semaphore::new(max)),
@@ -98,7 +103,7 @@ pub async fn run(shared: Arc<Shared>, listener: UnixListener, path: PathBuf, shu
         () = server.accept_loop() => {}
         () = shutdown => {}
     }
-    let Listener {
+    let Server {
         notify_shutdown,
         shutdown_complete,
         ..
@@ -111,7 +116,7 @@ pub async fn run(shared: Arc<Shared>, listener: UnixListener, path: PathBuf, shu
     let _ = std::fs::remove_file(&path);
 }
 
-impl Listener {
+impl Server {
     async fn accept_loop(&mut self) {
         let mut backoff = Duration::from_millis(10);
         loop {

@@ -45,10 +45,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn main(cli: &Cli) -> u8 {
     crate::logging::init();
     let root = MicRoot::from_env_or(cli.root.clone());
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| root.join(DEFAULT_CONFIG));
+    let config_path = cli.config.clone().unwrap_or_else(|| root.join(DEFAULT_CONFIG));
     if cli.check_config {
         return match Config::load(&config_path, false) {
             Ok(_) => {
@@ -219,21 +216,7 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut handles = BTreeMap::new();
-    let mut adopted = Vec::new();
-    let mut tasks = Vec::new();
-    for card in cards {
-        let devices = backends.device_set(&card);
-        let view = devices.view();
-        let (tx, rx) = oneshot::channel();
-        let (sup, status) = Supervisor::new(card.clone(), Arc::clone(&shared), devices, stop_rx.clone(), tx);
-        handles.insert(card.id(), CardHandle { status, view });
-        adopted.push(rx);
-        tasks.push(tokio::spawn(sup.run()));
-    }
-    if shared.cards.set(handles).is_err() {
-        bail!("card handles set twice");
-    }
+    let (adopted, tasks) = start_supervisors(&shared, cards, backends.as_ref(), &stop_rx)?;
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(crate::control::run(
         Arc::clone(&shared),
@@ -249,15 +232,7 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
 
-    // READY=1 once every card is adopted (bounded).
-    let deadline = tokio::time::Instant::now() + ADOPT_TIMEOUT;
-    for rx in adopted {
-        // TIMEOUT: ADOPT_TIMEOUT for all cards together.
-        if tokio::time::timeout_at(deadline, rx).await.is_err() {
-            log::warn!(target: "mpssd", "not every card was adopted within {ADOPT_TIMEOUT:?}; ready anyway");
-            break;
-        }
-    }
+    wait_adopted(adopted).await;
     let status_line = status_line(&shared);
     notifier.notify(&format!("READY=1\nSTATUS={status_line}"));
     shared.emit(
@@ -297,14 +272,7 @@ pub async fn run(
         },
     );
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
-    for t in tasks {
-        // TIMEOUT: STOP_TIMEOUT for every supervisor together.
-        if tokio::time::timeout_at(deadline, t).await.is_err() {
-            log::warn!(target: "mpssd", "a supervisor did not stop within {STOP_TIMEOUT:?}");
-            break;
-        }
-    }
+    wait_stopped(tasks).await;
     // TIMEOUT: the server bounds its own drain (control::DRAIN_TIMEOUT).
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     status_task.abort();
@@ -316,6 +284,57 @@ pub async fn run(
     }
     log::info!(target: "mpssd", "stopped");
     Ok(())
+}
+
+type Started = (Vec<oneshot::Receiver<()>>, Vec<tokio::task::JoinHandle<()>>);
+
+/// One supervisor per card; their handles go into `shared`.
+fn start_supervisors(
+    shared: &Arc<Shared>,
+    cards: Vec<libmic::Card>,
+    backends: &dyn Backends,
+    stop: &watch::Receiver<bool>,
+) -> Result<Started> {
+    let mut handles = BTreeMap::new();
+    let mut adopted = Vec::new();
+    let mut tasks = Vec::new();
+    for card in cards {
+        let devices = backends.device_set(&card);
+        let view = devices.view();
+        let (tx, rx) = oneshot::channel();
+        let (sup, status) = Supervisor::new(card.clone(), Arc::clone(shared), devices, stop.clone(), tx);
+        handles.insert(card.id(), CardHandle { status, view });
+        adopted.push(rx);
+        tasks.push(tokio::spawn(sup.run()));
+    }
+    if shared.cards.set(handles).is_err() {
+        bail!("card handles set twice");
+    }
+    Ok((adopted, tasks))
+}
+
+/// Until every supervisor has adopted its card (bounded).
+async fn wait_adopted(adopted: Vec<oneshot::Receiver<()>>) {
+    let deadline = tokio::time::Instant::now() + ADOPT_TIMEOUT;
+    for rx in adopted {
+        // TIMEOUT: ADOPT_TIMEOUT for all cards together.
+        if tokio::time::timeout_at(deadline, rx).await.is_err() {
+            log::warn!(target: "mpssd", "not every card was adopted within {ADOPT_TIMEOUT:?}; ready anyway");
+            break;
+        }
+    }
+}
+
+/// Until every supervisor has stopped (bounded).
+async fn wait_stopped(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+    for t in tasks {
+        // TIMEOUT: STOP_TIMEOUT for every supervisor together.
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            log::warn!(target: "mpssd", "a supervisor did not stop within {STOP_TIMEOUT:?}");
+            break;
+        }
+    }
 }
 
 /// `2 cards: mic0 running, mic1 idle`.

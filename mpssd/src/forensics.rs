@@ -95,7 +95,11 @@ pub fn write_bundle(dir: &Path, limits: &CrashConfig, input: &BundleInput) -> io
         )?,
     }
     if !errors.is_empty() {
-        put("errors.txt", format!("{}\n", errors.join("\n")).as_bytes(), &mut files)?;
+        put(
+            "errors.txt",
+            format!("{}\n", errors.join("\n")).as_bytes(),
+            &mut files,
+        )?;
     }
     let summary = serde_json::json!({
         "card": input.card.name(),
@@ -204,8 +208,14 @@ mod tests {
         let dir = root.path().join("crash");
         let p = write_bundle(&dir, &limits(4, 1 << 20), &input(root.path(), 1_700_000_000)).unwrap();
         assert_eq!(p.file_name().unwrap(), "mic2-20231114T221320.000Z");
-        assert_eq!(fs::read_to_string(p.join("shutdown_status")).unwrap(), "crashed\n");
-        assert_eq!(fs::read_to_string(p.join("timeline.txt")).unwrap(), "t1 a\nt2 b\n");
+        assert_eq!(
+            fs::read_to_string(p.join("shutdown_status")).unwrap(),
+            "crashed\n"
+        );
+        assert_eq!(
+            fs::read_to_string(p.join("timeline.txt")).unwrap(),
+            "t1 a\nt2 b\n"
+        );
         // Capped: the console's last 4096 bytes.
         assert_eq!(fs::read(p.join("console.log")).unwrap().len(), 4096);
         let errors = fs::read_to_string(p.join("errors.txt")).unwrap();

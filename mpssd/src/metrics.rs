@@ -58,7 +58,13 @@ async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         if head.len() >= MAX_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
@@ -74,7 +80,13 @@ async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     match (method, path) {
         ("GET", "/metrics") => {
             let body = render(shared);
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
         }
         ("GET", "/") => {
             respond(
@@ -129,7 +141,10 @@ impl Family<'_> {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
         if labels.is_empty() {
             let _ = writeln!(self.out, "{name} {value}");
         } else {
@@ -138,10 +153,19 @@ impl Family<'_> {
     }
 }
 
+/// Milliseconds as decimal seconds, exactly.
+fn secs(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
 /// The whole exposition.
 #[must_use]
 pub fn render(shared: &Shared) -> String {
-    let cards: Vec<CardStatus> = shared.cards().values().map(crate::shared::CardHandle::snapshot).collect();
+    let cards: Vec<CardStatus> = shared
+        .cards()
+        .values()
+        .map(crate::shared::CardHandle::snapshot)
+        .collect();
     render_cards(
         &cards,
         shared.clients.load(Ordering::Relaxed),
@@ -154,20 +178,43 @@ pub fn render(shared: &Shared) -> String {
 
 /// The exposition of these numbers (pure, for tests).
 #[must_use]
-pub fn render_cards(cards: &[CardStatus], clients: u32, reloads_ok: u64, reloads_failed: u64, started_ms: u64, now_ms: u64) -> String {
+pub fn render_cards(
+    cards: &[CardStatus],
+    clients: u32,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    started_ms: u64,
+    now_ms: u64,
+) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     f.head("mpssd_build_info", "gauge", "mpssd's version (always 1).");
     f.sample("mpssd_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
     f.head("mpssd_start_time_seconds", "gauge", "Unix time mpssd started.");
-    f.sample("mpssd_start_time_seconds", &[], started_ms as f64 / 1000.0);
-    f.head("mpssd_control_clients", "gauge", "Connected control-socket clients.");
+    f.sample("mpssd_start_time_seconds", &[], secs(started_ms));
+    f.head(
+        "mpssd_control_clients",
+        "gauge",
+        "Connected control-socket clients.",
+    );
     f.sample("mpssd_control_clients", &[], clients);
-    f.head("mpssd_config_reloads_total", "counter", "Configuration reloads, by result.");
+    f.head(
+        "mpssd_config_reloads_total",
+        "counter",
+        "Configuration reloads, by result.",
+    );
     f.sample("mpssd_config_reloads_total", &[("result", "ok")], reloads_ok);
-    f.sample("mpssd_config_reloads_total", &[("result", "refused")], reloads_failed);
+    f.sample(
+        "mpssd_config_reloads_total",
+        &[("result", "refused")],
+        reloads_failed,
+    );
 
-    f.head("mpssd_card_state", "gauge", "The card's sysfs state (1 for the current one).");
+    f.head(
+        "mpssd_card_state",
+        "gauge",
+        "The card's sysfs state (1 for the current one).",
+    );
     for c in cards {
         for s in MicState::ALL {
             f.sample(
@@ -177,7 +224,11 @@ pub fn render_cards(cards: &[CardStatus], clients: u32, reloads_ok: u64, reloads
             );
         }
     }
-    f.head("mpssd_supervisor_state", "gauge", "What the card's supervisor is doing (1 for the current state).");
+    f.head(
+        "mpssd_supervisor_state",
+        "gauge",
+        "What the card's supervisor is doing (1 for the current state).",
+    );
     for c in cards {
         for s in SupervisorState::ALL {
             f.sample(
@@ -187,23 +238,35 @@ pub fn render_cards(cards: &[CardStatus], clients: u32, reloads_ok: u64, reloads
             );
         }
     }
-    f.head("mpssd_supervisor_state_seconds", "gauge", "Time the supervisor has been in its current state.");
+    f.head(
+        "mpssd_supervisor_state_seconds",
+        "gauge",
+        "Time the supervisor has been in its current state.",
+    );
     for c in cards {
         f.sample(
             "mpssd_supervisor_state_seconds",
             &[("card", &c.name)],
-            now_ms.saturating_sub(c.since_ms) as f64 / 1000.0,
+            secs(now_ms.saturating_sub(c.since_ms)),
         );
     }
     f.head("mpssd_card_boots_total", "counter", "Boots mpssd requested.");
     for c in cards {
         f.sample("mpssd_card_boots_total", &[("card", &c.name)], c.boots);
     }
-    f.head("mpssd_card_crashes_total", "counter", "Crashes the card reported.");
+    f.head(
+        "mpssd_card_crashes_total",
+        "counter",
+        "Crashes the card reported.",
+    );
     for c in cards {
         f.sample("mpssd_card_crashes_total", &[("card", &c.name)], c.crashes);
     }
-    f.head("mpssd_card_adopted", "gauge", "1 if the card was running when mpssd started.");
+    f.head(
+        "mpssd_card_adopted",
+        "gauge",
+        "1 if the card was running when mpssd started.",
+    );
     for c in cards {
         f.sample("mpssd_card_adopted", &[("card", &c.name)], u8::from(c.adopted));
     }
@@ -216,7 +279,10 @@ pub fn render_cards(cards: &[CardStatus], clients: u32, reloads_ok: u64, reloads
     names.sort();
     names.dedup();
     for counter in names {
-        let metric = format!("mpssd_device_{}_total", name_part(counter.trim_end_matches("_total")));
+        let metric = format!(
+            "mpssd_device_{}_total",
+            name_part(counter.trim_end_matches("_total"))
+        );
         f.head(&metric, "counter", &format!("Device counter {counter}."));
         for c in cards {
             for d in &c.devices {
@@ -261,11 +327,14 @@ mod tests {
         assert!(text.contains("mpssd_card_state{card=\"mic0\",state=\"online\"} 1\n"));
         assert!(text.contains("mpssd_card_state{card=\"mic0\",state=\"offline\"} 0\n"));
         assert!(text.contains("mpssd_supervisor_state{card=\"mic0\",state=\"running\"} 1\n"));
-        assert!(text.contains("mpssd_supervisor_state_seconds{card=\"mic0\"} 2.5\n"));
+        assert!(text.contains("mpssd_supervisor_state_seconds{card=\"mic0\"} 2.500\n"));
         assert!(text.contains("mpssd_card_boots_total{card=\"mic0\"} 3\n"));
         assert!(text.contains("mpssd_device_rx_bytes_total{card=\"mic0\",device=\"net\"} 10\n"));
         assert!(text.contains("mpssd_device_ring_full_total{card=\"mic0\",device=\"net\"} 2\n"));
-        let types = text.lines().filter(|l| l.starts_with("# TYPE mpssd_card_state ")).count();
+        let types = text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE mpssd_card_state "))
+            .count();
         assert_eq!(types, 1);
     }
 

@@ -37,7 +37,10 @@ impl Notifier {
         let target = match (sock, addr) {
             (Ok(sock), Ok(addr)) => Some((sock, addr)),
             (Err(e), _) | (_, Err(e)) => {
-                log::warn!("NOTIFY_SOCKET={}: unusable ({e}); not notifying systemd", path.to_string_lossy());
+                log::warn!(
+                    "NOTIFY_SOCKET={}: unusable ({e}); not notifying systemd",
+                    path.to_string_lossy()
+                );
                 None
             }
         };
@@ -64,7 +67,7 @@ impl Notifier {
 /// process if `$WATCHDOG_PID` is set): pings go at half of it.
 #[must_use]
 pub fn watchdog_interval() -> Option<Duration> {
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }

@@ -154,8 +154,14 @@ impl Shared {
                 let changed = !old.same_settings(&new);
                 if changed {
                     for (what, differs) in [
-                        ("daemon.control_group", old.daemon.control_group != new.daemon.control_group),
-                        ("daemon.max_clients", old.daemon.max_clients != new.daemon.max_clients),
+                        (
+                            "daemon.control_group",
+                            old.daemon.control_group != new.daemon.control_group,
+                        ),
+                        (
+                            "daemon.max_clients",
+                            old.daemon.max_clients != new.daemon.max_clients,
+                        ),
                         ("metrics", old.metrics != new.metrics),
                     ] {
                         if differs {
@@ -253,17 +259,16 @@ pub fn describe(e: &Event) -> (Level, String) {
             Level::Info,
             format!("booting again in {delay_ms} ms (crash {attempt} in the window)"),
         ),
-        EventKind::CrashLoop {
-            crashes,
-            window_secs,
-        } => (
+        EventKind::CrashLoop { crashes, window_secs } => (
             Level::Error,
             format!(
                 "{crashes} crashes within {window_secs} s: crash loop, the card is left down \
                  (boot it by hand to try again)"
             ),
         ),
-        EventKind::DevicesAdded { devices } => (Level::Info, format!("devices added: [{}]", devices.join(", "))),
+        EventKind::DevicesAdded { devices } => {
+            (Level::Info, format!("devices added: [{}]", devices.join(", ")))
+        }
         EventKind::DevicesRemoved { devices } => {
             (Level::Info, format!("devices removed: [{}]", devices.join(", ")))
         }

@@ -109,7 +109,9 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("card", &self.id).finish_non_exhaustive()
+        f.debug_struct("Supervisor")
+            .field("card", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,12 +176,14 @@ impl Supervisor {
     }
 
     fn emit(&mut self, kind: EventKind) {
-        self.note(&crate::shared::describe(&mpssd_proto::Event {
-            ts_ms: 0,
-            card: None,
-            kind: kind.clone(),
-        })
-        .1);
+        self.note(
+            &crate::shared::describe(&mpssd_proto::Event {
+                ts_ms: 0,
+                card: None,
+                kind: kind.clone(),
+            })
+            .1,
+        );
         self.shared.emit(Some(self.id), kind);
     }
 
@@ -301,7 +305,13 @@ impl Supervisor {
             self.set(S::Idle, "the card's state cannot be read; retrying");
             return;
         };
-        if let Ok(st) = blocking(&self.card, "reading shutdown_status", SYSFS_TIMEOUT, Card::shutdown_status).await
+        if let Ok(st) = blocking(
+            &self.card,
+            "reading shutdown_status",
+            SYSFS_TIMEOUT,
+            Card::shutdown_status,
+        )
+        .await
         {
             self.status.send_modify(|s| s.shutdown_status = Some(st));
         }
@@ -406,7 +416,8 @@ impl Supervisor {
         let cfg = self.cfg();
         let started = Instant::now();
         let status = self.wait_final_status(cfg.shutdown_status_timeout).await;
-        self.status.send_modify(|s| s.shutdown_status = status.or(s.shutdown_status));
+        self.status
+            .send_modify(|s| s.shutdown_status = status.or(s.shutdown_status));
         self.emit(EventKind::ShutdownStatus {
             status,
             waited_ms: ms(started.elapsed()),
@@ -489,7 +500,14 @@ impl Supervisor {
         // TIMEOUT: `limit` (the original's 60 s by default).
         let deadline = Instant::now() + limit;
         loop {
-            match blocking(&self.card, "reading shutdown_status", SYSFS_TIMEOUT, Card::shutdown_status).await {
+            match blocking(
+                &self.card,
+                "reading shutdown_status",
+                SYSFS_TIMEOUT,
+                Card::shutdown_status,
+            )
+            .await
+            {
                 Ok(MicStatus::Nop) => {}
                 Ok(s) => return Some(s),
                 Err(e) => self.error(format!("reading shutdown_status: {e}")),
@@ -621,9 +639,10 @@ impl Supervisor {
             at: SystemTime::now(),
             status,
             timeline: self.timeline.iter().cloned().collect(),
-            console: self.devices.view().console_tail(
-                usize::try_from(cfg.max_file_bytes).unwrap_or(usize::MAX),
-            ),
+            console: self
+                .devices
+                .view()
+                .console_tail(usize::try_from(cfg.max_file_bytes).unwrap_or(usize::MAX)),
         };
         // TIMEOUT: BUNDLE_TIMEOUT.
         let job = tokio::task::spawn_blocking(move || forensics::write_bundle(&dir, &cfg, &input));
@@ -721,10 +740,7 @@ fn prepare_card(card: &Card, map: &std::path::Path, cmdline: &str) -> libmic::Re
                 )),
             }
         }
-        Err(e) => notes.push(format!(
-            "{}: {e}: the card log cannot be located",
-            map.display()
-        )),
+        Err(e) => notes.push(format!("{}: {e}: the card log cannot be located", map.display())),
     }
     if card.cmdline()?.is_none() {
         card.set_cmdline(cmdline)?;

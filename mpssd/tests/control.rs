@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Fleet, HANG};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde_json::Value;
 
 fn schema() -> &'static jsonschema::Validator {
@@ -71,7 +72,9 @@ impl Raw {
 }
 
 fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error: {v}"))
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
 }
 
 /// Another client is answered at once.
@@ -90,7 +93,12 @@ fn garbage_versions_and_unknown_requests() {
     c.send(b"hello there\n");
     let v = c.line().unwrap();
     assert_eq!(code(&v), "bad_request");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("not a JSON object"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a JSON object")
+    );
     c.send(b"\xff\xfe\x00\n[1,2,3]\n");
     assert_eq!(code(&c.line().unwrap()), "bad_request");
     assert_eq!(code(&c.line().unwrap()), "bad_request");
@@ -182,7 +190,6 @@ fn a_thousand_connections() {
     let fleet = Fleet::start(1);
     fleet.write_config("[daemon]\nmax_clients = 16\n");
     let d = Daemon::start(fleet.root(), &[]);
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let path = d.root.join("run/mpssd/control.sock");
@@ -205,7 +212,8 @@ fn a_thousand_connections() {
     assert_eq!(refused, 984);
     // A held slot still works.
     let mut held = &conns[0];
-    held.write_all(b"{\"v\":1,\"id\":1,\"request\":\"status\"}\n").unwrap();
+    held.write_all(b"{\"v\":1,\"id\":1,\"request\":\"status\"}\n")
+        .unwrap();
     let mut l = String::new();
     BufReader::new(held).read_line(&mut l).unwrap();
     assert_eq!(valid(l.trim_end())["ok"]["clients"], 16);

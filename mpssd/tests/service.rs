@@ -42,7 +42,10 @@ fn version_check_config_and_exit_codes() {
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.starts_with(&format!("mpssd: {}:3: defaults.reset_timeout: bad duration", bad.display())),
+        err.starts_with(&format!(
+            "mpssd: {}:3: defaults.reset_timeout: bad duration",
+            bad.display()
+        )),
         "{err}"
     );
     let good = dir.path().join("good.toml");
@@ -53,7 +56,10 @@ fn version_check_config_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}: ok\n", good.display()));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{}: ok\n", good.display())
+    );
     // No driver under the root: 3, as the original ("MIC module not loaded").
     let out = Command::new(BIN)
         .arg("--root")
@@ -106,7 +112,10 @@ fn notify_ready_status_watchdog_and_priorities() {
     let mut d = Daemon::start_env(fleet.root(), &[], &[("WATCHDOG_USEC", "200000")]);
     // The READY=1 came with a status line naming every card.
     let ready_log = d.wait_log("ready: ");
-    assert!(ready_log.ends_with("ready: 2 cards: mic0 idle, mic1 running"), "{ready_log}");
+    assert!(
+        ready_log.ends_with("ready: 2 cards: mic0 idle, mic1 running"),
+        "{ready_log}"
+    );
     d.wait_notify(|m| m == "WATCHDOG=1");
     d.wait_notify(|m| m == "WATCHDOG=1");
     // A state change updates STATUS=.
@@ -117,18 +126,38 @@ fn notify_ready_status_watchdog_and_priorities() {
     // journald priorities: <6> info, <3> error, one record a line.
     let info = d.wait_log("control socket ");
     assert!(info.starts_with("<6>"), "{info}");
-    assert!(d.log.lock().unwrap().iter().all(|l| l.starts_with('<') && l.as_bytes()[2] == b'>'));
+    assert!(
+        d.log
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| l.starts_with('<') && l.as_bytes()[2] == b'>')
+    );
     let pid = d.pid();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     d.wait_notify(|m| m.starts_with("STOPPING=1"));
     assert_eq!(d.stop(), 0);
 }
 
-/// GET `path` from `addr`; the body.
+/// Kills and reaps a child when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` from `addr`; the head and the body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(HANG)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
@@ -152,9 +181,15 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let (head, body) = http_get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
-    assert!(body.contains("mpssd_card_state{card=\"mic0\",state=\"online\"} 1\n"), "{body}");
+    assert!(
+        body.contains("mpssd_card_state{card=\"mic0\",state=\"online\"} 1\n"),
+        "{body}"
+    );
     assert!(body.contains("mpssd_supervisor_state{card=\"mic1\",state=\"idle\"} 1\n"));
-    assert!(body.contains("mpssd_card_boots_total{card=\"mic0\"} 0\n"), "an operator boot is not mpssd's");
+    assert!(
+        body.contains("mpssd_card_boots_total{card=\"mic0\"} 0\n"),
+        "an operator boot is not mpssd's"
+    );
     assert!(body.contains("mpssd_control_clients 1\n"));
     let (head, _) = http_get(&addr, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"));
@@ -189,34 +224,37 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let web_addr = web.local_addr().unwrap().to_string();
     drop(web);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let prom_guard = Kill(Command::new(tool("prometheus"))
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={web_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let prom_guard = Kill(
+        Command::new(tool("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Ask it until it has scraped us (its start-up and first scrape take a
     // moment; the answer, not a sleep, ends the wait).
     let start = Instant::now();
     let query = "/api/v1/query?query=mpssd_card_state%7Bcard%3D%22mic0%22%2Cstate%3D%22online%22%7D";
     loop {
-        let got = TcpStream::connect(&web_addr).ok().map(|_| http_get(&web_addr, query).1);
+        let got = TcpStream::connect(&web_addr)
+            .ok()
+            .map(|_| http_get(&web_addr, query).1);
         if let Some(body) = got {
             if body.contains("\"value\":[") && body.contains("\"1\"]") {
                 assert!(body.contains("\"job\":\"mpssd\""), "{body}");
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "Prometheus never scraped mpssd");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "Prometheus never scraped mpssd"
+        );
         std::thread::yield_now();
     }
     let (_, up) = http_get(&web_addr, "/api/v1/query?query=up%7Bjob%3D%22mpssd%22%7D");

@@ -22,12 +22,20 @@ fn adopts_offline_and_online_cards() {
     let st = d.client().status().unwrap();
     assert_eq!(st.cards.len(), 2);
     let (m0, m1) = (&st.cards[0], &st.cards[1]);
-    assert_eq!((m0.supervisor, m0.state, m0.adopted), (S::Idle, Some(MicState::Offline), false));
-    assert_eq!((m1.supervisor, m1.state, m1.adopted), (S::Running, Some(MicState::Online), true));
+    assert_eq!(
+        (m0.supervisor, m0.state, m0.adopted),
+        (S::Idle, Some(MicState::Offline), false)
+    );
+    assert_eq!(
+        (m1.supervisor, m1.state, m1.adopted),
+        (S::Running, Some(MicState::Online), true)
+    );
     assert!(m0.devices.is_empty() && m1.devices.is_empty());
     // As the original: log_buf from System.map, the cmdline only where unset.
     let c0 = fleet.card(0);
-    let map = libmic::SystemMap::parse(&std::fs::read_to_string(libmic::MicRoot::new(fleet.root()).system_map()).unwrap());
+    let map = libmic::SystemMap::parse(
+        &std::fs::read_to_string(libmic::MicRoot::new(fleet.root()).system_map()).unwrap(),
+    );
     let (addr, len) = map.log_buf_symbols().unwrap();
     assert_eq!(c0.log_buf_addr().unwrap(), Some(addr));
     assert_eq!(c0.log_buf_len().unwrap(), Some(len));
@@ -80,9 +88,13 @@ fn crash_bundle_reset_reboot_by_policy() {
             ..
         }
     ));
-    wait_event(&mut ev, "backoff", |e| matches!(e.kind, EventKind::Backoff { attempt: 1, .. }));
+    wait_event(&mut ev, "backoff", |e| {
+        matches!(e.kind, EventKind::Backoff { attempt: 1, .. })
+    });
     let boot = wait_event(&mut ev, "boot", |e| matches!(e.kind, EventKind::Boot { .. }));
-    assert!(matches!(&boot.kind, EventKind::Boot { error: None, reason } if reason == "restart after a crash"));
+    assert!(
+        matches!(&boot.kind, EventKind::Boot { error: None, reason } if reason == "restart after a crash")
+    );
     wait_event(&mut ev, "running again", to_state(0, S::Running));
     fleet.wait_os_up(0);
 
@@ -91,10 +103,24 @@ fn crash_bundle_reset_reboot_by_policy() {
     assert!(bundle.starts_with(fleet.root().join("var/lib/mpssd/crash")));
     assert!(bundle.file_name().unwrap().to_str().unwrap().starts_with("mic0-"));
     let log = std::fs::read_to_string(bundle.join("card.log")).unwrap();
-    assert!(log.contains("Kernel panic - not syncing: forensics please"), "{log}");
-    assert_eq!(std::fs::read_to_string(bundle.join("shutdown_status")).unwrap(), "crashed\n");
-    assert!(std::fs::read_to_string(bundle.join("dp.txt")).unwrap().contains("magic"));
-    assert!(std::fs::read_to_string(bundle.join("smpt.txt")).unwrap().contains("SMPT"));
+    assert!(
+        log.contains("Kernel panic - not syncing: forensics please"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("shutdown_status")).unwrap(),
+        "crashed\n"
+    );
+    assert!(
+        std::fs::read_to_string(bundle.join("dp.txt"))
+            .unwrap()
+            .contains("magic")
+    );
+    assert!(
+        std::fs::read_to_string(bundle.join("smpt.txt"))
+            .unwrap()
+            .contains("SMPT")
+    );
     let timeline = std::fs::read_to_string(bundle.join("timeline.txt")).unwrap();
     assert!(timeline.contains("shutdown status crashed"), "{timeline}");
     assert!(bundle.join("console.log").exists());
@@ -102,24 +128,33 @@ fn crash_bundle_reset_reboot_by_policy() {
 
     let st = d.client().card_status(0).unwrap();
     assert_eq!((st.crashes, st.boots), (1, 1));
-    assert_eq!(st.last_crash.unwrap().bundle.unwrap(), bundle.display().to_string());
+    assert_eq!(
+        st.last_crash.unwrap().bundle.unwrap(),
+        bundle.display().to_string()
+    );
     assert_eq!(d.stop(), 0);
 }
 
 #[test]
 fn a_crash_loop_leaves_the_card_down_until_an_operator_boots_it() {
     let fleet = Fleet::start(1);
-    fleet.write_config(&format!("{FAST_CRASH}crash_loop_limit = 1\ncrash_loop_window = \"10m\"\n"));
+    fleet.write_config(&format!(
+        "{FAST_CRASH}crash_loop_limit = 1\ncrash_loop_window = \"10m\"\n"
+    ));
     let d = Daemon::start(fleet.root(), &[]);
     let mut ev = d.events();
     fleet.boot(0);
     wait_event(&mut ev, "running", to_state(0, S::Running));
     fleet.inject(0, &Fault::Panic("one".into()));
-    wait_event(&mut ev, "backoff", |e| matches!(e.kind, EventKind::Backoff { .. }));
+    wait_event(&mut ev, "backoff", |e| {
+        matches!(e.kind, EventKind::Backoff { .. })
+    });
     wait_event(&mut ev, "running again", to_state(0, S::Running));
     fleet.wait_os_up(0);
     fleet.inject(0, &Fault::Panic("two".into()));
-    let lp = wait_event(&mut ev, "crash loop", |e| matches!(e.kind, EventKind::CrashLoop { .. }));
+    let lp = wait_event(&mut ev, "crash loop", |e| {
+        matches!(e.kind, EventKind::CrashLoop { .. })
+    });
     assert!(matches!(
         lp.kind,
         EventKind::CrashLoop {
@@ -129,12 +164,17 @@ fn a_crash_loop_leaves_the_card_down_until_an_operator_boots_it() {
     ));
     wait_event(&mut ev, "left down", to_state(0, S::CrashLoop));
     let st = d.client().card_status(0).unwrap();
-    assert_eq!((st.supervisor, st.state, st.crashes, st.boots), (S::CrashLoop, Some(MicState::Offline), 2, 1));
+    assert_eq!(
+        (st.supervisor, st.state, st.crashes, st.boots),
+        (S::CrashLoop, Some(MicState::Offline), 2, 1)
+    );
     d.wait_log("crash loop, the card is left down");
     // Nothing more happens by itself; an operator's boot clears it.
     fleet.boot(0);
     let e = wait_event(&mut ev, "running", to_state(0, S::Running));
-    assert!(matches!(&e.kind, EventKind::Supervisor { reason, .. } if reason.contains("crash history cleared")));
+    assert!(
+        matches!(&e.kind, EventKind::Supervisor { reason, .. } if reason.contains("crash history cleared"))
+    );
     assert_eq!(d.client().card_status(0).unwrap().recent_crashes, 0);
     assert_eq!(d.stop(), 0);
 }
@@ -148,7 +188,9 @@ fn restart_reboots_halt_stays_down() {
     wait_event(&mut ev, "running", to_state(0, S::Running));
     fleet.inject(0, &Fault::Reboot);
     let b = wait_event(&mut ev, "boot", |e| matches!(e.kind, EventKind::Boot { .. }));
-    assert!(matches!(&b.kind, EventKind::Boot { reason, error: None } if reason == "the card asked to restart"));
+    assert!(
+        matches!(&b.kind, EventKind::Boot { reason, error: None } if reason == "the card asked to restart")
+    );
     wait_event(&mut ev, "running", to_state(0, S::Running));
     fleet.wait_os_up(0);
     fleet.inject(0, &Fault::Halt);
@@ -157,7 +199,10 @@ fn restart_reboots_halt_stays_down() {
     assert_eq!(fleet.card(0).state().unwrap(), MicState::Offline);
     let st = d.client().card_status(0).unwrap();
     assert_eq!((st.boots, st.crashes), (1, 0));
-    assert!(std::fs::read_dir(fleet.root().join("var/lib/mpssd/crash")).is_err(), "no bundle without a crash");
+    assert!(
+        std::fs::read_dir(fleet.root().join("var/lib/mpssd/crash")).is_err(),
+        "no bundle without a crash"
+    );
     assert_eq!(d.stop(), 0);
 }
 
@@ -205,7 +250,9 @@ fn config_reload_good_and_bad() {
     let mut ev = d.events();
     // Good: the file changes, the new policy is in force.
     fleet.write_config(FAST_CRASH);
-    let r = wait_event(&mut ev, "reload", |e| matches!(e.kind, EventKind::ConfigReloaded { .. }));
+    let r = wait_event(&mut ev, "reload", |e| {
+        matches!(e.kind, EventKind::ConfigReloaded { .. })
+    });
     assert!(matches!(
         r.kind,
         EventKind::ConfigReloaded {
@@ -218,30 +265,42 @@ fn config_reload_good_and_bad() {
     let loaded = d.client().status().unwrap().config_loaded_ms;
     // Bad: refused with file, line and key; the running config stays.
     fleet.write_config("[defaults]\nrestart_on_crash = true\ncrash_backoff = \"soon\"\n");
-    let r = wait_event(&mut ev, "refused", |e| matches!(e.kind, EventKind::ConfigReloaded { ok: false, .. }));
+    let r = wait_event(&mut ev, "refused", |e| {
+        matches!(e.kind, EventKind::ConfigReloaded { ok: false, .. })
+    });
     let EventKind::ConfigReloaded { error: Some(err), .. } = r.kind else {
         panic!()
     };
     let file = fleet.root().join("etc/mpss/mpssd.toml");
     assert!(
-        err.starts_with(&format!("{}:3: defaults.crash_backoff: bad duration", file.display())),
+        err.starts_with(&format!(
+            "{}:3: defaults.crash_backoff: bad duration",
+            file.display()
+        )),
         "{err}"
     );
     d.wait_log("configuration refused");
     let e = d.client().reload_config().unwrap_err();
     assert_eq!(e.code(), Some(mpssd_proto::ErrorCode::InvalidConfig));
-    assert!(e.to_string().contains("the running configuration stays in force"), "{e}");
+    assert!(
+        e.to_string().contains("the running configuration stays in force"),
+        "{e}"
+    );
     assert_eq!(d.client().status().unwrap().config_loaded_ms, loaded);
     // The policy loaded before the bad file still applies: a crash reboots.
     fleet.boot(0);
     wait_event(&mut ev, "running", to_state(0, S::Running));
     fleet.inject(0, &Fault::Panic("x".into()));
-    wait_event(&mut ev, "backoff", |e| matches!(e.kind, EventKind::Backoff { .. }));
+    wait_event(&mut ev, "backoff", |e| {
+        matches!(e.kind, EventKind::Backoff { .. })
+    });
     wait_event(&mut ev, "running", to_state(0, S::Running));
     // SIGHUP re-reads it too (fixed, but renamed into place without a
     // change event counting: the SIGHUP is what we wait for).
     fleet.write_config("[defaults]\nrestart_on_crash = false\n");
-    wait_event(&mut ev, "reload", |e| matches!(e.kind, EventKind::ConfigReloaded { ok: true, .. }));
+    wait_event(&mut ev, "reload", |e| {
+        matches!(e.kind, EventKind::ConfigReloaded { ok: true, .. })
+    });
     d.signal(nix::sys::signal::Signal::SIGHUP);
     wait_event(&mut ev, "sighup reload", |e| {
         matches!(

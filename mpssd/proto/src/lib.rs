@@ -617,6 +617,7 @@ mod state {
     use super::MicState;
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` signature
     pub(crate) fn serialize<S: Serializer>(s: &MicState, ser: S) -> Result<S::Ok, S::Error> {
         ser.serialize_str(s.as_str())
     }
@@ -631,7 +632,7 @@ mod opt_state {
     use super::MicState;
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
-    #[allow(clippy::ref_option)]
+    #[allow(clippy::ref_option, clippy::trivially_copy_pass_by_ref)] // serde's `with` signature
     pub(crate) fn serialize<S: Serializer>(s: &Option<MicState>, ser: S) -> Result<S::Ok, S::Error> {
         match s {
             Some(s) => ser.serialize_str(s.as_str()),
@@ -653,7 +654,7 @@ mod opt_status {
     use super::MicStatus;
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
-    #[allow(clippy::ref_option)]
+    #[allow(clippy::ref_option, clippy::trivially_copy_pass_by_ref)] // serde's `with` signature
     pub(crate) fn serialize<S: Serializer>(s: &Option<MicStatus>, ser: S) -> Result<S::Ok, S::Error> {
         match s {
             Some(s) => ser.serialize_str(s.as_str()),

@@ -125,9 +125,7 @@ fn server_frames() -> Vec<ServerFrame> {
         EventKind::Daemon {
             what: DaemonStep::Ready,
         },
-        EventKind::Error {
-            message: "m".into(),
-        },
+        EventKind::Error { message: "m".into() },
         EventKind::Lagged { missed: 7 },
     ];
     let mut frames: Vec<ServerFrame> = kinds
@@ -191,7 +189,10 @@ fn server_frames_round_trip_and_match_the_schema() {
 #[test]
 fn wire_shape_is_as_documented() {
     let line = encode(&ClientFrame::new(Some(7), Request::CardStatus { card: 2 }));
-    assert_eq!(line, b"{\"v\":1,\"id\":7,\"request\":\"card_status\",\"card\":2}\n");
+    assert_eq!(
+        line,
+        b"{\"v\":1,\"id\":7,\"request\":\"card_status\",\"card\":2}\n"
+    );
     let line = encode(&ServerFrame::ok(Some(7), Response::Subscribed));
     assert_eq!(line, b"{\"v\":1,\"id\":7,\"ok\":{\"response\":\"subscribed\"}}\n");
     let line = encode(&ServerFrame::event(Event {

@@ -176,13 +176,21 @@ impl Daemon {
         let mut buf = vec![0u8; 4096];
         loop {
             let n = self.notify.recv(&mut buf).unwrap_or_else(|e| {
-                panic!("no notification ({e}) after {:?}; log:\n{}", start.elapsed(), self.log_text())
+                panic!(
+                    "no notification ({e}) after {:?}; log:\n{}",
+                    start.elapsed(),
+                    self.log_text()
+                )
             });
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             if pred(&msg) {
                 return msg;
             }
-            assert!(start.elapsed() < HANG, "no matching notification; log:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < HANG,
+                "no matching notification; log:\n{}",
+                self.log_text()
+            );
         }
     }
 
