@@ -19,6 +19,9 @@ use crate::devices::DeviceView;
 /// lagged.
 pub const EVENT_BUFFER: usize = 1024;
 
+/// How long reading the configuration file may take.
+pub const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A card as other tasks see it.
 #[derive(Clone)]
 pub struct CardHandle {
@@ -139,15 +142,19 @@ impl Shared {
     pub async fn reload(&self, source: ReloadSource) -> Result<bool, ConfigError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let path = self.config_path.clone();
-        // TIMEOUT: none needed beyond the read itself: a local file.
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&path, true))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ConfigError::Read {
-                    path: self.config_path.clone(),
-                    message: format!("reader failed: {e}"),
-                })
-            });
+        // TIMEOUT: RELOAD_TIMEOUT (a config file on a hung filesystem).
+        let job = tokio::task::spawn_blocking(move || Config::load(&path, true));
+        let loaded = match tokio::time::timeout(RELOAD_TIMEOUT, job).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ConfigError::Read {
+                path: self.config_path.clone(),
+                message: format!("reader failed: {e}"),
+            }),
+            Err(_) => Err(ConfigError::Read {
+                path: self.config_path.clone(),
+                message: format!("not read within {RELOAD_TIMEOUT:?}"),
+            }),
+        };
         match loaded {
             Ok(new) => {
                 let old = self.config();
