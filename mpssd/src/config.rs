@@ -374,41 +374,8 @@ impl Config {
                 }
             }
         }
-        let metrics = MetricsConfig {
-            enabled: file.metrics.enabled.unwrap_or(d.metrics.enabled),
-            listen: file.metrics.listen,
-            allow_remote: file.metrics.allow_remote.unwrap_or(false),
-        };
-        if let Some(a) = metrics.listen {
-            if !a.ip().is_loopback() && !metrics.allow_remote {
-                return Err(bad(
-                    "metrics",
-                    "listen",
-                    format!("{a} is not a loopback address; set metrics.allow_remote = true to serve it"),
-                ));
-            }
-        }
-        let crash = CrashConfig {
-            dir: file.crash.dir.clone().unwrap_or(d.crash.dir),
-            keep: file.crash.keep.unwrap_or(d.crash.keep),
-            max_file_bytes: file.crash.max_file_bytes.unwrap_or(d.crash.max_file_bytes),
-            max_total_bytes: file.crash.max_total_bytes.unwrap_or(d.crash.max_total_bytes),
-        };
-        if crash.dir.is_absolute()
-            || crash
-                .dir
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
-        {
-            return Err(bad(
-                "crash",
-                "dir",
-                "must be a path relative to the root, without ..".into(),
-            ));
-        }
-        if crash.max_file_bytes < 4096 {
-            return Err(bad("crash", "max_file_bytes", "must be at least 4096".into()));
-        }
+        let metrics = resolve_metrics(&file.metrics, &bad)?;
+        let crash = resolve_crash(&file.crash, &bad)?;
         let defaults = resolve_card(&CardConfig::default(), &file.defaults, "defaults", &bad)?;
         let mut cards = BTreeMap::new();
         for (name, section) in &file.cards {
@@ -435,6 +402,57 @@ impl Config {
             cards,
         })
     }
+}
+
+fn resolve_metrics(
+    f: &MetricsFile,
+    bad: &dyn Fn(&str, &str, String) -> ConfigError,
+) -> Result<MetricsConfig, ConfigError> {
+    let d = Config::default();
+    let metrics = MetricsConfig {
+        enabled: f.enabled.unwrap_or(d.metrics.enabled),
+        listen: f.listen,
+        allow_remote: f.allow_remote.unwrap_or(false),
+    };
+    if let Some(a) = metrics.listen {
+        if !a.ip().is_loopback() && !metrics.allow_remote {
+            return Err(bad(
+                "metrics",
+                "listen",
+                format!("{a} is not a loopback address; set metrics.allow_remote = true to serve it"),
+            ));
+        }
+    }
+    Ok(metrics)
+}
+
+fn resolve_crash(
+    f: &CrashFile,
+    bad: &dyn Fn(&str, &str, String) -> ConfigError,
+) -> Result<CrashConfig, ConfigError> {
+    let d = Config::default();
+    let crash = CrashConfig {
+        dir: f.dir.clone().unwrap_or(d.crash.dir),
+        keep: f.keep.unwrap_or(d.crash.keep),
+        max_file_bytes: f.max_file_bytes.unwrap_or(d.crash.max_file_bytes),
+        max_total_bytes: f.max_total_bytes.unwrap_or(d.crash.max_total_bytes),
+    };
+    if crash.dir.is_absolute()
+        || crash
+            .dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(bad(
+            "crash",
+            "dir",
+            "must be a path relative to the root, without ..".into(),
+        ));
+    }
+    if crash.max_file_bytes < 4096 {
+        return Err(bad("crash", "max_file_bytes", "must be at least 4096".into()));
+    }
+    Ok(crash)
 }
 
 fn resolve_card(

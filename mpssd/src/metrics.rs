@@ -210,6 +210,12 @@ pub fn render_cards(
         reloads_failed,
     );
 
+    card_families(&mut f, cards, now_ms);
+    out
+}
+
+/// The per-card and per-device families.
+fn card_families(f: &mut Family<'_>, cards: &[CardStatus], now_ms: u64) {
     f.head(
         "mpssd_card_state",
         "gauge",
@@ -292,7 +298,6 @@ pub fn render_cards(
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ struct Set(Arc<Recorder>, Option<Card>);
 impl DeviceSet for Set {
     fn add<'a>(&'a mut self, ctx: &'a DeviceContext) -> BoxFuture<'a, Result<Vec<String>, DeviceError>> {
         Box::pin(async move {
-            let state = ctx.card.state().map(|s| s.as_str()).unwrap_or("?");
+            let state = ctx.card.state().map_or("?", libmic::MicState::as_str);
             self.0.calls.lock().unwrap().push(format!("add {state}"));
             *self.0.added.lock().unwrap() += 1;
             self.1 = Some(ctx.card.clone());
@@ -41,7 +41,7 @@ impl DeviceSet for Set {
     fn remove(&mut self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
             let card = self.1.as_ref().expect("remove after add");
-            let state = card.state().map(|s| s.as_str()).unwrap_or("?");
+            let state = card.state().map_or("?", libmic::MicState::as_str);
             self.0.calls.lock().unwrap().push(format!("remove {state}"));
             vec!["console".into()]
         })
