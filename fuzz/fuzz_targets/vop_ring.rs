@@ -1,0 +1,7 @@
+//! libFuzzer entry point; the harness and its invariants are in
+//! `mic_fuzz::vop`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    mic_fuzz::run_bytes(data, mic_fuzz::vop::run as fn(&mic_fuzz::vop::VopInput));
+});
