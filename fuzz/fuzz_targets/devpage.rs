@@ -2,6 +2,4 @@
 //! `mic_fuzz::devpage`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mic_fuzz::run_bytes(data, mic_fuzz::devpage::run as fn(&mic_fuzz::devpage::PageInput));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mic_fuzz::devpage::fuzz(data));

@@ -2,6 +2,4 @@
 //! `mic_fuzz::reaper`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mic_fuzz::run_bytes(data, mic_fuzz::reaper::run as fn(&mic_fuzz::reaper::ReapInput));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mic_fuzz::reaper::fuzz(data));

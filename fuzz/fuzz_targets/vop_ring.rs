@@ -2,6 +2,4 @@
 //! `mic_fuzz::vop`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mic_fuzz::run_bytes(data, mic_fuzz::vop::run as fn(&mic_fuzz::vop::VopInput));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mic_fuzz::vop::fuzz(data));

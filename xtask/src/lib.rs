@@ -1,11 +1,13 @@
 //! Project automation behind `cargo xtask`: the checks CI runs ([`ci`]),
-//! the man pages and shell completions generated from the tools' clap
-//! definitions ([`generate`]), and the Rust-for-Linux tier ([`kernel`]).
+//! the bounded fuzzing runs ([`fuzz`]), the man pages and shell completions
+//! generated from the tools' clap definitions ([`generate`]), and the
+//! Rust-for-Linux tier ([`kernel`]).
 
 use std::path::{Path, PathBuf};
 
 pub mod bash_cards;
 pub mod ci;
+pub mod fuzz;
 pub mod generate;
 pub mod kernel;
 

@@ -18,8 +18,16 @@ struct Cli {
 #[derive(Debug, Clone, Subcommand)]
 enum Task {
     /// Everything CI runs: generated artifacts up to date, rustfmt check,
-    /// clippy -D warnings, the whole test suite.
+    /// clippy -D warnings, the whole test suite, a short run of each fuzz
+    /// target.
     Ci,
+    /// Build the fuzz targets (nightly, cargo-fuzz), replay their corpus
+    /// and fuzz each for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = xtask::fuzz::CI_SECONDS)]
+        seconds: u64,
+    },
     /// Generate man pages (man/) and shell completions (shell-completions/)
     /// from the tools' clap definitions.
     Gen {
@@ -59,6 +67,7 @@ fn run(task: Task) -> Result<()> {
     let root = xtask::workspace_root();
     match task {
         Task::Ci => xtask::ci::run(&root),
+        Task::Fuzz { seconds } => xtask::fuzz::run_all(&root, seconds),
         Task::Gen { check: false } => {
             let summary = xtask::generate::write(&root)?;
             eprintln!("xtask: {summary}");

@@ -67,6 +67,11 @@ fn check_items(items: &[Result<DescLoc, DevPageError>], page: &[u8]) {
     }
 }
 
+/// Runs the fuzzer's bytes (decoded as a [`PageInput`]).
+pub fn fuzz(data: &[u8]) {
+    crate::run_bytes(data, run);
+}
+
 /// Runs one input.
 pub fn run(input: &PageInput) {
     let page = &input.page[..input.page.len().min(2 * MIC_DP_SIZE)];

@@ -22,6 +22,17 @@ pub mod vop;
 
 use arbitrary::{Arbitrary, Unstructured};
 
+/// A harness over the fuzzer's raw bytes.
+pub type Harness = fn(&[u8]);
+
+/// The fuzz targets (the names of `fuzz/fuzz_targets/*.rs` and of their
+/// corpus directories) and the harness each runs.
+pub const TARGETS: &[(&str, Harness)] = &[
+    ("vop_ring", vop::fuzz),
+    ("devpage", devpage::fuzz),
+    ("used_reaper", reaper::fuzz),
+];
+
 /// Decodes `data` as `T` and runs `f` on it; bytes that do not decode are
 /// skipped (libFuzzer then learns nothing from them).
 pub fn run_bytes<'a, T: Arbitrary<'a>>(data: &'a [u8], f: impl FnOnce(&T)) {

@@ -281,6 +281,11 @@ impl Rig {
     }
 }
 
+/// Runs the fuzzer's bytes (decoded as a [`ReapInput`]).
+pub fn fuzz(data: &[u8]) {
+    crate::run_bytes(data, run);
+}
+
 /// Runs one input.
 pub fn run(input: &ReapInput) {
     let mut rig = Rig::new(input);

@@ -788,6 +788,11 @@ fn advance(m: &mut Model, calls: &[Call]) {
     }
 }
 
+/// Runs the fuzzer's bytes (decoded as a [`VopInput`]).
+pub fn fuzz(data: &[u8]) {
+    crate::run_bytes(data, run);
+}
+
 /// Runs one input.
 pub fn run(input: &VopInput) {
     let Some(mut rig) = Rig::new(input) else {
