@@ -1,16 +1,18 @@
 //! Target `devpage`: the device-page walker over arbitrary pages, both over
 //! a byte slice (`walk`) and over a [`Memory`] read live (`walk_mem`), with
-//! the other side rewriting the page while the walk goes on.
+//! the other side rewriting the page while the walk goes on; and debugfs
+//! `dp`'s dump of the same pages (`write_dump`).
 //!
 //! Invariants: nothing panics; every descriptor yielded starts at or after
 //! the bootparam, ends inside the page (and the slice), has `num_vq ≤ 4` and
 //! vq sizes ≤ 128, and all its accessors find their bytes; an error is the
 //! last item; a walk yields at most one item per 8 bytes of page; over a
-//! memory holding the whole page, `walk_mem` yields what `walk` does.
+//! memory holding the whole page, `walk_mem` yields what `walk` does; the
+//! dump shows each device the walk yields, and is bounded.
 
 use arbitrary::Arbitrary;
 use mic_core::abi::{DESC_TAIL, MIC_DP_SIZE, MIC_MAX_VRING_ENTRIES, MIC_MAX_VRINGS, MicDeviceDesc};
-use mic_core::devpage::{DescLoc, DevPageError, FIRST_DESC_OFFSET, walk, walk_mem};
+use mic_core::devpage::{DescLoc, DevPageError, FIRST_DESC_OFFSET, walk, walk_mem, write_dump};
 use mic_core::fake::FakeMem;
 use mic_core::hw::Memory;
 
@@ -67,6 +69,18 @@ fn check_items(items: &[Result<DescLoc, DevPageError>], page: &[u8]) {
     }
 }
 
+/// debugfs `dp` over the same page: one `Device type` line per device the
+/// walk yields, the error if it ended in one, and bounded output.
+fn check_dump(page: &[u8], items: &[Result<DescLoc, DevPageError>]) {
+    let mut dump = String::new();
+    write_dump(page, &mut dump).expect("a String takes everything");
+    let devices = dump.lines().filter(|l| l.starts_with("Device type ")).count();
+    assert_eq!(devices, items.iter().filter(|i| i.is_ok()).count());
+    let malformed = dump.lines().any(|l| l.starts_with("malformed descriptor: "));
+    assert_eq!(malformed, items.last().is_some_and(Result::is_err));
+    assert!(dump.len() <= 64 * MIC_DP_SIZE, "dump of {} bytes", dump.len());
+}
+
 /// Runs the fuzzer's bytes (decoded as a [`PageInput`]).
 pub fn fuzz(data: &[u8]) {
     crate::run_bytes(data, run);
@@ -82,6 +96,7 @@ pub fn run(input: &PageInput) {
     // Skipping removed slots only drops items.
     assert!(skipping.len() <= all.len());
     assert!(skipping.iter().all(|s| all.contains(s)));
+    check_dump(page, &skipping);
 
     let base = if input.high_base {
         u64::MAX - u64::from(input.base)
