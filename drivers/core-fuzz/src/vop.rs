@@ -84,6 +84,67 @@ impl Addr {
     }
 }
 
+/// A descriptor length: mostly one that fits card memory, sometimes any.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum Len {
+    /// Up to 4 KiB (0 included).
+    Small(u16),
+    /// Any 32-bit length.
+    Raw(u32),
+}
+
+impl Len {
+    fn get(self) -> u32 {
+        match self {
+            Len::Small(l) => u32::from(l) % 0x1001,
+            Len::Raw(l) => l,
+        }
+    }
+}
+
+/// Descriptor flags: mostly the defined bits, sometimes any.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum Flags {
+    /// NEXT, WRITE and INDIRECT as the low three bits.
+    Known(u8),
+    /// Any 16 bits.
+    Raw(u16),
+}
+
+impl Flags {
+    fn get(self) -> u16 {
+        match self {
+            Flags::Known(f) => u16::from(f & 7),
+            Flags::Raw(f) => f,
+        }
+    }
+}
+
+/// A descriptor as the card writes it.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub struct DescIn {
+    /// Buffer (or indirect table) address.
+    pub addr: Addr,
+    /// Length.
+    pub len: Len,
+    /// Flags.
+    pub flags: Flags,
+    /// Next index.
+    pub next: u16,
+}
+
+impl DescIn {
+    fn bytes(self) -> [u8; VringDesc::SIZE] {
+        VringDesc {
+            addr: self.addr.get(),
+            len: self.len.get(),
+            flags: self.flags.get(),
+            next: self.next,
+        }
+        .to_bytes()
+    }
+}
+
 /// What the test does next.
 #[derive(Debug, Arbitrary)]
 pub enum Op {
@@ -94,22 +155,16 @@ pub enum Op {
     /// The card writes its own memory.
     CardWrite { off: u16, data: Vec<u8> },
     /// The card writes descriptor `index` of ring `ring`.
-    Desc {
-        ring: u8,
-        index: u8,
-        addr: Addr,
-        len: u32,
-        flags: u16,
-        next: u16,
-    },
+    Desc { ring: u8, index: u8, desc: DescIn },
     /// The card writes a 16-byte descriptor into card memory (an indirect
     /// table entry).
-    CardDesc {
-        off: u16,
-        addr: Addr,
-        len: u32,
-        flags: u16,
-        next: u16,
+    CardDesc { off: u16, desc: DescIn },
+    /// The card writes a linked chain at descriptors `first`, `first + 1`,
+    /// ... (mod the ring size) and offers it.
+    Chain {
+        ring: u8,
+        first: u8,
+        bufs: Vec<(Addr, Len, bool)>,
     },
     /// The card makes `head` available on ring `ring`.
     Offer { ring: u8, head: u16 },
@@ -507,38 +562,32 @@ impl Rig {
                 self.host.poke(DP_OFFSET + off, &data[..n]);
             }
             Op::CardWrite { off, ref data } => self.card.poke(u64::from(off), data),
-            Op::Desc {
+            Op::Desc { ring, index, desc } => {
+                let (_, r) = self.ring(ring);
+                let at = r.desc + 16 * u64::from(u16::from(index) % r.num);
+                self.host.poke(at, &desc.bytes());
+            }
+            Op::CardDesc { off, desc } => self.card.poke(u64::from(off) & !15, &desc.bytes()),
+            Op::Chain {
                 ring,
-                index,
-                addr,
-                len,
-                flags,
-                next,
+                first,
+                ref bufs,
             } => {
                 let (_, r) = self.ring(ring);
-                let d = VringDesc {
-                    addr: addr.get(),
-                    len,
-                    flags,
-                    next,
-                };
-                let at = r.desc + 16 * u64::from(u16::from(index) % r.num);
-                self.host.poke(at, &d.to_bytes());
-            }
-            Op::CardDesc {
-                off,
-                addr,
-                len,
-                flags,
-                next,
-            } => {
-                let d = VringDesc {
-                    addr: addr.get(),
-                    len,
-                    flags,
-                    next,
-                };
-                self.card.poke(u64::from(off) & !15, &d.to_bytes());
+                let first = u16::from(first) % r.num;
+                for (k, &(addr, len, write)) in bufs.iter().take(2 * usize::from(r.num)).enumerate() {
+                    let i = (first + k as u16) % r.num;
+                    let last = k + 1 == bufs.len();
+                    let d = VringDesc {
+                        addr: addr.get(),
+                        len: len.get(),
+                        flags: if write { VRING_DESC_F_WRITE } else { 0 }
+                            | if last { 0 } else { VRING_DESC_F_NEXT },
+                        next: (i + 1) % r.num,
+                    };
+                    self.host.poke(r.desc + 16 * u64::from(i), &d.to_bytes());
+                }
+                self.offer(r, first);
             }
             Op::Offer { ring, head } => {
                 let (_, r) = self.ring(ring);
@@ -608,6 +657,15 @@ impl Rig {
             }
             _ => {}
         }
+    }
+
+    /// The card makes `head` available.
+    fn offer(&self, r: RingAt, head: u16) {
+        let idx = self.host.raw.read_u16(r.avail + 2).expect("avail");
+        let slot = idx % r.num;
+        self.host
+            .poke(r.avail + avail_entry(slot) as u64, &head.to_le_bytes());
+        self.host.poke(r.avail + 2, &idx.wrapping_add(1).to_le_bytes());
     }
 
     fn doorbell(&mut self) {

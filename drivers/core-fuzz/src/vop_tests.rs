@@ -2,14 +2,20 @@
 
 use super::*;
 
+fn desc_in(addr: u16, len: u32, flags: u16, next: u16) -> DescIn {
+    DescIn {
+        addr: Addr::Card(addr),
+        len: Len::Raw(len),
+        flags: Flags::Raw(flags),
+        next,
+    }
+}
+
 fn desc_op(index: u8, addr: u16, len: u32, flags: u16, next: u16) -> Op {
     Op::Desc {
         ring: 0,
         index,
-        addr: Addr::Card(addr),
-        len,
-        flags,
-        next,
+        desc: desc_in(addr, len, flags, next),
     }
 }
 
@@ -139,4 +145,33 @@ fn a_write_outside_the_allowed_ranges_is_caught() {
     let r = rig.rings[0];
     rig.host.write_u16(r.avail + 2, 7).unwrap();
     rig.host.check_writes(&rig.host_allowed(), "host memory");
+}
+
+#[test]
+fn chain_ops_link_wrap_and_offer() {
+    let buf = |addr, len, write| (Addr::Card(addr), Len::Small(len), write);
+    let ops = vec![
+        activate(),
+        Op::Chain {
+            ring: 0,
+            first: 7,
+            bufs: vec![buf(0x100, 10, false), buf(0x200, 20, true)],
+        },
+        copy(100, true),
+        Op::Chain {
+            ring: 0,
+            first: 2,
+            bufs: vec![buf(0x100, 10, true), buf(0x200, 20, false)],
+        },
+        copy(100, true),
+    ];
+    let inp = input(ops);
+    let mut rig = Rig::new(&inp).unwrap();
+    for op in &inp.ops {
+        rig.run(op);
+    }
+    let r = rig.v.rings().next().unwrap();
+    assert_eq!(r.stats().completed, 1);
+    assert_eq!(rig.card.raw.read_u32(0x2004).unwrap(), 7, "head 7, linked to 0");
+    assert_eq!(r.broken(), Some(RingError::ReadAfterWrite));
 }
