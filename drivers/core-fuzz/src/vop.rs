@@ -166,6 +166,14 @@ pub enum Op {
         first: u8,
         bufs: Vec<(Addr, Len, bool)>,
     },
+    /// The card writes an indirect table at `table` in its memory, points
+    /// descriptor `index` of ring `ring` at it, and offers that.
+    Indirect {
+        ring: u8,
+        index: u8,
+        table: u16,
+        entries: Vec<DescIn>,
+    },
     /// The card makes `head` available on ring `ring`.
     Offer { ring: u8, head: u16 },
     /// The card sets ring `ring`'s avail index.
@@ -589,13 +597,30 @@ impl Rig {
                 }
                 self.offer(r, first);
             }
+            Op::Indirect {
+                ring,
+                index,
+                table,
+                ref entries,
+            } => {
+                let (_, r) = self.ring(ring);
+                let table = u64::from(table) & !15;
+                for (k, e) in entries.iter().take(usize::from(r.num)).enumerate() {
+                    self.card.poke(table + 16 * k as u64, &e.bytes());
+                }
+                let index = u16::from(index) % r.num;
+                let d = VringDesc {
+                    addr: table,
+                    len: 16 * entries.len().min(usize::from(r.num)) as u32,
+                    flags: VRING_DESC_F_INDIRECT,
+                    next: 0,
+                };
+                self.host.poke(r.desc + 16 * u64::from(index), &d.to_bytes());
+                self.offer(r, index);
+            }
             Op::Offer { ring, head } => {
                 let (_, r) = self.ring(ring);
-                let idx = self.host.raw.read_u16(r.avail + 2).expect("avail");
-                let slot = idx % r.num;
-                self.host
-                    .poke(r.avail + avail_entry(slot) as u64, &head.to_le_bytes());
-                self.host.poke(r.avail + 2, &idx.wrapping_add(1).to_le_bytes());
+                self.offer(r, head);
             }
             Op::AvailIdx { ring, idx } => {
                 let (_, r) = self.ring(ring);

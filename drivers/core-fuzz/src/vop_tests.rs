@@ -175,3 +175,38 @@ fn chain_ops_link_wrap_and_offer() {
     assert_eq!(rig.card.raw.read_u32(0x2004).unwrap(), 7, "head 7, linked to 0");
     assert_eq!(r.broken(), Some(RingError::ReadAfterWrite));
 }
+
+#[test]
+fn indirect_ops_write_the_table_and_offer_it() {
+    let ops = vec![
+        activate(),
+        Op::Indirect {
+            ring: 0,
+            index: 3,
+            table: 0x1000,
+            entries: vec![
+                desc_in(0x100, 10, VRING_DESC_F_NEXT, 1),
+                desc_in(0x200, 20, VRING_DESC_F_WRITE, 0),
+            ],
+        },
+        copy(100, true),
+        Op::Indirect {
+            ring: 0,
+            index: 3,
+            table: 0x1000,
+            entries: vec![desc_in(0x1000, 16, VRING_DESC_F_INDIRECT, 0)],
+        },
+        copy(100, true),
+    ];
+    let inp = input(ops);
+    let mut rig = Rig::new(&inp).unwrap();
+    for op in &inp.ops {
+        rig.run(op);
+    }
+    let r = rig.v.rings().next().unwrap();
+    assert_eq!(
+        (r.stats().completed, r.stats().to_user, r.stats().to_card),
+        (1, 10, 20)
+    );
+    assert_eq!(r.broken(), Some(RingError::NestedIndirect));
+}
