@@ -13,8 +13,9 @@
 use arbitrary::Arbitrary;
 use mic_core::abi::{DESC_TAIL, MIC_DP_SIZE, MIC_MAX_VRING_ENTRIES, MIC_MAX_VRINGS, MicDeviceDesc};
 use mic_core::devpage::{DescLoc, DevPageError, FIRST_DESC_OFFSET, walk, walk_mem, write_dump};
-use mic_core::fake::FakeMem;
 use mic_core::hw::Memory;
+
+use crate::mem::Logged;
 
 /// Most items a walk can yield: every block is longer than its header.
 const MAX_ITEMS: usize = MIC_DP_SIZE / DESC_TAIL;
@@ -103,16 +104,24 @@ pub fn run(input: &PageInput) {
     } else {
         u64::from(input.base)
     };
-    let mem = FakeMem::new(usize::from(input.base) + usize::from(input.mem_len));
+    let mem = Logged::new(usize::from(input.base) + usize::from(input.mem_len));
     // The page as memory holds it: the input, zero-filled to a page.
     let mut full = page[..page.len().min(MIC_DP_SIZE)].to_vec();
     full.resize(MIC_DP_SIZE, 0);
     let whole = usize::from(input.mem_len) >= MIC_DP_SIZE && !input.high_base;
     if !input.high_base {
-        mem.fill(base, &full[..usize::from(input.mem_len).min(MIC_DP_SIZE)]);
+        mem.raw
+            .fill(base, &full[..usize::from(input.mem_len).min(MIC_DP_SIZE)]);
     }
+    // The walker reads only the page, after the bootparam.
+    let readable: Vec<(u64, u64)> = base
+        .checked_add(MIC_DP_SIZE as u64)
+        .map(|end| (base + FIRST_DESC_OFFSET as u64, end))
+        .into_iter()
+        .collect();
     let from_mem: Vec<_> = walk_mem(&mem, base).with_removed().collect();
     assert!(from_mem.len() <= MAX_ITEMS);
+    mem.check_reads(&readable, "page memory");
     if whole {
         let from_slice: Vec<_> = walk(&full).with_removed().collect();
         assert_eq!(
@@ -127,7 +136,8 @@ pub fn run(input: &PageInput) {
             Ok(loc) => {
                 assert!(loc.offset >= FIRST_DESC_OFFSET && loc.end() <= MIC_DP_SIZE);
                 let mut hdr = [0u8; MicDeviceDesc::SIZE];
-                mem.read(base + loc.offset as u64, &mut hdr)
+                mem.raw
+                    .read(base + loc.offset as u64, &mut hdr)
                     .expect("a yielded header lies inside the memory");
                 assert_eq!(MicDeviceDesc::from_bytes(&hdr), loc.desc);
             }
@@ -147,18 +157,21 @@ pub fn run(input: &PageInput) {
         assert!(count <= MAX_ITEMS, "live walk does not end");
         if let Ok(loc) = item {
             let mut hdr = [0u8; MicDeviceDesc::SIZE];
-            mem.read(base + loc.offset as u64, &mut hdr)
+            mem.raw
+                .read(base + loc.offset as u64, &mut hdr)
                 .expect("header inside");
             assert_eq!(MicDeviceDesc::from_bytes(&hdr), loc.desc);
             let mut block = vec![0u8; loc.end()];
-            mem.read(base + loc.offset as u64, &mut block[loc.offset..])
+            mem.raw
+                .read(base + loc.offset as u64, &mut block[loc.offset..])
                 .expect("block inside");
             check_loc(&loc, &block);
         }
         let &(off, byte) = live.next().expect("cycle of a non-empty list");
         let off = u64::from(off) % MIC_DP_SIZE as u64;
         if base + off < mem.size() {
-            mem.fill(base + off, &[byte]);
+            mem.raw.fill(base + off, &[byte]);
         }
     }
+    mem.check_reads(&readable, "page memory");
 }

@@ -1,18 +1,31 @@
-//! Memory that records what the code under test wrote.
+//! Memory that records what the code under test read and wrote.
 
 use core::cell::RefCell;
 
 use mic_core::fake::FakeMem;
 use mic_core::hw::{MemError, Memory};
 
-/// A [`FakeMem`] whose writes through the [`Memory`] trait are logged. The
-/// harness plays the other side by touching [`Logged::raw`] directly, which
-/// logs nothing.
+/// A [`FakeMem`] whose accesses through the [`Memory`] trait are logged.
+/// The harness plays the other side by touching [`Logged::raw`] directly,
+/// which logs nothing.
 #[derive(Debug)]
 pub struct Logged {
     /// The memory itself (the other side's view).
     pub raw: FakeMem,
     writes: RefCell<Vec<(u64, u64)>>,
+    reads: RefCell<Vec<(u64, u64)>>,
+}
+
+/// Asserts that every `(addr, len)` of `log` lies wholly inside one of
+/// `allowed` (`(start, end)` ranges).
+fn check(log: Vec<(u64, u64)>, allowed: &[(u64, u64)], what: &str, how: &str) {
+    for (addr, len) in log {
+        let end = addr + len;
+        assert!(
+            allowed.iter().any(|&(a, b)| a <= addr && end <= b),
+            "{what}: {how} of {len} bytes at {addr:#x} outside {allowed:x?}"
+        );
+    }
 }
 
 impl Logged {
@@ -22,6 +35,7 @@ impl Logged {
         Self {
             raw: FakeMem::new(len),
             writes: RefCell::new(Vec::new()),
+            reads: RefCell::new(Vec::new()),
         }
     }
 
@@ -30,16 +44,21 @@ impl Logged {
         core::mem::take(&mut *self.writes.borrow_mut())
     }
 
+    /// The ranges read since the last call, in order.
+    pub fn take_reads(&self) -> Vec<(u64, u64)> {
+        core::mem::take(&mut *self.reads.borrow_mut())
+    }
+
     /// Asserts that every write since the last call lies wholly inside one
     /// of `allowed` (`(start, end)` ranges); `what` names the memory.
     pub fn check_writes(&self, allowed: &[(u64, u64)], what: &str) {
-        for (addr, len) in self.take_writes() {
-            let end = addr + len;
-            assert!(
-                allowed.iter().any(|&(a, b)| a <= addr && end <= b),
-                "{what}: write of {len} bytes at {addr:#x} outside {allowed:x?}"
-            );
-        }
+        check(self.take_writes(), allowed, what, "write");
+    }
+
+    /// Likewise for reads (the code under test reading what it has no
+    /// business reading is as wrong as writing it).
+    pub fn check_reads(&self, allowed: &[(u64, u64)], what: &str) {
+        check(self.take_reads(), allowed, what, "read");
     }
 
     /// Copies `data` to `addr`, cut at the end of the memory (the other
@@ -60,7 +79,9 @@ impl Memory for Logged {
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.raw.read(addr, buf)
+        self.raw.read(addr, buf)?;
+        self.reads.borrow_mut().push((addr, buf.len() as u64));
+        Ok(())
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {

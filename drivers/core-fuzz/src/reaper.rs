@@ -8,9 +8,10 @@
 //! the next avail slot; `add` refuses exactly the chains that are empty,
 //! unordered or too long for the free descriptors; every reaped token is in
 //! flight and is reaped once, with a length no larger than its chain; a
-//! refused used entry changes nothing; the free count always matches the
-//! model; the driver writes only its descriptor table and avail ring, and
-//! never the host's used ring.
+//! refused used entry changes nothing, and a used index that jumps past the
+//! ring is refused; the free count always matches the model; the driver
+//! writes only its descriptor table and avail ring, never the host's used
+//! ring, and reads only the used ring.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +97,8 @@ struct Rig {
     /// The honest host's next avail index to complete and its used index.
     host_avail: u16,
     host_used: u16,
+    /// Entries reaped so far (the driver's used index, as the model has it).
+    reaped: u16,
 }
 
 impl Rig {
@@ -109,6 +112,8 @@ impl Rig {
         q.zero(&ring, &card).expect("rings inside memory");
         ring.take_writes();
         card.take_writes();
+        ring.take_reads();
+        card.take_reads();
         Self {
             ring,
             card,
@@ -119,6 +124,7 @@ impl Rig {
             next_token: 0,
             host_avail: 0,
             host_used: 0,
+            reaped: 0,
         }
     }
 
@@ -186,6 +192,11 @@ impl Rig {
         let avail_end = self.avail + avail_size(self.num) as u64;
         self.ring.check_writes(&[(0, avail_end)], "ring memory");
         self.card.check_writes(&[], "card memory (the host's used ring)");
+        // The driver reads nothing back from the ring it writes (it keeps
+        // its own record), and of card memory only the used ring.
+        self.ring.check_reads(&[], "ring memory");
+        let used_end = USED + used_size(self.num) as u64;
+        self.card.check_reads(&[(USED, used_end)], "card memory");
     }
 
     fn put_used(&self, slot: u16, id: u32, len: u32) {
@@ -256,8 +267,15 @@ impl Rig {
     /// One `pop_used`; whether it reaped something.
     fn pop(&mut self) -> bool {
         let free = self.q.num_free();
-        match self.q.pop_used(&self.card) {
+        let idx = self.card.raw.read_u16(USED + 2).expect("used idx");
+        let pending = idx.wrapping_sub(self.reaped);
+        let res = self.q.pop_used(&self.card);
+        if pending > self.num {
+            assert!(res.is_err(), "used index jumped by {pending} and was taken");
+        }
+        match res {
             Ok(None) => {
+                assert_eq!(pending, 0, "entries pending and none reaped");
                 assert!(!self.q.has_used(&self.card).expect("used ring inside"));
                 false
             }
@@ -271,6 +289,7 @@ impl Rig {
                 let c = self.flight.remove(&head).expect("found above");
                 assert!(u64::from(u.len) <= c.cap, "length beyond the chain");
                 assert_eq!(self.q.num_free(), free + c.descs.len() as u16);
+                self.reaped = self.reaped.wrapping_add(1);
                 true
             }
             Err(_) => {

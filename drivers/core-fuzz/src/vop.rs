@@ -330,8 +330,16 @@ struct Model {
 }
 
 /// Reads the next chain the way ring.rs documents its rules, written
-/// independently of it.
-fn reference_fetch(host: &Logged, card: &Logged, r: RingAt, last_avail: u16, indirect_ok: bool) -> Fetch {
+/// independently of it; adds each indirect table it accepted (the only card
+/// memory a fetch may read) to `tables`.
+fn reference_fetch(
+    host: &Logged,
+    card: &Logged,
+    r: RingAt,
+    last_avail: u16,
+    indirect_ok: bool,
+    tables: &mut Vec<(u64, u64)>,
+) -> Fetch {
     let (hmem, cmem) = (&host.raw, &card.raw);
     let num = u32::from(r.num);
     let idx = hmem.read_u16(r.avail + 2).expect("avail inside host memory");
@@ -387,6 +395,7 @@ fn reference_fetch(host: &Logged, card: &Logged, r: RingAt, last_avail: u16, ind
                 return Fetch::Invalid;
             }
             table = Some((d.addr, entries));
+            tables.push((d.addr, d.addr + u64::from(d.len)));
             i = 0;
             continue;
         }
@@ -495,6 +504,8 @@ impl Rig {
         card.poke(0, &input.card);
         host.take_writes();
         card.take_writes();
+        host.take_reads();
+        card.take_reads();
         let models = vec![None; rings.len()];
         Some(Self {
             mmio,
@@ -548,11 +559,26 @@ impl Rig {
     fn run(&mut self, op: &Op) {
         let host_allowed = self.host_allowed();
         let card_allowed = self.card_allowed();
+        let host_readable = self.host_readable();
+        let mut card_readable = Vec::new();
         if !self.card_writes(op) {
-            self.host_op(op);
+            card_readable = self.host_op(op);
         }
         self.host.check_writes(&host_allowed, "host memory");
         self.card.check_writes(&card_allowed, "card memory");
+        self.host.check_reads(&host_readable, "host memory");
+        self.card.check_reads(&card_readable, "card memory");
+    }
+
+    /// Host memory the host may read: its device page, and each ring's
+    /// descriptor table and avail ring (nothing else of a ring block).
+    fn host_readable(&self) -> Vec<(u64, u64)> {
+        let mut a = vec![(DP_OFFSET, DP_OFFSET + MIC_DP_SIZE as u64)];
+        for r in &self.rings {
+            a.push((r.desc, r.desc + 16 * u64::from(r.num)));
+            a.push((r.avail, r.avail + avail_size(r.num) as u64));
+        }
+        a
     }
 
     /// The card writing memory it can write; whether `op` was one of those.
@@ -641,15 +667,16 @@ impl Rig {
         true
     }
 
-    /// The host's operations, and the card's doorbells.
-    fn host_op(&mut self, op: &Op) {
+    /// The host's operations, and the card's doorbells; the card memory
+    /// each may read (only a fetch reads any: its indirect tables).
+    fn host_op(&mut self, op: &Op) -> Vec<(u64, u64)> {
         match *op {
             Op::Copy {
                 ring,
                 cap,
                 update_used,
                 fault_at,
-            } => self.copy(ring, cap, update_used, fault_at),
+            } => return self.copy(ring, cap, update_used, fault_at),
             Op::Activate { used, features } => {
                 for (i, u) in used.iter().enumerate().take(self.rings.len()) {
                     let at = self.page(self.v.desc().vq_offset(i) + VQ_USED_ADDRESS);
@@ -682,6 +709,7 @@ impl Rig {
             }
             _ => {}
         }
+        Vec::new()
     }
 
     /// The card makes `head` available.
@@ -719,13 +747,16 @@ impl Rig {
         }
     }
 
-    fn copy(&mut self, ring: u8, cap: u16, update_used: bool, fault_at: Option<u16>) {
+    fn copy(&mut self, ring: u8, cap: u16, update_used: bool, fault_at: Option<u16>) -> Vec<(u64, u64)> {
         let (i, r) = self.ring(ring);
         let cap = u64::from(cap % (MAX_CAP + 1));
+        let mut tables = Vec::new();
         let before = self.v.rings().nth(i).cloned();
         let reference = before.as_ref().and_then(|hr| {
-            (!hr.holds_chain() && hr.broken().is_none())
-                .then(|| reference_fetch(&self.host, &self.card, r, hr.last_avail(), hr.features().indirect))
+            (!hr.holds_chain() && hr.broken().is_none()).then(|| {
+                let indirect = hr.features().indirect;
+                reference_fetch(&self.host, &self.card, r, hr.last_avail(), indirect, &mut tables)
+            })
         });
         let mut user = User {
             cap,
@@ -778,7 +809,7 @@ impl Rig {
                 if reference == Some(Fetch::Nothing) {
                     assert_eq!(c.out_len, 0);
                     assert!(calls.is_empty() && !after.holds_chain());
-                    return;
+                    return tables;
                 }
                 assert_ne!(
                     reference,
@@ -801,6 +832,7 @@ impl Rig {
                 }
             }
         }
+        tables
     }
 
     /// A fetch happened: the model holds the reference's chain.

@@ -210,3 +210,13 @@ fn indirect_ops_write_the_table_and_offer_it() {
     );
     assert_eq!(r.broken(), Some(RingError::NestedIndirect));
 }
+
+#[test]
+#[should_panic(expected = "read of 2 bytes")]
+fn a_read_outside_the_rings_is_caught() {
+    let inp = input(vec![]);
+    let rig = Rig::new(&inp).unwrap();
+    let r = rig.rings[0];
+    let _ = rig.host.read_u16(r.info);
+    rig.host.check_reads(&rig.host_readable(), "host memory");
+}
