@@ -16,6 +16,9 @@
 //! * the host writes host memory only in the device page, its own used
 //!   rings (while not re-homed) and the info words — never a descriptor
 //!   table or avail ring; it writes card memory only in re-homed used rings;
+//! * it reads host memory only in the device page, the descriptor tables
+//!   and the avail rings, and card memory (besides the caller's copies)
+//!   only in the indirect tables of the chain it is fetching;
 //! * every chain the walker takes is the chain a reference reading of the
 //!   rings finds, no longer than the ring, and it is refused exactly when
 //!   the reference finds it breaks a rule; a refused chain breaks the ring
