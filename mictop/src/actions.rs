@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use libmic::{BootRequest, Card, MicState, MicStatus, Outcome, ResetEnd, StopStep, Stopped};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::app::{Action, OpEvent, OpKind};
+use crate::app::Action;
+use crate::model::{OpEvent, OpKind};
 
 const RESET_FAILED: &str = "the reset failed: the card's bootstrap did not come back (reset_failed)";
 

@@ -4,9 +4,9 @@
 use anyhow::Context as _;
 use libmic::MicRoot;
 
-use crate::app::OpKind;
 use crate::config::Config;
-use crate::ui::theme::Theme;
+use crate::model::OpKind;
+use crate::theme::Theme;
 
 /// Runs the demo with `cards` emulated cards at realistic timing.
 pub fn run(cards: u32, config: Config, theme: Theme) -> anyhow::Result<()> {
@@ -24,7 +24,7 @@ pub fn run(cards: u32, config: Config, theme: Theme) -> anyhow::Result<()> {
     };
     let root = MicRoot::new(instance.root());
     let result = crate::run_tui(&root, config, theme, |app| {
-        let ids = app.cards.iter().map(|c| c.id).collect();
+        let ids = app.cards().iter().map(|c| c.id).collect();
         app.run_now(OpKind::Boot, ids)
     });
     let stopped = instance.stop();

@@ -37,9 +37,11 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::actions;
-use crate::app::{Action, App, CardView, Detail, Effect, HostInfo};
+use crate::app::{Action, App, Effect};
 use crate::config::Config;
-use crate::ui::{self, theme::Theme};
+use crate::model::{CardView, Detail, HostInfo};
+use crate::theme::Theme;
+use crate::ui;
 
 /// The shortest time between two frames (a 60 Hz cap).
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
@@ -238,17 +240,17 @@ impl Runtime {
             while let Some(effect) = pending.pop_front() {
                 pending.extend(self.apply(effect, app));
             }
-            if app.quit {
+            if app.quitting() {
                 return Ok(());
             }
             // At most one frame per FRAME_INTERVAL: a burst of changes
             // (every card's attributes arriving at start) is one frame.
             let mut due = None;
-            if app.dirty {
+            if app.needs_redraw() {
                 let next = last_frame.map(|t| t + FRAME_INTERVAL);
                 if next.is_none_or(|n| n <= Instant::now()) {
                     terminal.draw(|f| ui::draw(f, app))?;
-                    app.dirty = false;
+                    app.drawn();
                     let now = Instant::now();
                     last_frame = Some(now);
                     self.frames.fetch_add(1, Ordering::Relaxed);

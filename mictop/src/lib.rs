@@ -1,9 +1,15 @@
 //! `mictop`: the live TUI for MIC X100 cards.
 //!
-//! * [`app`] — the state and `update(Action) -> Effects`;
+//! * [`app`] — the application: its components and `update(Action) ->
+//!   Effects`, input routed to the component it is for;
+//! * [`components`] — the panes' and dialogs' own state, input handling
+//!   and updates;
+//! * [`model`] — what is known about the cards and the host;
+//! * [`layout`] — where each pane goes, from plain inputs;
 //! * [`event`] — the event sources (terminal, `state` polls, log follower,
 //!   clock, signals) and the loop that applies actions and draws;
-//! * [`ui`] — drawing, one module per component, a pure function of the state;
+//! * [`ui`] — drawing, one module per component, a pure function of the
+//!   state; [`theme`] — its styles;
 //! * [`actions`] — lifecycle operations on worker threads through libmic;
 //! * [`config`] — the TOML configuration and key bindings;
 //! * [`terminal`] — taking and restoring the terminal;
@@ -12,10 +18,14 @@
 pub mod actions;
 pub mod app;
 pub mod cli;
+pub mod components;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod layout;
+pub mod model;
 pub mod terminal;
+pub mod theme;
 pub mod ui;
 
 use std::time::Duration;
@@ -25,7 +35,7 @@ use libmic::MicRoot;
 use crate::app::{App, Effect};
 use crate::cli::Cli;
 use crate::config::{Config, ThemeName};
-use crate::ui::theme::Theme;
+use crate::theme::Theme;
 
 /// The effective configuration: the file, then the flags, then `NO_COLOR`.
 pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, Theme)> {

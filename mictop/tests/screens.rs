@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use libmic::debugfs::{parse_dp, parse_smpt};
 use libmic::klog::{LogEntry, LogRecord};
 use libmic::{BootMode, CardInfo, MicRoot, MicState, MicStatus};
-use mictop::app::{Action, App, CardView, Detail, Effect, HostInfo, OpEvent, OpKind};
+use mictop::app::{Action, App, Effect};
 use mictop::config::{Config, ThemeName};
-use mictop::ui::{self, theme::Theme};
+use mictop::model::{CardView, Detail, HostInfo, OpEvent, OpKind};
+use mictop::theme::Theme;
+use mictop::ui;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -262,7 +264,7 @@ fn help_overlay() {
     s.key(KeyCode::Char('?'));
     insta::assert_snapshot!("help", s.render());
     s.key(KeyCode::Esc);
-    assert_eq!(s.app.overlay, mictop::app::Overlay::None);
+    assert_eq!(*s.app.overlay(), mictop::components::dialogs::Overlay::None);
 }
 
 #[test]
@@ -300,7 +302,7 @@ fn error_message() {
     });
     insta::assert_snapshot!("error", s.render());
     s.key(KeyCode::Enter);
-    assert!(s.app.errors.is_empty());
+    assert!(s.app.errors().is_empty());
     insta::assert_snapshot!("error_dismissed", s.render());
 }
 
@@ -338,7 +340,7 @@ fn mouse_selects_and_scrolls() {
     assert_eq!(s.app.selected_id(), Some(4));
     // With the mouse turned off, clicks do nothing.
     s.keys("M");
-    assert!(!s.app.mouse);
+    assert!(!s.app.mouse());
     s.act(click(MouseEventKind::Down(MouseButton::Left), 10, 4));
     assert_eq!(s.app.selected_id(), Some(4));
 }
@@ -375,7 +377,7 @@ fn driver_gone_then_back() {
     );
     assert!(effects.contains(&Effect::FollowLog(Some(1))), "{effects:?}");
     assert_eq!(s.app.selected_id(), Some(1));
-    assert!(s.app.driver_gone.is_none());
+    assert!(s.app.driver_gone().is_none());
     let screen = s.render().to_string();
     assert!(!screen.contains("driver gone"), "{screen}");
     for card in ["mic0", "mic1", "mic2"] {
@@ -407,7 +409,7 @@ fn an_attribute_snapshot_older_than_the_state_does_not_override_it() {
         post: Some("01".into()),
         at: before,
     });
-    assert_eq!(s.app.cards[0].state, Some(MicState::ResetFailed));
+    assert_eq!(s.app.cards()[0].state, Some(MicState::ResetFailed));
     // A snapshot begun after it is believed.
     s.act(Action::Info {
         id: 0,
@@ -415,5 +417,5 @@ fn an_attribute_snapshot_older_than_the_state_does_not_override_it() {
         post: Some("12".into()),
         at: t + Duration::from_millis(5),
     });
-    assert_eq!(s.app.cards[0].state, Some(MicState::Offline));
+    assert_eq!(s.app.cards()[0].state, Some(MicState::Offline));
 }

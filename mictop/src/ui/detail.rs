@@ -6,7 +6,9 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use crate::app::{App, CardView, Detail, Focus, Zoom};
+use crate::app::{App, Focus};
+use crate::layout::Zoom;
+use crate::model::{CardView, Detail};
 use crate::ui::table::{age_cell, op_cell, post_meaning, state_cell};
 use crate::ui::{block, field, focused};
 use libmic::attrs::escape_untrusted;
@@ -16,7 +18,7 @@ fn none() -> String {
 }
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
+    let t = app.theme();
     let Some(c) = app.selected_card() else {
         let blk = block(app, Line::from(Span::styled(" details ", t.title)), false);
         frame.render_widget(Paragraph::new("no card").block(blk), area);
@@ -26,17 +28,21 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Span::styled(format!(" {} ", c.name), t.title),
         Span::styled("details ", t.dim),
     ]);
-    let blk = block(app, title, focused(app, Focus::Cards) && app.zoom == Zoom::Detail);
+    let blk = block(
+        app,
+        title,
+        focused(app, Focus::Cards) && app.zoom() == Zoom::Detail,
+    );
     let mut lines = Vec::new();
     attributes(app, c, &mut lines);
     boot_config(app, c, &mut lines);
-    let detail = app.detail.as_ref().filter(|(id, _)| *id == c.id).map(|(_, d)| d);
+    let detail = app.detail().of(c.id);
     debugfs(app, detail, &mut lines);
     frame.render_widget(Paragraph::new(lines).block(blk).wrap(Wrap { trim: false }), area);
 }
 
 fn attributes(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
-    let t = &app.theme;
+    let t = app.theme();
     let info = c.info.as_ref();
     let (state, style) = state_cell(app, c);
     lines.push(Line::from(vec![
@@ -74,7 +80,7 @@ fn attributes(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
 }
 
 fn boot_config(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
-    let t = &app.theme;
+    let t = app.theme();
     let info = c.info.as_ref();
     lines.push(Line::from(Span::styled("── boot configuration", t.title)));
     let bootmode = info
@@ -120,7 +126,7 @@ fn boot_config(app: &App, c: &CardView, lines: &mut Vec<Line<'_>>) {
 }
 
 fn debugfs(app: &App, detail: Option<&Detail>, lines: &mut Vec<Line<'_>>) {
-    let t = &app.theme;
+    let t = app.theme();
     lines.push(Line::from(Span::styled("── SMPT", t.title)));
     match detail.map(|d| &d.smpt) {
         None => lines.push(Line::from(Span::styled("…", t.dim))),

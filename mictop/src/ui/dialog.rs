@@ -5,12 +5,13 @@ use ratatui::Frame;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
-use crate::app::{App, OpKind};
+use crate::app::App;
+use crate::model::OpKind;
 use crate::ui::{block, centered, ellipsize};
 use libmic::attrs::escape_untrusted;
 
 pub fn draw_confirm(frame: &mut Frame<'_>, app: &App, kind: OpKind, ids: &[u32]) {
-    let t = &app.theme;
+    let t = app.theme();
     let names: Vec<String> = ids.iter().map(|id| format!("mic{id}")).collect();
     let verb = kind.verb();
     let mut capitalised = verb.to_owned();
@@ -47,9 +48,9 @@ pub fn draw_confirm(frame: &mut Frame<'_>, app: &App, kind: OpKind, ids: &[u32])
 }
 
 pub fn draw_errors(frame: &mut Frame<'_>, app: &App) {
-    let t = &app.theme;
+    let t = app.theme();
     let mut lines: Vec<Line<'_>> = app
-        .errors
+        .errors()
         .iter()
         .rev()
         .take(20)
@@ -65,7 +66,10 @@ pub fn draw_errors(frame: &mut Frame<'_>, app: &App) {
     let h = (lines.len() as u16).saturating_mul(2).min(24) + 2;
     let area = centered(frame.area(), 76, h);
     frame.render_widget(Clear, area);
-    let title = Line::from(Span::styled(format!(" {} error(s) ", app.errors.len()), t.error));
+    let title = Line::from(Span::styled(
+        format!(" {} error(s) ", app.errors().len()),
+        t.error,
+    ));
     frame.render_widget(
         Paragraph::new(lines)
             .block(block(app, title, true))

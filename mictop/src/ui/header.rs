@@ -8,16 +8,17 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::{App, OpStatus};
+use crate::app::App;
+use crate::model::OpStatus;
 
 const GIB: f64 = 1_073_741_824.0;
 
 #[allow(clippy::cast_precision_loss)]
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
+    let t = app.theme();
     let sep = || Span::styled(" │ ", t.dim);
     let mut first = vec![Span::styled(" mictop", t.title)];
-    if let Some(h) = &app.host {
+    if let Some(h) = &app.header().host {
         first.extend([
             sep(),
             Span::styled("host ", t.dim),
@@ -40,10 +41,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     first.extend([
         sep(),
         Span::styled("root ", t.dim),
-        Span::styled(app.root.clone(), t.text),
+        Span::styled(app.header().root.clone(), t.text),
     ]);
 
-    if let Some(reason) = &app.driver_gone {
+    if let Some(reason) = app.driver_gone() {
         let banner = vec![
             Span::styled(" ⚠ driver gone — reconnecting", t.error),
             Span::styled(
@@ -54,10 +55,10 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(banner)]), area);
         return;
     }
-    let count = |s: MicState| app.cards.iter().filter(|c| c.state == Some(s)).count();
+    let count = |s: MicState| app.cards().iter().filter(|c| c.state == Some(s)).count();
     let mut second = vec![
         Span::styled(" cards ", t.dim),
-        Span::styled(app.cards.len().to_string(), t.title),
+        Span::styled(app.cards().len().to_string(), t.title),
     ];
     for s in MicState::ALL {
         second.push(sep());
@@ -67,18 +68,22 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let extra = [
         (
             "booting",
-            app.cards.iter().filter(|c| c.booting()).count(),
+            app.cards().iter().filter(|c| c.booting()).count(),
             t.booting,
         ),
         (
             "unreadable",
-            app.cards.iter().filter(|c| c.state_error.is_some()).count(),
+            app.cards().iter().filter(|c| c.state_error.is_some()).count(),
             t.error,
         ),
-        ("marked", app.cards.iter().filter(|c| c.marked).count(), t.marked),
+        (
+            "marked",
+            app.cards().iter().filter(|c| c.marked).count(),
+            t.marked,
+        ),
         (
             "busy",
-            app.cards
+            app.cards()
                 .iter()
                 .filter(|c| c.op.as_ref().is_some_and(OpStatus::running))
                 .count(),

@@ -9,11 +9,11 @@ use crate::config::Command;
 use crate::ui::{block, centered};
 
 pub fn draw(frame: &mut Frame<'_>, app: &App, scroll: u16) {
-    let t = &app.theme;
+    let t = app.theme();
     let mut lines = Vec::new();
     for (cmd, _, _, help) in Command::ALL {
         let keys: Vec<String> = app
-            .config
+            .config()
             .keys
             .keys_for(*cmd)
             .iter()

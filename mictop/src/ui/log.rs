@@ -10,12 +10,15 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::{App, Focus, LogLine, Zoom};
+use crate::app::{App, Focus};
+use crate::components::dialogs::Overlay;
+use crate::components::log::LogLine;
+use crate::layout::Zoom;
 use crate::ui::{block, focused};
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
-    let log = &app.log;
+    let t = app.theme();
+    let log = app.log();
     let name = app.selected_card().map_or("-", |c| c.name.as_str());
     let mut title = vec![
         Span::styled(format!(" log {name} "), t.title),
@@ -32,8 +35,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         title.push(Span::styled(format!("· /{} ", escape_untrusted(q)), t.key));
     }
     title.push(Span::styled(format!("· {} ", log.lines.len()), t.dim));
-    let focus =
-        focused(app, Focus::Log) || (app.zoom == Zoom::Log && app.overlay == crate::app::Overlay::None);
+    let focus = focused(app, Focus::Log) || (app.zoom() == Zoom::Log && *app.overlay() == Overlay::None);
     let blk = block(app, Line::from(title), focus);
     let inner = blk.inner(area);
     frame.render_widget(blk, area);
@@ -67,7 +69,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn render_line<'a>(app: &App, line: &'a LogLine) -> Line<'a> {
-    let t = &app.theme;
+    let t = app.theme();
+    let log = app.log();
     match line {
         LogLine::Marker(m) => Line::from(Span::styled(m.as_str(), t.warn)),
         LogLine::Record(r) => {
@@ -76,8 +79,8 @@ fn render_line<'a>(app: &App, line: &'a LogLine) -> Line<'a> {
                 Span::styled(format_timestamp(r.ts_nsec), t.dim),
                 Span::styled(format!(" {:<6} ", level_name(r.level)), style),
             ];
-            match app.log.search.as_deref() {
-                Some(q) if app.log.matches(line) => highlight(&mut spans, &r.text, q, style, t.search_match),
+            match log.search.as_deref() {
+                Some(q) if log.matches(line) => highlight(&mut spans, &r.text, q, style, t.search_match),
                 _ => spans.push(Span::styled(escape_untrusted(&r.text), style)),
             }
             Line::from(spans)

@@ -1,5 +1,6 @@
-//! Drawing: a pure function of [`App`] state into a frame. One module per
-//! component.
+//! Drawing: a pure function of the application's state into a frame, one
+//! module per component, placed by [`crate::layout`]. Nothing here changes
+//! state, and nothing in the application depends on this module.
 
 pub mod detail;
 pub mod dialog;
@@ -7,74 +8,21 @@ pub mod header;
 pub mod help;
 pub mod log;
 pub mod table;
-pub mod theme;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Paragraph};
 
-use crate::app::{App, Focus, OpStatus, Overlay, Zoom};
+use crate::app::{App, Focus};
+use crate::components::dialogs::Overlay;
 use crate::config::Command;
-
-/// Where each component goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Areas {
-    pub header: Rect,
-    pub cards: Option<Rect>,
-    pub detail: Option<Rect>,
-    pub log: Option<Rect>,
-    pub footer: Rect,
-}
-
-/// Width the detail pane takes beside the log.
-const DETAIL_WIDTH: u16 = 46;
-
-/// Lays out the screen for `app`.
-#[must_use]
-pub fn layout(area: Rect, app: &App) -> Areas {
-    let [header, body, footer] =
-        Layout::vertical([Constraint::Length(2), Constraint::Min(0), Constraint::Length(1)]).areas(area);
-    let mut areas = Areas {
-        header,
-        footer,
-        ..Areas::default()
-    };
-    match app.zoom {
-        Zoom::Detail => areas.detail = Some(body),
-        Zoom::Log => areas.log = Some(body),
-        Zoom::None => {
-            let count = app.cards.len().max(1);
-            let wanted = if app.compact() {
-                count.div_ceil(table::grid_columns(body.width)) + 2
-            } else {
-                count + 3
-            };
-            let most = (body.height as usize * 3 / 5).max(5);
-            let height = wanted.min(most).min(body.height as usize) as u16;
-            let [cards, bottom] =
-                Layout::vertical([Constraint::Length(height), Constraint::Min(0)]).areas(body);
-            areas.cards = Some(cards);
-            if bottom.height >= 3 {
-                if bottom.width >= DETAIL_WIDTH + 40 {
-                    let [detail, log] =
-                        Layout::horizontal([Constraint::Length(DETAIL_WIDTH), Constraint::Min(0)])
-                            .areas(bottom);
-                    areas.detail = Some(detail);
-                    areas.log = Some(log);
-                } else {
-                    areas.log = Some(bottom);
-                }
-            }
-        }
-    }
-    areas
-}
+use crate::model::OpStatus;
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
-    let areas = layout(frame.area(), app);
+    let areas = app.areas_in(frame.area());
     header::draw(frame, areas.header, app);
     if let Some(r) = areas.cards {
         table::draw(frame, r, app);
@@ -86,7 +34,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         log::draw(frame, r, app);
     }
     draw_footer(frame, areas.footer, app);
-    match &app.overlay {
+    match app.overlay() {
         Overlay::None | Overlay::Search { .. } => {}
         Overlay::Help { scroll } => help::draw(frame, app, *scroll),
         Overlay::Confirm { kind, ids } => dialog::draw_confirm(frame, app, *kind, ids),
@@ -100,9 +48,9 @@ pub fn block<'a>(app: &App, title: Line<'a>, focused: bool) -> Block<'a> {
     Block::bordered()
         .border_type(BorderType::Rounded)
         .border_style(if focused {
-            app.theme.border_focus
+            app.theme().border_focus
         } else {
-            app.theme.border
+            app.theme().border
         })
         .title(title)
 }
@@ -110,23 +58,23 @@ pub fn block<'a>(app: &App, title: Line<'a>, focused: bool) -> Block<'a> {
 /// Whether a pane has the focus.
 #[must_use]
 pub fn focused(app: &App, pane: Focus) -> bool {
-    app.focus == pane && app.overlay == Overlay::None
+    app.focus() == pane && *app.overlay() == Overlay::None
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
-    let line = if let Overlay::Search { input } = &app.overlay {
+    let t = app.theme();
+    let line = if let Overlay::Search { input } = app.overlay() {
         Line::from(vec![
             Span::styled(" search log: /", t.key),
             Span::styled(input.clone(), t.text),
             Span::styled("█", t.text),
             Span::styled("   enter: find  esc: cancel", t.dim),
         ])
-    } else if let Some(s) = &app.status {
+    } else if let Some(s) = app.status() {
         Line::from(Span::styled(format!(" {s}"), t.text))
     } else {
         let busy = app
-            .cards
+            .cards()
             .iter()
             .filter(|c| c.op.as_ref().is_some_and(OpStatus::running))
             .count();
@@ -134,7 +82,7 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
         if busy > 0 {
             spans.push(Span::styled(format!(" {busy} action(s) running │"), t.warn));
         }
-        let k = &app.config.keys;
+        let k = &app.config().keys;
         for (cmd, label) in [
             (Command::Help, "help"),
             (Command::Boot, "boot"),
@@ -187,7 +135,7 @@ pub fn ellipsize(s: &str, max: usize) -> String {
 #[must_use]
 pub fn field<'a>(app: &App, label: &str, value: impl Into<String>, style: Style) -> Line<'a> {
     Line::from(vec![
-        Span::styled(format!("{label:<16}"), app.theme.dim),
+        Span::styled(format!("{label:<16}"), app.theme().dim),
         Span::styled(value.into(), style),
     ])
 }

@@ -6,17 +6,11 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table};
 
-use crate::app::{App, CardView, Focus, OpStatus, SortKey, fmt_age};
+use crate::app::{App, Focus};
+use crate::components::fleet::SortKey;
+use crate::layout::grid_columns;
+use crate::model::{CardView, OpStatus, fmt_age};
 use crate::ui::{block, ellipsize, focused};
-
-/// Width of one cell of the compact grid.
-pub const CELL_WIDTH: u16 = 18;
-
-/// Cells per row of the compact grid in an area `width` wide.
-#[must_use]
-pub fn grid_columns(width: u16) -> usize {
-    (width.saturating_sub(2) / CELL_WIDTH).max(1) as usize
-}
 
 /// What a post code means (the codes micemu and the X100 bootstrap use).
 #[must_use]
@@ -34,13 +28,14 @@ pub fn post_meaning(code: &str) -> &'static str {
 /// The state text and style of a card.
 #[must_use]
 pub fn state_cell(app: &App, c: &CardView) -> (String, Style) {
-    if app.driver_gone.is_some() {
-        return ("gone".into(), app.theme.error);
+    let t = app.theme();
+    if app.driver_gone().is_some() {
+        return ("gone".into(), t.error);
     }
     match (c.state, &c.state_error) {
-        (_, Some(_)) => ("unreadable".into(), app.theme.error),
-        (Some(s), None) => (s.as_str().into(), app.theme.state(s)),
-        (None, None) => ("…".into(), app.theme.dim),
+        (_, Some(_)) => ("unreadable".into(), t.error),
+        (Some(s), None) => (s.as_str().into(), t.state(s)),
+        (None, None) => ("…".into(), t.dim),
     }
 }
 
@@ -48,17 +43,18 @@ pub fn state_cell(app: &App, c: &CardView) -> (String, Style) {
 /// started); `-` while the driver is gone and the state unknown.
 #[must_use]
 pub fn age_cell(app: &App, c: &CardView) -> String {
-    if app.driver_gone.is_some() {
+    if app.driver_gone().is_some() {
         return "-".to_owned();
     }
-    let (age, lower_bound) = c.age(app.now, app.started);
+    let (now, started) = app.fleet().clock();
+    let (age, lower_bound) = c.age(now, started);
     format!("{}{}", if lower_bound { "≥" } else { "" }, fmt_age(age))
 }
 
 /// Short text for an operation.
 #[must_use]
 pub fn op_cell(app: &App, op: Option<&OpStatus>) -> (String, Style) {
-    let t = &app.theme;
+    let t = app.theme();
     match op {
         None => (String::new(), t.dim),
         Some(o) => match &o.outcome {
@@ -70,25 +66,27 @@ pub fn op_cell(app: &App, op: Option<&OpStatus>) -> (String, Style) {
 }
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let arrow = if app.sort_reverse { "▲" } else { "▼" };
+    let t = app.theme();
+    let (sort, reverse) = app.fleet().sort();
+    let arrow = if reverse { "▲" } else { "▼" };
     let title = Line::from(vec![
-        Span::styled(" cards ", app.theme.title),
+        Span::styled(" cards ", t.title),
         Span::styled(
             format!(
                 "{} · sort {}{arrow} · {} ",
-                app.cards.len(),
-                app.sort.as_str(),
-                app.layout.as_str()
+                app.cards().len(),
+                sort.as_str(),
+                app.fleet().layout_mode().as_str()
             ),
-            app.theme.dim,
+            t.dim,
         ),
     ]);
     let blk = block(app, title, focused(app, Focus::Cards));
     let inner = blk.inner(area);
     frame.render_widget(blk, area);
-    if app.cards.is_empty() {
-        let msg = format!("no cards under {}", app.root);
-        frame.render_widget(Paragraph::new(Span::styled(msg, app.theme.dim)), inner);
+    if app.cards().is_empty() {
+        let msg = format!("no cards under {}", app.header().root);
+        frame.render_widget(Paragraph::new(Span::styled(msg, t.dim)), inner);
         return;
     }
     if app.compact() {
@@ -99,11 +97,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
+    let t = app.theme();
     let rows_visible = area.height.saturating_sub(1) as usize;
-    let arrow = if app.sort_reverse { "▲" } else { "▼" };
+    let (sort, reverse) = app.fleet().sort();
+    let arrow = if reverse { "▲" } else { "▼" };
     let head = |label: &str, key: Option<SortKey>| {
-        if key == Some(app.sort) {
+        if key == Some(sort) {
             format!("{label}{arrow}")
         } else {
             label.to_owned()
@@ -122,14 +121,13 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         "action".to_owned(),
     ])
     .style(t.column_header);
+    let selected = app.fleet().selected_pos();
     let rows = app
-        .order
-        .iter()
-        .enumerate()
-        .skip(app.table_offset)
+        .fleet()
+        .ordered()
+        .skip(app.fleet().offset())
         .take(rows_visible)
-        .map(|(pos, &i)| {
-            let c = &app.cards[i];
+        .map(|(pos, c)| {
             let info = c.info.as_ref();
             let (state, state_style) = state_cell(app, c);
             let status = c.shutdown_status().map_or("", |s| s.as_str());
@@ -168,7 +166,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Line::from(Span::styled(post, post_style)),
                 Line::from(Span::styled(op, op_style)),
             ]);
-            if pos == app.selected {
+            if pos == selected {
                 row.style(t.selected)
             } else {
                 row
@@ -190,20 +188,20 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_grid(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let t = &app.theme;
+    let t = app.theme();
     let cols = grid_columns(area.width + 2);
     let rows_visible = area.height as usize;
     let mut lines = Vec::with_capacity(rows_visible);
-    for (r, row) in app
-        .order
+    let selected = app.fleet().selected_pos();
+    let ordered: Vec<&CardView> = app.fleet().ordered().map(|(_, c)| c).collect();
+    for (r, row) in ordered
         .chunks(cols)
         .enumerate()
-        .skip(app.table_offset)
+        .skip(app.fleet().offset())
         .take(rows_visible)
     {
         let mut spans = Vec::with_capacity(cols * 5);
-        for (k, &i) in row.iter().enumerate() {
-            let c = &app.cards[i];
+        for (k, &c) in row.iter().enumerate() {
             let pos = r * cols + k;
             let (mut state, mut style) = state_cell(app, c);
             if c.booting() {
@@ -219,11 +217,7 @@ fn draw_grid(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Some(Some(Err(_))) => "✗",
                 _ => " ",
             };
-            let sel = if pos == app.selected {
-                t.selected
-            } else {
-                Style::new()
-            };
+            let sel = if pos == selected { t.selected } else { Style::new() };
             spans.push(Span::styled(
                 if c.marked { "*" } else { " " },
                 t.marked.patch(sel),
