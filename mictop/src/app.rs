@@ -82,6 +82,9 @@ pub enum Action {
     DriverBack,
     /// The cards as enumerated afresh after the driver came back.
     Fleet(Vec<CardView>),
+    /// The configuration file was read again: the new configuration and
+    /// its theme, or why it cannot be used.
+    Config(Box<Result<(Config, Theme), String>>),
     Quit,
 }
 
@@ -107,6 +110,8 @@ pub enum Effect {
     Reconnect,
     /// Enumerate the cards again and watch the new files ([`Action::Fleet`]).
     Reenumerate,
+    /// A new configuration is in force (intervals, timeouts).
+    Reconfigure(Box<Config>),
 }
 
 /// The whole state of the UI.
@@ -124,6 +129,8 @@ pub struct App {
     mouse: bool,
     /// A one-line message for the footer, cleared by the next key.
     status: Option<String>,
+    /// Why the configuration file, read again, is not in force.
+    config_error: Option<String>,
     size: Rect,
     /// Something changed since the last frame.
     dirty: bool,
@@ -148,6 +155,7 @@ impl App {
             focus: Focus::Cards,
             zoom: Zoom::None,
             status: None,
+            config_error: None,
             size: Rect::new(0, 0, 80, 24),
             dirty: true,
             quit: false,
@@ -235,6 +243,13 @@ impl App {
     #[must_use]
     pub fn status(&self) -> Option<&str> {
         self.status.as_deref()
+    }
+
+    /// Why the configuration file, read again, is not in force (the
+    /// configuration before it is).
+    #[must_use]
+    pub fn config_error(&self) -> Option<&str> {
+        self.config_error.as_deref()
     }
 
     /// The driver is gone, and why.
@@ -377,8 +392,42 @@ impl App {
                 effects.extend(self.selection_changed());
                 effects
             }
+            Action::Config(loaded) => self.on_config(*loaded),
             Action::Quit => self.quit(),
         }
+    }
+
+    /// The configuration file was read again. A good one is in force from
+    /// now on (keys, theme, layout, mouse, intervals); a bad one is shown
+    /// and the configuration before it stays.
+    fn on_config(&mut self, loaded: Result<(Config, Theme), String>) -> Vec<Effect> {
+        self.dirty = true;
+        let (config, theme) = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                self.config_error = Some(one_line(&e));
+                // The footer shows it now, not after the next key.
+                self.status = None;
+                return vec![];
+            }
+        };
+        self.config_error = None;
+        self.status = Some("configuration reloaded".into());
+        self.theme = theme;
+        let old = std::mem::replace(&mut self.config, config);
+        if old == self.config {
+            return vec![];
+        }
+        let mut effects = Vec::new();
+        if self.config.mouse != old.mouse && self.config.mouse != self.mouse {
+            self.mouse = self.config.mouse;
+            effects.push(Effect::SetMouse(self.mouse));
+        }
+        let layout = (self.config.layout != old.layout).then_some(self.config.layout);
+        self.fleet
+            .reconfigure(layout, self.config.compact_threshold, self.screen());
+        effects.push(Effect::Reconfigure(Box::new(self.config.clone())));
+        effects
     }
 
     fn quit(&mut self) -> Vec<Effect> {
@@ -631,4 +680,19 @@ impl App {
         };
         self.apply(msg)
     }
+}
+
+/// A multi-line error (TOML's show the line and a caret) as one line for
+/// the footer: the lines that say something, joined.
+fn one_line(e: &str) -> String {
+    let said: Vec<&str> = e
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('|')
+                && l.split_once(" |").is_none_or(|(n, _)| n.parse::<u64>().is_err())
+        })
+        .collect();
+    said.join(": ")
 }

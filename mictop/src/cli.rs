@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(long)]
     pub no_mouse: bool,
 
-    /// Configuration file [default: $XDG_CONFIG_HOME/mictop/config.toml]
+    /// Configuration file, read again whenever it is saved [default:
+    /// $XDG_CONFIG_HOME/mictop/config.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -1,5 +1,6 @@
 //! The configuration: a TOML file (`$XDG_CONFIG_HOME/mictop/config.toml` or
-//! `--config FILE`), then the command-line flags, then `NO_COLOR`.
+//! `--config FILE`), then the command-line flags, then `NO_COLOR`. The
+//! file is read again whenever it changes ([`crate::reload`]).
 //!
 //! ```toml
 //! interval_ms = 500          # card log follow and boot progress
@@ -404,7 +405,7 @@ impl KeyMap {
 }
 
 /// The effective configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Card log follow and boot-progress (post code) interval.
     pub interval: Duration,
@@ -555,15 +556,19 @@ impl Config {
         Some(base.join("mictop").join("config.toml"))
     }
 
+    /// The file the configuration is read from: `explicit`, else the
+    /// default file (which may not exist).
+    #[must_use]
+    pub fn path(explicit: Option<&Path>) -> Option<PathBuf> {
+        explicit.map(Path::to_owned).or_else(Self::default_path)
+    }
+
     /// Loads `explicit` (which must exist), or the default file if it
     /// exists, or the defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let (path, required) = match explicit {
-            Some(p) => (p.to_owned(), true),
-            None => match Self::default_path() {
-                Some(p) => (p, false),
-                None => return Ok(Config::default()),
-            },
+        let required = explicit.is_some();
+        let Some(path) = Self::path(explicit) else {
+            return Ok(Config::default());
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text, &path),

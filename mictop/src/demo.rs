@@ -6,10 +6,11 @@ use libmic::MicRoot;
 
 use crate::config::Config;
 use crate::model::OpKind;
+use crate::reload::ConfigSource;
 use crate::theme::Theme;
 
 /// Runs the demo with `cards` emulated cards at realistic timing.
-pub fn run(cards: u32, config: Config, theme: Theme) -> anyhow::Result<()> {
+pub fn run(cards: u32, config: Config, theme: Theme, source: &ConfigSource) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mictop-demo-{}", std::process::id()));
     let emu = micemu::Config {
         cards,
@@ -23,7 +24,7 @@ pub fn run(cards: u32, config: Config, theme: Theme) -> anyhow::Result<()> {
         }
     };
     let root = MicRoot::new(instance.root());
-    let result = crate::run_tui(&root, config, theme, |app| {
+    let result = crate::run_tui(&root, config, theme, source, |app| {
         let ids = app.cards().iter().map(|c| c.id).collect();
         app.run_now(OpKind::Boot, ids)
     });

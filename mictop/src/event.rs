@@ -64,6 +64,8 @@ pub struct Runtime {
     config: Config,
     tx: Tx,
     log_target: watch::Sender<Option<Card>>,
+    /// The clock's and the log follower's interval.
+    interval: watch::Sender<Duration>,
     host: HostStats,
     post_inflight: Arc<AtomicBool>,
     mouse: Option<MouseControl>,
@@ -105,8 +107,9 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
     let (tx, rx) = unbounded_channel();
     let fleet = open_fleet(&root, &tx)?;
     let (log_target, log_rx) = watch::channel(None);
-    tokio::spawn(log_task(log_rx, config.interval, tx.clone()));
-    tokio::spawn(ticker(config.interval, tx.clone()));
+    let (interval, interval_rx) = watch::channel(config.interval);
+    tokio::spawn(log_task(log_rx, interval_rx.clone(), tx.clone()));
+    tokio::spawn(ticker(interval_rx, tx.clone()));
     let app = App::new(
         config.clone(),
         theme,
@@ -120,6 +123,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         config,
         tx,
         log_target,
+        interval,
         host: HostStats::new(),
         post_inflight: Arc::new(AtomicBool::new(false)),
         mouse: None,
@@ -286,64 +290,9 @@ impl Runtime {
                 let card = id.and_then(|id| self.cards.get(&id).cloned());
                 self.log_target.send_replace(card);
             }
-            Effect::RefreshInfo(ids) => {
-                let cards = self.pick(&ids);
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    for c in cards {
-                        // When the read began: a state notified while it
-                        // ran may be newer than what it read.
-                        let at = Instant::now();
-                        // One bounded hand-off for all of the card's files.
-                        let read = c.batch(|c| (c.info(), c.post_code().ok().flatten()));
-                        let (info, post) = match read {
-                            Ok((info, post)) => (info.map_err(|e| libmic::error::report(&e)), post),
-                            Err(e) => (Err(libmic::error::report(&e)), None),
-                        };
-                        if tx
-                            .send(Action::Info {
-                                id: c.id(),
-                                info,
-                                post,
-                                at,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-            Effect::ReadPostCodes(ids) => {
-                if self.post_inflight.swap(true, Ordering::AcqRel) {
-                    return vec![];
-                }
-                let cards = self.pick(&ids);
-                let tx = self.tx.clone();
-                let inflight = Arc::clone(&self.post_inflight);
-                tokio::task::spawn_blocking(move || {
-                    for c in cards {
-                        let post = c.post_code().ok().flatten();
-                        if tx.send(Action::PostCode { id: c.id(), post }).is_err() {
-                            break;
-                        }
-                    }
-                    inflight.store(false, Ordering::Release);
-                });
-            }
-            Effect::LoadDetail(id) => {
-                if let Some(c) = self.cards.get(&id).cloned() {
-                    let tx = self.tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let smpt = c.smpt().map_err(|e| libmic::error::report(&e));
-                        let dp = c.dp().map_err(|e| libmic::error::report(&e));
-                        let _ = tx.send(Action::Detail {
-                            id,
-                            detail: Detail { smpt, dp },
-                        });
-                    });
-                }
-            }
+            Effect::RefreshInfo(ids) => self.refresh_info(&ids),
+            Effect::ReadPostCodes(ids) => self.read_post_codes(&ids),
+            Effect::LoadDetail(id) => self.load_detail(id),
             Effect::Run { kind, ids } => {
                 let cards = self.pick(&ids);
                 actions::spawn(
@@ -360,6 +309,14 @@ impl Runtime {
                 }
             }
             Effect::Reconnect => self.reconnect(),
+            Effect::Reconfigure(config) => {
+                self.interval.send_if_modified(|i| {
+                    let changed = *i != config.interval;
+                    *i = config.interval;
+                    changed
+                });
+                self.config = *config;
+            }
             Effect::Reenumerate => {
                 self.reconnecting = false;
                 match open_fleet(&self.root, &self.tx) {
@@ -375,6 +332,70 @@ impl Runtime {
             }
         }
         vec![]
+    }
+
+    /// Re-reads every attribute (and the post code) of these cards.
+    fn refresh_info(&self, ids: &[u32]) {
+        let cards = self.pick(ids);
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            for c in cards {
+                // When the read began: a state notified while it
+                // ran may be newer than what it read.
+                let at = Instant::now();
+                // One bounded hand-off for all of the card's files.
+                let read = c.batch(|c| (c.info(), c.post_code().ok().flatten()));
+                let (info, post) = match read {
+                    Ok((info, post)) => (info.map_err(|e| libmic::error::report(&e)), post),
+                    Err(e) => (Err(libmic::error::report(&e)), None),
+                };
+                if tx
+                    .send(Action::Info {
+                        id: c.id(),
+                        info,
+                        post,
+                        at,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads the post codes of booting cards (one read at a time).
+    fn read_post_codes(&self, ids: &[u32]) {
+        if self.post_inflight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cards = self.pick(ids);
+        let tx = self.tx.clone();
+        let inflight = Arc::clone(&self.post_inflight);
+        tokio::task::spawn_blocking(move || {
+            for c in cards {
+                let post = c.post_code().ok().flatten();
+                if tx.send(Action::PostCode { id: c.id(), post }).is_err() {
+                    break;
+                }
+            }
+            inflight.store(false, Ordering::Release);
+        });
+    }
+
+    /// Reads the debugfs summaries of a card.
+    fn load_detail(&self, id: u32) {
+        if let Some(c) = self.cards.get(&id).cloned() {
+            let tx = self.tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let smpt = c.smpt().map_err(|e| libmic::error::report(&e));
+                let dp = c.dp().map_err(|e| libmic::error::report(&e));
+                let _ = tx.send(Action::Detail {
+                    id,
+                    detail: Detail { smpt, dp },
+                });
+            });
+        }
     }
 
     /// Stops watching the dead files and probes the root every interval
@@ -489,7 +510,11 @@ fn spawn_blocking_watcher(watchers: Vec<(u32, StateWatcher)>, tx: Tx, stop: Arc<
 /// chosen), reading it every `interval`. Resets are told by the card's
 /// state ([`CardLogFollower`]); a read that fails is shown once, until a
 /// read succeeds again.
-async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration, tx: Tx) {
+async fn log_task(
+    mut target: watch::Receiver<Option<Card>>,
+    mut interval: watch::Receiver<Duration>,
+    tx: Tx,
+) {
     loop {
         let card = target.borrow_and_update().clone();
         let Some(card) = card else {
@@ -501,8 +526,7 @@ async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration,
         let id = card.id();
         let mut follower: Option<CardLogFollower> = None;
         let mut last_err: Option<String> = None;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = every(*interval.borrow_and_update());
         loop {
             tokio::select! {
                 changed = target.changed() => {
@@ -510,6 +534,12 @@ async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration,
                         return;
                     }
                     break;
+                }
+                changed = interval.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tick = every(*interval.borrow_and_update());
                 }
                 _ = tick.tick() => {
                     let reader = card.clone();
@@ -567,16 +597,31 @@ async fn log_task(mut target: watch::Receiver<Option<Card>>, interval: Duration,
     }
 }
 
-/// The clock.
-async fn ticker(interval: Duration, tx: Tx) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// The clock, at the configured interval.
+async fn ticker(mut interval: watch::Receiver<Duration>, tx: Tx) {
+    let mut tick = every(*interval.borrow_and_update());
     loop {
-        tick.tick().await;
-        if tx.send(Action::Tick(Instant::now())).is_err() {
-            return;
+        tokio::select! {
+            changed = interval.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tick = every(*interval.borrow_and_update());
+            }
+            _ = tick.tick() => {
+                if tx.send(Action::Tick(Instant::now())).is_err() {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// A tokio interval that waits out missed ticks instead of bursting.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
 }
 
 /// Forwards terminal input from a thread blocked in `event::read`.

@@ -11,7 +11,8 @@
 //! * [`ui`] — drawing, one module per component, a pure function of the
 //!   state; [`theme`] — its styles;
 //! * [`actions`] — lifecycle operations on worker threads through libmic;
-//! * [`config`] — the TOML configuration and key bindings;
+//! * [`config`] — the TOML configuration and key bindings; [`reload`] —
+//!   reading it again when its file changes;
 //! * [`terminal`] — taking and restoring the terminal;
 //! * [`demo`] — `mictop --demo`, emulated cards in-process.
 
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod event;
 pub mod layout;
 pub mod model;
+pub mod reload;
 pub mod terminal;
 pub mod theme;
 pub mod ui;
@@ -34,39 +36,34 @@ use libmic::MicRoot;
 
 use crate::app::{App, Effect};
 use crate::cli::Cli;
-use crate::config::{Config, ThemeName};
+use crate::config::Config;
+use crate::reload::ConfigSource;
 use crate::theme::Theme;
 
 /// The effective configuration: the file, then the flags, then `NO_COLOR`.
 pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, Theme)> {
-    let mut config = Config::load(cli.config.as_deref())?;
-    if let Some(i) = cli.interval {
-        config.interval = i;
-    }
-    if cli.no_mouse {
-        config.mouse = false;
-    }
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let theme = Theme::new(if no_color { ThemeName::Mono } else { config.theme });
-    Ok((config, theme))
+    Ok(ConfigSource::from_cli(cli).load()?)
 }
 
 /// mictop as the command line asks.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    let (config, theme) = effective_config(cli)?;
+    let source = ConfigSource::from_cli(cli);
+    let (config, theme) = source.load()?;
     if cli.demo {
-        return demo::run(cli.demo_cards, config, theme);
+        return demo::run(cli.demo_cards, config, theme, &source);
     }
     let root = MicRoot::from_env_or(cli.root.clone());
-    run_tui(&root, config, theme, |_| Vec::new())
+    run_tui(&root, config, theme, &source, |_| Vec::new())
 }
 
-/// Runs the TUI on the cards under `root` until the user quits.
+/// Runs the TUI on the cards under `root` until the user quits, reading
+/// the configuration again from `source` whenever its file changes.
 /// `initial` may start actions once the cards are known.
 pub fn run_tui(
     root: &MicRoot,
     config: Config,
     theme: Theme,
+    source: &ConfigSource,
     initial: impl FnOnce(&mut App) -> Vec<Effect>,
 ) -> anyhow::Result<()> {
     let mouse = config.mouse;
@@ -82,6 +79,9 @@ pub fn run_tui(
             mut rx,
         } = event::session(root, config, theme)?;
         let init = initial(&mut app);
+        // Watched before the first frame, so no edit after it is missed. A
+        // file whose directory cannot be watched is read at start only.
+        let _watch = source.watch(runtime.sender()).ok();
         let (mut terminal, _guard) = terminal::enter(mouse)?;
         runtime.set_mouse_control(Box::new(terminal::set_mouse));
         event::spawn_input(runtime.sender())?;

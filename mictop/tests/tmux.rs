@@ -239,3 +239,51 @@ fn notices_the_driver_going_and_shows_the_truth_when_it_is_back() {
     });
     tmux.keys(&["q"]);
 }
+
+#[test]
+fn reloads_its_configuration_and_shows_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = micemu::Instance::start(
+        &dir.path().join("root"),
+        micemu::Config {
+            cards: 2,
+            timing: micemu::Timing::FAST,
+            ..Default::default()
+        },
+    )
+    .expect("starting micemu (needs root and /dev/fuse)");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let tmux = Tmux::new("reload");
+    tmux.start(&mictop_cmd(fleet.root(), &config));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("the full table", t, |s| {
+        s.contains("· full ") || s.contains("· auto ")
+    });
+
+    // A good edit: the grid layout and `x` to quit.
+    std::fs::write(&config, "layout = \"compact\"\n[keys]\nquit = \"x\"\n").unwrap();
+    tmux.wait_for("the compact layout", t, |s| s.contains("· compact "));
+
+    // A bad edit: said in the footer; the compact layout stays.
+    std::fs::write(&config, "layout = \"diagonal\"\n").unwrap();
+    let screen = tmux.wait_for("the error", t, |s| s.contains("config not loaded"));
+    assert!(screen.contains("key `layout`"), "{screen}");
+    assert!(screen.contains("· compact "), "{screen}");
+
+    // `q` no longer quits (the good edit is still in force): the help,
+    // asked for after it, comes up and lists `x` for quit; `x` quits.
+    tmux.keys(&["q", "?"]);
+    tmux.wait_for("the help with the edited binding", t, |s| {
+        s.lines().any(|l| {
+            let l = l.trim_matches(|c: char| c == '│' || c.is_whitespace());
+            l.starts_with("x ") && l.ends_with(" quit")
+        })
+    });
+    tmux.keys(&["Escape", "x"]);
+    let deadline = Instant::now() + t;
+    while tmux.screen().is_some() {
+        assert!(Instant::now() < deadline, "mictop did not quit on x");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

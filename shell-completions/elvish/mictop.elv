@@ -20,7 +20,7 @@ set edit:completion:arg-completer[mictop] = {|@words|
         &'mictop'= {
             cand --root 'Directory all card paths are resolved under [env: MIC_ROOT; default /]'
             cand --interval 'How often the card log and boot progress are read (500ms, 2s, ...)'
-            cand --config 'Configuration file [default: $XDG_CONFIG_HOME/mictop/config.toml]'
+            cand --config 'Configuration file, read again whenever it is saved [default: $XDG_CONFIG_HOME/mictop/config.toml]'
             cand --demo-cards 'Number of emulated cards for --demo'
             cand --no-mouse 'Do not capture the mouse (keeps the terminal''s own selection)'
             cand --demo 'Start emulated cards (micemu, in-process) under a temporary root, boot them and watch them; quitting tears it all down. Needs FUSE'

@@ -23,7 +23,7 @@ Register-ArgumentCompleter -Native -CommandName 'mictop' -ScriptBlock {
         'mictop' {
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under [env: MIC_ROOT; default /]')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'How often the card log and boot progress are read (500ms, 2s, ...)')
-            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file [default: $XDG_CONFIG_HOME/mictop/config.toml]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file, read again whenever it is saved [default: $XDG_CONFIG_HOME/mictop/config.toml]')
             [CompletionResult]::new('--demo-cards', '--demo-cards', [CompletionResultType]::ParameterName, 'Number of emulated cards for --demo')
             [CompletionResult]::new('--no-mouse', '--no-mouse', [CompletionResultType]::ParameterName, 'Do not capture the mouse (keeps the terminal''s own selection)')
             [CompletionResult]::new('--demo', '--demo', [CompletionResultType]::ParameterName, 'Start emulated cards (micemu, in-process) under a temporary root, boot them and watch them; quitting tears it all down. Needs FUSE')

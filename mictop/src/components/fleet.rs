@@ -393,6 +393,17 @@ impl Fleet {
         }
     }
 
+    /// A new configuration: the layout mode if it changed there, and the
+    /// compact threshold.
+    pub fn reconfigure(&mut self, layout: Option<LayoutMode>, compact_threshold: usize, screen: Screen) {
+        if let Some(l) = layout {
+            self.layout = l;
+            self.offset = 0;
+        }
+        self.compact_threshold = compact_threshold;
+        self.ensure_visible(screen);
+    }
+
     // ---- what the cards report ---------------------------------------------------
 
     /// The clock moved: returns the cards booting (their post codes are

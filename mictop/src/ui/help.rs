@@ -40,7 +40,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, scroll: u16) {
     }
     lines.push(Line::default());
     lines.push(Line::from(Span::styled(
-        "  Keys, theme and intervals are set in ~/.config/mictop/config.toml.",
+        "  Keys, theme and intervals: ~/.config/mictop/config.toml, read again when saved.",
         t.dim,
     )));
     let h = lines.len() as u16 + 2;

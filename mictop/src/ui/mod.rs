@@ -9,6 +9,7 @@ pub mod help;
 pub mod log;
 pub mod table;
 
+use libmic::attrs::escape_untrusted;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -72,6 +73,12 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ])
     } else if let Some(s) = app.status() {
         Line::from(Span::styled(format!(" {s}"), t.text))
+    } else if let Some(e) = app.config_error() {
+        Line::from(vec![
+            Span::styled(" ⚠ config not loaded", t.error),
+            Span::styled(" (the previous one stays in force): ", t.dim),
+            Span::styled(escape_untrusted(e), t.warn),
+        ])
     } else {
         let busy = app
             .cards()
