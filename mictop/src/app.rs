@@ -14,12 +14,14 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, MouseButton, Mo
 use ratatui::layout::{Position, Rect};
 
 use crate::components::Msg;
+use crate::components::console::{ConsoleOp, Consoles};
 use crate::components::detail::DetailView;
 use crate::components::dialogs::{Dialogs, Overlay};
 use crate::components::fleet::Fleet;
 use crate::components::header::Header;
 use crate::components::log::LogView;
 use crate::config::{Command, Config};
+use crate::console::{ConsoleEvent, TermSize};
 use crate::layout::{self, Areas, LayoutInput, Screen, Zoom};
 use crate::model::{CardView, Detail, HostInfo, OpEvent, OpKind};
 use crate::theme::Theme;
@@ -29,12 +31,15 @@ use crate::theme::Theme;
 pub enum Focus {
     Cards,
     Log,
+    Console,
 }
 
 /// Everything that can happen to the application.
 #[derive(Debug, Clone)]
 pub enum Action {
     Key(KeyEvent),
+    /// Text pasted into the terminal.
+    Paste(String),
     Mouse(MouseEvent),
     Resize(u16, u16),
     /// The clock: time-in-state, boot progress, host stats.
@@ -82,6 +87,11 @@ pub enum Action {
     DriverBack,
     /// The cards as enumerated afresh after the driver came back.
     Fleet(Vec<CardView>),
+    /// What an attached console of card `card` says.
+    Console {
+        card: u32,
+        event: ConsoleEvent,
+    },
     /// The configuration file was read again: the new configuration and
     /// its theme, or why it cannot be used.
     Config(Box<Result<(Config, Theme), String>>),
@@ -112,6 +122,8 @@ pub enum Effect {
     Reenumerate,
     /// A new configuration is in force (intervals, timeouts).
     Reconfigure(Box<Config>),
+    /// Attach, type into, resize or detach a console.
+    Console(ConsoleOp),
 }
 
 /// The whole state of the UI.
@@ -123,6 +135,7 @@ pub struct App {
     fleet: Fleet,
     detail: DetailView,
     log: LogView,
+    consoles: Consoles,
     dialogs: Dialogs,
     focus: Focus,
     zoom: Zoom,
@@ -146,6 +159,7 @@ impl App {
         Self {
             fleet: Fleet::new(cards, config.layout, config.compact_threshold, now),
             mouse: config.mouse,
+            consoles: Consoles::new(config.console_scrollback),
             config,
             theme,
             header: Header::new(root),
@@ -215,6 +229,11 @@ impl App {
     }
 
     #[must_use]
+    pub fn consoles(&self) -> &Consoles {
+        &self.consoles
+    }
+
+    #[must_use]
     pub fn overlay(&self) -> &Overlay {
         self.dialogs.overlay()
     }
@@ -280,6 +299,7 @@ impl App {
         Screen {
             size: self.size,
             zoom: self.zoom,
+            console: self.consoles.visible(),
         }
     }
 
@@ -297,6 +317,7 @@ impl App {
             screen: Screen {
                 size,
                 zoom: self.zoom,
+                console: self.consoles.visible(),
             },
             cards: self.fleet.cards().len(),
             compact: self.compact(),
@@ -327,8 +348,35 @@ impl App {
 
     /// Applies one action.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        let mut effects = self.apply_action(action);
+        // Every console's terminal is the size of the pane's inside.
+        if let Some((cols, rows)) = self.areas().console_inner() {
+            let ops = self.consoles.resize(TermSize { cols, rows });
+            effects.extend(ops.into_iter().map(Effect::Console));
+        }
+        effects
+    }
+
+    fn apply_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Key(k) => self.on_key(k),
+            Action::Paste(text) => self.on_paste(&text),
+            Action::Console { card, event } => {
+                let shown = self.consoles.visible() && self.consoles.shown().is_some_and(|c| c.card == card);
+                let typing = self.consoles.typing();
+                if self.consoles.on_event(card, event) && shown {
+                    self.dirty = true;
+                    if typing && !self.consoles.typing() {
+                        let who = self.consoles.shown().and_then(|c| c.writer.clone());
+                        self.status = Some(match who {
+                            Some(w) => format!("typing stopped: {w} took the write side"),
+                            None => "typing stopped: the console is read-only now".to_owned(),
+                        });
+                        self.dialogs.show_pending();
+                    }
+                }
+                vec![]
+            }
             Action::Mouse(m) => self.on_mouse(m),
             Action::Resize(w, h) => {
                 self.size = Rect::new(0, 0, w, h);
@@ -423,6 +471,7 @@ impl App {
             self.mouse = self.config.mouse;
             effects.push(Effect::SetMouse(self.mouse));
         }
+        self.consoles.set_scrollback(self.config.console_scrollback);
         let layout = (self.config.layout != old.layout).then_some(self.config.layout);
         self.fleet
             .reconfigure(layout, self.config.compact_threshold, self.screen());
@@ -482,7 +531,11 @@ impl App {
         match event {
             OpEvent::Progress(_) => {}
             OpEvent::Done(m) => self.status = Some(format!("{name}: {}: {m}", kind.verb())),
-            OpEvent::Failed(m) => self.dialogs.error(format!("{name}: {} failed: {m}", kind.verb())),
+            // Not over a console being typed into: shown when typing stops.
+            OpEvent::Failed(m) => self.dialogs.error(
+                format!("{name}: {} failed: {m}", kind.verb()),
+                !self.consoles.typing(),
+            ),
         }
         self.dirty = true;
         let mut effects = vec![Effect::RefreshInfo(vec![id])];
@@ -501,6 +554,7 @@ impl App {
             Msg::Status(s) => self.status = Some(s),
             Msg::Selected => return self.selection_changed(),
             Msg::Mouse(on) => return vec![Effect::SetMouse(on)],
+            Msg::Console(ops) => return ops.into_iter().map(Effect::Console).collect(),
             Msg::Run { kind, ids } => return self.start_op(kind, ids),
             Msg::Search(q) => {
                 let msg = self.log.apply_search(q, self.log_page());
@@ -540,6 +594,9 @@ impl App {
         }
         self.dirty = true;
         self.status = None;
+        if self.consoles.typing() {
+            return self.type_key(&key);
+        }
         if self.dialogs.is_open() {
             let msg = self.dialogs.key(&key);
             return self.apply(msg);
@@ -562,11 +619,136 @@ impl App {
         self.apply(msg)
     }
 
+    /// A key while typing into a console: every key is the card's but the
+    /// one that stops typing.
+    fn type_key(&mut self, key: &KeyEvent) -> Vec<Effect> {
+        let msg = if self.config.keys.command(key) == Some(Command::ConsoleLeave) {
+            let ops = self.consoles.leave();
+            self.dialogs.show_pending();
+            Msg::Console(ops)
+        } else {
+            match self.consoles.key(key) {
+                Ok(ops) => Msg::Console(ops),
+                Err(why) => Msg::Status(why),
+            }
+        };
+        self.apply(msg)
+    }
+
+    fn on_paste(&mut self, text: &str) -> Vec<Effect> {
+        self.dirty = true;
+        let msg = if self.consoles.typing() {
+            match self.consoles.paste(text) {
+                Ok(ops) => Msg::Console(ops),
+                Err(why) => Msg::Status(why),
+            }
+        } else {
+            self.dialogs.paste(text);
+            Msg::None
+        };
+        self.apply(msg)
+    }
+
+    /// The console commands.
+    fn console_command(&mut self, cmd: Command) -> Msg {
+        let visible = self.consoles.visible();
+        let ops = match cmd {
+            Command::Console => {
+                let Some((id, name)) = self.selected_card().map(|c| (c.id, c.name.clone())) else {
+                    return Msg::Status("no card selected".into());
+                };
+                let showing = visible && self.consoles.shown().is_some_and(|c| c.card == id);
+                if showing && self.focus == Focus::Console {
+                    // Back to the log; the console stays attached.
+                    self.focus = Focus::Log;
+                    if self.zoom == Zoom::Console {
+                        self.zoom = Zoom::Log;
+                    }
+                    self.consoles.hide()
+                } else {
+                    self.focus = Focus::Console;
+                    if self.zoom == Zoom::Log {
+                        self.zoom = Zoom::Console;
+                    }
+                    // The pane's size before it attaches: its terminal
+                    // starts the size it is drawn.
+                    let screen = Screen {
+                        console: true,
+                        ..self.screen()
+                    };
+                    let mut ops = Vec::new();
+                    if let Some((cols, rows)) = self.fleet.areas(screen).console_inner() {
+                        ops = self.consoles.resize(TermSize { cols, rows });
+                    }
+                    ops.extend(self.consoles.show(id, &name));
+                    ops
+                }
+            }
+            _ if !visible => {
+                return Msg::Status("no console shown: press c to attach the selected card's".into());
+            }
+            Command::ConsoleWrite => {
+                self.focus = Focus::Console;
+                match self.consoles.take_write() {
+                    Ok(ops) => ops,
+                    Err(why) => return Msg::Status(why),
+                }
+            }
+            Command::ConsolePrev | Command::ConsoleNext => self.consoles.cycle(cmd == Command::ConsoleNext),
+            Command::ConsoleClose => {
+                let ops = self.consoles.close();
+                if !self.consoles.visible() {
+                    if self.focus == Focus::Console {
+                        self.focus = Focus::Log;
+                    }
+                    if self.zoom == Zoom::Console {
+                        self.zoom = Zoom::Log;
+                    }
+                }
+                ops
+            }
+            _ => vec![],
+        };
+        Msg::Console(ops)
+    }
+
+    /// Scrolls the shown console's scrollback.
+    fn console_scroll(&mut self, cmd: Command) -> Msg {
+        let page = self.areas().console_inner().map_or(10, |(_, rows)| rows as isize);
+        match cmd {
+            Command::Up => self.consoles.scroll(1),
+            Command::Down => self.consoles.scroll(-1),
+            Command::PageUp => self.consoles.scroll(page),
+            Command::PageDown => self.consoles.scroll(-page),
+            Command::Top => self.consoles.scroll_to(true),
+            _ => self.consoles.scroll_to(false),
+        }
+        Msg::None
+    }
+
     /// Sends a command to the component it is for.
     fn route(&mut self, cmd: Command) -> Msg {
         let log_focus = self.focus == Focus::Log || self.zoom == Zoom::Log;
+        let console_focus =
+            self.consoles.visible() && (self.focus == Focus::Console || self.zoom == Zoom::Console);
         let screen = self.screen();
         match cmd {
+            Command::Up
+            | Command::Down
+            | Command::PageUp
+            | Command::PageDown
+            | Command::Top
+            | Command::Bottom
+                if console_focus =>
+            {
+                self.console_scroll(cmd)
+            }
+            Command::Console
+            | Command::ConsoleWrite
+            | Command::ConsoleLeave
+            | Command::ConsolePrev
+            | Command::ConsoleNext
+            | Command::ConsoleClose => self.console_command(cmd),
             Command::Quit => Msg::Quit,
             Command::Help => {
                 self.dialogs.help();
@@ -590,15 +772,20 @@ impl App {
                 Msg::None
             }
             Command::Focus => {
+                let lower = if self.consoles.visible() {
+                    Focus::Console
+                } else {
+                    Focus::Log
+                };
                 self.focus = match self.focus {
-                    Focus::Cards => Focus::Log,
-                    Focus::Log => Focus::Cards,
+                    Focus::Cards => lower,
+                    Focus::Log | Focus::Console => Focus::Cards,
                 };
                 if self.zoom != Zoom::None {
-                    self.zoom = if self.focus == Focus::Log {
-                        Zoom::Log
-                    } else {
-                        Zoom::Detail
+                    self.zoom = match self.focus {
+                        Focus::Cards => Zoom::Detail,
+                        Focus::Log => Zoom::Log,
+                        Focus::Console => Zoom::Console,
                     };
                 }
                 Msg::None
@@ -607,6 +794,7 @@ impl App {
                 self.zoom = match (self.zoom, self.focus) {
                     (Zoom::None, Focus::Cards) => Zoom::Detail,
                     (Zoom::None, Focus::Log) => Zoom::Log,
+                    (Zoom::None, Focus::Console) => Zoom::Console,
                     _ => Zoom::None,
                 };
                 self.fleet.ensure_visible(self.screen());
@@ -647,6 +835,7 @@ impl App {
         let at = Position::new(m.column, m.row);
         let in_cards = areas.cards.filter(|r| r.contains(at));
         let in_log = areas.log.is_some_and(|r| r.contains(at));
+        let in_console = areas.console.is_some_and(|r| r.contains(at));
         let msg = match m.kind {
             MouseEventKind::Down(MouseButton::Left) => {
                 if let Some(r) = in_cards {
@@ -660,6 +849,9 @@ impl App {
                     if in_log {
                         self.focus = Focus::Log;
                         self.dirty = true;
+                    } else if in_console {
+                        self.focus = Focus::Console;
+                        self.dirty = true;
                     }
                     Msg::None
                 }
@@ -670,6 +862,9 @@ impl App {
                 if in_log {
                     self.log.scroll(if up { -3 } else { 3 }, self.log_page());
                     Msg::None
+                } else if in_console {
+                    self.consoles.scroll(if up { 3 } else { -3 });
+                    Msg::None
                 } else if in_cards.is_some() {
                     self.fleet.move_selection(if up { -1 } else { 1 }, screen)
                 } else {
@@ -678,7 +873,13 @@ impl App {
             }
             _ => Msg::None,
         };
-        self.apply(msg)
+        let mut effects = self.apply(msg);
+        // A click elsewhere stops typing into the console.
+        if self.focus != Focus::Console && self.consoles.typing() {
+            effects.extend(self.consoles.leave().into_iter().map(Effect::Console));
+            self.dialogs.show_pending();
+        }
+        effects
     }
 }
 

@@ -34,7 +34,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Start emulated cards (micemu, in-process) under a temporary root, boot
-    /// them and watch them; quitting tears it all down. Needs FUSE
+    /// them, watch them and serve their consoles (c attaches one); quitting
+    /// tears it all down. Needs FUSE
     #[arg(long)]
     pub demo: bool,
 

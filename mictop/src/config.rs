@@ -10,6 +10,7 @@
 //! layout = "auto"            # auto, full, compact
 //! compact_threshold = 32     # auto: compact above this many cards
 //! scrollback = 10000         # log lines kept
+//! console_scrollback = 10000 # lines each attached console keeps
 //! action_timeout_secs = 300
 //!
 //! [keys]
@@ -122,6 +123,12 @@ pub enum Command {
     NextMatch,
     PrevMatch,
     Level,
+    Console,
+    ConsoleWrite,
+    ConsoleLeave,
+    ConsolePrev,
+    ConsoleNext,
+    ConsoleClose,
     Layout,
     Mouse,
 }
@@ -134,13 +141,13 @@ impl Command {
             Command::Up,
             "up",
             &["up", "k"],
-            "select previous card / scroll log up",
+            "select previous card / scroll the log or console up",
         ),
         (
             Command::Down,
             "down",
             &["down", "j"],
-            "select next card / scroll log down",
+            "select next card / scroll the log or console down",
         ),
         (
             Command::Left,
@@ -161,29 +168,24 @@ impl Command {
             &["pagedown", "ctrl-d"],
             "page down",
         ),
-        (
-            Command::Top,
-            "top",
-            &["home", "g"],
-            "first card / oldest log line",
-        ),
+        (Command::Top, "top", &["home", "g"], "first card / oldest line"),
         (
             Command::Bottom,
             "bottom",
             &["end", "G"],
-            "last card / newest log line",
+            "last card / newest line",
         ),
         (
             Command::Focus,
             "focus",
             &["tab", "backtab"],
-            "switch focus: cards <-> log",
+            "switch focus: cards <-> log (or console)",
         ),
         (
             Command::Zoom,
             "zoom",
             &["enter"],
-            "zoom the focused pane (details or log)",
+            "zoom the focused pane (details, log or console)",
         ),
         (
             Command::Mark,
@@ -229,6 +231,42 @@ impl Command {
             "log: previous (older) match",
         ),
         (Command::Level, "level", &["v"], "log: cycle the level filter"),
+        (
+            Command::Console,
+            "console",
+            &["c"],
+            "console: show the selected card's (attached read-only) / the log",
+        ),
+        (
+            Command::ConsoleWrite,
+            "console_write",
+            &["w"],
+            "console: take the write side and type into it",
+        ),
+        (
+            Command::ConsoleLeave,
+            "console_leave",
+            &["ctrl-]"],
+            "console: stop typing (gives the write side back)",
+        ),
+        (
+            Command::ConsolePrev,
+            "console_prev",
+            &["["],
+            "console: show the previous attached console",
+        ),
+        (
+            Command::ConsoleNext,
+            "console_next",
+            &["]"],
+            "console: show the next attached console",
+        ),
+        (
+            Command::ConsoleClose,
+            "console_close",
+            &["C"],
+            "console: detach the shown console",
+        ),
         (Command::Layout, "layout", &["m"], "layout: auto, full, compact"),
         (Command::Mouse, "mouse", &["M"], "mouse on / off"),
         (Command::Help, "help", &["?", "f1"], "this help"),
@@ -313,9 +351,23 @@ impl Key {
             return false;
         }
         match (self.code, ev.code) {
-            (KeyCode::Char(a), KeyCode::Char(b)) if self.ctrl => a.eq_ignore_ascii_case(&b),
+            (KeyCode::Char(a), KeyCode::Char(b)) if self.ctrl => {
+                ctrl_alias(a).eq_ignore_ascii_case(&ctrl_alias(b))
+            }
             (a, b) => a == b,
         }
+    }
+}
+
+/// Terminals send ctrl-\\, ctrl-], ctrl-^ and ctrl-_ as the bytes of
+/// ctrl-4 to ctrl-7 (and crossterm reports them so).
+fn ctrl_alias(c: char) -> char {
+    match c {
+        '4' => '\\',
+        '5' => ']',
+        '6' => '^',
+        '7' => '_',
+        c => c,
     }
 }
 
@@ -418,6 +470,8 @@ pub struct Config {
     pub compact_threshold: usize,
     /// Log lines kept for the selected card.
     pub scrollback: usize,
+    /// Lines of scrollback each attached console keeps.
+    pub console_scrollback: usize,
     /// How long a lifecycle action may take before it is reported failed.
     pub action_timeout: Duration,
     pub keys: KeyMap,
@@ -433,6 +487,7 @@ impl Default for Config {
             layout: LayoutMode::Auto,
             compact_threshold: 32,
             scrollback: 10_000,
+            console_scrollback: 10_000,
             action_timeout: Duration::from_secs(300),
             keys: KeyMap::default(),
         }
@@ -449,6 +504,7 @@ struct FileConfig {
     layout: Option<String>,
     compact_threshold: Option<usize>,
     scrollback: Option<usize>,
+    console_scrollback: Option<usize>,
     action_timeout_secs: Option<u64>,
     #[serde(default)]
     keys: BTreeMap<String, OneOrMany>,
@@ -512,6 +568,9 @@ impl Config {
                 return Err(err("key `scrollback`: must be at least 1".to_owned()));
             }
             c.scrollback = n;
+        }
+        if let Some(n) = file.console_scrollback {
+            c.console_scrollback = n;
         }
         if let Some(s) = file.action_timeout_secs {
             if s == 0 {
@@ -665,6 +724,11 @@ mod tests {
         assert!(Key::parse("").is_err());
         assert!(Key::parse("hyper-x").is_err());
         assert!(Key::parse("f13").is_err());
+        // ctrl-] arrives as ctrl-5 (its byte, 0x1d).
+        let esc = Key::parse("ctrl-]").unwrap();
+        assert!(esc.matches(&KeyEvent::new(KeyCode::Char('5'), KeyModifiers::CONTROL)));
+        assert!(esc.matches(&KeyEvent::new(KeyCode::Char(']'), KeyModifiers::CONTROL)));
+        assert!(!esc.matches(&KeyEvent::new(KeyCode::Char(']'), KeyModifiers::NONE)));
     }
 
     #[test]

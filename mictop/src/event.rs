@@ -38,10 +38,16 @@ use tokio::time::MissedTickBehavior;
 
 use crate::actions;
 use crate::app::{Action, App, Effect};
+use crate::components::console::ConsoleOp;
 use crate::config::Config;
+use crate::console::{Access, Console, ConsoleError, ConsoleEvent, ConsoleSource, Sink};
 use crate::model::{CardView, Detail, HostInfo};
 use crate::theme::Theme;
 use crate::ui;
+
+/// What the console pane says when mictop has nowhere to get consoles.
+pub const NO_CONSOLE_SOURCE: &str = "no console source: card consoles come from mpssd's console broker, \
+     which this mictop cannot reach yet (mictop --demo serves its own cards' consoles)";
 
 /// The shortest time between two frames (a 60 Hz cap).
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
@@ -71,6 +77,10 @@ pub struct Runtime {
     mouse: Option<MouseControl>,
     /// The tasks watching the current cards' `state`.
     watching: Watching,
+    /// Where card consoles come from, if anywhere.
+    console_source: Option<Box<dyn ConsoleSource>>,
+    /// The consoles attached, by card.
+    consoles: BTreeMap<u32, Box<dyn Console>>,
     /// A probe for the driver's return is running.
     reconnecting: bool,
     /// Frames drawn so far.
@@ -128,6 +138,8 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         post_inflight: Arc::new(AtomicBool::new(false)),
         mouse: None,
         watching: fleet.watching,
+        console_source: None,
+        consoles: BTreeMap::new(),
         reconnecting: false,
         frames: Arc::new(AtomicU64::new(0)),
         first_frame: None,
@@ -216,6 +228,12 @@ impl Runtime {
     #[must_use]
     pub fn frame_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.frames)
+    }
+
+    /// Where the console pane's consoles come from (without one, the pane
+    /// says there is none).
+    pub fn set_console_source(&mut self, source: Box<dyn ConsoleSource>) {
+        self.console_source = Some(source);
     }
 
     /// Lets the `mouse` key turn terminal mouse capture on and off.
@@ -309,6 +327,11 @@ impl Runtime {
                 }
             }
             Effect::Reconnect => self.reconnect(),
+            Effect::Console(op) => {
+                if let Some(action) = self.console(op) {
+                    return app.update(action);
+                }
+            }
             Effect::Reconfigure(config) => {
                 self.interval.send_if_modified(|i| {
                     let changed = *i != config.interval;
@@ -332,6 +355,59 @@ impl Runtime {
             }
         }
         vec![]
+    }
+
+    /// Carries out a console operation; what the app must hear of a
+    /// failure.
+    fn console(&mut self, op: ConsoleOp) -> Option<Action> {
+        let (card, result) = match op {
+            ConsoleOp::Attach { card, access, size } => {
+                if let Some(old) = self.consoles.remove(&card) {
+                    old.detach();
+                }
+                let Some(source) = &mut self.console_source else {
+                    return Some(Action::Console {
+                        card,
+                        event: ConsoleEvent::Ended(NO_CONSOLE_SOURCE.into()),
+                    });
+                };
+                let tx = self.tx.clone();
+                let sink: Sink = Box::new(move |event| tx.send(Action::Console { card, event }).is_ok());
+                let attached = source.attach(card, access, size, sink).map(|c| {
+                    self.consoles.insert(card, c);
+                });
+                (card, attached)
+            }
+            ConsoleOp::Send { card, bytes } => (card, self.attached(card).and_then(|c| c.send(&bytes))),
+            ConsoleOp::Access { card, access } => {
+                (card, self.attached(card).and_then(|c| c.set_access(access)))
+            }
+            ConsoleOp::Resize { card, size } => (card, self.attached(card).and_then(|c| c.resize(size))),
+            ConsoleOp::Detach { card } => {
+                if let Some(c) = self.consoles.remove(&card) {
+                    c.detach();
+                }
+                (card, Ok(()))
+            }
+        };
+        let event = match result.err()? {
+            // The write side is not this viewer's (any more).
+            ConsoleError::ReadOnly { .. } => ConsoleEvent::Access {
+                access: Access::ReadOnly,
+                writer: None,
+            },
+            e => {
+                self.consoles.remove(&card);
+                ConsoleEvent::Ended(e.to_string())
+            }
+        };
+        Some(Action::Console { card, event })
+    }
+
+    fn attached(&mut self, card: u32) -> Result<&mut Box<dyn Console>, ConsoleError> {
+        self.consoles
+            .get_mut(&card)
+            .ok_or(ConsoleError::NoConsole { card })
     }
 
     /// Re-reads every attribute (and the post code) of these cards.
@@ -632,6 +708,7 @@ pub fn spawn_input(tx: Tx) -> std::io::Result<()> {
             loop {
                 let action = match ct::read() {
                     Ok(Event::Key(k)) => Action::Key(k),
+                    Ok(Event::Paste(p)) => Action::Paste(p),
                     Ok(Event::Mouse(m)) => Action::Mouse(m),
                     Ok(Event::Resize(w, h)) => Action::Resize(w, h),
                     Ok(_) => continue,

@@ -13,6 +13,7 @@ pub enum Zoom {
     None,
     Detail,
     Log,
+    Console,
 }
 
 /// What the application decides about the screen: its size and zoom.
@@ -21,6 +22,8 @@ pub struct Screen {
     /// The whole terminal.
     pub size: Rect,
     pub zoom: Zoom,
+    /// A console is shown in the log's place.
+    pub console: bool,
 }
 
 /// Everything the layout depends on.
@@ -40,6 +43,7 @@ pub struct Areas {
     pub cards: Option<Rect>,
     pub detail: Option<Rect>,
     pub log: Option<Rect>,
+    pub console: Option<Rect>,
     pub footer: Rect,
 }
 
@@ -83,6 +87,7 @@ pub fn areas(input: &LayoutInput) -> Areas {
     match input.screen.zoom {
         Zoom::Detail => areas.detail = Some(body),
         Zoom::Log => areas.log = Some(body),
+        Zoom::Console => areas.console = Some(body),
         Zoom::None => {
             let count = input.cards.max(1);
             let wanted = if input.compact {
@@ -105,6 +110,9 @@ pub fn areas(input: &LayoutInput) -> Areas {
                 } else {
                     areas.log = Some(bottom);
                 }
+                if input.screen.console {
+                    areas.console = areas.log.take();
+                }
             }
         }
     }
@@ -121,6 +129,17 @@ impl Areas {
         } else {
             (area.height.saturating_sub(3) as usize, 1)
         }
+    }
+
+    /// The inside of the console pane (its terminal's size), if shown.
+    #[must_use]
+    pub fn console_inner(&self) -> Option<(u16, u16)> {
+        self.console.map(|r| {
+            (
+                r.width.saturating_sub(2).max(1),
+                r.height.saturating_sub(2).max(1),
+            )
+        })
     }
 
     /// Lines of log a page scrolls.

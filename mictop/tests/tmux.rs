@@ -287,3 +287,40 @@ fn reloads_its_configuration_and_shows_a_bad_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn types_into_a_cards_console_in_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let tmux = Tmux::new("console");
+    tmux.start(&format!(
+        "{} --demo --demo-cards 1 --no-mouse --config {}",
+        env!("CARGO_BIN_EXE_mictop"),
+        config.display()
+    ));
+    // The demo boots its card at realistic speed.
+    tmux.wait_for("mic0 up", Duration::from_secs(60), |s| {
+        row(s, "mic0").contains("card OS up")
+    });
+    let t = Duration::from_secs(20);
+    tmux.keys(&["c"]);
+    tmux.wait_for("the console's prompt", t, |s| {
+        s.contains("console mic0 read-only") && s.contains("root@mic0:~#")
+    });
+    tmux.keys(&["w"]);
+    tmux.wait_for("typing", t, |s| s.contains("console mic0 typing"));
+    tmux.keys(&["uname -a", "Enter"]);
+    tmux.wait_for("the card's answer", t, |s| s.contains("Linux mic0 3.10.0-micemu"));
+    // q goes to the card while typing (the shell says so), ctrl-] stops.
+    tmux.keys(&["q", "Enter"]);
+    tmux.wait_for("the shell's answer to q", t, |s| s.contains("sh: q: not found"));
+    tmux.keys(&["C-]"]);
+    tmux.wait_for("read-only again", t, |s| s.contains("console mic0 read-only"));
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + t;
+    while tmux.screen().is_some() {
+        assert!(Instant::now() < deadline, "mictop did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

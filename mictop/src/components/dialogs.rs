@@ -71,11 +71,31 @@ impl Dialogs {
         self.overlay = Overlay::Confirm { kind, ids };
     }
 
-    /// An error to acknowledge: shown at once unless another dialog is open.
-    pub fn error(&mut self, e: String) {
+    /// An error to acknowledge: shown at once (if `show`) unless another
+    /// dialog is open.
+    pub fn error(&mut self, e: String, show: bool) {
         self.errors.push(e);
-        if self.overlay == Overlay::None {
+        if show {
+            self.show_pending();
+        }
+    }
+
+    /// Shows the errors not yet acknowledged, if no other dialog is open.
+    pub fn show_pending(&mut self) {
+        if self.overlay == Overlay::None && !self.errors.is_empty() {
             self.overlay = Overlay::Errors;
+        }
+    }
+
+    /// Text pasted while a dialog is open: the search prompt takes it.
+    pub fn paste(&mut self, text: &str) {
+        if let Overlay::Search { input } = &mut self.overlay {
+            for c in text.chars().filter(|c| !c.is_control()) {
+                if input.len() >= 200 {
+                    break;
+                }
+                input.push(c);
+            }
         }
     }
 

@@ -6,10 +6,13 @@
 //! * [`fleet`] — the cards, their order, the selection and the marks;
 //! * [`log`] — the selected card's kernel log: scrollback, follow, filter,
 //!   search;
+//! * [`console`] — the attached card consoles, each through a terminal
+//!   emulator, and the pane that shows one;
 //! * [`detail`] — the selected card's debugfs summaries;
 //! * [`header`] — the host and the root;
 //! * [`dialogs`] — help, confirmation, errors and the search prompt.
 
+pub mod console;
 pub mod detail;
 pub mod dialogs;
 pub mod fleet;
@@ -40,4 +43,6 @@ pub enum Msg {
     Search(String),
     /// Turn mouse capture on or off.
     Mouse(bool),
+    /// Ask the console source for these.
+    Console(Vec<console::ConsoleOp>),
 }

@@ -30,7 +30,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, scroll: u16) {
         ("y / n", "confirm / cancel an action"),
         (
             "mouse",
-            "click selects a card or focuses the log; the wheel scrolls",
+            "click selects a card or focuses a pane; the wheel scrolls",
         ),
     ] {
         lines.push(Line::from(vec![

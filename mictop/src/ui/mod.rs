@@ -2,6 +2,7 @@
 //! module per component, placed by [`crate::layout`]. Nothing here changes
 //! state, and nothing in the application depends on this module.
 
+pub mod console;
 pub mod detail;
 pub mod dialog;
 pub mod header;
@@ -33,6 +34,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     }
     if let Some(r) = areas.log {
         log::draw(frame, r, app);
+    }
+    if let Some(r) = areas.console {
+        console::draw(frame, r, app);
     }
     draw_footer(frame, areas.footer, app);
     match app.overlay() {
@@ -73,6 +77,13 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ])
     } else if let Some(s) = app.status() {
         Line::from(Span::styled(format!(" {s}"), t.text))
+    } else if let Some(c) = app.consoles().shown().filter(|_| app.consoles().typing()) {
+        Line::from(vec![
+            Span::styled(format!(" typing into {}'s console:", c.name), t.warn),
+            Span::styled(" every key is the card's but ", t.dim),
+            Span::styled(app.config().keys.hint(Command::ConsoleLeave), t.key),
+            Span::styled(", which stops typing", t.dim),
+        ])
     } else if let Some(e) = app.config_error() {
         Line::from(vec![
             Span::styled(" ⚠ config not loaded", t.error),
@@ -90,19 +101,36 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
             spans.push(Span::styled(format!(" {busy} action(s) running │"), t.warn));
         }
         let k = &app.config().keys;
-        for (cmd, label) in [
-            (Command::Help, "help"),
-            (Command::Boot, "boot"),
-            (Command::Shutdown, "shutdown"),
-            (Command::Reset, "reset"),
-            (Command::Reboot, "reboot"),
-            (Command::Mark, "mark"),
-            (Command::Focus, "focus"),
-            (Command::Zoom, "zoom"),
-            (Command::Search, "search"),
-            (Command::Follow, "follow"),
-            (Command::Quit, "quit"),
-        ] {
+        let console = app.consoles().visible() && app.focus() == Focus::Console;
+        let hints: &[(Command, &str)] = if console {
+            &[
+                (Command::ConsoleWrite, "type"),
+                (Command::ConsolePrev, "prev"),
+                (Command::ConsoleNext, "next"),
+                (Command::ConsoleClose, "detach"),
+                (Command::Console, "log"),
+                (Command::Up, "scrollback"),
+                (Command::Focus, "focus"),
+                (Command::Zoom, "zoom"),
+                (Command::Help, "help"),
+                (Command::Quit, "quit"),
+            ]
+        } else {
+            &[
+                (Command::Help, "help"),
+                (Command::Boot, "boot"),
+                (Command::Shutdown, "shutdown"),
+                (Command::Reset, "reset"),
+                (Command::Reboot, "reboot"),
+                (Command::Mark, "mark"),
+                (Command::Focus, "focus"),
+                (Command::Zoom, "zoom"),
+                (Command::Search, "search"),
+                (Command::Console, "console"),
+                (Command::Quit, "quit"),
+            ]
+        };
+        for &(cmd, label) in hints {
             spans.push(Span::styled(format!(" {}", k.hint(cmd)), t.key));
             spans.push(Span::styled(format!(" {label}"), t.dim));
         }
