@@ -270,13 +270,8 @@ type VecMem = mic_core::fake::FakeMem;
 
 /// The card writes 1000 records between two reads of its 128 KiB ring (the
 /// default `log_buf_len`); each read is decoded and followed, the new
-/// 10 MB of console output (coloured lines, 4 KiB at a time as the demo's
-/// source delivers them) into an attached console pane, a frame drawn per
-/// 64 KiB (60 frames a second at 3.8 MB/s). Returns MB per second, the
-/// bytes the console did not count, and the lines its scrollback holds.
-fn console_rate() -> (f64, u64, usize) {
-    const TOTAL: usize = 10 << 20;
-    const CHUNK: usize = 4096;
+/// The app over one online card on a 200×50 screen.
+fn one_card_app() -> App {
     let root = MicRoot::new("/nonexistent");
     let mut app = App::new(
         Config::default(),
@@ -286,6 +281,17 @@ fn console_rate() -> (f64, u64, usize) {
         Instant::now(),
     );
     app.update(Action::Resize(200, 50));
+    app
+}
+
+/// 10 MB of console output (coloured lines, 4 KiB at a time as the demo's
+/// source delivers them) into an attached console pane, a frame drawn per
+/// 64 KiB (60 frames a second at 3.8 MB/s). Returns MB per second, the
+/// bytes the console did not count, and the lines its scrollback holds.
+fn console_rate() -> (f64, u64, usize) {
+    const TOTAL: usize = 10 << 20;
+    const CHUNK: usize = 4096;
+    let mut app = one_card_app();
     app.update(Action::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE)));
     let mut text = Vec::with_capacity(TOTAL + 128);
     let mut n = 0u64;
@@ -335,15 +341,7 @@ fn log_rate() -> (f64, f64, u64) {
         let mem = VecMem::new(RING);
         let mut ring = LogRing::new(0, RING as u32);
         let mut follower = LogFollower::new();
-        let root = MicRoot::new("/nonexistent");
-        let mut app = App::new(
-            Config::default(),
-            Theme::new(ThemeName::Dark),
-            "/bench".into(),
-            vec![CardView::new(root.card_by_id(0), Ok(libmic::MicState::Online))],
-            Instant::now(),
-        );
-        app.update(Action::Resize(200, 50));
+        let mut app = one_card_app();
         app.update(Action::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
         assert_eq!(app.focus(), Focus::Log);
         assert_eq!(*app.overlay(), Overlay::None);

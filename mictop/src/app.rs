@@ -733,16 +733,7 @@ impl App {
             self.consoles.visible() && (self.focus == Focus::Console || self.zoom == Zoom::Console);
         let screen = self.screen();
         match cmd {
-            Command::Up
-            | Command::Down
-            | Command::PageUp
-            | Command::PageDown
-            | Command::Top
-            | Command::Bottom
-                if console_focus =>
-            {
-                self.console_scroll(cmd)
-            }
+            c if c.is_move() && console_focus => self.console_scroll(cmd),
             Command::Console
             | Command::ConsoleWrite
             | Command::ConsoleLeave
@@ -754,16 +745,7 @@ impl App {
                 self.dialogs.help();
                 Msg::None
             }
-            Command::Up
-            | Command::Down
-            | Command::PageUp
-            | Command::PageDown
-            | Command::Top
-            | Command::Bottom
-                if log_focus =>
-            {
-                self.log.command(cmd, self.log_page())
-            }
+            c if c.is_move() && log_focus => self.log.command(cmd, self.log_page()),
             Command::Follow | Command::NextMatch | Command::PrevMatch | Command::Level => {
                 self.log.command(cmd, self.log_page())
             }

@@ -273,6 +273,20 @@ impl Command {
         (Command::Quit, "quit", &["q", "ctrl-c"], "quit"),
     ];
 
+    /// The moves that scroll a pane (or the selection).
+    #[must_use]
+    pub fn is_move(self) -> bool {
+        matches!(
+            self,
+            Command::Up
+                | Command::Down
+                | Command::PageUp
+                | Command::PageDown
+                | Command::Top
+                | Command::Bottom
+        )
+    }
+
     fn by_name(name: &str) -> Option<Command> {
         Self::ALL.iter().find(|(_, n, _, _)| *n == name).map(|(c, ..)| *c)
     }

@@ -5,6 +5,8 @@
 //!
 //! Needs root and `/dev/fuse` (micemu).
 
+mod support;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -61,15 +63,7 @@ impl Viewer {
 #[test]
 fn the_demo_serves_the_cards_console() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = micemu::Instance::start(
-        &dir.path().join("root"),
-        micemu::Config {
-            cards: 1,
-            timing: micemu::Timing::FAST,
-            ..Default::default()
-        },
-    )
-    .expect("starting micemu (needs root and /dev/fuse)");
+    let fleet = support::fast_fleet(dir.path(), 1);
     let root = MicRoot::new(fleet.root());
     let mut consoles = DemoConsoles::start(&root, &[0]).unwrap();
     assert!(matches!(

@@ -4,6 +4,8 @@
 //!
 //! Needs root, `/dev/fuse` (micemu) and `tmux`.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -74,6 +76,18 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Re-reads until the session has ended; panics with `what` after
+    /// `within`.
+    fn wait_gone(&self, what: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.screen().is_some() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
@@ -103,15 +117,7 @@ fn mictop_cmd(root: &Path, config: &Path) -> String {
 #[test]
 fn boots_a_card_from_the_ui_and_shows_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = micemu::Instance::start(
-        &dir.path().join("root"),
-        micemu::Config {
-            cards: 2,
-            timing: micemu::Timing::FAST,
-            ..Default::default()
-        },
-    )
-    .expect("starting micemu (needs root and /dev/fuse)");
+    let fleet = support::fast_fleet(dir.path(), 2);
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
 
@@ -142,25 +148,13 @@ fn boots_a_card_from_the_ui_and_shows_its_log() {
 
     // Quit: the session ends.
     tmux.keys(&["q"]);
-    let deadline = Instant::now() + t;
-    while tmux.screen().is_some() {
-        assert!(Instant::now() < deadline, "mictop did not quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_gone("mictop did not quit", t);
 }
 
 #[test]
 fn reports_a_failed_action_without_crashing() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = micemu::Instance::start(
-        &dir.path().join("root"),
-        micemu::Config {
-            cards: 1,
-            timing: micemu::Timing::FAST,
-            ..Default::default()
-        },
-    )
-    .expect("starting micemu (needs root and /dev/fuse)");
+    let fleet = support::fast_fleet(dir.path(), 1);
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
     let tmux = Tmux::new("fail");
@@ -243,15 +237,7 @@ fn notices_the_driver_going_and_shows_the_truth_when_it_is_back() {
 #[test]
 fn reloads_its_configuration_and_shows_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = micemu::Instance::start(
-        &dir.path().join("root"),
-        micemu::Config {
-            cards: 2,
-            timing: micemu::Timing::FAST,
-            ..Default::default()
-        },
-    )
-    .expect("starting micemu (needs root and /dev/fuse)");
+    let fleet = support::fast_fleet(dir.path(), 2);
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
     let tmux = Tmux::new("reload");
@@ -280,12 +266,11 @@ fn reloads_its_configuration_and_shows_a_bad_one() {
             l.starts_with("x ") && l.ends_with(" quit")
         })
     });
-    tmux.keys(&["Escape", "x"]);
-    let deadline = Instant::now() + t;
-    while tmux.screen().is_some() {
-        assert!(Instant::now() < deadline, "mictop did not quit on x");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // (One key at a time: ESC and x in one burst read as alt-x.)
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the help closed", t, |s| !s.contains("mictop help"));
+    tmux.keys(&["x"]);
+    tmux.wait_gone("mictop did not quit on x", t);
 }
 
 #[test]
@@ -318,9 +303,5 @@ fn types_into_a_cards_console_in_the_demo() {
     tmux.keys(&["C-]"]);
     tmux.wait_for("read-only again", t, |s| s.contains("console mic0 read-only"));
     tmux.keys(&["q"]);
-    let deadline = Instant::now() + t;
-    while tmux.screen().is_some() {
-        assert!(Instant::now() < deadline, "mictop did not quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_gone("mictop did not quit", t);
 }
