@@ -8,7 +8,7 @@ use clap::Parser;
 use crate::config::parse_interval;
 
 /// Live TUI for Intel MIC X100 cards: fleet, details, card logs, lifecycle
-/// actions.
+/// actions, card consoles.
 #[derive(Debug, Parser)]
 #[command(
     name = "mictop",
