@@ -430,3 +430,37 @@ fn a_hostile_host_cannot_confuse_the_driver_queue() {
     assert!(DriverQueue::new(6, 0, 0, 0).is_none());
     assert!(DriverQueue::new(256, 0, 0, 0).is_none());
 }
+
+#[test]
+fn a_double_submission_is_served_twice_and_the_second_completion_refused() {
+    let (l, mut v, _card, mut cv) = up();
+    let phys = l.phys();
+    l.gddr.write(0x20_0000, b"twice").unwrap();
+    let q = cv.queue(1).unwrap();
+    let head = q
+        .add(
+            &phys,
+            &[Buf {
+                addr: 0x20_0000,
+                len: 5,
+                write: false,
+            }],
+            3,
+        )
+        .unwrap();
+    assert!(q.head_in_flight(head));
+    q.offer_again(&phys, head).unwrap();
+    // The host cannot tell a resubmission from a reuse: it serves both.
+    for _ in 0..2 {
+        let mut u = l.user(&[0; 8]);
+        let c = v.copy_desc(&l.mmio, &l.host, &l.gddr, 1, &mut u, true).unwrap();
+        assert_eq!(&u.buf[..c.out_len as usize], b"twice");
+    }
+    assert_eq!(v.broken(), None);
+    // The driver's own record catches the second completion.
+    let q = cv.queue(1).unwrap();
+    assert_eq!(q.pop_used(&phys), Ok(Some(UsedBuf { token: 3, len: 5 })));
+    assert!(!q.head_in_flight(head));
+    assert_eq!(q.pop_used(&phys), Err(QueueError::UnknownHead(u32::from(head))));
+    assert_eq!(q.num_free(), 128, "nothing freed twice");
+}

@@ -188,6 +188,42 @@ impl DriverQueue {
         self.used
     }
 
+    /// Card address of the descriptor table.
+    #[must_use]
+    pub fn desc_addr(&self) -> u64 {
+        self.desc
+    }
+
+    /// Card address of the avail ring.
+    #[must_use]
+    pub fn avail_addr(&self) -> u64 {
+        self.avail
+    }
+
+    /// Whether `head` starts a chain the driver made available and has not
+    /// reaped.
+    #[must_use]
+    pub fn head_in_flight(&self, head: u16) -> bool {
+        self.flight.get(usize::from(head)).is_some_and(|f| f.live)
+    }
+
+    /// Makes `head` available once more without a new chain behind it (a
+    /// double submission, as a buggy or hostile driver makes one: micemu's
+    /// fault injection). Nothing of the driver's record changes but the
+    /// avail index, so the host's second completion of the chain is refused
+    /// by [`DriverQueue::pop_used`] ([`QueueError::UnknownHead`]).
+    pub fn offer_again(&mut self, ring_mem: &impl Memory, head: u16) -> Result<(), QueueError> {
+        if self.in_flight() == self.num {
+            return Err(QueueError::Full);
+        }
+        let slot = self.avail_idx & (self.num - 1);
+        ring_mem.write_u16(self.avail + avail_entry(slot) as u64, head)?;
+        ring_mem.write_barrier();
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        ring_mem.write_u16(self.avail + 2, self.avail_idx)?;
+        Ok(())
+    }
+
     /// Whether EVENT_IDX was negotiated for this queue.
     pub fn set_event_idx(&mut self, on: bool) {
         self.event_idx = on;

@@ -300,6 +300,8 @@ pub struct VopDevice {
     broken: Option<RingError>,
     timing: AckTiming,
     card_resets: u64,
+    /// Times the card's doorbell reached this device's bottom half.
+    doorbells: u64,
 }
 
 impl Default for VopDevice {
@@ -338,6 +340,7 @@ impl VopDevice {
             broken: None,
             timing: AckTiming::ORIGINAL,
             card_resets: 0,
+            doorbells: 0,
         }
     }
 
@@ -393,6 +396,14 @@ impl VopDevice {
     #[must_use]
     pub fn card_resets(&self) -> u64 {
         self.card_resets
+    }
+
+    /// How many times the card's doorbell reached this device's bottom
+    /// half (a storm of doorbells is coalesced by the interrupt cause
+    /// register before it gets here).
+    #[must_use]
+    pub fn doorbells(&self) -> u64 {
+        self.doorbells
     }
 
     /// The device's rings.
@@ -629,6 +640,11 @@ impl VopDevice {
         if host.read_u8(status)? == 0 {
             return Err(VopError::NotReady);
         }
+        if self.broken.is_some() {
+            // The host refused the card's used rings: no ring of this
+            // device is usable until the card resets it.
+            return Err(CopyError::Ring(RingError::Broken).into());
+        }
         let copied = ring.copy(host, card, user, update_used)?;
         if copied.notify {
             let db = host.read_u8(h2c)?;
@@ -730,8 +746,9 @@ impl VopDevice {
         self.state = VopState::Removed;
     }
 
-    /// The card rang this device's doorbell: take re-homed used rings (if
-    /// `used_address_updated`), then serve a device reset (if `vdev_reset`).
+    /// The card rang this device's doorbell: serve a device reset (if
+    /// `vdev_reset`: it supersedes anything else the card asked), or take
+    /// re-homed used rings (if `used_address_updated`).
     pub fn handle_doorbell(
         &mut self,
         host: &impl Memory,
@@ -741,8 +758,9 @@ impl VopDevice {
         if self.state != VopState::Added {
             return Ok(ev);
         }
+        self.doorbells += 1;
         let ctrl = self.ctrl(host)?;
-        if ctrl.used_address_updated != 0 {
+        if ctrl.used_address_updated != 0 && ctrl.vdev_reset == 0 {
             match self.activate(host, card) {
                 Ok(()) => {
                     host.write_u8(self.ctrl_addr(CTRL_USED_ADDRESS_UPDATED), 0)?;
@@ -806,7 +824,8 @@ impl VopDevice {
     }
 
     /// Device reset (the card's `vdev_reset`, or the host stopping the
-    /// card): status 0, `vdev_reset` 0, `host_ack` 1, every ring back to
+    /// card): status 0, `vdev_reset` 0, a pending (or refused) re-homing
+    /// dropped (`used_address_updated` 0), `host_ack` 1, every ring back to
     /// index 0 with nothing held, broken marks cleared.
     pub fn reset(&mut self, host: &impl Memory) -> Result<(), VopError> {
         for ring in self.vrings.iter_mut().flatten() {
@@ -817,6 +836,7 @@ impl VopDevice {
         if self.state == VopState::Added {
             host.write_u8(self.desc_addr(DESC_STATUS), 0)?;
             host.write_u8(self.ctrl_addr(CTRL_VDEV_RESET), 0)?;
+            host.write_u8(self.ctrl_addr(CTRL_USED_ADDRESS_UPDATED), 0)?;
             host.write_barrier();
             host.write_u8(self.ctrl_addr(CTRL_HOST_ACK), 1)?;
         }
@@ -839,7 +859,7 @@ impl VopDevice {
             .fold((0, 0), |(a, b), r| (a + r.stats().to_user, b + r.stats().to_card));
         writeln!(
             out,
-            "VDEV type {} ({}) state {} in {} out {} slot {:#x} c2h_db {} status {:#x}{}",
+            "VDEV type {} ({}) state {} in {} out {} slot {:#x} c2h_db {} doorbells {} resets {} status {:#x}{}",
             self.desc.ty,
             crate::abi::virtio::id::name(self.desc.ty),
             if status & crate::abi::virtio::status::DRIVER_OK != 0 {
@@ -851,6 +871,8 @@ impl VopDevice {
             to_user,
             self.slot,
             self.c2h_db,
+            self.doorbells,
+            self.card_resets,
             status,
             match self.broken() {
                 Some(_) => " BROKEN",

@@ -975,10 +975,12 @@ fn used_ring_addresses_are_checked_at_activation() {
             1
         );
         assert!(v.broken().is_some());
+        // A valid chain on a device whose rings were refused: EIO.
         let mut u = UserVec::new(&rig.card, 4);
         rig.put_desc(&v, 0, 0, desc(0x1000, 4, 0, 0));
         rig.offer(&v, 0, 0);
-        assert!(rig.copy(&mut v, 0, &mut u, true).is_err() || v.broken().is_some());
+        let err = rig.copy(&mut v, 0, &mut u, true).unwrap_err();
+        assert_eq!(err.errno(), errno::EIO, "{err}");
         ev.refused.unwrap()
     };
     refused(&[0, USED1]);
@@ -988,6 +990,41 @@ fn used_ring_addresses_are_checked_at_activation() {
     refused(&[crate::host::smpt::SMPT_CARD_BASE, USED1]);
     // Overlapping the other queue's used ring.
     refused(&[USED0, USED0 + 512]);
+}
+
+#[test]
+fn refused_used_rings_stay_refused_until_the_card_resets_the_device() {
+    let mut rig = Rig::new();
+    let mut v = rig.add(&console()).unwrap();
+    let ev = rig.card_start(&mut v, &[crate::host::smpt::SMPT_CARD_BASE, USED1], 0);
+    assert!(matches!(ev.refused, Some(RingError::BufferOutOfRange { .. })));
+    rig.put_desc(&v, 1, 0, desc(0x1000, 4, 0, 0));
+    rig.offer(&v, 1, 0);
+    let mut u = UserVec::new(&rig.card, 4);
+    // Further doorbells change nothing: the refusal stands.
+    v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert_eq!(rig.copy(&mut v, 1, &mut u, true).unwrap_err().errno(), errno::EIO);
+    // The card resets the device: the reset wins over the stale re-homing
+    // request (not refused again), and clears it.
+    rig.host.write_u8(rig.ctrl(&v, CTRL_HOST_ACK), 0).unwrap();
+    rig.host.write_u8(rig.ctrl(&v, CTRL_VDEV_RESET), 1).unwrap();
+    let ev = v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert_eq!((ev.reset, ev.activated, ev.refused), (true, false, None));
+    assert_eq!(v.broken(), None);
+    let ctrl = v.ctrl(&rig.host).unwrap();
+    assert_eq!((ctrl.used_address_updated, ctrl.host_ack), (0, 1));
+    // A status write (no re-homing asked) activates nothing.
+    rig.host
+        .write_u8(rig.page(&v, DESC_STATUS), status::DRIVER)
+        .unwrap();
+    let ev = v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert_eq!((ev.activated, ev.refused), (false, None));
+    // Good used rings this time: the device works.
+    rig.host.write_u16(Rig::avail(&v, 1) + 2, 0).unwrap();
+    assert!(rig.card_start(&mut v, &[USED0, USED1], 0).activated);
+    rig.offer(&v, 1, 0);
+    assert_eq!(rig.copy(&mut v, 1, &mut u, true).unwrap().out_len, 4);
+    assert_eq!(v.doorbells(), 5);
 }
 
 #[test]
@@ -1231,7 +1268,11 @@ fn vdev_info_tells_the_state() {
     rig.copy(&mut v, 1, &mut u, true).unwrap();
     let mut s = String::new();
     v.write_info(&rig.host, &mut s).unwrap();
-    assert!(s.starts_with("VDEV type 3 (console) state UP in 0 out 3"), "{s}");
+    assert!(
+        s.starts_with("VDEV type 3 (console) state UP in 0 out 3 slot 0x"),
+        "{s}"
+    );
+    assert!(s.contains(" c2h_db 1 doorbells 1 resets 0 status 0x4\n"), "{s}");
     assert!(
         s.contains("vring 1: num 128 last_avail 1 last_used 1 held 0 used card@0x90000"),
         "{s}"
