@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_micemu_global_optspecs
-    string join \n root= cards= memory= timing= reset-ms= boot-ms= device-id= stepping= log-buf-len= force h/help V/version
+    string join \n root= cards= memory= timing= reset-ms= boot-ms= ack-ms= device-id= stepping= log-buf-len= force log-level= h/help V/version
 end
 
 function __fish_micemu_needs_command
@@ -31,9 +31,16 @@ complete -c micemu -n "__fish_micemu_needs_command" -l timing -d 'Timing preset'
 fast\t'The same sequences a hundred times quicker (tests, demos)'"
 complete -c micemu -n "__fish_micemu_needs_command" -l reset-ms -d 'Override the reset duration in milliseconds' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l boot-ms -d 'Override the boot duration (bootstrap to init) in milliseconds' -r
+complete -c micemu -n "__fish_micemu_needs_command" -l ack-ms -d 'Override the virtio handshakes\' budget (used rings, config change, removal, device reset) in milliseconds' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l device-id -d 'PCI device IDs handed out in turn (hex), e.g. 2250,225d' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l stepping -d 'Steppings handed out in turn: A0, B0, B1, C0 or a hex revision' -r
 complete -c micemu -n "__fish_micemu_needs_command" -l log-buf-len -d 'Size of the card kernel log buffer (power of two, 4K-16M)' -r
+complete -c micemu -n "__fish_micemu_needs_command" -l log-level -d 'micemu\'s own log lines on stderr (what the host driver would log): off, error, warn, info, debug or trace' -r -f -a "off\t''
+error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
 complete -c micemu -n "__fish_micemu_needs_command" -l force -d 'Unmount a dead FUSE mount a killed micemu left at DIR/sys (only one the kernel proves dead: Transport endpoint is not connected)'
 complete -c micemu -n "__fish_micemu_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c micemu -n "__fish_micemu_needs_command" -s V -l version -d 'Print version'

@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Override the boot duration (bootstrap to init) in milliseconds.
     #[arg(long, value_name = "MS")]
     pub boot_ms: Option<u64>,
+    /// Override the virtio handshakes' budget (used rings, config change,
+    /// removal, device reset) in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub ack_ms: Option<u64>,
     /// PCI device IDs handed out in turn (hex), e.g. 2250,225d.
     #[arg(long, value_delimiter = ',', value_parser = parse_device_id)]
     pub device_id: Vec<u16>,
@@ -83,6 +87,16 @@ pub struct RunArgs {
     /// the kernel proves dead: Transport endpoint is not connected).
     #[arg(long)]
     pub force: bool,
+    /// micemu's own log lines on stderr (what the host driver would log):
+    /// off, error, warn, info, debug or trace.
+    #[arg(long, default_value = "warn", value_name = "LEVEL", value_parser = log_level())]
+    pub log_level: log::LevelFilter,
+}
+
+fn log_level() -> impl clap::builder::TypedValueParser<Value = log::LevelFilter> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["off", "error", "warn", "info", "debug", "trace"])
+        .map(|s| s.parse().unwrap_or(log::LevelFilter::Warn))
 }
 
 fn parse_device_id(s: &str) -> Result<u16, String> {
@@ -127,6 +141,9 @@ impl RunArgs {
         }
         if let Some(ms) = self.boot_ms {
             timing.boot = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.ack_ms {
+            timing.ack_budget = Duration::from_millis(ms);
         }
         let n = self.device_id.len().max(self.stepping.len());
         let pci = if n == 0 {
@@ -197,6 +214,10 @@ mod tests {
             "fast",
             "--boot-ms",
             "100",
+            "--ack-ms",
+            "700",
+            "--log-level",
+            "info",
         ])
         .unwrap();
         let cfg = cli.run.config();
@@ -211,6 +232,8 @@ mod tests {
         assert_eq!(cfg.pci_of(1).device, 0x2260);
         assert_eq!(cfg.timing.boot, Duration::from_millis(100));
         assert_eq!(cfg.timing.reset, Timing::FAST.reset);
+        assert_eq!(cfg.timing.ack_budget, Duration::from_millis(700));
+        assert_eq!(cli.run.log_level, log::LevelFilter::Info);
     }
 
     #[test]
@@ -223,6 +246,7 @@ mod tests {
             &["micemu", "--memory", "lots"],
             &["micemu", "--memory", "128M"],
             &["micemu", "--memory", "0"],
+            &["micemu", "--log-level", "loud"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

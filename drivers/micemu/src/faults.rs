@@ -2,12 +2,15 @@
 //! hang, a hostile card), how a request names it, and how the emulator
 //! applies it. [`crate::control`] carries requests over a socket.
 
+pub mod virtio;
+
 use std::fmt::Write as _;
 
 use mic_core::abi::MicStatus;
 use mic_core::host::sysfs::parse_card_id;
 
 use crate::emu::Emulator;
+pub use virtio::VirtioFault;
 
 /// Something injected into a card from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum Fault {
     /// A hostile card: writes this byte as its shutdown status and rings
     /// the host's shutdown doorbell.
     BadStatus(u8),
+    /// A hostile card breaks the protocol of one of its virtio devices
+    /// (rings, device page, handshakes).
+    Virtio(VirtioFault),
 }
 
 /// Why a fault request could not be parsed.
@@ -46,6 +52,16 @@ pub enum FaultParseError {
     EmptyLog,
     #[error("unknown verb {verb:?}; known: {known}")]
     UnknownVerb { verb: String, known: String },
+    #[error("{0:?} is not a virtio device: {dev}", dev = virtio::DEVICE_HELP)]
+    Device(String),
+    #[error("{0} needs a device: {dev}", dev = virtio::DEVICE_HELP)]
+    MissingDevice(String),
+    #[error("{0:?} is not a virtqueue (0-3)")]
+    BadVq(String),
+    #[error("{0:?} is not a doorbell count (1-{max})", max = virtio::STORM_MAX)]
+    BadCount(String),
+    #[error("too many arguments for {0}")]
+    TooManyArguments(String),
 }
 
 /// Why a fault could not be applied.
@@ -61,6 +77,8 @@ pub enum InjectError {
     DriverNotUp,
     #[error("device page unreachable: {0}")]
     DevicePage(mic_core::hw::MemError),
+    #[error("mic{card}: {why}")]
+    Virtio { card: u32, why: String },
 }
 
 impl Fault {
@@ -87,6 +105,47 @@ impl Fault {
             "bad-status BYTE",
             "a hostile card writes BYTE (0-255) as its shutdown status and rings the host",
         ),
+        // A hostile card's virtio devices (faults::virtio).
+        (
+            "vring-loop DEV [VQ]",
+            "the next chain the host fetches on DEV's virtqueue VQ (default 0) is a descriptor loop",
+        ),
+        (
+            "vring-outside DEV [VQ]",
+            "the next chain the host fetches has a buffer outside card memory (host memory)",
+        ),
+        (
+            "vring-huge DEV [VQ]",
+            "the next chain the host fetches is two 2 GiB buffers: over 4 GiB",
+        ),
+        (
+            "vring-jump DEV [VQ]",
+            "DEV's avail.idx on VQ jumps 32768 entries ahead of the host",
+        ),
+        (
+            "vring-double DEV [VQ]",
+            "the newest chain waiting for the host on VQ is made available twice",
+        ),
+        (
+            "doorbell-storm DEV [N]",
+            "the card rings DEV's host doorbell N times (default 100000, at most 1000000)",
+        ),
+        (
+            "vqconfig-change DEV",
+            "the card rewrites DEV's vqconfigs (size, ring and used-ring addresses) after activation",
+        ),
+        (
+            "used-outside DEV",
+            "the card resets DEV and probes it again with virtqueue 0's used ring outside card memory",
+        ),
+        (
+            "config-no-ack DEV",
+            "the card never acknowledges DEV's config changes or removal",
+        ),
+        (
+            "garbage-dp [DEV]",
+            "random bytes over DEV's descriptor and control block (without DEV: the whole device page)",
+        ),
     ];
 
     /// The verbs and what they do, one per line, for `micemu inject --help`.
@@ -97,6 +156,7 @@ impl Fault {
         for (verb, what) in Self::VERBS {
             let _ = writeln!(out, "  {verb:width$}  {what}");
         }
+        let _ = writeln!(out, "\n{}; VQ a virtqueue (0-3).", virtio::DEVICE_HELP);
         out
     }
 
@@ -143,14 +203,17 @@ impl Fault {
                     text: words.join(" "),
                 })
             }
-            other => Err(FaultParseError::UnknownVerb {
-                verb: other.to_owned(),
-                known: Fault::VERBS
-                    .iter()
-                    .map(|(v, _)| v.split(' ').next().unwrap_or(v))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
+            other => match virtio::parse(other, rest) {
+                Some(f) => f.map(Fault::Virtio),
+                None => Err(FaultParseError::UnknownVerb {
+                    verb: other.to_owned(),
+                    known: Fault::VERBS
+                        .iter()
+                        .map(|(v, _)| v.split(' ').next().unwrap_or(v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            },
         }
     }
 }
@@ -198,6 +261,10 @@ impl Emulator {
             Fault::BadStatus(v) => {
                 need_os(&st)?;
                 st.os.report_raw_status(&hw, *v)?;
+            }
+            Fault::Virtio(f) => {
+                need_os(&st)?;
+                st.os.hostile(&hw, f)?;
             }
         }
         self.arm_os(id, &mut st);

@@ -29,6 +29,7 @@ pub mod firmware;
 pub mod fs;
 pub mod hw;
 pub mod instance;
+pub mod logger;
 pub mod run;
 
 pub use config::{Config, Timing};

@@ -30,6 +30,7 @@ fn run(args: &RunArgs) -> Result<()> {
     signals.add(Signal::SIGTERM);
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
 
+    crate::logger::init(args.log_level);
     let instance = Instance::start_with(&root, args.config(), args.start_options())?;
     let n = args.cards;
     println!(

@@ -499,9 +499,30 @@ impl CardOs {
     }
 
     fn next_rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        xorshift(&mut self.rng)
     }
+
+    /// A hostile card's act on one of its virtio devices (fault injection).
+    pub fn hostile<M: Mmio, P: Memory>(
+        &mut self,
+        hw: &CardHw<M, P>,
+        f: &crate::faults::VirtioFault,
+    ) -> Result<(), crate::faults::InjectError> {
+        let (Some(v), Some(dev)) = (&mut self.virtio, &mut self.dev) else {
+            return Err(crate::faults::InjectError::DriverNotUp);
+        };
+        let rng = &mut self.rng;
+        v.hostile(hw, dev, f, &mut || xorshift(rng), Instant::now())
+            .map_err(|why| crate::faults::InjectError::Virtio { card: self.id, why })?;
+        self.settle(hw);
+        Ok(())
+    }
+}
+
+/// One step of the card's xorshift generator (garbage for fault injection).
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }

@@ -18,12 +18,14 @@
 //! and left unbound, logged; nothing it writes can make the card loop or
 //! touch memory outside its own buffers.
 
+mod hostile;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::virtio::{id, status};
-use mic_core::abi::{BP_H2C_CONFIG_DB, CTRL_VDEV, DB_NONE, DESC_TYPE};
+use mic_core::abi::{BP_H2C_CONFIG_DB, CTRL_VDEV, DB_NONE, DESC_TYPE, VQ_ADDRESS};
 use mic_core::card::CardDevice;
 use mic_core::card::virtio::{CardVdev, ConfigRequest, VirtioError};
 use mic_core::card::vring::{Buf, DriverQueue, UsedBuf};
@@ -316,6 +318,8 @@ enum Then {
     Remove,
     /// Unbound (by request, or because the host broke a ring).
     Unbind,
+    /// Probed again (a bind of a device that failed, a hostile re-probe).
+    Bind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +359,18 @@ struct Device {
     change_acked: bool,
     /// Work left over from the last wake.
     more: bool,
+    /// What fault injection made of the card's driver for this device.
+    hostile: Hostile,
+}
+
+/// A card driver turned hostile for one device (fault injection,
+/// [`hostile`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hostile {
+    /// The next probe puts vq 0's used ring outside card memory.
+    used_outside: bool,
+    /// Config changes and removal are never acknowledged.
+    no_config_ack: bool,
 }
 
 impl Device {
@@ -558,6 +574,7 @@ impl Virtio {
             mem: Vec::new(),
             change_acked: false,
             more: false,
+            hostile: Hostile::default(),
         };
         let _ = d.vdev.set_status(&hw.mmio, &hw.phys, status::ACKNOWLEDGE);
         match kind {
@@ -646,6 +663,20 @@ impl Virtio {
             d.mem.push(r);
             used.push(r.addr);
         }
+        if std::mem::take(&mut d.hostile.used_outside) {
+            // Over vq 0's own descriptor table, in host memory through the
+            // SMPT window: outside card memory, and host memory besides.
+            let at = d.vdev.addr() + (d.vdev.desc().vq_offset(0) + VQ_ADDRESS) as u64;
+            let ring = hw.phys.read_u64(at).map_err(|e| ProbeError::Virtio(e.into()))?;
+            used[0] = ring;
+            let tag = d.tag();
+            self.sink.klog.push((
+                4,
+                format!(
+                    "{tag}: injected: vq 0's used ring at {ring:#x}, its descriptor table in host memory"
+                ),
+            ));
+        }
         let wait = d.vdev.find_vqs(&hw.mmio, &hw.phys, &used, self.timing)?;
         d.state = State::Activating {
             wait,
@@ -681,6 +712,9 @@ impl Virtio {
         now: Instant,
     ) {
         let Some(d) = self.devices.get_mut(k) else { return };
+        if d.hostile.no_config_ack {
+            return;
+        }
         match d.vdev.config_request(&hw.phys) {
             Ok(Some(ConfigRequest::Changed)) if !d.change_acked => {
                 let tag = d.tag();
@@ -719,8 +753,12 @@ impl Virtio {
         now: Instant,
     ) {
         let Some(d) = self.devices.get_mut(k) else { return };
+        // A device whose start failed was seen by the host too (it may
+        // hold its rings broken): it is reset as a started one is.
+        let failed = d.vdev.status(&hw.phys).is_ok_and(|s| s & status::FAILED != 0);
         match d.state {
-            State::Live | State::Activating { .. } => {
+            State::Idle if !failed => self.finish_reset(hw, card, k, then, true, now),
+            State::Live | State::Activating { .. } | State::Idle => {
                 match d.vdev.begin_reset(&hw.mmio, &hw.phys, self.timing) {
                     Ok(wait) => {
                         d.state = State::Resetting {
@@ -733,7 +771,7 @@ impl Virtio {
                     Err(e) => {
                         let tag = d.tag();
                         self.sink.klog.push((3, format!("{tag}: reset: {e}")));
-                        self.finish_reset(hw, card, k, then, false);
+                        self.finish_reset(hw, card, k, then, false, now);
                     }
                 }
             }
@@ -749,7 +787,6 @@ impl Virtio {
                     };
                 }
             }
-            State::Idle => self.finish_reset(hw, card, k, then, true),
         }
     }
 
@@ -760,6 +797,7 @@ impl Virtio {
         k: usize,
         then: Then,
         acked: bool,
+        now: Instant,
     ) {
         let mut d = self.devices.remove(k);
         let was_bound = d.driver.is_some();
@@ -787,6 +825,13 @@ impl Virtio {
                 d.state = State::Idle;
                 if was_bound {
                     self.sink.klog.push((6, format!("{tag}: unbound")));
+                }
+                self.devices.insert(k, d);
+            }
+            Then::Bind => {
+                d.state = State::Idle;
+                if !self.closing {
+                    self.bind(hw, &mut d, now);
                 }
                 self.devices.insert(k, d);
             }
@@ -843,7 +888,7 @@ impl Virtio {
                     }
                     outcome => {
                         let before = self.devices.len();
-                        self.finish_reset(hw, card, k, then, outcome == AckPoll::Acked);
+                        self.finish_reset(hw, card, k, then, outcome == AckPoll::Acked, now);
                         if self.devices.len() < before {
                             continue;
                         }
@@ -1011,9 +1056,9 @@ impl Virtio {
                 Ok(())
             }
             (true, State::Idle) if !self.closing => {
-                let mut d = self.devices.remove(k);
-                self.bind(hw, &mut d, now);
-                self.devices.insert(k, d);
+                // A device that failed its start is reset before it is
+                // probed again (the host may hold it broken until then).
+                self.request_reset(hw, card, k, Then::Bind, now);
                 Ok(())
             }
             (true, _) => Err("Device or resource busy".to_owned()),

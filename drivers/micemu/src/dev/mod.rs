@@ -145,8 +145,16 @@ impl VdevFile {
             update_used,
         )
         .map_err(|e| {
+            // The error that broke the ring is logged; the EIO of every
+            // later copy until the card resets the device is not.
             if let VopError::Copy(mic_core::host::vop::CopyError::Ring(r)) = e {
-                log::warn!("mic{}: vring {vr_idx}: {r}", self.card);
+                if r != mic_core::host::vop::RingError::Broken {
+                    log::warn!(
+                        "mic{}: virtio {}: vring {vr_idx}: {r}; broken until the card resets the device",
+                        self.card,
+                        mic_core::abi::virtio::id::name(dev.desc().ty)
+                    );
+                }
             }
             e.errno()
         })
@@ -281,7 +289,11 @@ pub(crate) fn doorbell(card: &Card, vdevs: &[Arc<Vdev>], db: u8) {
         match dev.handle_doorbell(&card.host_ram, &card.gddr) {
             Ok(ev) => {
                 if let Some(e) = ev.refused {
-                    log::warn!("mic{}: refused the card's used rings: {e}", card.id);
+                    log::warn!(
+                        "mic{}: virtio {}: refused the card's used rings ({e}); broken until the card resets the device",
+                        card.id,
+                        mic_core::abi::virtio::id::name(dev.desc().ty)
+                    );
                 }
             }
             Err(e) => log::warn!("mic{}: virtio doorbell: {e}", card.id),

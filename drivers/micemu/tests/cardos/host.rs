@@ -5,8 +5,8 @@
 //! the file's wake-ups (a [`CondvarWaker`]) or re-reads until a deadline,
 //! never sleeps.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use libmic::{MicRoot, MicState, klog};
@@ -31,13 +31,136 @@ pub(crate) const TIMING: Timing = Timing {
     ..Timing::FAST
 };
 
-/// A running in-process micemu under a temporary root.
+/// A running micemu under a temporary root: in process, or the binary
+/// (whose log lines on stderr a test can wait for).
 pub(crate) struct Fleet {
     pub(crate) dir: tempfile::TempDir,
-    pub(crate) inst: Instance,
+    inst: Option<Instance>,
+    proc: Option<Proc>,
+}
+
+/// micemu as a process, with what it logged.
+struct Proc {
+    child: std::process::Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            // SIGTERM: micemu unmounts and exits.
+            let pid = nix::unistd::Pid::from_raw(p.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = p.child.wait();
+        }
+        drop(self.inst.take());
+    }
 }
 
 impl Fleet {
+    /// The micemu binary serving `cards` cards with the test timing's
+    /// handshake budget, `--log-level warn`, and `args` after those.
+    pub(crate) fn spawn(cards: u32, args: &[&str]) -> Fleet {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let budget = TIMING.ack_budget.as_millis().to_string();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_micemu"));
+        cmd.arg("--root")
+            .arg(dir.path())
+            .args(["--cards", &cards.to_string(), "--timing", "fast"])
+            .args(["--log-level", "warn"]);
+        if !args.contains(&"--ack-ms") {
+            cmd.args(["--ack-ms", &budget]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // micemu prints its banner once everything is mounted and served.
+        let mut banner = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        assert!(banner.starts_with("micemu: serving"), "{banner:?}");
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&lines);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
+            }
+        });
+        Fleet {
+            dir,
+            inst: None,
+            proc: Some(Proc { child, lines }),
+        }
+    }
+
+    /// What the micemu process logged so far.
+    pub(crate) fn stderr(&self) -> Vec<String> {
+        self.proc
+            .as_ref()
+            .expect("micemu as a process")
+            .lines
+            .0
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits (on the log reader's notifications) until micemu logged a
+    /// line containing `needle`; returns it.
+    pub(crate) fn wait_stderr(&self, needle: &str) -> String {
+        let (lines, cv) = &*self.proc.as_ref().expect("micemu as a process").lines;
+        let start = Instant::now();
+        let mut g = lines.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = WAIT.checked_sub(start.elapsed()).unwrap_or_default();
+            assert!(
+                !left.is_zero(),
+                "micemu never logged {needle:?}; it logged {:#?}",
+                *g
+            );
+            // TIMEOUT: the test's bound; every new line wakes the wait.
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// `micemu inject --root DIR micN WORDS...`, as an operator types it;
+    /// its error message on failure.
+    pub(crate) fn inject(&self, card: u32, words: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_micemu"))
+            .arg("inject")
+            .arg("--root")
+            .arg(self.dir.path())
+            .arg(format!("mic{card}"))
+            .args(words)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
+        }
+    }
+
+    /// A debugfs file of card `card`.
+    pub(crate) fn debug(&self, card: u32, name: &str) -> String {
+        let p = self
+            .dir
+            .path()
+            .join(format!("sys/kernel/debug/mic_host/mic{card}/{name}"));
+        std::fs::read_to_string(p).unwrap()
+    }
+
     pub(crate) fn start(cards: u32) -> Fleet {
         Self::start_with(cards, TIMING)
     }
@@ -51,11 +174,15 @@ impl Fleet {
             ..Config::default()
         };
         let inst = Instance::start(dir.path(), config).unwrap();
-        Fleet { dir, inst }
+        Fleet {
+            dir,
+            inst: Some(inst),
+            proc: None,
+        }
     }
 
     pub(crate) fn emu(&self) -> &Arc<Emulator> {
-        self.inst.emulator_arc()
+        self.inst.as_ref().expect("an in-process fleet").emulator_arc()
     }
 
     fn attr(&self, card: u32, name: &str) -> std::path::PathBuf {

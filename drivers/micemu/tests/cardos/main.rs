@@ -6,6 +6,7 @@
 mod blk;
 mod console;
 mod host;
+mod hostile;
 mod lifecycle;
 mod net;
 mod socket;

@@ -11,15 +11,40 @@ use mic_core::abi::virtio::{id, status};
 
 use crate::host::{Fleet, WAIT};
 
-struct Client {
-    file: VirtioFile,
-    map: RingMap,
-    out: String,
+/// mpssd's console backend, by hand: one `VirtioFile` with a console on it.
+pub(crate) struct Client {
+    pub(crate) file: VirtioFile,
+    pub(crate) map: RingMap,
+    pub(crate) out: String,
+    pub(crate) card: u32,
+}
+
+/// mpssd's console: no features, a zeroed config.
+pub(crate) fn console_block() -> DeviceBlock {
+    DeviceBlock {
+        ty: id::CONSOLE,
+        vrings: vec![128, 128],
+        host_features: 0,
+        config: vec![0; 12],
+    }
 }
 
 impl Client {
+    /// Opens card `card`'s `dev/micN` under `root` and adds a console.
+    pub(crate) fn console(root: &MicRoot, card: u32) -> Client {
+        let mut file = VirtioFile::open(root, card).unwrap();
+        file.add_device(&console_block()).unwrap();
+        let map = file.map().unwrap();
+        Client {
+            file,
+            map,
+            out: String::new(),
+            card,
+        }
+    }
+
     /// Waits for a wake-up (or a bound) and re-checks `cond`.
-    fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&mut Client) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&mut Client) -> bool) {
         let start = Instant::now();
         while !cond(self) {
             assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -29,16 +54,17 @@ impl Client {
     }
 
     /// Drains the card's output, as mpssd's console thread does, until
-    /// `needle` shows up.
-    fn expect(&mut self, needle: &str) -> String {
+    /// `needle` shows up; returns the text up to and including it. A copy
+    /// the driver refuses (the card reset the device meanwhile) ends a
+    /// drain; the next wake-up tries again.
+    pub(crate) fn expect(&mut self, needle: &str) -> String {
         let mut buf = self.file.alloc_buf(4096);
         self.wait_until(needle, |c| {
             while c.map.pending(1) {
-                let n = c
-                    .file
-                    .copy_desc(1, &mut [IoSliceMut::new(&mut buf)], true)
-                    .unwrap() as usize;
-                c.out.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let Ok(n) = c.file.copy_desc(1, &mut [IoSliceMut::new(&mut buf)], true) else {
+                    break;
+                };
+                c.out.push_str(&String::from_utf8_lossy(&buf[..n as usize]));
             }
             c.out.contains(needle)
         });
@@ -46,7 +72,7 @@ impl Client {
         self.out.drain(..at).collect()
     }
 
-    fn type_line(&mut self, line: &str) {
+    pub(crate) fn type_line(&mut self, line: &str) {
         self.wait_until("a receive buffer", |c| c.map.pending(0));
         let mut data = format!("{line}\r").into_bytes();
         let n = self
@@ -55,37 +81,35 @@ impl Client {
             .unwrap();
         assert_eq!(n as usize, data.len());
     }
+
+    /// The shell's prompt on this card.
+    pub(crate) fn prompt(&self) -> String {
+        format!("root@mic{}:~# ", self.card)
+    }
+
+    /// Types `line`; returns its output (between the echo and the prompt).
+    pub(crate) fn run(&mut self, line: &str) -> String {
+        self.type_line(line);
+        let prompt = self.prompt();
+        let all = self.expect(&prompt);
+        let body = &all[..all.len() - prompt.len()];
+        body.strip_prefix(&format!("{line}\r\n"))
+            .unwrap_or_else(|| panic!("no echo of {line:?} in {all:?}"))
+            .to_owned()
+    }
 }
 
 #[test]
 fn the_shell_answers_through_libmics_client() {
     let fleet = Fleet::start(1);
-    let root = MicRoot::new(fleet.dir.path());
-    let mut file = VirtioFile::open(&root, 0).unwrap();
-    file.add_device(&DeviceBlock {
-        ty: id::CONSOLE,
-        vrings: vec![128, 128],
-        host_features: 0,
-        config: vec![0; 12],
-    })
-    .unwrap();
-    let map = file.map().unwrap();
-    let mut c = Client {
-        file,
-        map,
-        out: String::new(),
-    };
+    let mut c = Client::console(&MicRoot::new(fleet.dir.path()), 0);
     fleet.boot(0);
     c.wait_until("DRIVER_OK", |c| {
         c.map.device_status(id::CONSOLE) & status::DRIVER_OK != 0
     });
-    c.expect("root@mic0:~# ");
-    c.type_line("uname -a");
-    let out = c.expect("root@mic0:~# ");
-    assert!(
-        out.starts_with("uname -a\r\nLinux mic0 3.10.0-micemu "),
-        "{out:?}"
-    );
+    c.expect(&c.prompt());
+    let out = c.run("uname -a");
+    assert!(out.starts_with("Linux mic0 3.10.0-micemu "), "{out:?}");
     // mpssd keeps draining the console until the card removes it.
     c.type_line("poweroff");
     let mut buf = c.file.alloc_buf(4096);
