@@ -1,5 +1,6 @@
 //! Virtio over PCIe figures beside their baselines, from one run
-//! (`cargo bench -p micemu --bench vop`; needs /dev/fuse and root).
+//! (`cargo bench -p micemu --bench vop [-- walker|copy|roundtrip]`; needs
+//! /dev/fuse and root).
 //! Prints figures; asserts nothing about time.
 //!
 //! 1. The host ring walker alone (mic-core's COPY_DESC over in-memory fakes):
@@ -11,8 +12,17 @@
 //!    cache) in the same run. Goal: ≥ 50 % of memcpy. The time counted is
 //!    the client's COPY_DESC calls; the card refills the ring between batches.
 //!
-//! The card side is played by this process with the driver core's card
-//! half on the emulated card's own hardware view, keeping the ring full.
+//! 3. Doorbell round trip card → host → card through micemu: a console
+//!    keystroke echo. The host writes one byte into the card's receive ring
+//!    (COPY_DESC, which rings the card), the card OS's console echoes it on
+//!    its transmit ring and rings the host, the host wakes on the doorbell
+//!    (poll on its dev/micN file) and reads the echo back. p50 and p99 over
+//!    many round trips, beside an eventfd ping-pong between two threads
+//!    measured in the same run. Goal: at most 3× the ping-pong.
+//!
+//! In 1 and 2 the card side is played by this process with the driver
+//! core's card half on the emulated card's own hardware view, keeping the
+//! ring full; in 3 it is the card OS model, booted.
 #![allow(clippy::cast_precision_loss, clippy::many_single_char_names)]
 
 use std::io::IoSliceMut;
@@ -39,10 +49,22 @@ const WORKING_SET: u64 = 256 << 20;
 const RUN: Duration = Duration::from_secs(2);
 
 fn main() -> Result<()> {
+    // `cargo bench -p micemu --bench vop -- walker|copy|roundtrip` runs one.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("virtio over PCIe benchmarks\n");
-    walker_alone();
-    println!();
-    copy_desc_throughput()
+    if run("walker") {
+        walker_alone();
+        println!();
+    }
+    if run("copy") {
+        copy_desc_throughput()?;
+        println!();
+    }
+    if run("roundtrip") {
+        doorbell_round_trip()?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -309,5 +331,171 @@ fn copy_desc_throughput() -> Result<()> {
         1e6 / calls
     );
     drop(f);
+    inst.stop()
+}
+
+// ---------------------------------------------------------------------------
+// 3. Doorbell round trip: a console keystroke echo against eventfd ping-pong
+// ---------------------------------------------------------------------------
+
+/// Round trips measured (after as many warm-up ones).
+const TRIPS: usize = 5_000;
+
+/// The `q`-quantile of sorted durations.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Two threads passing a token through two eventfds, blocking reads:
+/// the floor for "wake another thread and be woken back".
+fn eventfd_ping_pong(trips: usize) -> Vec<Duration> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    let there = std::sync::Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).unwrap());
+    let back = std::sync::Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).unwrap());
+    let (p, q) = (std::sync::Arc::clone(&there), std::sync::Arc::clone(&back));
+    let echo = std::thread::spawn(move || {
+        for _ in 0..2 * trips {
+            p.read().unwrap();
+            q.write(1).unwrap();
+        }
+    });
+    let mut out = Vec::with_capacity(trips);
+    for i in 0..2 * trips {
+        let t = Instant::now();
+        there.write(1).unwrap();
+        back.read().unwrap();
+        if i >= trips {
+            out.push(t.elapsed());
+        }
+    }
+    echo.join().unwrap();
+    out
+}
+
+/// A console on a booted card, through libmic's client.
+struct Console {
+    file: VirtioFile,
+    map: libmic::vdev::RingMap,
+    rx: libmic::vdev::IoBuf,
+    tx: libmic::vdev::IoBuf,
+}
+
+impl Console {
+    /// Reads the card's output until `n` bytes came, waking on the
+    /// doorbell (poll) between reads; returns them.
+    fn read(&mut self, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < n {
+            while self.map.pending(1) {
+                let k = self
+                    .file
+                    .copy_desc(1, &mut [IoSliceMut::new(&mut self.tx)], true)
+                    .unwrap();
+                got.extend_from_slice(&self.tx[..k as usize]);
+            }
+            if got.len() >= n {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no echo: {got:?}");
+            // TIMEOUT: a bound on one wait; the loop's own bound is 10 s.
+            self.file.wait(Some(Duration::from_secs(1))).unwrap();
+        }
+        got
+    }
+
+    /// One keystroke: the byte into the receive ring, its echo back.
+    fn keystroke(&mut self, byte: u8, echo: &[u8]) -> Duration {
+        let t = Instant::now();
+        self.rx[0] = byte;
+        let n = self
+            .file
+            .copy_desc(0, &mut [IoSliceMut::new(&mut self.rx[..1])], true)
+            .unwrap();
+        assert_eq!(n, 1, "no receive buffer");
+        let got = self.read(echo.len());
+        let d = t.elapsed();
+        assert_eq!(got, echo);
+        d
+    }
+}
+
+fn doorbell_round_trip() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let inst = Instance::start(
+        dir.path(),
+        Config {
+            cards: 1,
+            memory: 256 << 20,
+            timing: Timing {
+                ack_budget: Duration::from_secs(5),
+                ..Timing::FAST
+            },
+            ..Config::default()
+        },
+    )
+    .context("starting micemu (needs /dev/fuse and root)")?;
+    let root = MicRoot::new(dir.path());
+    let mut file = VirtioFile::open(&root, 0)?;
+    file.add_device(&DeviceBlock {
+        ty: id::CONSOLE,
+        vrings: vec![128, 128],
+        host_features: 0,
+        config: vec![0; 12],
+    })?;
+    let map = file.map()?;
+    let card = root.card_by_id(0);
+    card.boot_with(
+        &libmic::BootRequest::defaults_for(&card),
+        Some(&root.system_map()),
+    )?;
+    card.wait_os_up(Some(Duration::from_secs(20)))?;
+    let (rx, tx) = (file.alloc_buf(64), file.alloc_buf(4096));
+    let mut con = Console { file, map, rx, tx };
+    // The login banner and the first prompt.
+    let start = Instant::now();
+    let mut banner = Vec::new();
+    while !banner.ends_with(b"root@mic0:~# ") {
+        assert!(start.elapsed() < Duration::from_secs(20), "no prompt: {banner:?}");
+        banner.extend(con.read(1));
+    }
+    // A keystroke and its erasure: the line stays empty, every byte echoes.
+    let mut trips = Vec::with_capacity(TRIPS);
+    for i in 0..2 * TRIPS {
+        let x = con.keystroke(b'x', b"x");
+        let del = con.keystroke(0x7f, b"\x08 \x08");
+        if i >= TRIPS {
+            trips.extend([x, del]);
+        }
+    }
+    let mut ping = eventfd_ping_pong(2 * TRIPS);
+    trips.sort();
+    ping.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (t50, t99) = (quantile(&trips, 0.5), quantile(&trips, 0.99));
+    let (p50, p99) = (quantile(&ping, 0.5), quantile(&ping, 0.99));
+    let ratio = us(t50) / us(p50);
+    println!(
+        "doorbell round trip card → host → card ({} console keystrokes echoed, {:?}):",
+        trips.len(),
+        con.file.transport()
+    );
+    println!(
+        "  eventfd ping-pong, two threads   p50 {:7.1} µs   p99 {:7.1} µs",
+        us(p50),
+        us(p99)
+    );
+    println!(
+        "  keystroke echo through micemu    p50 {:7.1} µs   p99 {:7.1} µs",
+        us(t50),
+        us(t99)
+    );
+    println!(
+        "  p50 {ratio:.1}× the ping-pong (p99 {:.1}×)   goal ≤ 3×   {}",
+        us(t99) / us(p99),
+        if ratio <= 3.0 { "(met)" } else { "(NOT met)" }
+    );
+    drop(con);
     inst.stop()
 }

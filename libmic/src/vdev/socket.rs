@@ -364,12 +364,10 @@ impl SockFile {
         }
         .to_bytes();
         let mut reply = [0u8; MsgHeader::SIZE + MicCopyDesc::SIZE];
-        let sock = self.fd.try_clone().map_err(|e| VdevError::Io {
-            path: self.path.clone(),
-            op: "COPY_DESC",
-            source: e,
-        })?;
-        let res = shm.call(&[&h, cd, iovs], &mut reply, sock.as_fd(), || {
+        // Watched (poll) while the answer is awaited; `self.fd` stays open
+        // for the whole call.
+        let sock = self.fd.as_raw_fd();
+        let res = shm.call(&[&h, cd, iovs], &mut reply, sock, || {
             let (m, _, _) = self.recv("COPY_DESC")?;
             self.note(m.kind)
         });

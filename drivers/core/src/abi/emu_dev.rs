@@ -36,9 +36,11 @@
 //! [`SHM_REQ_SEQ`]; the server, spinning briefly after each request and
 //! sleeping on its eventfd otherwise ([`SHM_SERVER_SLEEPING`] says which),
 //! answers in the response slot and sets [`SHM_RESP_SEQ`]; the client spins
-//! briefly, then sleeps on its own eventfd. iovecs inside the arena are
-//! copied with one plain memcpy between the two mappings. The socket still
-//! carries everything else, wake-ups included.
+//! briefly, then sleeps on its own eventfd. Both sides yield the CPU every
+//! few looks while they spin: on two cores with a third thread busy, the
+//! side they wait for may be waiting for their core. iovecs inside the
+//! arena are copied with one plain memcpy between the two mappings. The
+//! socket still carries everything else, wake-ups included.
 
 use super::layout::abi_struct;
 

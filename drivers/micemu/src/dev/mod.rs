@@ -135,16 +135,15 @@ impl VdevFile {
         update_used: bool,
     ) -> Result<Copied, Errno> {
         let card = self.card();
+        // The card's doorbell is rung once the device's lock is released:
+        // the card OS's answer (on the event loop) needs that lock next.
+        let mmio = Deferred::new(card.host_mmio());
         let mut dev = self.vdev.lock();
-        dev.copy_desc(
-            &card.host_mmio(),
-            &card.host_ram,
-            &card.gddr,
-            vr_idx,
-            user,
-            update_used,
-        )
-        .map_err(|e| {
+        let res = dev.copy_desc(&mmio, &card.host_ram, &card.gddr, vr_idx, user, update_used);
+        let ty = dev.desc().ty;
+        drop(dev);
+        mmio.flush();
+        res.map_err(|e| {
             // The error that broke the ring is logged; the EIO of every
             // later copy until the card resets the device is not.
             if let VopError::Copy(mic_core::host::vop::CopyError::Ring(r)) = e {
@@ -152,7 +151,7 @@ impl VdevFile {
                     log::warn!(
                         "mic{}: virtio {}: vring {vr_idx}: {r}; broken until the card resets the device",
                         self.card,
-                        mic_core::abi::virtio::id::name(dev.desc().ty)
+                        mic_core::abi::virtio::id::name(ty)
                     );
                 }
             }
@@ -274,6 +273,39 @@ impl VdevFile {
 impl Drop for VdevFile {
     fn drop(&mut self) {
         self.do_close();
+    }
+}
+
+/// Register access whose writes wait for [`Deferred::flush`] (reads go
+/// through): a doorbell rung by code that runs under a lock, sent after it.
+struct Deferred<'a> {
+    mmio: crate::hw::MmioView<'a>,
+    // INVARIANT: only COPY_DESC's notification writes (one doorbell).
+    writes: std::cell::RefCell<Vec<(u32, u32)>>,
+}
+
+impl<'a> Deferred<'a> {
+    fn new(mmio: crate::hw::MmioView<'a>) -> Self {
+        Self {
+            mmio,
+            writes: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    fn flush(self) {
+        use mic_core::hw::Mmio as _;
+        for (off, v) in self.writes.into_inner() {
+            self.mmio.write32(off, v);
+        }
+    }
+}
+
+impl mic_core::hw::Mmio for Deferred<'_> {
+    fn read32(&self, offset: u32) -> u32 {
+        self.mmio.read32(offset)
+    }
+    fn write32(&self, offset: u32, value: u32) {
+        self.writes.borrow_mut().push((offset, value));
     }
 }
 

@@ -238,8 +238,11 @@ struct Shm {
 /// before it sleeps on its eventfd.
 const SERVER_SPIN: Duration = Duration::from_micros(50);
 
-/// Of that, pure spinning; then the server yields between looks.
-const PURE_SPIN: Duration = Duration::from_micros(10);
+/// Looks at the slot (one load each) between two yields of the CPU, which
+/// are also looks at the clock and the socket. The client may be waiting
+/// for this very core (two cores, a third thread busy): spinning on without
+/// a yield would cost it the whole spin, a yield costs a system call.
+const SPIN_BATCH: u32 = 32;
 
 impl Shm {
     fn slice(&self, off: usize, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
@@ -319,26 +322,30 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
     };
     let mut buf = vec![0u8; MAX_MSG];
     let mut spin_until: Option<Instant> = None;
+    let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
             spin_until = Some(Instant::now() + SERVER_SPIN);
             continue;
         }
-        if let Some(t) = spin_until.filter(|&t| Instant::now() < t) {
-            // Spin briefly, then yield between looks: the client may be
-            // waiting for this very core.
-            if t.saturating_duration_since(Instant::now()) > SERVER_SPIN.saturating_sub(PURE_SPIN) {
+        if let Some(t) = spin_until {
+            looks = looks.wrapping_add(1);
+            if looks % SPIN_BATCH != 0 {
                 std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+                continue;
             }
+            let now = Instant::now();
+            if now >= t {
+                spin_until = None;
+                continue;
+            }
+            std::thread::yield_now();
             // A socket request (a wake ack, a config change) is served
             // between spins too.
             if !socket_readable(conn.fd.as_raw_fd(), 0) {
                 continue;
             }
         } else if let Some(shm) = &conn.shm {
-            spin_until = None;
             // Sleep: say so, look once more, then wait for either side.
             shm.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
             if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
@@ -539,16 +546,23 @@ impl Conn {
         if seq == shm.seq {
             return false;
         }
+        // The header, then only the payload it announces (a COPY_DESC is
+        // tens of bytes; the slot is 32 KiB).
         let mut req = std::mem::take(&mut self.req);
         req.clear();
-        req.resize(SHM_REQ_MAX, 0);
-        let ok = shm
-            .slice(SHM_REQ, SHM_REQ_MAX)
-            .is_some_and(|s| vm_memory::Bytes::read_slice(&s, &mut req, 0).is_ok());
-        let reply = match ReqHeader::from_slice(&req) {
-            Some(h)
-                if ok && h.op == MIC_VIRTIO_COPY_DESC && h.len as usize <= SHM_REQ_MAX - ReqHeader::SIZE =>
-            {
+        req.resize(ReqHeader::SIZE, 0);
+        let read = |req: &mut [u8], at: usize| {
+            shm.slice(SHM_REQ + at, req.len())
+                .is_some_and(|s| vm_memory::Bytes::read_slice(&s, req, 0).is_ok())
+        };
+        let mut ok = read(&mut req, 0);
+        let head = ReqHeader::from_slice(&req).filter(|h| h.len as usize <= SHM_REQ_MAX - ReqHeader::SIZE);
+        if let Some(h) = head.filter(|_| ok) {
+            req.resize(ReqHeader::SIZE + h.len as usize, 0);
+            ok = read(&mut req[ReqHeader::SIZE..], ReqHeader::SIZE);
+        }
+        let reply = match head {
+            Some(h) if ok && h.op == MIC_VIRTIO_COPY_DESC => {
                 let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
                 let (r, cd, tail) = self.copy_desc(payload);
                 match r {
