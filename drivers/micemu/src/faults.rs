@@ -329,6 +329,7 @@ mod tests {
             Fault::GarbageLog => "garbage-log",
             Fault::Log { .. } => "log",
             Fault::BadStatus(_) => "bad-status",
+            Fault::Virtio(v) => v.act.verb(),
         }
     }
 
@@ -344,6 +345,16 @@ mod tests {
             &["garbage-log"],
             &["log", "x"],
             &["bad-status", "7"],
+            &["vring-loop", "hvc0"],
+            &["vring-outside", "virtio1", "1"],
+            &["vring-huge", "eth0"],
+            &["vring-jump", "vda"],
+            &["vring-double", "console", "1"],
+            &["doorbell-storm", "net", "10"],
+            &["vqconfig-change", "blk"],
+            &["used-outside", "hvc1"],
+            &["config-no-ack", "virtio0"],
+            &["garbage-dp"],
         ];
         let listed: Vec<&str> = Fault::VERBS
             .iter()

@@ -99,6 +99,25 @@ pub enum Act {
     GarbageDp,
 }
 
+impl Act {
+    /// The verb that names it.
+    #[must_use]
+    pub fn verb(self) -> &'static str {
+        match self {
+            Act::Loop { .. } => "vring-loop",
+            Act::Outside { .. } => "vring-outside",
+            Act::Huge { .. } => "vring-huge",
+            Act::Jump { .. } => "vring-jump",
+            Act::Double { .. } => "vring-double",
+            Act::DoorbellStorm { .. } => "doorbell-storm",
+            Act::VqconfigChange => "vqconfig-change",
+            Act::UsedOutside => "used-outside",
+            Act::ConfigNoAck => "config-no-ack",
+            Act::GarbageDp => "garbage-dp",
+        }
+    }
+}
+
 /// A hostile act on one device (or, for [`Act::GarbageDp`] without one,
 /// on the whole device page).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,30 +309,5 @@ mod tests {
             Some(DeviceSel::Name("hvc0".into()))
         );
         assert!(parse("panic", &[]).is_none());
-    }
-
-    #[test]
-    fn every_verb_is_in_the_table() {
-        let names = [
-            "vring-loop",
-            "vring-outside",
-            "vring-huge",
-            "vring-jump",
-            "vring-double",
-            "doorbell-storm",
-            "vqconfig-change",
-            "used-outside",
-            "config-no-ack",
-            "garbage-dp",
-        ];
-        for name in names {
-            assert!(parse(name, &["virtio0"]).is_some(), "{name}");
-            assert!(
-                super::super::Fault::VERBS
-                    .iter()
-                    .any(|(v, _)| v.split(' ').next() == Some(name)),
-                "{name} not in the verb table"
-            );
-        }
     }
 }
