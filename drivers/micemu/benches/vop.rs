@@ -283,26 +283,32 @@ fn memcpy_rate() -> f64 {
     bytes as f64 / start.elapsed().as_secs_f64()
 }
 
-fn copy_desc_throughput() -> Result<()> {
+/// One card under a temporary root, with a console added on its
+/// `dev/mic0` through libmic's client.
+fn console_on(memory: u64, timing: Timing) -> Result<(tempfile::TempDir, Instance, VirtioFile)> {
     let dir = tempfile::tempdir()?;
     let inst = Instance::start(
         dir.path(),
         Config {
             cards: 1,
-            memory: 2 << 30,
-            timing: Timing::FAST,
+            memory,
+            timing,
             ..Config::default()
         },
     )
     .context("starting micemu (needs /dev/fuse and root)")?;
-    let root = MicRoot::new(dir.path());
-    let mut f = VirtioFile::open(&root, 0)?;
+    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0)?;
     f.add_device(&DeviceBlock {
         ty: id::CONSOLE,
         vrings: vec![128, 128],
         host_features: 0,
         config: vec![0; 12],
     })?;
+    Ok((dir, inst, f))
+}
+
+fn copy_desc_throughput() -> Result<()> {
+    let (_dir, inst, mut f) = console_on(2 << 30, Timing::FAST)?;
     let mut v = card_up(&inst);
     let gb = |r: f64| r / 1e9;
     let base = memcpy_rate();
@@ -422,28 +428,12 @@ impl Console {
 }
 
 fn doorbell_round_trip() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let inst = Instance::start(
-        dir.path(),
-        Config {
-            cards: 1,
-            memory: 256 << 20,
-            timing: Timing {
-                ack_budget: Duration::from_secs(5),
-                ..Timing::FAST
-            },
-            ..Config::default()
-        },
-    )
-    .context("starting micemu (needs /dev/fuse and root)")?;
+    let timing = Timing {
+        ack_budget: Duration::from_secs(5),
+        ..Timing::FAST
+    };
+    let (dir, inst, mut file) = console_on(256 << 20, timing)?;
     let root = MicRoot::new(dir.path());
-    let mut file = VirtioFile::open(&root, 0)?;
-    file.add_device(&DeviceBlock {
-        ty: id::CONSOLE,
-        vrings: vec![128, 128],
-        host_features: 0,
-        config: vec![0; 12],
-    })?;
     let map = file.map()?;
     let card = root.card_by_id(0);
     card.boot_with(
