@@ -45,14 +45,34 @@ pub fn default_card_address(id: u32) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(172, 31, (id & 0xff) as u8, 1)
 }
 
+/// The prefix length of the card's link: mpssd's cmdline gives the card
+/// netmask 255.255.255.0, and the host's end of the TAP gets the same /24.
+pub const LINK_PREFIX_LEN: u8 = 24;
+
 /// mpssd's command line with the card at `addr`/24: the original's tuning
 /// flags and `ifcfg=static;address,A;netmask,255.255.255.0`.
 #[must_use]
 pub fn cmdline_with_address(addr: std::net::Ipv4Addr) -> String {
+    let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - LINK_PREFIX_LEN));
     format!(
         "clocksource=tsc highres=off nohz=off cpufreq_on;corec6_off;pc3_off;pc6_off \
-         ifcfg=static;address,{addr};netmask,255.255.255.0"
+         ifcfg=static;address,{addr};netmask,{mask}"
     )
+}
+
+/// The host's end of the link to a card at `card`/24: the same /24 with
+/// host part 254 (172.31.N.1 → 172.31.N.254, as the original), or 1 when
+/// the card itself is .254.
+#[must_use]
+pub fn host_address_for(card: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
+    let [a, b, c, d] = card.octets();
+    std::net::Ipv4Addr::new(a, b, c, if d == 254 { 1 } else { 254 })
+}
+
+/// The host's end of card `id`'s link by default: 172.31.`id`.254.
+#[must_use]
+pub fn default_host_address(id: u32) -> std::net::Ipv4Addr {
+    host_address_for(default_card_address(id))
 }
 
 /// What to boot.
@@ -330,5 +350,29 @@ impl Card {
             }
         }
         Ok(Stopped { shutdown, reset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn the_link_is_one_slash_24_with_the_host_at_254() {
+        assert_eq!(default_card_address(3), Ipv4Addr::new(172, 31, 3, 1));
+        assert_eq!(default_host_address(3), Ipv4Addr::new(172, 31, 3, 254));
+        assert_eq!(default_host_address(256 + 7), Ipv4Addr::new(172, 31, 7, 254));
+        assert_eq!(
+            host_address_for(Ipv4Addr::new(10, 1, 2, 3)),
+            Ipv4Addr::new(10, 1, 2, 254)
+        );
+        // A card at .254 leaves the host .1, never its own address.
+        assert_eq!(
+            host_address_for(Ipv4Addr::new(10, 1, 2, 254)),
+            Ipv4Addr::new(10, 1, 2, 1)
+        );
+        assert!(default_cmdline(3).ends_with("ifcfg=static;address,172.31.3.1;netmask,255.255.255.0"));
     }
 }

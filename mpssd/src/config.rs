@@ -18,8 +18,11 @@
 //! crash_backoff = "2s"
 //!
 //! [cards.mic1]
-//! address = "10.0.1.1"
+//! address = "10.0.1.1"         # the host end: 10.0.1.254/24
 //! restart_on_crash = false
+//!
+//! [cards.mic2]
+//! net = false                  # no network device (no TAP mic2)
 //! ```
 //!
 //! A file that does not parse, has an unknown key or a bad value is
@@ -147,6 +150,8 @@ struct CrashFile {
 #[serde(deny_unknown_fields)]
 struct CardFile {
     address: Option<Ipv4Addr>,
+    host_address: Option<Ipv4Addr>,
+    net: Option<bool>,
     cmdline: Option<String>,
     restart_on_crash: Option<bool>,
     crash_backoff: Option<Dur>,
@@ -210,6 +215,11 @@ pub struct CardConfig {
     /// The card's address (written into its cmdline when the operator has
     /// not set one); `None`: 172.31.N.1.
     pub address: Option<Ipv4Addr>,
+    /// The host's address on the card's TAP `micN` (/24); `None`: the
+    /// card's /24 with host part 254 (172.31.N.254).
+    pub host_address: Option<Ipv4Addr>,
+    /// Whether the card gets its network device (TAP `micN`).
+    pub net: bool,
     /// A whole cmdline instead of mpssd's (then `address` is not used).
     pub cmdline: Option<String>,
     pub restart_on_crash: bool,
@@ -230,6 +240,8 @@ impl Default for CardConfig {
     fn default() -> Self {
         Self {
             address: None,
+            host_address: None,
+            net: true,
             cmdline: None,
             restart_on_crash: true,
             crash_backoff: Duration::from_secs(2),
@@ -464,6 +476,8 @@ fn resolve_card(
     let pick = |v: Option<Dur>, d: Duration| v.map_or(d, |x| x.0);
     let c = CardConfig {
         address: f.address.or(base.address),
+        host_address: f.host_address.or(base.host_address),
+        net: f.net.unwrap_or(base.net),
         cmdline: f.cmdline.clone().or_else(|| base.cmdline.clone()),
         restart_on_crash: f.restart_on_crash.unwrap_or(base.restart_on_crash),
         crash_backoff: pick(f.crash_backoff, base.crash_backoff),
@@ -481,6 +495,13 @@ fn resolve_card(
                 format!("must be one line of at most {} bytes", libmic::card::CMDLINE_MAX),
             ));
         }
+    }
+    if c.host_address.is_some() && c.host_address == c.address {
+        return Err(bad(
+            table,
+            "host_address",
+            "must differ from the card's address".into(),
+        ));
     }
     if c.crash_backoff_max < c.crash_backoff {
         return Err(bad(
@@ -625,6 +646,12 @@ reset_timeout = 30
                 .contains("ifcfg=static;address,10.1.2.3;netmask,255.255.255.0")
         );
         assert!(c.cmdline(0).contains("address,172.31.0.1;"));
+        assert!(c.card(0).net && c.card(1).net && c.card(1).host_address.is_none());
+        let c = parse("[defaults]\nnet = false\n[cards.mic3]\nnet = true\nhost_address = \"10.3.3.3\"\n")
+            .unwrap();
+        assert!(!c.card(0).net);
+        assert!(c.card(3).net);
+        assert_eq!(c.card(3).host_address, Some(Ipv4Addr::new(10, 3, 3, 3)));
     }
 
     #[test]
@@ -670,6 +697,16 @@ reset_timeout = 30
         );
         let e = err("[defaults]\nreset_timeout = \"1 fortnight\"\n");
         assert!(e.contains("defaults.reset_timeout: bad duration"), "{e}");
+        let e = err("[cards.mic1]\naddress = \"10.0.0.1\"\nhost_address = \"10.0.0.1\"\n");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:3: cards.mic1.host_address: must differ from the card's address"
+        );
+        let e = err("[defaults]\nhost_address = \"300.1.1.1\"\n");
+        assert!(
+            e.starts_with("/etc/mpss/mpssd.toml:2: defaults.host_address: "),
+            "{e}"
+        );
         let e = err("[crash]\ndir = \"../../etc\"\n");
         assert!(e.contains(":2: crash.dir: must be a path relative"), "{e}");
     }

@@ -10,6 +10,8 @@
 //!
 //! Until the backends exist, [`NoBackends`] gives every card an empty set.
 
+pub mod net;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -192,6 +192,20 @@ impl RingMap {
             .map_or(0, |d| d.desc.status)
     }
 
+    /// The first 32 feature bits the driver of the first device of type
+    /// `ty` acknowledged (0 if there is none): what it negotiated, once its
+    /// status has DRIVER_OK. Card-written: read it once per DRIVER_OK and
+    /// keep the copy.
+    #[must_use]
+    pub fn guest_features(&self, ty: i8) -> u32 {
+        let page = self.page();
+        devpage::walk(&page)
+            .flatten()
+            .find(|d| d.desc.ty == ty)
+            .and_then(|d| d.guest_features(&page)?.first_chunk::<4>().copied())
+            .map_or(0, u32::from_le_bytes)
+    }
+
     /// Number of vrings.
     #[must_use]
     pub fn vrings(&self) -> usize {

@@ -1,0 +1,358 @@
+//! The net device's thread: one `poll()` over the card's `dev/micN` file,
+//! the TAP and a stop eventfd; COPY_DESC (which blocks) only here, never on
+//! the runtime's threads.
+//!
+//! Each wake-up serves both rings in batches of at most [`BUDGET`] frames
+//! per direction, draining what the card made available (the driver wakes
+//! once per doorbell, so everything pending is served before sleeping, and
+//! the card's doorbells coalesce while we work). Before sleeping, a wake
+//! absorbed during a COPY_DESC is collected, so none is lost.
+//!
+//! Back-pressure: at most one frame read from the TAP waits for a card
+//! buffer. While it waits the TAP is not polled at all, so a card that
+//! never replenishes its receive ring costs nothing — the kernel's TAP
+//! queue fills and drops — and the next kick (the card posting buffers)
+//! resumes delivery.
+
+use std::io::IoSliceMut;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use libmic::vdev::{IoBuf, RingMap, VdevError, VirtioFile, Wake};
+use mic_core::abi::virtio::{VIRTIO_NET_MAX_FRAME, id, status};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::EventFd;
+
+use super::hdr::{self, HDR};
+use super::metrics::{NetState, NetStats, bump};
+use super::tap::Tap;
+
+/// Frames served per direction before the other direction (and the stop
+/// request) gets a look.
+pub(super) const BUDGET: usize = 64;
+
+/// vring 0: host → card (the card's receive queue).
+const RX: u8 = 0;
+/// vring 1: card → host.
+const TX: u8 = 1;
+
+/// A TAP frame waiting for a card buffer, at most one.
+#[derive(Debug, Clone, Copy)]
+struct Held(usize);
+
+/// What a batch found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Nothing more to do now.
+    Done,
+    /// The budget ran out with work left.
+    More,
+}
+
+pub(super) struct Worker {
+    pub(super) card: u32,
+    pub(super) file: VirtioFile,
+    pub(super) map: RingMap,
+    pub(super) tap: Tap,
+    pub(super) stop: Arc<EventFd>,
+    pub(super) stopping: Arc<AtomicBool>,
+    pub(super) stats: Arc<NetStats>,
+    /// Header + the largest frame: a TAP read.
+    pub(super) rx_buf: IoBuf,
+    /// Header + the largest frame + 1 (to see a chain that is longer).
+    pub(super) tx_buf: IoBuf,
+    held: Option<Held>,
+    /// What the card acknowledged, while its driver is up.
+    acked: Option<u32>,
+    /// The card broke a ring; waiting for it to reset the device.
+    broken: bool,
+    /// The last receive attempt found no card buffer.
+    rx_blocked: bool,
+    /// Reasons already logged (each is logged once per device life).
+    logged: u32,
+}
+
+/// The worker's buffers: a TAP read, and a card chain with one byte more
+/// than any valid one.
+pub(super) fn buffers(file: &mut VirtioFile) -> (IoBuf, IoBuf) {
+    (
+        file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME),
+        file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME + 1),
+    )
+}
+
+/// Why the worker ended.
+#[derive(Debug)]
+pub(super) enum End {
+    Stopped,
+    Gone,
+    Failed(String),
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        card: u32,
+        file: VirtioFile,
+        map: RingMap,
+        tap: Tap,
+        stop: Arc<EventFd>,
+        stopping: Arc<AtomicBool>,
+        stats: Arc<NetStats>,
+        (rx_buf, tx_buf): (IoBuf, IoBuf),
+    ) -> Self {
+        Self {
+            card,
+            file,
+            map,
+            tap,
+            stop,
+            stopping,
+            stats,
+            rx_buf,
+            tx_buf,
+            held: None,
+            acked: None,
+            broken: false,
+            rx_blocked: false,
+            logged: 0,
+        }
+    }
+
+    /// Logs `what` the first time reason `bit` happens.
+    fn once(&mut self, bit: u32, what: impl FnOnce() -> String) {
+        if self.logged & (1 << bit) == 0 {
+            self.logged |= 1 << bit;
+            log::warn!(target: "mpssd", "mic{}: net: {} (counted; logged once)", self.card, what());
+        }
+    }
+
+    /// Runs until stopped, the device is gone, or something fails.
+    pub(super) fn run(mut self) -> End {
+        self.stats.set_state(NetState::Waiting);
+        let end = self.serve();
+        self.stats.set_state(match end {
+            End::Stopped => NetState::Down,
+            End::Gone => NetState::Gone,
+            End::Failed(_) => NetState::Failed,
+        });
+        end
+    }
+
+    fn serve(&mut self) -> End {
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return End::Stopped;
+            }
+            if let Err(e) = self.follow_status() {
+                return End::Failed(e);
+            }
+            let mut more = false;
+            if self.acked.is_some() && !self.broken {
+                match self.tx_batch().and_then(|a| self.rx_batch().map(|b| (a, b))) {
+                    Ok((a, b)) => more = a == Batch::More || b == Batch::More,
+                    Err(e) => return End::Failed(e),
+                }
+            }
+            if more {
+                continue;
+            }
+            // A doorbell noted during a COPY_DESC leaves nothing readable.
+            match self.file.try_wake() {
+                Ok(Some(Wake::Doorbell)) => {
+                    bump(&self.stats.doorbells, 1);
+                    continue;
+                }
+                Ok(Some(Wake::Gone)) => return End::Gone,
+                Ok(_) => {}
+                Err(e) => return End::Failed(format!("waiting for the card: {e}")),
+            }
+            if let Err(e) = self.sleep() {
+                return End::Failed(e);
+            }
+        }
+    }
+
+    /// Follows the card's driver: DRIVER_OK starts the device with what it
+    /// negotiated (TAP offloads to match); losing it (a device reset)
+    /// stops it, and ends a broken ring's wait.
+    fn follow_status(&mut self) -> Result<(), String> {
+        let up = self.map.device_status(id::NET) & status::DRIVER_OK != 0;
+        match (up, self.acked) {
+            (true, None) if !self.broken => {
+                let acked = self.map.guest_features(id::NET);
+                self.tap
+                    .set_offloads(hdr::tap_offloads(acked))
+                    .map_err(|e| e.to_string())?;
+                self.acked = Some(acked);
+                self.rx_blocked = false;
+                bump(&self.stats.activations, 1);
+                self.stats.set_state(NetState::Up);
+                log::info!(
+                    target: "mpssd",
+                    "mic{}: net: the card's driver is up (features {acked:#010x}, TAP offloads {:#x})",
+                    self.card,
+                    hdr::tap_offloads(acked)
+                );
+            }
+            (false, _) if self.acked.is_some() || self.broken => {
+                self.acked = None;
+                self.broken = false;
+                self.tap.set_offloads(0).map_err(|e| e.to_string())?;
+                self.stats.set_state(NetState::Waiting);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A COPY_DESC the driver refused: the card broke the ring (or the
+    /// device went away under us). Nothing moves until its driver resets
+    /// the device or removes it; other errors end the worker.
+    fn copy_failed(&mut self, vr: u8, e: &VdevError) -> Result<(), String> {
+        if e.errno().is_none() {
+            return Err(format!("COPY_DESC on vring {vr}: {e}"));
+        }
+        bump(&self.stats.ring_errors, 1);
+        self.broken = true;
+        self.stats.set_state(NetState::Broken);
+        log::warn!(
+            target: "mpssd",
+            "mic{}: net: vring {vr}: {e}; waiting for the card to reset the device",
+            self.card
+        );
+        Ok(())
+    }
+
+    /// Card → TAP: drain the card's transmit chains.
+    fn tx_batch(&mut self) -> Result<Batch, String> {
+        let acked = self.acked.unwrap_or(0);
+        for _ in 0..BUDGET {
+            if self.broken || !self.map.pending(usize::from(TX)) {
+                return Ok(Batch::Done);
+            }
+            let n = match self
+                .file
+                .copy_desc(TX, &mut [IoSliceMut::new(&mut self.tx_buf)], true)
+            {
+                Ok(0) => return Ok(Batch::Done),
+                Ok(n) => n as usize,
+                Err(e) => {
+                    self.copy_failed(TX, &e)?;
+                    return Ok(Batch::Done);
+                }
+            };
+            let frame = &mut self.tx_buf[..n];
+            match hdr::sanitize_tx(frame, acked) {
+                Ok(changed) => {
+                    if changed {
+                        bump(&self.stats.tx_sanitised, 1);
+                    }
+                    match self.tap.send(frame) {
+                        Ok(()) => {
+                            bump(&self.stats.tx_frames, 1);
+                            bump(&self.stats.tx_bytes, (n - HDR) as u64);
+                        }
+                        Err(e) => {
+                            bump(&self.stats.tx_drop_tap, 1);
+                            self.once(0, || format!("the TAP refused a frame from the card: {e}"));
+                        }
+                    }
+                }
+                Err(why) => {
+                    self.stats.dropped(why);
+                    self.once(1 + why as u32, || format!("dropped a frame from the card: {why}"));
+                }
+            }
+        }
+        Ok(if self.map.pending(usize::from(TX)) {
+            Batch::More
+        } else {
+            Batch::Done
+        })
+    }
+
+    /// TAP → card: fill the card's posted receive buffers.
+    fn rx_batch(&mut self) -> Result<Batch, String> {
+        for _ in 0..BUDGET {
+            if self.broken {
+                return Ok(Batch::Done);
+            }
+            let len = match self.held.take() {
+                Some(Held(n)) => n,
+                None => match self.tap.recv(&mut self.rx_buf) {
+                    Ok(Some(n)) if n > HDR => n,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Ok(Batch::Done),
+                    Err(e) => return Err(format!("reading the TAP: {e}")),
+                },
+            };
+            if !self.map.pending(usize::from(RX)) {
+                self.held = Some(Held(len));
+                self.ring_full();
+                return Ok(Batch::Done);
+            }
+            hdr::mark_rx(&mut self.rx_buf[..len]);
+            match self
+                .file
+                .copy_desc(RX, &mut [IoSliceMut::new(&mut self.rx_buf[..len])], true)
+            {
+                Ok(0) => {
+                    // The driver saw no chain after all: keep the frame.
+                    self.held = Some(Held(len));
+                    self.ring_full();
+                    return Ok(Batch::Done);
+                }
+                Ok(moved) => {
+                    if (moved as usize) < len {
+                        bump(&self.stats.rx_truncated, 1);
+                    }
+                    bump(&self.stats.rx_frames, 1);
+                    bump(&self.stats.rx_bytes, (len - HDR) as u64);
+                    self.rx_blocked = false;
+                }
+                Err(e) => {
+                    self.held = Some(Held(len));
+                    self.copy_failed(RX, &e)?;
+                    return Ok(Batch::Done);
+                }
+            }
+        }
+        Ok(Batch::More)
+    }
+
+    /// A frame waits and the card has no buffer: counted once per stall.
+    fn ring_full(&mut self) {
+        if !self.rx_blocked {
+            self.rx_blocked = true;
+            bump(&self.stats.rx_ring_full, 1);
+        }
+    }
+
+    /// Sleeps until the card rings, the TAP has a frame for a card that can
+    /// take it, or stop is asked.
+    fn sleep(&mut self) -> Result<(), String> {
+        let serving = self.acked.is_some() && !self.broken;
+        // Only watched while a frame could go somewhere: a held frame
+        // waits for the card's kick, not for more frames.
+        let want_tap = serving && self.held.is_none();
+        let file = self.file.as_fd();
+        let stop = self.stop.as_fd();
+        let tap = self.tap.as_fd();
+        let mut fds = vec![
+            PollFd::new(file, PollFlags::POLLIN),
+            PollFd::new(stop, PollFlags::POLLIN),
+        ];
+        if want_tap {
+            fds.push(PollFd::new(tap, PollFlags::POLLIN));
+        }
+        bump(&self.stats.polls, 1);
+        // TIMEOUT: none needed: the card's doorbells, the TAP and the stop
+        // eventfd are the only things that change what there is to do.
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(format!("poll: {e}")),
+        }
+    }
+}
