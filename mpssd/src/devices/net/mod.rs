@@ -160,10 +160,10 @@ impl NetDevice {
             .name(format!("net-mic{card}"))
             .spawn(move || match w.run() {
                 worker::End::Failed(e) => {
-                    log::error!(target: "mpssd", "mic{card}: net: {e}; the device stopped")
+                    log::error!(target: "mpssd", "mic{card}: net: {e}; the device stopped");
                 }
                 worker::End::Gone => {
-                    log::info!(target: "mpssd", "mic{card}: net: the card removed the device")
+                    log::info!(target: "mpssd", "mic{card}: net: the card removed the device");
                 }
                 worker::End::Stopped => {}
             })

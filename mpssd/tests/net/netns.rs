@@ -1,0 +1,141 @@
+//! A network namespace of the caller's own, and raw frames on an
+//! interface in it.
+//!
+//! [`enter`] is what `unshare -n` does, for the calling thread only: the
+//! threads and processes it starts afterwards (the net device's worker,
+//! `ping`, `nc`, `curl`) live in the new namespace with the TAP, and the
+//! host's namespace is never touched. The namespace goes away with the
+//! last of them.
+
+#![allow(dead_code, unreachable_pub, unsafe_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// The inode of the calling thread's network namespace.
+fn netns_id() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+}
+
+/// Moves the calling thread into a new, empty network namespace (only
+/// `lo`, down) and checks that it did. (The kernel's own IPv6 chatter on
+/// interfaces made in it is left alone: tests pick their frames out.)
+pub fn enter() {
+    let before = netns_id();
+    // SAFETY: unshare with a flag constant; affects this thread only.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    assert_ne!(netns_id(), before, "still in the namespace we started in");
+}
+
+/// The index of interface `name` in this thread's namespace.
+pub fn ifindex(name: &str) -> i32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert!(i > 0, "no interface {name}: {}", std::io::Error::last_os_error());
+    i as i32
+}
+
+/// An AF_PACKET socket on one interface: sends raw frames out of it (into
+/// the TAP, towards the card) and receives the frames it receives (what
+/// the TAP was written).
+pub struct Packet {
+    fd: OwnedFd,
+}
+
+impl Packet {
+    /// Bound to interface `name` for every protocol; receives wait at
+    /// most `timeout`.
+    pub fn bind(name: &str, timeout: Duration) -> Packet {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket with constant arguments; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        assert!(raw >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor we just got and own from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data, all zeroes is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex(name);
+        // SAFETY: a sockaddr_ll of the size given, for the call.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "bind to {name}: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        };
+        // SAFETY: SO_RCVTIMEO takes a timeval of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        assert_eq!(r, 0);
+        Packet { fd }
+    }
+
+    /// Sends `frame` out of the interface. `false` if the kernel had no
+    /// room for it.
+    pub fn send(&self, frame: &[u8]) -> bool {
+        // SAFETY: a buffer of the length given, for the call.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        n == frame.len() as isize
+    }
+
+    /// The next frame the interface received (not one it sent), `None`
+    /// after the timeout.
+    pub fn recv(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 70_000];
+        loop {
+            // SAFETY: sockaddr_ll is plain data, all zeroes is valid.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: a buffer and an address of the sizes given.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&raw mut from).cast(),
+                    &raw mut len,
+                )
+            };
+            if n < 0 {
+                return None;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                return Some(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+/// An Ethernet frame from `src` to `dst` of `ethertype` carrying
+/// `payload`.
+pub fn ether(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
