@@ -22,7 +22,8 @@
 //! * every chain the walker takes is the chain a reference reading of the
 //!   rings finds, no longer than the ring, and it is refused exactly when
 //!   the reference finds it breaks a rule; a refused chain breaks the ring
-//!   until a reset;
+//!   until a reset, and refused re-homed used rings shut every ring of the
+//!   device until a reset;
 //! * each completion writes `{head, bytes moved}` at the host's next used
 //!   slot and publishes the host's own used index.
 
@@ -755,8 +756,9 @@ impl Rig {
         let cap = u64::from(cap % (MAX_CAP + 1));
         let mut tables = Vec::new();
         let before = self.v.rings().nth(i).cloned();
+        let refused = self.v.refused_activation().is_some();
         let reference = before.as_ref().and_then(|hr| {
-            (!hr.holds_chain() && hr.broken().is_none()).then(|| {
+            (!refused && !hr.holds_chain() && hr.broken().is_none()).then(|| {
                 let indirect = hr.features().indirect;
                 reference_fetch(&self.host, &self.card, r, hr.last_avail(), indirect, &mut tables)
             })
@@ -779,7 +781,9 @@ impl Rig {
         let after = self.v.rings().nth(i).cloned();
         match res {
             Err(VopError::Copy(CopyError::Ring(RingError::Broken))) => {
-                assert!(before.is_some_and(|b| b.broken().is_some()));
+                // The ring was broken, or the device refused the card's
+                // re-homed used rings (every ring stays shut until a reset).
+                assert!(refused || before.is_some_and(|b| b.broken().is_some()));
             }
             Err(VopError::Copy(CopyError::Ring(e))) => {
                 assert_eq!(

@@ -385,6 +385,13 @@ impl VopDevice {
         self.activated
     }
 
+    /// Why the card's re-homed used rings were refused, if they were: until
+    /// the card resets the device, none of its rings moves a byte.
+    #[must_use]
+    pub fn refused_activation(&self) -> Option<RingError> {
+        self.broken
+    }
+
     /// Why the device is broken, if it is (a refused activation); rings
     /// carry their own marks ([`HostVring::broken`]).
     #[must_use]
