@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::fmt::Write as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,13 @@ impl Viewer {
                 .rx
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}; output so far:\n{}", self.out));
-            if let ConsoleEvent::Output(b) = &ev {
-                self.out.push_str(&String::from_utf8_lossy(b));
+            match &ev {
+                ConsoleEvent::Output(b) => self.out.push_str(&String::from_utf8_lossy(b)),
+                // In the output too, so that a failure shows what was said.
+                ConsoleEvent::Notice(n) => {
+                    let _ = write!(self.out, "\n[notice: {n}]\n");
+                }
+                _ => {}
             }
             if cond(&ev, &self.out) {
                 return std::mem::take(&mut self.out);

@@ -363,6 +363,17 @@ fn serve(
     }
 }
 
+/// A copy's result, `None` when the card has stopped the device (ENODEV:
+/// it reset it on its way down, or removed it): the removal that follows
+/// arrives as a wake-up, so this is no failure of the console.
+fn unless_stopped(copied: Result<u32, VdevError>) -> Result<Option<u32>, VdevError> {
+    match copied {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV as i32) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waits until `woken` (or the file, if given) is readable, at most
 /// [`POLL_LIMIT`]; returns whether the file is.
 fn wait_woken(woken: &UnixStream, file: Option<&VirtioFile>) -> bool {
@@ -397,13 +408,16 @@ fn run(
     loop {
         // Card → host: everything the card has written.
         while map.pending(1) {
-            let n = file.copy_desc(1, &mut [IoSliceMut::new(&mut out)], true)? as usize;
-            hub.output(&out[..n.min(out.len())]);
+            let Some(n) = unless_stopped(file.copy_desc(1, &mut [IoSliceMut::new(&mut out)], true))? else {
+                break;
+            };
+            hub.output(&out[..(n as usize).min(out.len())]);
         }
         // Host → card: queued input, as far as the card's buffers reach.
         while map.pending(0) && hub.has_input() {
             let mut data = hub.take_input(4096);
-            let n = file.copy_desc(0, &mut [IoSliceMut::new(&mut data)], true)? as usize;
+            let copied = unless_stopped(file.copy_desc(0, &mut [IoSliceMut::new(&mut data)], true))?;
+            let n = copied.map_or(0, |n| n as usize);
             if n < data.len() {
                 hub.unread(&data[n..]);
                 break;
