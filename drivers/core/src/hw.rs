@@ -75,6 +75,13 @@ pub trait Memory {
     fn read_barrier(&self) {
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
     }
+
+    /// Orders earlier writes before later reads too (`mb()`): between
+    /// publishing an index or a flag and reading what the other side
+    /// published in answer (kick suppression's two halves).
+    fn full_barrier(&self) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Checks that `addr .. addr + len` lies inside `0 .. size`, without overflow.

@@ -288,6 +288,67 @@ fn many_chains_recycle_descriptors_through_wraps() {
     assert_eq!(cv.queue(1).unwrap().num_free(), 128);
 }
 
+/// The card adds one chain to its TX queue and kicks as a driver does,
+/// only if the host wants to hear; a kick runs the host's bottom half.
+/// Whether it kicked.
+fn add_and_kick(l: &Link, v: &mut VopDevice, cv: &mut CardVdev, token: u32) -> bool {
+    let phys = l.phys();
+    let q = cv.queue(1).unwrap();
+    let old = q.avail_idx();
+    let b = Buf {
+        addr: 0x20_0000 + u64::from(token % 128) * 64,
+        len: 64,
+        write: false,
+    };
+    q.add(&phys, &[b], token).unwrap();
+    let kick = q.kick_needed(&phys, old).unwrap();
+    if kick {
+        v.handle_doorbell(&l.host, &l.gddr).unwrap();
+    }
+    kick
+}
+
+/// The host consumes one chain of the card's TX queue, which it reaps.
+fn consume(l: &Link, v: &mut VopDevice, cv: &mut CardVdev) {
+    let mut u = l.user(&[0; 64]);
+    let c = v.copy_desc(&l.mmio, &l.host, &l.gddr, 1, &mut u, true).unwrap();
+    assert!(c.completed);
+    cv.queue(1).unwrap().pop_used(&l.phys()).unwrap().unwrap();
+}
+
+#[test]
+fn the_card_kicks_once_per_batch_the_host_drains() {
+    let (l, mut v, _card, mut cv) = up();
+    // A batch of 16 chains added one at a time: one doorbell, the first.
+    let kicks: Vec<bool> = (0..16).map(|t| add_and_kick(&l, &mut v, &mut cv, t)).collect();
+    assert_eq!(kicks.iter().filter(|&&k| k).count(), 1, "{kicks:?}");
+    assert!(kicks[0]);
+    assert_eq!(cv.queue(1).unwrap().kicks_suppressed(), 15);
+    // While the host drains it, chains the card adds need no doorbell:
+    // the host finds them before it stops.
+    for _ in 0..8 {
+        consume(&l, &mut v, &mut cv);
+    }
+    assert!(!add_and_kick(&l, &mut v, &mut cv, 16));
+    for _ in 0..9 {
+        consume(&l, &mut v, &mut cv);
+    }
+    assert!(!v.pending(&l.host, 1).unwrap());
+    // Drained: the next batch rings again, once.
+    let kicks = (17..33).filter(|&t| add_and_kick(&l, &mut v, &mut cv, t)).count();
+    assert_eq!(kicks, 1);
+    // The other queue was never quietened: it has nothing waiting.
+    let rx = cv.queue(0).unwrap();
+    let old = rx.avail_idx();
+    let b = Buf {
+        addr: 0x30_0000,
+        len: 64,
+        write: true,
+    };
+    rx.add(&l.phys(), &[b], 99).unwrap();
+    assert!(rx.kick_needed(&l.phys(), old).unwrap());
+}
+
 #[test]
 fn device_reset_and_hot_removal_handshakes() {
     let (mut l, mut v, _card, mut cv) = up();

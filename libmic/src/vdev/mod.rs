@@ -120,7 +120,10 @@ pub enum Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
     /// The card rang the device's doorbell (or the host reset it): drain
-    /// every vring, as the driver only wakes once per doorbell.
+    /// every vring, as the driver only wakes once per doorbell — and while
+    /// a ring holds chains not yet consumed the card does not ring for it
+    /// at all (the driver's kick suppression), so look at
+    /// [`RingMap::pending`] after the last COPY_DESC before sleeping.
     Doorbell,
     /// The device is gone (removed by the card, or the driver went away).
     Gone,

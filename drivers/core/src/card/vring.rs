@@ -293,10 +293,11 @@ impl DriverQueue {
 
     /// Whether the host should be kicked after adding chains since
     /// `old_idx` (the avail index before them): with EVENT_IDX when the
-    /// host's `avail_event` was crossed; otherwise always (the MIC host
-    /// never suppresses kicks through `used.flags`, but it is honoured).
+    /// host's `avail_event` was crossed; otherwise unless the host set
+    /// `VRING_USED_F_NO_NOTIFY` (it does while chains wait for it). The full
+    /// barrier orders the avail index written before the host's word read.
     pub fn kick_needed(&mut self, mem: &impl Memory, old_idx: u16) -> Result<bool, MemError> {
-        mem.read_barrier();
+        mem.full_barrier();
         let kick = if self.event_idx {
             let ev = mem.read_u16(self.used + avail_event_offset(self.num) as u64)?;
             need_event(ev, self.avail_idx, old_idx)

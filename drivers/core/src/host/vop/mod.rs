@@ -783,6 +783,13 @@ impl VopDevice {
             self.reset(host)?;
             self.card_resets += 1;
             ev.reset = true;
+        } else if self.activated && self.broken.is_none() && !ev.activated {
+            // The reader is about to drain what the card made available:
+            // the card need not ring again for it. (Not on the doorbell
+            // that re-homed the rings: the card has offered nothing yet.)
+            for ring in self.vrings.iter_mut().flatten() {
+                ring.quiet_kicks(host, card)?;
+            }
         }
         Ok(ev)
     }

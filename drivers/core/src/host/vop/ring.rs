@@ -14,12 +14,22 @@
 //! later copy fails with [`RingError::Broken`] until the card resets the
 //! device. Nothing the card writes can make the host loop, read outside the
 //! ring or write outside card memory.
+//!
+//! Kick suppression (which the original never did): while the card has
+//! chains available that the host has not consumed, its kicks for the ring
+//! are off — `VRING_USED_F_NO_NOTIFY` in the used ring, or with EVENT_IDX an
+//! `avail_event` already passed — because the reader, woken once, drains
+//! what is there and looks at `pending` after its last copy. They come back
+//! on the completion that consumes the last available chain; a chain the
+//! card adds meanwhile is caught by a second look after a full barrier, so
+//! none waits unseen. A doorbell turns them off ([`HostVring::quiet_kicks`]).
 
 use core::fmt;
 
 use crate::abi::virtio::{
-    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VringDesc,
-    VringUsedElem, avail_entry, need_event, used_entry, used_event_offset, used_size,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    VRING_USED_F_NO_NOTIFY, VringDesc, VringUsedElem, avail_entry, avail_event_offset, need_event,
+    used_entry, used_event_offset, used_size,
 };
 use crate::abi::{MIC_MAX_VRING_ENTRIES, VRI_AVAIL_IDX};
 use crate::errno;
@@ -284,6 +294,8 @@ pub struct HostVring {
     notify_base: u16,
     /// Completions since that decision (the `vring_need_event` 0xffff guard).
     since_notify: u32,
+    /// The card's kicks for this ring are off (see the module's doc).
+    kicks_off: bool,
     held: Option<Held>,
     broken: Option<RingError>,
     stats: RingStats,
@@ -309,6 +321,7 @@ impl HostVring {
             last_used: 0,
             notify_base: 0,
             since_notify: 0,
+            kicks_off: false,
             held: None,
             broken: None,
             stats: RingStats::default(),
@@ -409,6 +422,7 @@ impl HostVring {
         self.last_used = 0;
         self.notify_base = 0;
         self.since_notify = 0;
+        self.kicks_off = false;
         self.broken = None;
         self.used = UsedRing::Host(self.host_used);
         self.features = RingFeatures::default();
@@ -419,6 +433,58 @@ impl HostVring {
     /// fetched (or a chain is held).
     pub fn pending(&self, host: &impl Memory) -> Result<bool, MemError> {
         Ok(self.held.is_some() || host.read_u16(self.avail + 2)? != self.last_avail)
+    }
+
+    /// Whether the card's kicks for this ring are off.
+    #[must_use]
+    pub fn kicks_off(&self) -> bool {
+        self.kicks_off
+    }
+
+    /// On the card's doorbell: with chains available that the host has not
+    /// consumed, turns the card's kicks for this ring off until it has
+    /// (`VRING_USED_F_NO_NOTIFY`; with EVENT_IDX the `avail_event` the card
+    /// just passed says so already). Only on a re-homed, working ring.
+    pub fn quiet_kicks(&mut self, host: &impl Memory, card: &impl Memory) -> Result<(), MemError> {
+        let UsedRing::Card(base) = self.used else {
+            return Ok(());
+        };
+        if self.kicks_off || self.broken.is_some() || !self.pending(host)? {
+            return Ok(());
+        }
+        if !self.features.event_idx {
+            card.write_u16(base, VRING_USED_F_NO_NOTIFY)?;
+        }
+        self.kicks_off = true;
+        Ok(())
+    }
+
+    /// After a completion: once nothing available is left unconsumed, the
+    /// card's kicks back on (the flag cleared; with EVENT_IDX `avail_event`
+    /// at the next entry), then, after a full barrier, the avail index read
+    /// again: a chain the card added while they were off keeps them off
+    /// (the reader finds it pending).
+    fn rearm_kicks(&mut self, host: &impl Memory, card: &impl Memory) -> Result<(), MemError> {
+        let UsedRing::Card(base) = self.used else {
+            return Ok(());
+        };
+        if self.pending(host)? {
+            return Ok(());
+        }
+        if self.features.event_idx {
+            card.write_u16(base + avail_event_offset(self.num) as u64, self.last_avail)?;
+        } else if self.kicks_off {
+            card.write_u16(base, 0)?;
+        }
+        self.kicks_off = false;
+        card.full_barrier();
+        if self.pending(host)? {
+            if !self.features.event_idx {
+                card.write_u16(base, VRING_USED_F_NO_NOTIFY)?;
+            }
+            self.kicks_off = true;
+        }
+        Ok(())
     }
 
     fn fail(&mut self, e: RingError) -> RingError {
@@ -619,6 +685,8 @@ impl HostVring {
             copied.notify = self
                 .complete(host, card, id, consumed)
                 .map_err(|e| CopyError::from(self.fail(e)))?;
+            self.rearm_kicks(host, card)
+                .map_err(|e| CopyError::from(self.fail(e.into())))?;
         }
         Ok(copied)
     }

@@ -9,8 +9,8 @@ use std::vec::Vec;
 
 use super::*;
 use crate::abi::virtio::{
-    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VringDesc, id,
-    status,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    VRING_USED_F_NO_NOTIFY, VringDesc, id, status,
 };
 use crate::abi::{CTRL_C2H_VDEV_DB, DESC_TYPE_END, MIC_MAGIC, VQ_ADDRESS, VQ_NUM};
 use crate::fake::{FakeMem, FakeMmio};
@@ -517,6 +517,67 @@ fn a_fault_in_the_callers_buffers_is_efault_and_loses_nothing() {
     let mut u = UserVec::new(&rig.card, 6);
     assert_eq!(rig.copy(&mut v, 1, &mut u, true).unwrap().out_len, 6);
     assert_eq!(&u.buf, b"abcdef");
+}
+
+#[test]
+fn kicks_are_off_while_chains_wait_and_on_again_when_drained() {
+    let (rig, mut v) = started();
+    let flags = |used| rig.card.read_u16(used).unwrap();
+    let kicks_off = |v: &VopDevice| v.rings().nth(1).unwrap().kicks_off();
+    // A doorbell with nothing available leaves the card's kicks on.
+    v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert_eq!((flags(USED0), flags(USED1)), (0, 0));
+    for i in 0..3u16 {
+        rig.put_desc(&v, 1, i, desc(0x1000 + 0x100 * u64::from(i), 4, 0, 0));
+    }
+    rig.offer(&v, 1, 0);
+    rig.offer(&v, 1, 1);
+    // Chains waiting on ring 1, a doorbell: its kicks off, ring 0's not.
+    v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert_eq!((flags(USED0), flags(USED1)), (0, VRING_USED_F_NO_NOTIFY));
+    assert!(kicks_off(&v));
+    // One consumed, one still waits: still off.
+    let mut u = UserVec::new(&rig.card, 4);
+    assert!(rig.copy(&mut v, 1, &mut u, true).unwrap().completed);
+    assert_eq!(flags(USED1), VRING_USED_F_NO_NOTIFY);
+    // The last one is consumed while the card adds another (the chain is
+    // held, then completed): the second look keeps kicks off.
+    let mut u = UserVec::new(&rig.card, 2);
+    rig.copy(&mut v, 1, &mut u, false).unwrap();
+    rig.offer(&v, 1, 2);
+    let mut u = UserVec::new(&rig.card, 2);
+    assert!(rig.copy(&mut v, 1, &mut u, true).unwrap().completed);
+    assert_eq!(flags(USED1), VRING_USED_F_NO_NOTIFY);
+    // Nothing left: on again.
+    let mut u = UserVec::new(&rig.card, 4);
+    assert!(rig.copy(&mut v, 1, &mut u, true).unwrap().completed);
+    assert_eq!(flags(USED1), 0);
+    assert!(!kicks_off(&v));
+    // A reset forgets it; the card zeroes its used ring itself.
+    rig.offer(&v, 1, 0);
+    v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    assert!(kicks_off(&v));
+    v.reset(&rig.host).unwrap();
+    assert!(!kicks_off(&v));
+
+    // With EVENT_IDX: the flag is left alone, avail_event follows the
+    // host's index each time it has consumed everything.
+    let mut rig = Rig::new();
+    let evt = 1u32 << ring_features::EVENT_IDX;
+    let mut v = rig.add(&block(id::CONSOLE, &[128, 128], evt, &[0; 12])).unwrap();
+    assert!(rig.card_start(&mut v, &[USED0, USED1], evt).activated);
+    let avail_event = USED1 + 4 + 8 * 128;
+    for i in 0..3u16 {
+        rig.put_desc(&v, 1, i, desc(0x1000, 4, 0, 0));
+        rig.offer(&v, 1, i);
+    }
+    v.handle_doorbell(&rig.host, &rig.card).unwrap();
+    for _ in 0..3 {
+        let mut u = UserVec::new(&rig.card, 4);
+        rig.copy(&mut v, 1, &mut u, true).unwrap();
+    }
+    assert_eq!(rig.card.read_u16(USED1).unwrap(), 0);
+    assert_eq!(rig.card.read_u16(avail_event).unwrap(), 3);
 }
 
 #[test]
