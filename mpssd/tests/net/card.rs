@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use mic_core::abi::virtio::{id, status};
+use mic_core::abi::virtio::{VRING_USED_F_NO_NOTIFY, id, status};
 use mic_core::card::virtio::CardVdev;
 use mic_core::card::vring::Buf;
 use mic_core::card::{CardDevice, CardDoorbells};
@@ -41,6 +41,12 @@ pub struct Card<'a> {
     tx_free: Vec<u32>,
     /// Receive buffer lengths by slot.
     rx_len: Vec<u32>,
+    /// Per queue, its avail index before the first add since the last kick.
+    added: [Option<u16>; 2],
+    /// Doorbells [`Card::kick_if_needed`] rang, and those it saved because
+    /// the host did not want them.
+    pub rung: u64,
+    pub saved: u64,
 }
 
 impl<'a> Card<'a> {
@@ -94,18 +100,59 @@ impl<'a> Card<'a> {
             rx_free: (0..SLOTS).rev().collect(),
             tx_free: (0..SLOTS).rev().collect(),
             rx_len: vec![0; SLOTS as usize],
+            added: [None; 2],
+            rung: 0,
+            saved: 0,
         }
     }
 
-    /// Rings the host's doorbell for the device.
-    pub fn kick(&self) {
+    /// Rings the host's doorbell for the device, wanted or not.
+    pub fn kick(&mut self) {
+        self.added = [None; 2];
         self.vdev.notify(&self.hw.mmio, &self.hw.phys);
+    }
+
+    /// What a driver does after adding chains: rings the host's doorbell
+    /// unless the host said (`VRING_USED_F_NO_NOTIFY`) it needs none;
+    /// whether it rang.
+    pub fn kick_if_needed(&mut self) -> bool {
+        let mut ring = false;
+        for q in 0..2u8 {
+            if let Some(old) = self.added[usize::from(q)].take() {
+                ring |= self
+                    .vdev
+                    .queue(q)
+                    .unwrap()
+                    .kick_needed(&self.hw.phys, old)
+                    .unwrap();
+            }
+        }
+        if ring {
+            self.rung += 1;
+            self.vdev.notify(&self.hw.mmio, &self.hw.phys);
+        } else {
+            self.saved += 1;
+        }
+        ring
+    }
+
+    /// Whether the host wants a kick for queue `q` now (its used ring's
+    /// flags).
+    pub fn kicks_wanted(&mut self, q: u8) -> bool {
+        let used = self.vdev.queue(q).unwrap().used_addr();
+        self.hw.phys.read_u16(used).unwrap() & VRING_USED_F_NO_NOTIFY == 0
+    }
+
+    fn note_add(&mut self, q: u8) {
+        let idx = self.vdev.queue(q).unwrap().avail_idx();
+        self.added[usize::from(q)].get_or_insert(idx);
     }
 
     /// Posts `n` receive buffers of `len` bytes (no kick).
     pub fn post_rx(&mut self, n: usize, len: u32) {
         for _ in 0..n {
             let slot = self.rx_free.pop().expect("receive slots left");
+            self.note_add(0);
             self.rx_len[slot as usize] = len;
             let b = Buf {
                 addr: RX_BASE + u64::from(slot) * SLOT,
@@ -141,6 +188,7 @@ impl<'a> Card<'a> {
     pub fn recycle_rx(&mut self) -> u64 {
         let mut n = 0;
         let q = self.vdev.queue(0).unwrap();
+        let old = q.avail_idx();
         while let Some(u) = q.pop_used(&self.hw.phys).unwrap() {
             let b = Buf {
                 addr: RX_BASE + u64::from(u.token) * SLOT,
@@ -149,6 +197,9 @@ impl<'a> Card<'a> {
             };
             q.add(&self.hw.phys, &[b], u.token).unwrap();
             n += 1;
+        }
+        if n > 0 {
+            self.added[0].get_or_insert(old);
         }
         n
     }
@@ -164,6 +215,7 @@ impl<'a> Card<'a> {
         let Some(slot) = self.tx_free.pop() else {
             return false;
         };
+        self.note_add(1);
         let mut at = TX_BASE + u64::from(slot) * SLOT;
         let mut bufs = Vec::new();
         for p in parts {

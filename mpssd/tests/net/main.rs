@@ -6,7 +6,9 @@
 //!   (HTTP 80) from the namespace reach the card's stack through the TAP,
 //!   the backend and the emulated card;
 //! - a card played by the test: back-pressure when it stops posting
-//!   receive buffers, and its hostile transmit headers kept from the TAP;
+//!   receive buffers, doorbells only when the device waits for the card
+//!   (the driver's kick suppression), and its hostile transmit headers
+//!   kept from the TAP;
 //! - the TAP's life: address and link up while the device runs, gone
 //!   after, and an interface of the same name refused clearly.
 //!
@@ -199,6 +201,14 @@ fn broadcaster() -> UdpSocket {
     u
 }
 
+/// Broadcasts datagrams `datagram N` for each N of `nums`.
+fn datagrams(udp: &UdpSocket, nums: std::ops::Range<u32>) {
+    for i in nums {
+        udp.send_to(format!("datagram {i}").as_bytes(), "172.31.0.255:9")
+            .unwrap();
+    }
+}
+
 /// The UDP payload of a frame the card received (header + Ethernet +
 /// IPv4 + UDP), if it is one of the test's datagrams.
 fn datagram(raw: &[u8]) -> Option<&[u8]> {
@@ -215,10 +225,7 @@ fn a_card_that_stops_posting_buffers_stops_the_tap_reads() {
 
     card.post_rx(4, 1536);
     card.kick();
-    for i in 0..50u32 {
-        udp.send_to(format!("datagram {i}").as_bytes(), "172.31.0.255:9")
-            .unwrap();
-    }
+    datagrams(&udp, 0..50);
     // Four buffers filled; the fifth frame waits, the ring is full.
     s.until("a full ring", |st| st.rx_ring_full.load(Ordering::Relaxed) == 1);
     let got = card.take_rx();
@@ -235,10 +242,7 @@ fn a_card_that_stops_posting_buffers_stops_the_tap_reads() {
     // doorbell with nothing posted wakes it once, and it sleeps again.
     let polls = get(&s.stats, "polls");
     let bells = get(&s.stats, "doorbells");
-    for i in 50..150u32 {
-        udp.send_to(format!("datagram {i}").as_bytes(), "172.31.0.255:9")
-            .unwrap();
-    }
+    datagrams(&udp, 50..150);
     card.kick();
     s.until("the doorbell", |st| st.doorbells.load(Ordering::Relaxed) > bells);
     s.until("sleeping again", |st| st.polls.load(Ordering::Relaxed) > polls);
@@ -267,6 +271,53 @@ fn a_card_that_stops_posting_buffers_stops_the_tap_reads() {
         .map(|d| std::str::from_utf8(&d[9..]).unwrap().parse().unwrap())
         .collect();
     assert!(nums.windows(2).all(|w| w[0] < w[1]), "{nums:?}");
+    assert_eq!(get(&s.stats, "errors"), 0);
+}
+
+#[test]
+fn the_card_rings_only_when_the_device_waits_for_it() {
+    let s = Setup::start();
+    let mut card = card::Card::up(&s.inst, 0, 0);
+    s.until("the card's driver", |st| st.state() == NetState::Up);
+    let udp = broadcaster();
+
+    // A first receive buffer: the ring was empty, the card rings.
+    card.post_rx(1, 1536);
+    assert!(card.kick_if_needed());
+    // The device has a buffer it has not filled: it wants no kick for more.
+    card.until("the device to turn kicks off", HANG, |c| !c.kicks_wanted(0));
+    for _ in 0..63 {
+        card.post_rx(1, 1536);
+        assert!(!card.kick_if_needed(), "a doorbell the device did not need");
+    }
+    assert_eq!((card.rung, card.saved), (1, 63));
+    assert!(card.kicks_wanted(1), "nothing waits on the transmit ring");
+
+    // Frames fill all 64 and one waits: the device needs buffers now.
+    datagrams(&udp, 0..100);
+    s.until("a full ring", |st| st.rx_ring_full.load(Ordering::Relaxed) == 1);
+    assert_eq!(get(&s.stats, "rx_frames"), 64);
+    assert!(card.kicks_wanted(0));
+    assert_eq!(card.take_rx().len(), 64);
+    // One more buffer rings, and the waiting frame is delivered.
+    card.post_rx(1, 1536);
+    assert!(card.kick_if_needed());
+    s.until("the waiting frame", |st| {
+        st.rx_frames.load(Ordering::Relaxed) == 65
+    });
+
+    // Transmit: a frame on an idle ring rings; once the device has taken
+    // it, the next rings again (kicks are never left off).
+    let frame = netns::ether([0xff; 6], [0x02, 0x6d, 0x69, 0x63, 0, 1], ETH_TEST, &[1; 100]);
+    let plain = VirtioNetHdr::default().to_bytes();
+    for n in 1..=2 {
+        assert!(card.send(&[&plain, &frame]));
+        assert!(card.kick_if_needed());
+        s.until("the frame sent", |st| st.tx_frames.load(Ordering::Relaxed) == n);
+        card.until("its completion", HANG, |c| c.reap_tx() == 1);
+        assert!(card.kicks_wanted(1));
+    }
+    assert_eq!(card.rung, 4);
     assert_eq!(get(&s.stats, "errors"), 0);
 }
 
@@ -333,6 +384,11 @@ fn hostile_frames_from_the_card_never_reach_the_tap() {
         }
     }
     assert_eq!(seen, vec![g1, g2]);
+    // The device counts a frame once the TAP took it: a reader of the
+    // interface may see it first.
+    s.until("the good frames counted", |st| {
+        st.tx_frames.load(Ordering::Relaxed) >= 2
+    });
     let st = s.stats.snapshot();
     assert_eq!(st["tx_frames"], 2, "{st:?}");
     assert_eq!(st["tx_sanitised"], 1, "{st:?}");

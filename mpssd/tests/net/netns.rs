@@ -19,14 +19,29 @@ fn netns_id() -> u64 {
 }
 
 /// Moves the calling thread into a new, empty network namespace (only
-/// `lo`, down) and checks that it did. (The kernel's own IPv6 chatter on
-/// interfaces made in it is left alone: tests pick their frames out.)
+/// `lo`, down) and checks that it did. IPv6 is off in it, so the kernel
+/// sends nothing of its own (router solicitations, MLD) out of the
+/// interfaces made there: every frame a TAP carries is a test's.
 pub fn enter() {
+    try_enter().unwrap_or_else(|e| panic!("unshare(CLONE_NEWNET): {e}"));
+}
+
+/// [`enter`], or why not (no privilege for it).
+pub fn try_enter() -> std::io::Result<()> {
     let before = netns_id();
     // SAFETY: unshare with a flag constant; affects this thread only.
-    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     assert_ne!(netns_id(), before, "still in the namespace we started in");
+    // The namespace's own sysctls (those of the thread that opens them).
+    for scope in ["all", "default"] {
+        match std::fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"), "1") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The index of interface `name` in this thread's namespace.

@@ -8,6 +8,16 @@
 //! the card's doorbells coalesce while we work). Before sleeping, a wake
 //! absorbed during a COPY_DESC is collected, so none is lost.
 //!
+//! Notification suppression is the driver's half, as the ABI has it (the
+//! rings are mapped read-only; the used ring is the driver's to write):
+//! while a ring holds chains we have not consumed, the card does not ring
+//! for it (`VRING_USED_F_NO_NOTIFY`, `mic_core::host::vop::ring`), and it
+//! rings again once we consume the last. Ours is the contract that makes
+//! that safe: drain the transmit ring, and look at `pending` before each
+//! receive copy and after the last, never waiting on a doorbell for chains
+//! already there. Host → card, the card's `VRING_AVAIL_F_NO_INTERRUPT` (or
+//! `used_event`) decides, in the driver too.
+//!
 //! Back-pressure: at most one frame read from the TAP waits for a card
 //! buffer. While it waits the TAP is not polled at all, so a card that
 //! never replenishes its receive ring costs nothing — the kernel's TAP
