@@ -1,0 +1,314 @@
+//! virtio-net figures beside their baselines, from one run
+//! (`cargo bench -p mpssd --bench net [-- tx|rx]`; needs root, for a
+//! network namespace of its own, and /dev/fuse). Prints figures; asserts
+//! nothing about time.
+//!
+//! - card → TAP (`tx`): a driver played by this process on micemu's
+//!   emulated card keeps the transmit ring full of 1514-byte frames (with
+//!   their 10-byte virtio-net header) for [`RUN`]; mpssd's net device
+//!   drains it into the TAP. Baseline: raw writes of the same frames to a
+//!   TAP of the benchmark's own, one thread — the kernel's cost that every
+//!   frame from the card pays too.
+//! - TAP → card (`rx`): [`QUEUED`] 1514-byte frames wait on the device's
+//!   TAP (sent out of its interface while the card had no buffers posted);
+//!   the card then reposts every receive buffer the device fills until all
+//!   are through. Baseline: raw reads of as many frames waiting on a TAP of
+//!   the benchmark's own.
+//!
+//! The played driver kicks as a driver does, only when the host wants to
+//! hear (the driver's kick suppression); the doorbells it rang and saved
+//! are printed. It has no interrupt to wait for, so it naps ([`NAP`]) when
+//! it has nothing to do: the card's processors are not the host's two.
+//!
+//! Goal: each direction through the device at ≥ 70 % of its baseline.
+//! Baseline and device alternate, [`ROUNDS`] times each, and the medians
+//! are compared: the machine is shared, and its other load moves both.
+//!
+//! Everything runs in a network namespace this process makes for itself;
+//! without the privilege for that (or for a TAP in it) it says so and exits
+//! 0, having measured nothing.
+#![allow(clippy::cast_precision_loss)]
+
+#[path = "../tests/net/card.rs"]
+mod card;
+#[path = "../tests/net/netns.rs"]
+mod netns;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use libmic::MicRoot;
+use libmic::vdev::VirtioFile;
+use mic_core::abi::virtio::VirtioNetHdr;
+use micemu::{Config, Instance, Timing};
+use mpssd::config::CardConfig;
+use mpssd::devices::net::{NetConfig, NetDevice, NetState, NetStats, netlink, tap};
+
+/// One card → TAP measurement.
+const RUN: Duration = Duration::from_secs(1);
+/// Measurements of each kind, alternating.
+const ROUNDS: usize = 3;
+const FRAME: usize = 1514;
+const GOAL: f64 = 70.0;
+/// Not the TAP's MAC: the kernel drops the frames as soon as it sees them
+/// (the same cost for the baseline and the device).
+const DST: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x0e];
+/// Any wait for the device; only reached if something hangs.
+const HANG: Duration = Duration::from_secs(20);
+/// Frames queued on a TAP for its reader, per measurement.
+const QUEUED: u64 = 20_000;
+/// What the played card naps when it has nothing to do; a ring of 128
+/// frames lasts several naps at any rate measured here.
+const NAP: Duration = Duration::from_micros(100);
+
+fn frame() -> Vec<u8> {
+    netns::ether(DST, [0x02, 0x6d, 0x69, 0x63, 0, 0], 0x88b5, &[0x5a; FRAME - 14])
+}
+
+fn with_hdr(f: &[u8]) -> Vec<u8> {
+    let mut v = VirtioNetHdr::default().to_bytes().to_vec();
+    v.extend_from_slice(f);
+    v
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A TAP of the baseline's own, with an address and its link up.
+fn baseline_tap(name: &str, addr: Ipv4Addr) -> Result<tap::Tap> {
+    let t = tap::Tap::create(name)?;
+    netlink::configure(name, addr, 24)?;
+    Ok(t)
+}
+
+/// Raw TAP writes for one [`RUN`]: frames per second.
+fn raw_writes(t: &tap::Tap) -> Result<f64> {
+    let buf = with_hdr(&frame());
+    let mut n = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        for _ in 0..256 {
+            t.send(&buf)?;
+        }
+        n += 256;
+    }
+    Ok(rate(n, start.elapsed()))
+}
+
+/// Queues `n` frames on TAP `name`'s read side: sent out of its
+/// interface (AF_PACKET), where its reader finds them.
+fn fill(name: &str, n: u64) -> Result<()> {
+    let p = netns::Packet::bind(name, Duration::from_secs(1));
+    let f = frame();
+    for _ in 0..n {
+        anyhow::ensure!(p.send(&f), "the kernel refused a frame out of {name}");
+    }
+    Ok(())
+}
+
+/// Lets TAP `name` queue [`QUEUED`] frames and more for its reader.
+fn deep_queue(name: &str) -> Result<()> {
+    let ok = std::process::Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "dev",
+            name,
+            "txqueuelen",
+            &(2 * QUEUED).to_string(),
+        ])
+        .status()
+        .context("running ip (iproute2)")?
+        .success();
+    anyhow::ensure!(ok, "ip link set {name} txqueuelen failed");
+    Ok(())
+}
+
+/// A plain reader drains [`QUEUED`] frames waiting on TAP `t` (interface
+/// `name`): frames per second.
+fn raw_reads(t: &tap::Tap, name: &str) -> Result<f64> {
+    let mut buf = vec![0u8; 70_000];
+    while t.recv(&mut buf)?.is_some() {}
+    fill(name, QUEUED)?;
+    let mut n = 0u64;
+    let start = Instant::now();
+    while t.recv(&mut buf)?.is_some() {
+        n += 1;
+    }
+    Ok(rate(n, start.elapsed()))
+}
+
+/// The card keeps the transmit ring full for one [`RUN`]: frames per
+/// second the device wrote to the TAP.
+fn device_tx(card: &mut card::Card<'_>, stats: &NetStats) -> f64 {
+    let tx = with_hdr(&frame());
+    let before = stats.tx_frames.load(Ordering::Relaxed);
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        card.reap_tx();
+        let mut added = false;
+        while card.send(&[&tx]) {
+            added = true;
+        }
+        if added {
+            card.kick_if_needed();
+        } else {
+            std::thread::sleep(NAP);
+        }
+    }
+    let secs = start.elapsed();
+    let r = rate(stats.tx_frames.load(Ordering::Relaxed) - before, secs);
+    card.until("the transmit ring drained", HANG, |c| {
+        c.reap_tx();
+        c.vdev.queue(1).unwrap().in_flight() == 0
+    });
+    r
+}
+
+/// [`QUEUED`] frames wait on the device's TAP (interface `name`), which
+/// stopped reading it when the card's buffers ran out; the card then
+/// reposts every buffer filled until they are through: frames per second
+/// the card received.
+fn device_rx(card: &mut card::Card<'_>, stats: &NetStats, name: &str) -> Result<f64> {
+    let full = stats.rx_ring_full.load(Ordering::Relaxed);
+    let before = stats.rx_frames.load(Ordering::Relaxed);
+    fill(name, QUEUED)?;
+    card.until("the receive ring full", HANG, |_| {
+        stats.rx_ring_full.load(Ordering::Relaxed) > full
+    });
+    let start_frames = stats.rx_frames.load(Ordering::Relaxed);
+    let left = QUEUED - (start_frames - before);
+    let start = Instant::now();
+    while stats.rx_frames.load(Ordering::Relaxed) - start_frames < left {
+        anyhow::ensure!(start.elapsed() < HANG, "the queued frames never reached the card");
+        if card.recycle_rx() > 0 {
+            card.kick_if_needed();
+        } else {
+            std::thread::sleep(NAP);
+        }
+    }
+    Ok(rate(
+        stats.rx_frames.load(Ordering::Relaxed) - start_frames,
+        start.elapsed(),
+    ))
+}
+
+/// Our median beside the baseline's, and the card's doorbells since
+/// `bells` (rung, saved).
+fn line(what: &str, ours: &[f64], base: &[f64], card: &card::Card<'_>, bells: (u64, u64)) {
+    let (ours, base) = (median(ours.to_vec()), median(base.to_vec()));
+    let pct = 100.0 * ours / base;
+    println!(
+        "  {what:<11} {:6.1} k frames/s ({:5.2} µs each)   baseline {what_base:<10} {:6.1} k frames/s ({:4.2} µs)   \
+         {pct:5.1} % (goal ≥ {GOAL} %: {})",
+        ours / 1e3,
+        1e6 / ours,
+        base / 1e3,
+        1e6 / base,
+        if pct >= GOAL { "met" } else { "NOT met" },
+        what_base = if what.ends_with("TAP") {
+            "TAP writes"
+        } else {
+            "TAP reads"
+        },
+    );
+    println!(
+        "  {:<11} the card rang {} doorbells, saved {} kicks the host did not want",
+        "",
+        card.rung - bells.0,
+        card.saved - bells.1
+    );
+}
+
+/// Why the benchmark cannot run here, if it cannot: no network namespace
+/// of its own, or no TAP in it.
+fn unprivileged() -> Option<String> {
+    if let Err(e) = netns::try_enter() {
+        return Some(format!("cannot make a network namespace of its own: {e}"));
+    }
+    match tap::Tap::create("probe0") {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot make a TAP device in its namespace: {e}")),
+    }
+}
+
+fn main() -> Result<()> {
+    // `cargo bench -p mpssd --bench net -- tx|rx` runs one direction.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if let Some(why) = unprivileged() {
+        eprintln!("\n*** net benchmark SKIPPED: {why}.");
+        eprintln!("*** It needs CAP_SYS_ADMIN and CAP_NET_ADMIN (run it as root); nothing was measured.\n");
+        return Ok(());
+    }
+    println!(
+        "virtio-net benchmarks, {FRAME}-byte frames, medians of {ROUNDS} rounds \
+         (in a network namespace of their own)\n"
+    );
+    let dir = tempfile::tempdir()?;
+    let inst = Instance::start(
+        dir.path(),
+        Config {
+            cards: 1,
+            memory: 256 << 20,
+            timing: Timing::FAST,
+            ..Config::default()
+        },
+    )
+    .context("starting micemu (needs /dev/fuse)")?;
+    let stats = Arc::new(NetStats::default());
+    let file = VirtioFile::open(&MicRoot::new(dir.path()), 0)?;
+    let transport = file.transport();
+    let config = NetConfig::resolve(0, &CardConfig::default(), None);
+    let dev = NetDevice::start(0, file, &config, Arc::clone(&stats))?;
+    let mut card = card::Card::up(&inst, 0, 0);
+    let t = Instant::now();
+    while stats.state() != NetState::Up {
+        anyhow::ensure!(t.elapsed() < HANG, "the device never came up");
+        std::thread::yield_now();
+    }
+    println!("  (dev/micN transport: {transport:?})");
+
+    if run("tx") {
+        let base_tap = baseline_tap("bench0", Ipv4Addr::new(192, 0, 2, 254))?;
+        let bells = (card.rung, card.saved);
+        let (mut base, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            base.push(raw_writes(&base_tap)?);
+            ours.push(device_tx(&mut card, &stats));
+        }
+        line("card → TAP", &ours, &base, &card, bells);
+    }
+    if run("rx") {
+        let base_tap = baseline_tap("bench1", Ipv4Addr::new(198, 51, 100, 254))?;
+        deep_queue("bench1")?;
+        deep_queue(&config.tap)?;
+        let bells = (card.rung, card.saved);
+        card.post_rx(card::SLOTS as usize, 1536);
+        card.kick_if_needed();
+        let (mut base, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            base.push(raw_reads(&base_tap, "bench1")?);
+            ours.push(device_rx(&mut card, &stats, &config.tap)?);
+        }
+        line("TAP → card", &ours, &base, &card, bells);
+    }
+    let st = stats.snapshot();
+    println!(
+        "\n  device: {} frames out, {} in; woken {} times by a doorbell, slept {} times, \
+         {} ring-full stalls, {} errors",
+        st["tx_frames"], st["rx_frames"], st["doorbells"], st["polls"], st["rx_ring_full"], st["errors"]
+    );
+    dev.stop();
+    drop(card);
+    inst.stop()
+}
