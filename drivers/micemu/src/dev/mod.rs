@@ -251,11 +251,17 @@ impl VdevFile {
         self.closed = true;
         let card = self.card();
         let wait = self.vdev.lock().begin_remove(&card.host_mmio(), &card.host_ram);
-        if let Some(w) = wait {
-            if !self.wait_ack(&w) {
-                log::warn!("mic{}: device removal not acknowledged by the card", self.card);
-            }
+        let unacked = wait.is_some_and(|w| !self.wait_ack(&w));
+        self.finish_close();
+        if unacked {
+            // Said once the slot is free: whoever reads it may add a device
+            // in its place.
+            log::warn!("mic{}: device removal not acknowledged by the card", self.card);
         }
+    }
+
+    fn finish_close(&self) {
+        let card = self.card();
         let mut st = card.lock();
         let st = &mut *st;
         {
