@@ -2,7 +2,8 @@
 //! `DIR/run/mpssd/control.sock`, the protocol of [`mpssd_proto`].
 //!
 //! Blocking, one request at a time; [`Client::subscribe`] turns the
-//! connection into an event stream.
+//! connection into an event stream, [`Client::attach_console`] into a
+//! console session.
 
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use mpssd_proto::{
-    CardStatus, ClientFrame, DaemonStatus, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Request,
-    Response, ServerBody, ServerFrame, SupervisorState,
+    BlockSwapped, Bytes, CardStatus, ClientFrame, ConsoleAttached, ConsoleClient, ConsoleEvent, ConsoleMode,
+    DaemonStatus, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Request, Response, ServerBody,
+    ServerFrame, SupervisorState, WindowSize,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 
@@ -187,18 +189,177 @@ impl Client {
             other => Err(unexpected("subscribe", &other)),
         }
     }
+
+    /// Swaps card `card`'s disk image to `path` (`None`: what the
+    /// configuration names).
+    pub fn block_swap(&mut self, card: u32, path: Option<&str>) -> Result<BlockSwapped> {
+        match self.request(Request::BlockSwap {
+            card,
+            path: path.map(str::to_owned),
+        })? {
+            Response::BlockSwapped(s) => Ok(s),
+            other => Err(unexpected("block_swap", &other)),
+        }
+    }
+
+    /// Attaches the connection to card `card`'s console.
+    pub fn attach_console(self, card: u32, opts: &AttachOptions) -> Result<ConsoleSession> {
+        let mut s = ConsoleSession {
+            client: self,
+            card,
+            queued: std::collections::VecDeque::new(),
+            attached: None,
+        };
+        match s.request(Request::ConsoleAttach {
+            card,
+            mode: opts.mode,
+            replay: opts.replay,
+            force: opts.force,
+            client: opts.client.clone(),
+            size: opts.size,
+        })? {
+            Response::ConsoleAttached(a) => {
+                s.attached = Some(a);
+                Ok(s)
+            }
+            other => Err(unexpected("console_attach", &other)),
+        }
+    }
 }
 
 fn unexpected(asked: &'static str, got: &Response) -> ClientError {
-    let got = match got {
-        Response::Status(_) => "status",
-        Response::Card(_) => "card",
-        Response::Subscribed => "subscribed",
-        Response::Reloaded(_) => "reloaded",
-    };
     ClientError::Unexpected {
         asked,
-        got: got.to_owned(),
+        got: got.name().to_owned(),
+    }
+}
+
+/// How to attach to a console.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub mode: ConsoleMode,
+    /// Scrollback bytes to replay at most (`None`: all, `Some(0)`: none).
+    pub replay: Option<u64>,
+    /// Take the console read-write from whoever holds it.
+    pub force: bool,
+    /// What to call this client (shown to others).
+    pub client: Option<String>,
+    pub size: Option<WindowSize>,
+}
+
+impl AttachOptions {
+    /// Read-write, the whole scrollback replayed.
+    #[must_use]
+    pub fn read_write() -> Self {
+        Self {
+            mode: ConsoleMode::ReadWrite,
+            replay: None,
+            force: false,
+            client: None,
+            size: None,
+        }
+    }
+
+    /// Read-only, the whole scrollback replayed.
+    #[must_use]
+    pub fn read_only() -> Self {
+        Self {
+            mode: ConsoleMode::ReadOnly,
+            ..Self::read_write()
+        }
+    }
+}
+
+/// A connection attached to one card's console: its output and notices
+/// arrive as [`ConsoleEvent`]s, input and window sizes go the other way.
+#[derive(Debug)]
+pub struct ConsoleSession {
+    client: Client,
+    card: u32,
+    /// Console frames that arrived while waiting for an answer.
+    queued: std::collections::VecDeque<ConsoleEvent>,
+    attached: Option<ConsoleAttached>,
+}
+
+impl ConsoleSession {
+    /// What the attach granted (mode, replay size, pty, writer).
+    #[must_use]
+    pub fn attached(&self) -> Option<&ConsoleAttached> {
+        self.attached.as_ref()
+    }
+
+    /// Bounds every read and write (`None`: block).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.client.set_timeout(timeout)
+    }
+
+    /// The connection's socket (to wait for readability in an event loop;
+    /// [`ConsoleSession::next_event`] then reads without blocking long).
+    #[must_use]
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.client.stream)
+    }
+
+    fn request(&mut self, request: Request) -> Result<Response> {
+        let id = self.client.send(request)?;
+        loop {
+            let frame = self.client.next_frame()?;
+            match frame.body {
+                ServerBody::Error(e) if frame.id.is_none() || frame.id == Some(id) => {
+                    return Err(ClientError::Refused(e));
+                }
+                ServerBody::Ok(r) if frame.id == Some(id) => return Ok(r),
+                ServerBody::Console(c) if c.card == self.card => self.queued.push_back(c.event),
+                _ => {}
+            }
+        }
+    }
+
+    /// Types `data` (read-write only); returns once mpssd handed it to the
+    /// console.
+    pub fn send_input(&mut self, data: &[u8]) -> Result<u64> {
+        match self.request(Request::ConsoleInput {
+            card: self.card,
+            data: Bytes(data.to_vec()),
+        })? {
+            Response::ConsoleInput { bytes, .. } => Ok(bytes),
+            other => Err(unexpected("console_input", &other)),
+        }
+    }
+
+    /// Tells the card the window's size (read-write only).
+    pub fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        match self.request(Request::ConsoleResize {
+            card: self.card,
+            cols,
+            rows,
+        })? {
+            Response::ConsoleResized { .. } => Ok(()),
+            other => Err(unexpected("console_resize", &other)),
+        }
+    }
+
+    /// The next output or notice.
+    pub fn next_event(&mut self) -> Result<ConsoleEvent> {
+        if let Some(e) = self.queued.pop_front() {
+            return Ok(e);
+        }
+        loop {
+            let frame = self.client.next_frame()?;
+            match frame.body {
+                ServerBody::Console(c) if c.card == self.card => return Ok(c.event),
+                ServerBody::Error(e) if frame.id.is_none() => return Err(ClientError::Refused(e)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Detaches; the connection can be used for other requests.
+    pub fn detach(mut self) -> Result<Client> {
+        match self.request(Request::ConsoleDetach { card: self.card })? {
+            Response::ConsoleDetached { .. } => Ok(self.client),
+            other => Err(unexpected("console_detach", &other)),
+        }
     }
 }
 
@@ -221,7 +382,7 @@ impl Events {
             match frame.body {
                 ServerBody::Event(e) => return Ok(e),
                 ServerBody::Error(e) => return Err(ClientError::Refused(e)),
-                ServerBody::Ok(_) => {}
+                ServerBody::Ok(_) | ServerBody::Console(_) => {}
             }
         }
     }

@@ -695,7 +695,7 @@ impl Supervisor {
         }
         self.devices_up = false;
         // TIMEOUT: REMOVE_TIMEOUT.
-        match tokio::time::timeout(REMOVE_TIMEOUT, self.devices.remove()).await {
+        match tokio::time::timeout(REMOVE_TIMEOUT, self.devices.remove(why)).await {
             Ok(names) => self.emit(EventKind::DevicesRemoved { devices: names }),
             Err(_) => self.error(format!(
                 "removing devices ({why}) took longer than {REMOVE_TIMEOUT:?}"
