@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use mpssd_proto::{
-    ConsoleEvent, ErrorBody, ErrorCode, EventKind, FrameError, LineDecoder, MAX_FRAME, ReloadResult,
-    ReloadSource, Request, Response, ServerFrame, WindowSize, decode_request, encode, unix_ms,
+    ConsoleEvent, EndReason, ErrorBody, ErrorCode, EventKind, FrameError, LineDecoder, MAX_FRAME,
+    ReloadResult, ReloadSource, Request, Response, ServerFrame, WindowSize, decode_request, encode, unix_ms,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::OwnedWriteHalf;
@@ -249,8 +249,10 @@ impl Connection {
                         if let Some(f) = a.forwarder.take() {
                             f.abort();
                         }
-                        let _ = out.try_send(encode(&ServerFrame::console(card, ConsoleEvent::Gone {
-                            reason: "mpssd is stopping".into(),
+                        let _ = out.try_send(encode(&ServerFrame::console(card, ConsoleEvent::Ended {
+                            reason: EndReason::DaemonStopping,
+                            by: None,
+                            message: "mpssd is stopping".into(),
                         })));
                     }
                     break End::Error(ErrorBody::new(ErrorCode::ShuttingDown, "mpssd is stopping"));
@@ -346,13 +348,19 @@ impl Connection {
             let limit = self.shared.config().daemon.client_timeout;
             // TIMEOUT: daemon.client_timeout for room in the queue (a
             // console forwarder may have filled it).
-            if timeout(limit, out.send(encode(&answer))).await.is_err() {
-                // The client does not read its answers.
+            if !matches!(timeout(limit, out.send(encode(&answer))).await, Ok(Ok(()))) {
+                // The client does not read its answers (the writer gave up
+                // on it, or the queue stayed full).
                 return Err(End::Quiet);
             }
             for (card, att) in std::mem::take(&mut self.starting) {
                 if let Some(a) = self.attached.get_mut(&card) {
-                    a.forwarder = Some(tokio::spawn(att.forward(card, out.clone())));
+                    let status = self.shared.cards().get(&card).map(|h| h.status.clone());
+                    a.forwarder = Some(tokio::spawn(att.forward(
+                        Arc::clone(&a.broker),
+                        out.clone(),
+                        status,
+                    )));
                 }
             }
         }
@@ -477,7 +485,7 @@ impl Connection {
         &mut self,
         card: u32,
         mode: mpssd_proto::ConsoleMode,
-        replay: Option<u64>,
+        replay: Option<mpssd_proto::Replay>,
         force: bool,
         client: Option<String>,
         size: Option<WindowSize>,

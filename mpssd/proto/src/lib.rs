@@ -80,18 +80,19 @@ pub enum Request {
     ReloadConfig,
     /// Attaches this connection to a card's console
     /// ([`Response::ConsoleAttached`], then the scrollback as
-    /// [`ConsoleEvent::Output`] frames marked `replay`, then live output
-    /// until [`Request::ConsoleDetach`] or the connection closes). One
-    /// connection may attach to several cards.
+    /// [`ConsoleEvent::Output`] frames marked `replay`, then live output,
+    /// until [`Request::ConsoleDetach`], the connection closing, or
+    /// [`ConsoleEvent::Ended`]). One connection may attach to several
+    /// cards; attaching again to the same card replaces the attachment.
     ConsoleAttach {
         card: u32,
         mode: ConsoleMode,
-        /// At most this many bytes of scrollback are replayed first
-        /// (absent: all of it; 0: none).
+        /// How much scrollback is replayed first (absent: all of it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        replay: Option<u64>,
+        replay: Option<Replay>,
         /// With `read_write`: take the console even if another client
-        /// holds it read-write (that client becomes read-only and is told).
+        /// holds it read-write (that client's attachment ends with
+        /// [`EndReason::TakenOver`]; the answer names it in `taken_from`).
         #[serde(default, skip_serializing_if = "is_false")]
         force: bool,
         /// Who this client is, shown to others in `console_busy` errors and
@@ -164,6 +165,17 @@ impl ConsoleMode {
             ConsoleMode::ReadOnly => "read_only",
         }
     }
+}
+
+/// How much scrollback an attach replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replay {
+    /// The last `n` bytes (`{"bytes":4096}`; 0: none).
+    Bytes(u64),
+    /// The last `n` lines, as `tail -n` counts them: an unfinished last
+    /// line (a prompt) is one (`{"lines":50}`; 0: none).
+    Lines(u64),
 }
 
 /// A terminal's size.
@@ -326,6 +338,10 @@ pub struct ConsoleAttached {
     /// Who else holds the console read-write (with `read_only`), if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<ConsoleClient>,
+    /// With a forced `read_write`: the client it was taken from (its
+    /// attachment ended with [`EndReason::TakenOver`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<ConsoleClient>,
 }
 
 /// The answer to [`Request::BlockSwap`].
@@ -366,24 +382,52 @@ pub enum ConsoleEvent {
         #[serde(default, skip_serializing_if = "is_false")]
         replay: bool,
     },
-    /// This client's mode changed: another client forced the console
-    /// read-write (`by`).
-    Mode {
-        mode: ConsoleMode,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<ConsoleClient>,
-        reason: String,
-    },
-    /// The card's console device came up or went down (adds and removals
-    /// around resets); the attachment stays.
+    /// The card's console device came up or went down (removed before a
+    /// reset, added after it: a reboot); the attachment stays.
     Device { up: bool, reason: String },
     /// This client fell behind the console and `missed` bytes of output
     /// were dropped for it (the scrollback and the console log keep them).
     Lagged { missed: u64 },
-    /// The attachment ended from mpssd's side (mpssd is stopping, or the
-    /// card's console went away for good); nothing more comes for this
-    /// card.
-    Gone { reason: String },
+    /// The attachment ended from mpssd's side; nothing more comes for this
+    /// card on this connection (attach again to follow it).
+    Ended {
+        reason: EndReason,
+        /// With `taken_over`: who took the console.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ConsoleClient>,
+        /// The reason in words.
+        message: String,
+    },
+}
+
+/// Why mpssd ended a console attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The card went down and mpssd is not booting it again (halted,
+    /// powered off, crash loop, failed reset or boot). A card that reboots
+    /// does not end attachments (they see `device` notices and the boot).
+    CardDown,
+    /// The card's console is gone from mpssd for good (its supervisor
+    /// ended without mpssd stopping). A console device that goes with a
+    /// reset does not end attachments.
+    ConsoleRemoved,
+    /// mpssd is stopping.
+    DaemonStopping,
+    /// Another client forced the console read-write (`by`).
+    TakenOver,
+}
+
+impl EndReason {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CardDown => "card_down",
+            EndReason::ConsoleRemoved => "console_removed",
+            EndReason::DaemonStopping => "daemon_stopping",
+            EndReason::TakenOver => "taken_over",
+        }
+    }
 }
 
 /// The most output bytes in one [`ConsoleEvent::Output`] frame.

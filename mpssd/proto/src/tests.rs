@@ -73,10 +73,18 @@ fn requests() -> Vec<Request> {
         Request::ConsoleAttach {
             card: 1,
             mode: ConsoleMode::ReadWrite,
-            replay: Some(0),
+            replay: Some(Replay::Bytes(0)),
             force: true,
             client: Some("micctl console".into()),
             size: Some(WindowSize { cols: 132, rows: 43 }),
+        },
+        Request::ConsoleAttach {
+            card: 1,
+            mode: ConsoleMode::ReadOnly,
+            replay: Some(Replay::Lines(50)),
+            force: false,
+            client: None,
+            size: None,
         },
         Request::ConsoleInput {
             card: 0,
@@ -206,6 +214,7 @@ fn server_frames() -> Vec<ServerFrame> {
                 pty: Some("/dev/pts/4".into()),
                 device_up: true,
                 writer: Some(holder()),
+                taken_from: None,
             }),
         ),
         ServerFrame::ok(
@@ -217,6 +226,7 @@ fn server_frames() -> Vec<ServerFrame> {
                 pty: None,
                 device_up: false,
                 writer: None,
+                taken_from: Some(holder()),
             }),
         ),
         ServerFrame::ok(Some(6), Response::ConsoleInput { card: 0, bytes: 9 }),
@@ -265,18 +275,10 @@ fn server_frames() -> Vec<ServerFrame> {
         ),
         ServerFrame::console(
             1,
-            ConsoleEvent::Mode {
-                mode: ConsoleMode::ReadOnly,
+            ConsoleEvent::Ended {
+                reason: EndReason::TakenOver,
                 by: Some(holder()),
-                reason: "forced".into(),
-            },
-        ),
-        ServerFrame::console(
-            1,
-            ConsoleEvent::Mode {
-                mode: ConsoleMode::ReadWrite,
-                by: None,
-                reason: "x".into(),
+                message: "\"mictop\" (pid 4242, uid 0) took mic1's console read-write (forced)".into(),
             },
         ),
         ServerFrame::console(
@@ -289,8 +291,26 @@ fn server_frames() -> Vec<ServerFrame> {
         ServerFrame::console(0, ConsoleEvent::Lagged { missed: 4096 }),
         ServerFrame::console(
             0,
-            ConsoleEvent::Gone {
-                reason: "mpssd is stopping".into(),
+            ConsoleEvent::Ended {
+                reason: EndReason::DaemonStopping,
+                by: None,
+                message: "mpssd is stopping".into(),
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Ended {
+                reason: EndReason::CardDown,
+                by: None,
+                message: "mic0 is down (idle)".into(),
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Ended {
+                reason: EndReason::ConsoleRemoved,
+                by: None,
+                message: "the card removed its console".into(),
             },
         ),
     ]);
@@ -376,6 +396,42 @@ fn console_frames_are_as_documented() {
         decode_request(br#"{"v":1,"request":"console_input","card":0,"data":"not base64!"}"#).unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadRequest);
     assert_eq!(holder().to_string(), "\"mictop\" (pid 4242, uid 0)");
+    let req = decode_request(
+        br#"{"v":1,"request":"console_attach","card":0,"mode":"read_only","replay":{"lines":20}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        req.request,
+        Request::ConsoleAttach {
+            replay: Some(Replay::Lines(20)),
+            ..
+        }
+    ));
+    let (_, e) = decode_request(
+        br#"{"v":1,"request":"console_attach","card":0,"mode":"read_only","replay":{"pages":2}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest);
+    let line = encode(&ServerFrame::console(
+        0,
+        ConsoleEvent::Ended {
+            reason: EndReason::TakenOver,
+            by: None,
+            message: "m".into(),
+        },
+    ));
+    assert_eq!(
+        line,
+        b"{\"v\":1,\"console\":{\"card\":0,\"kind\":\"ended\",\"reason\":\"taken_over\",\"message\":\"m\"}}\n"
+    );
+    for r in [
+        EndReason::CardDown,
+        EndReason::ConsoleRemoved,
+        EndReason::DaemonStopping,
+        EndReason::TakenOver,
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+    }
 }
 
 #[test]

@@ -14,17 +14,24 @@
 //!   that does not read its console stops its clients, never grows a
 //!   buffer.
 //! - One writer: a second read-write attach is refused with who holds it,
-//!   unless it forces (the holder is told and becomes read-only).
+//!   unless it forces: then the holder's attachment ends (`taken_over`,
+//!   naming who took it) and the answer names the holder it was taken
+//!   from.
+//! - Ends: an attachment ends from mpssd's side with a reason
+//!   ([`EndReason`]): taken over, the console device gone from under
+//!   mpssd, mpssd stopping, or (watched by the forwarder) the card down
+//!   for good. The end is delivered on a channel of its own, never lost
+//!   behind queued notices.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mpssd_proto::{
-    Bytes, CONSOLE_CHUNK, ConsoleClient, ConsoleEvent, ConsoleMode, ErrorBody, ErrorCode, ServerFrame,
-    WindowSize, unix_ms,
+    Bytes, CONSOLE_CHUNK, CardStatus, ConsoleClient, ConsoleEvent, ConsoleMode, EndReason, ErrorBody,
+    ErrorCode, Replay, ServerFrame, SupervisorState, WindowSize, unix_ms,
 };
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use super::log::ConsoleLog;
 use crate::config::ConsoleConfig;
@@ -47,9 +54,15 @@ pub struct Chunk {
 
 #[derive(Debug)]
 struct Client {
-    mode: ConsoleMode,
     who: ConsoleClient,
     notices: mpsc::Sender<ConsoleEvent>,
+    end: oneshot::Sender<ConsoleEvent>,
+}
+
+impl Client {
+    fn end(self, reason: EndReason, by: Option<ConsoleClient>, message: String) {
+        let _ = self.end.send(ConsoleEvent::Ended { reason, by, message });
+    }
 }
 
 #[derive(Debug)]
@@ -73,8 +86,8 @@ struct State {
 pub struct AttachRequest {
     pub mode: ConsoleMode,
     pub force: bool,
-    /// Scrollback bytes to replay at most (`None`: all).
-    pub replay: Option<u64>,
+    /// How much scrollback to replay (`None`: all).
+    pub replay: Option<Replay>,
     pub who: ConsoleClient,
     pub size: Option<WindowSize>,
 }
@@ -89,6 +102,7 @@ pub struct Attachment {
     next: u64,
     output: broadcast::Receiver<Chunk>,
     notices: mpsc::Receiver<ConsoleEvent>,
+    end: oneshot::Receiver<ConsoleEvent>,
 }
 
 /// One card's console broker.
@@ -223,9 +237,10 @@ impl Broker {
         let mut s = lock(&self.state);
         let id = s.next_id;
         s.next_id += 1;
+        let mut taken_from = None;
         if req.mode == ConsoleMode::ReadWrite {
             if let Some(holder) = s.writer {
-                let Some(h) = s.clients.get_mut(&holder) else {
+                let Some(h) = s.clients.get(&holder) else {
                     return Err(ErrorBody::new(
                         ErrorCode::Internal,
                         "the console's writer is unknown",
@@ -244,20 +259,18 @@ impl Broker {
                         ),
                     ));
                 }
-                h.mode = ConsoleMode::ReadOnly;
-                h.who.since_ms = req.who.since_ms;
-                let _ = h.notices.try_send(ConsoleEvent::Mode {
-                    mode: ConsoleMode::ReadOnly,
-                    by: Some(req.who.clone()),
-                    reason: "another client took the console read-write (forced)".into(),
-                });
-                log::info!(
-                    target: "mpssd",
-                    "mic{}: console taken read-write by {} from {}",
-                    self.card,
-                    req.who,
-                    h.who
-                );
+                if let Some(h) = s.clients.remove(&holder) {
+                    log::info!(
+                        target: "mpssd",
+                        "mic{}: console taken read-write by {} from {}",
+                        self.card,
+                        req.who,
+                        h.who
+                    );
+                    taken_from = Some(h.who.clone());
+                    let message = format!("{} took mic{}'s console read-write (forced)", req.who, self.card);
+                    h.end(EndReason::TakenOver, Some(req.who.clone()), message);
+                }
             }
             s.writer = Some(id);
             if let Some(size) = req.size {
@@ -265,12 +278,17 @@ impl Broker {
                 self.kick.wake();
             }
         }
-        let limit = req
-            .replay
-            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let skip = s.scrollback.len().saturating_sub(limit);
+        let skip = match req.replay {
+            None => 0,
+            Some(Replay::Bytes(n)) => s
+                .scrollback
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
+            Some(Replay::Lines(n)) => tail_lines(&s.scrollback, n),
+        };
         let replay: Vec<u8> = s.scrollback.iter().skip(skip).copied().collect();
         let (tx, notices) = mpsc::channel(NOTICES);
+        let (end_tx, end) = oneshot::channel();
         let writer = s
             .writer
             .filter(|&w| w != id)
@@ -279,9 +297,9 @@ impl Broker {
         s.clients.insert(
             id,
             Client {
-                mode: req.mode,
                 who: req.who,
                 notices: tx,
+                end: end_tx,
             },
         );
         let answer = mpssd_proto::ConsoleAttached {
@@ -291,6 +309,7 @@ impl Broker {
             pty: self.pty.clone(),
             device_up: s.device_up,
             writer,
+            taken_from,
         };
         Ok(Attachment {
             id,
@@ -299,6 +318,7 @@ impl Broker {
             next: s.total,
             output: self.output.subscribe(),
             notices,
+            end,
         })
     }
 
@@ -308,6 +328,16 @@ impl Broker {
         s.clients.remove(&id);
         if s.writer == Some(id) {
             s.writer = None;
+        }
+    }
+
+    /// Ends every attachment (`reason`, `message`): they are told and
+    /// detached; clients may attach again.
+    pub fn end_all(&self, reason: EndReason, message: &str) {
+        let mut s = lock(&self.state);
+        s.writer = None;
+        for (_, c) in std::mem::take(&mut s.clients) {
+            c.end(reason, None, message.to_owned());
         }
     }
 
@@ -426,11 +456,18 @@ impl Broker {
 
 impl Attachment {
     /// Sends the replay, then live output and notices, as frames into
-    /// `out` until the broker drops this client or `out` closes. Waits for
+    /// `out` until the attachment ends (from `broker`'s side, or the card
+    /// going down for good by its `status`) or `out` closes. Waits for
     /// room in `out` (the connection's bounded queue); meanwhile the
     /// broadcast runs on, and what this client misses is reported as
     /// `lagged`.
-    pub async fn forward(mut self, card: u32, out: mpsc::Sender<Vec<u8>>) {
+    pub async fn forward(
+        mut self,
+        broker: Arc<Broker>,
+        out: mpsc::Sender<Vec<u8>>,
+        mut status: Option<watch::Receiver<CardStatus>>,
+    ) {
+        let card = broker.card;
         let frame = |e: ConsoleEvent| mpssd_proto::encode(&ServerFrame::console(card, e));
         for piece in self.replay.chunks(CONSOLE_CHUNK) {
             let f = frame(ConsoleEvent::Output {
@@ -442,10 +479,30 @@ impl Attachment {
             }
         }
         self.replay = Vec::new();
+        let mut active = status
+            .as_mut()
+            .is_some_and(|s| is_active(s.borrow_and_update().supervisor));
         loop {
             let f = tokio::select! {
+                biased;
+                e = &mut self.end => {
+                    if let Ok(e) = e {
+                        let _ = out.send(frame(e)).await;
+                    }
+                    return;
+                }
+                down = watch_down(&mut status, &mut active) => {
+                    broker.detach(self.id);
+                    let _ = out.send(frame(ConsoleEvent::Ended {
+                        reason: EndReason::CardDown,
+                        by: None,
+                        message: format!("mic{card} is down ({down}); mpssd is not booting it again"),
+                    })).await;
+                    return;
+                }
                 n = self.notices.recv() => match n {
                     Some(e) => vec![frame(e)],
+                    // Detached: the end (if any) comes first, being biased.
                     None => return,
                 },
                 c = self.output.recv() => match c {
@@ -484,6 +541,56 @@ impl Attachment {
         self.next = end;
         v
     }
+}
+
+/// A card on its way somewhere (booting, running, shutting down,
+/// resetting): one that later rests down went down.
+fn is_active(s: SupervisorState) -> bool {
+    use SupervisorState as S;
+    matches!(
+        s,
+        S::Running | S::ShuttingDown | S::StoppingDevices | S::Resetting | S::Booting | S::Backoff
+    )
+}
+
+/// Waits until the card goes from active to resting down (offline with
+/// nothing to boot it: idle, crash loop, failed reset); its state. Pends
+/// forever without a watch (or once the supervisor is gone).
+async fn watch_down(status: &mut Option<watch::Receiver<CardStatus>>, active: &mut bool) -> &'static str {
+    use SupervisorState as S;
+    let Some(rx) = status.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = rx.borrow_and_update().supervisor;
+        if *active && matches!(now, S::Idle | S::CrashLoop | S::ResetFailed) {
+            return now.as_str();
+        }
+        *active = is_active(now);
+    }
+}
+
+/// Where the last `n` lines of `buf` start, as `tail -n` counts them (an
+/// unfinished last line is one).
+fn tail_lines(buf: &VecDeque<u8>, n: u64) -> usize {
+    if n == 0 {
+        return buf.len();
+    }
+    let mut seen = 0;
+    // A final newline ends the last line; it does not start another.
+    let end = buf.len() - usize::from(buf.back() == Some(&b'\n'));
+    for i in (0..end).rev() {
+        if buf[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
 }
 
 /// Who a control-socket peer is.
@@ -548,7 +655,7 @@ mod tests {
         assert_eq!(b.tail(100), b"ong line");
         assert_eq!(b.total(), 26);
         let mut r = req(ConsoleMode::ReadOnly, false, "x");
-        r.replay = Some(4);
+        r.replay = Some(Replay::Bytes(4));
         let a = b.attach(r).unwrap();
         assert_eq!(a.answer.replay_bytes, 4);
         assert_eq!(a.replay, b"line");
@@ -576,10 +683,19 @@ mod tests {
         );
         let mut first = first;
         let forced = b.attach(req(ConsoleMode::ReadWrite, true, "third")).unwrap();
-        match first.notices.try_recv().unwrap() {
-            ConsoleEvent::Mode { mode, by, .. } => {
-                assert_eq!(mode, ConsoleMode::ReadOnly);
+        assert_eq!(
+            forced.answer.taken_from.as_ref().and_then(|w| w.name.as_deref()),
+            Some("first"),
+            "the answer names whom it was taken from"
+        );
+        match first.end.try_recv().unwrap() {
+            ConsoleEvent::Ended { reason, by, message } => {
+                assert_eq!(reason, EndReason::TakenOver);
                 assert_eq!(by.unwrap().name.as_deref(), Some("third"));
+                assert_eq!(
+                    message,
+                    "\"third\" (pid 7, uid 0) took mic0's console read-write (forced)"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -588,17 +704,124 @@ mod tests {
             b.resize(first.id, WindowSize { cols: 1, rows: 1 })
                 .unwrap_err()
                 .code,
+            ErrorCode::NotAttached,
+            "the one taken over is detached"
+        );
+        assert_eq!(
+            b.resize(ro.id, WindowSize { cols: 1, rows: 1 }).unwrap_err().code,
             ErrorCode::ReadOnly
         );
         b.detach(forced.id);
         assert_eq!(b.writer(), None);
-        assert_eq!(b.clients(), 2);
-        assert_eq!(
-            b.resize(forced.id, WindowSize { cols: 1, rows: 1 })
-                .unwrap_err()
-                .code,
-            ErrorCode::NotAttached
+        assert_eq!(b.clients(), 1);
+        // A writer can attach again once the console is free.
+        let again = b.attach(req(ConsoleMode::ReadWrite, false, "fourth")).unwrap();
+        assert_eq!(again.answer.taken_from, None);
+        b.end_all(EndReason::DaemonStopping, "mpssd is stopping");
+        assert_eq!(b.clients(), 0);
+        let mut again = again;
+        assert!(matches!(
+            again.end.try_recv().unwrap(),
+            ConsoleEvent::Ended {
+                reason: EndReason::DaemonStopping,
+                ..
+            }
+        ));
+    }
+
+    fn status(s: SupervisorState) -> CardStatus {
+        CardStatus {
+            card: 0,
+            name: "mic0".into(),
+            state: None,
+            shutdown_status: None,
+            supervisor: s,
+            since_ms: 0,
+            adopted: false,
+            boots: 0,
+            crashes: 0,
+            recent_crashes: 0,
+            next_boot_ms: None,
+            devices: Vec::new(),
+            last_crash: None,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_card_going_down_for_good_ends_the_attachment_a_reboot_does_not() {
+        use SupervisorState as S;
+        let b = Arc::new(broker());
+        let (st_tx, st_rx) = watch::channel(status(S::Idle));
+        let a = b.attach(req(ConsoleMode::ReadWrite, false, "w")).unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let fwd = tokio::spawn(a.forward(Arc::clone(&b), tx, Some(st_rx)));
+        // Idle at attach, then booted, then a reboot: still attached.
+        for s in [
+            S::Booting,
+            S::Running,
+            S::ShuttingDown,
+            S::Resetting,
+            S::Booting,
+            S::Running,
+        ] {
+            st_tx.send(status(s)).unwrap();
+            tokio::task::yield_now().await;
+        }
+        b.publish(b"still here");
+        let ev = events(&[rx.recv().await.unwrap()]);
+        assert!(
+            matches!(&ev[0], ConsoleEvent::Output { data, .. } if data.0 == b"still here"),
+            "{ev:?}"
         );
+        // Halted: shut down, reset, idle.
+        for s in [S::ShuttingDown, S::Resetting, S::Idle] {
+            st_tx.send(status(s)).unwrap();
+        }
+        let ev = events(&[rx.recv().await.unwrap()]);
+        match &ev[0] {
+            ConsoleEvent::Ended { reason, message, .. } => {
+                assert_eq!(*reason, EndReason::CardDown);
+                assert_eq!(message, "mic0 is down (idle); mpssd is not booting it again");
+            }
+            other => panic!("{other:?}"),
+        }
+        fwd.await.unwrap();
+        assert!(rx.recv().await.is_none(), "nothing after the end");
+        assert_eq!(b.clients(), 0, "detached");
+        assert_eq!(b.writer(), None);
+    }
+
+    #[test]
+    fn replay_by_bytes_or_lines() {
+        let cfg = ConsoleConfig::default();
+        let b = Broker::new(0, None, &cfg, None, Arc::new(Waker::new().unwrap()));
+        b.publish(b"one\ntwo\nthree\nroot@mic0:~# ");
+        let replay = |r: Option<Replay>| {
+            let mut q = req(ConsoleMode::ReadOnly, false, "r");
+            q.replay = r;
+            let a = b.attach(q).unwrap();
+            assert_eq!(a.answer.replay_bytes, a.replay.len() as u64);
+            String::from_utf8(a.replay).unwrap()
+        };
+        assert_eq!(replay(None), "one\ntwo\nthree\nroot@mic0:~# ");
+        assert_eq!(
+            replay(Some(Replay::Lines(1))),
+            "root@mic0:~# ",
+            "the prompt is a line"
+        );
+        assert_eq!(replay(Some(Replay::Lines(2))), "three\nroot@mic0:~# ");
+        assert_eq!(replay(Some(Replay::Lines(9))), "one\ntwo\nthree\nroot@mic0:~# ");
+        assert_eq!(replay(Some(Replay::Lines(0))), "");
+        assert_eq!(replay(Some(Replay::Bytes(5))), "0:~# ");
+        assert_eq!(replay(Some(Replay::Bytes(0))), "");
+        b.publish(b"\n");
+        assert_eq!(
+            replay(Some(Replay::Lines(1))),
+            "root@mic0:~# \n",
+            "a final newline ends a line"
+        );
+        assert_eq!(replay(Some(Replay::Lines(2))), "three\nroot@mic0:~# \n");
     }
 
     #[tokio::test]
@@ -655,7 +878,7 @@ mod tests {
             b.publish(format!("{:04}", i % 10_000).as_bytes());
         }
         b.device(true, "the card's console is up");
-        let fwd = tokio::spawn(a.forward(0, tx));
+        let fwd = tokio::spawn(a.forward(Arc::new(b), tx, None));
         let mut got = Vec::new();
         while got.len() < OUTPUT_BACKLOG + 3 {
             got.push(rx.recv().await.unwrap());

@@ -135,6 +135,15 @@ impl ConsoleSlot {
     }
 }
 
+impl Drop for ConsoleSlot {
+    fn drop(&mut self) {
+        self.broker.end_all(
+            mpssd_proto::EndReason::ConsoleRemoved,
+            &format!("{}'s console was removed", self.name),
+        );
+    }
+}
+
 impl Slot for ConsoleSlot {
     fn kind(&self) -> &'static str {
         "console"
