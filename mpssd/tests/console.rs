@@ -14,6 +14,7 @@ use std::os::fd::AsFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Instant;
 
+use common::console::{marker, next_notice, shell_ready, until};
 use common::{Daemon, Fleet, HANG, to_state, wait_event};
 use libmic::mpssd::{
     AttachOptions, Console, ConsoleEnd, ConsoleItem, ConsoleMode, ConsoleOutput, ErrorCode, Replay,
@@ -33,62 +34,6 @@ fn booted() -> (Fleet, Daemon) {
 
 fn attach(d: &Daemon, opts: &AttachOptions) -> Console {
     d.client().attach_console(0, opts).unwrap()
-}
-
-/// A line that makes the shell print `mark-N` and its prompt: that text
-/// is not in the echo of the line (the quotes are), so once it arrives
-/// everything typed before has been answered and nothing is pending.
-fn marker() -> (String, String) {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    (
-        format!("echo \"ma\"rk-{n}\r"),
-        format!("mark-{n}\r\nroot@mic0:~# "),
-    )
-}
-
-/// Waits until the shell has answered everything typed so far.
-fn shell_ready(c: &mut Console) {
-    let (line, answer) = marker();
-    c.input.send(line.as_bytes()).unwrap();
-    until(&mut c.output, &answer);
-}
-
-/// Live output until it contains `needle` (what came before it too).
-fn until(out: &mut ConsoleOutput, needle: &str) -> String {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        assert!(
-            start.elapsed() < HANG,
-            "{needle:?} never came; got {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        match out.next_item().unwrap() {
-            ConsoleItem::Output { data, .. } => {
-                seen.extend_from_slice(&data);
-                let text = String::from_utf8_lossy(&seen);
-                if text.contains(needle) {
-                    return text.into_owned();
-                }
-            }
-            ConsoleItem::Ended(e) => panic!("ended ({e}) waiting for {needle:?}"),
-            ConsoleItem::Refused(e) => panic!("refused ({e:?}) waiting for {needle:?}"),
-            ConsoleItem::Lagged { .. } | ConsoleItem::Device { .. } => {}
-        }
-    }
-}
-
-/// The next item that is not output.
-fn next_notice(out: &mut ConsoleOutput) -> ConsoleItem {
-    let start = Instant::now();
-    loop {
-        assert!(start.elapsed() < HANG, "no notice");
-        match out.next_item().unwrap() {
-            ConsoleItem::Output { .. } => {}
-            other => return other,
-        }
-    }
 }
 
 /// The pty's slave, opened as a terminal program opens it.

@@ -13,6 +13,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod console;
+
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
