@@ -287,15 +287,19 @@ impl Connection {
                         Ok(n) => n,
                     };
                     decoder.push(&buf[..n]);
-                    match self.frames(&mut decoder, &out, &mut events).await {
-                        Ok(()) => {}
+                    let whole = match self.frames(&mut decoder, &out, &mut events).await {
+                        Ok(n) => n,
                         Err(end) => break end,
-                    }
+                    };
                     idle_deadline = Instant::now() + IDLE_TIMEOUT;
-                    frame_deadline = if decoder.has_partial() {
-                        frame_deadline.or(Some(Instant::now() + client_timeout))
-                    } else {
-                        None
+                    // A partial frame's bound runs from its first byte, or
+                    // from when the frames before it were answered (the
+                    // time spent answering them, e.g. waiting for a card
+                    // to take input, is not the client's).
+                    frame_deadline = match (decoder.has_partial(), whole) {
+                        (false, _) => None,
+                        (true, 0) => frame_deadline.or(Some(Instant::now() + client_timeout)),
+                        (true, _) => Some(Instant::now() + client_timeout),
                     };
                 }
             }
@@ -314,17 +318,18 @@ impl Connection {
         let _ = writer.await;
     }
 
-    /// Answers every whole frame in `decoder`.
+    /// Answers every whole frame in `decoder`; how many there were.
     async fn frames(
         &mut self,
         decoder: &mut LineDecoder,
         out: &mpsc::Sender<Vec<u8>>,
         events: &mut Option<broadcast::Receiver<mpssd_proto::Event>>,
-    ) -> Result<(), End> {
+    ) -> Result<usize, End> {
+        let mut whole = 0;
         loop {
             let line = match decoder.next_frame() {
                 Ok(Some(l)) => l,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(whole),
                 Err(FrameError::TooLarge { limit }) => {
                     return Err(End::Error(ErrorBody::new(
                         ErrorCode::FrameTooLarge,
@@ -332,6 +337,7 @@ impl Connection {
                     )));
                 }
             };
+            whole += 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }

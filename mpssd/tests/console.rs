@@ -7,6 +7,8 @@
 //! is awaited arrives, bounded by [`HANG`].
 
 mod common;
+#[path = "net/card.rs"]
+mod played;
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -259,4 +261,113 @@ fn next_notice_skipping_devices(out: &mut ConsoleOutput) -> ConsoleItem {
             other => return other,
         }
     }
+}
+
+/// mpssd's CPU time so far (user + system), from `/proc`.
+fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field of the line, utime and stime the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // USER_HZ is 100 on Linux.
+    std::time::Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// A card that does not replenish its receive ring: mpssd stops reading
+/// its console's input (the pty and the clients), neither spins nor
+/// buffers more than its bound, and hands everything over, in order, once
+/// the card posts buffers again.
+#[test]
+fn a_card_that_posts_no_receive_buffers_stops_its_input_without_spinning() {
+    let fleet = Fleet::start(1);
+    fleet.write_config("[daemon]\nclient_timeout = \"1s\"\n[defaults]\nnet = false\n");
+    let d = Daemon::start(fleet.root(), &[]);
+    // The card is not booted: the test plays its console driver.
+    let mut card = played::Card::up_device(fleet.instance(), 0, mic_core::abi::virtio::id::CONSOLE, 0);
+    let mut c = attach(&d, &AttachOptions::read_write().replay(Replay::Bytes(0)));
+    assert!(card.send(&[b"hello from the played card\r\n"]));
+    card.kick();
+    until(&mut c.output, "hello from the played card\r\n");
+    // Input with no receive buffer posted: 64 KiB is queued, the rest
+    // waits for the card and is refused after client_timeout, per frame.
+    let cpu0 = cpu_time(d.child.id());
+    let t0 = Instant::now();
+    let typed = vec![b'x'; 100_000];
+    c.input.send(&typed).unwrap();
+    let mut refused = Vec::new();
+    while refused.len() < 3 {
+        match next_notice(&mut c.output) {
+            ConsoleItem::Refused(e) => refused.push(e),
+            other => panic!("{other:?}"),
+        }
+    }
+    for e in &refused {
+        assert_eq!(e.code, ErrorCode::ConsoleBusy);
+        assert!(
+            e.message.starts_with("mic0 took 0 of ")
+                && e.message.ends_with("the card is not reading its console"),
+            "{}",
+            e.message
+        );
+    }
+    // The pty is not read either: what a terminal writes stays in the
+    // kernel's pty buffer, which fills.
+    let mut pty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(d.root.join("run/mpssd/mic0/console"))
+        .unwrap();
+    let mut in_pty = 0usize;
+    loop {
+        match pty.write(&[b'p'; 512]) {
+            Ok(n) => in_pty += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            in_pty < 16 << 20,
+            "the pty never filled: mpssd reads it without a receive buffer"
+        );
+    }
+    // Waiting all that time cost mpssd next to no CPU: nothing spins.
+    let wall = t0.elapsed();
+    let cpu = cpu_time(d.child.id()).saturating_sub(cpu0);
+    assert!(
+        cpu * 4 < wall,
+        "mpssd used {cpu:?} of CPU in {wall:?} while the card took no input"
+    );
+    let st = d.client().card_status(0).unwrap();
+    let console = st.devices.iter().find(|x| x.kind == "console").unwrap();
+    assert!(console.counters["ring_full"] >= 1, "{console:?}");
+    assert_eq!(console.counters["input_bytes"], 0, "{console:?}");
+    // The card posts buffers: it gets the queued 64 KiB and the pty's
+    // bytes, nothing more, nothing lost.
+    card.post_rx(128, 4096);
+    card.kick();
+    let (mut xs, mut ps) = (0usize, 0usize);
+    let start = Instant::now();
+    while xs + ps < 65536 + in_pty {
+        assert!(start.elapsed() < HANG, "the card got {xs} + {ps} bytes");
+        for byte in card.take_rx().concat() {
+            match byte {
+                b'x' => xs += 1,
+                b'p' => ps += 1,
+                other => panic!("the card got {other:#x}: nobody typed it"),
+            }
+        }
+        std::thread::yield_now();
+    }
+    assert_eq!((xs, ps), (65536, in_pty));
+    let st = d.client().card_status(0).unwrap();
+    let console = st.devices.iter().find(|x| x.kind == "console").unwrap();
+    assert_eq!(console.counters["input_bytes"], (65536 + in_pty) as u64);
+    drop(card);
+    assert_eq!(d.stop(), 0);
 }

@@ -56,6 +56,10 @@ impl Fleet {
         self.inst.root()
     }
 
+    pub fn instance(&self) -> &Instance {
+        &self.inst
+    }
+
     pub fn card(&self, id: u32) -> Card {
         MicRoot::new(self.root()).card_by_id(id)
     }
