@@ -38,6 +38,20 @@ fn attach(d: &Daemon, opts: &AttachOptions) -> Console {
     d.client().attach_console(0, opts).unwrap()
 }
 
+/// Re-reads the card's kernel log until a line contains `needle` (the
+/// log has no change notification, as on real hardware).
+fn wait_card_log(fleet: &Fleet, needle: &str) {
+    let start = Instant::now();
+    loop {
+        let raw = fleet.card(0).log_buf_raw().unwrap();
+        if libmic::klog::decode(&raw).iter().any(|r| r.text.contains(needle)) {
+            return;
+        }
+        assert!(start.elapsed() < HANG, "{needle:?} never in the card's log");
+        std::thread::yield_now();
+    }
+}
+
 /// The pty's slave, opened as a terminal program opens it.
 fn open_pty(d: &Daemon) -> File {
     let link = d.root.join("run/mpssd/mic0/console");
@@ -77,7 +91,7 @@ fn pty_until(pty: &mut File, needle: &str) -> String {
 
 #[test]
 fn the_shell_answers_through_the_pty_and_a_broker_client() {
-    let (_fleet, d) = booted();
+    let (fleet, d) = booted();
     // The pty's path is logged, as the original's was.
     let line = d.wait_log("mic0 console message goes to /dev/pts/");
     assert!(line.contains("run/mpssd/mic0/console"), "{line}");
@@ -92,7 +106,10 @@ fn the_shell_answers_through_the_pty_and_a_broker_client() {
     // and the shell answers.
     let mut c = attach(
         &d,
-        &AttachOptions::read_write().replay(Replay::Bytes(0)).named("test"),
+        &AttachOptions::read_write()
+            .replay(Replay::Bytes(0))
+            .named("test")
+            .size(132, 43),
     );
     assert_eq!(c.attached.mode, ConsoleMode::ReadWrite);
     assert!(c.attached.device_up);
@@ -110,6 +127,11 @@ fn the_shell_answers_through_the_pty_and_a_broker_client() {
     until(&mut c.output, "echo through-the-broker\r\nthrough-the-broker\r\n");
     // The pty saw the same output (both follow the card).
     pty_until(&mut pty, "through-the-broker\r\n");
+    // The window's size reached the card (VIRTIO_CONSOLE_F_SIZE), at
+    // attach and on a resize.
+    wait_card_log(&fleet, "hvc0: console size 132x43");
+    c.input.resize(100, 30).unwrap();
+    wait_card_log(&fleet, "hvc0: console size 100x30");
     // Everything went into the console log.
     let log = std::fs::read_to_string(d.root.join("var/log/mpssd/mic0-console.log")).unwrap();
     assert!(
