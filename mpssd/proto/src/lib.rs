@@ -487,6 +487,29 @@ pub struct CardStatus {
     pub last_error: Option<String>,
 }
 
+impl CardStatus {
+    /// A card of which nothing is known yet but its supervisor's state.
+    #[must_use]
+    pub fn new(card: u32, name: String, supervisor: SupervisorState, since_ms: u64) -> Self {
+        Self {
+            card,
+            name,
+            state: None,
+            shutdown_status: None,
+            supervisor,
+            since_ms,
+            adopted: false,
+            boots: 0,
+            crashes: 0,
+            recent_crashes: 0,
+            next_boot_ms: None,
+            devices: Vec::new(),
+            last_crash: None,
+            last_error: None,
+        }
+    }
+}
+
 /// What the supervisor of one card is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -96,6 +96,17 @@ pub fn drain_wakes(file: &mut VirtioFile) -> Result<(bool, bool), VdevError> {
     Ok((rang, false))
 }
 
+/// The end of a round of service: the wakes the file noted are consumed.
+/// `Ok(true)`: the card rang meanwhile (serve again before blocking);
+/// `Err(why)`: the device is gone (`what`: the device, in words).
+pub fn end_round(file: &mut VirtioFile, what: &str) -> Result<bool, String> {
+    match drain_wakes(file) {
+        Ok((rang, false)) => Ok(rang),
+        Ok((_, true)) => Err(format!("the card removed its {what}")),
+        Err(e) => Err(format!("dev/micN: {e}")),
+    }
+}
+
 /// A data thread: spawned with a stop [`Waker`], stopped with a bound.
 #[derive(Debug)]
 pub struct DataThread {

@@ -21,7 +21,7 @@ use nix::poll::{PollFd, PollFlags};
 use super::image::Image;
 use super::metrics as m;
 use super::request::{self, Abort, BUF_LEN, Kind, Ring};
-use crate::devices::dataplane::{DevState, Stats, Waker, drain_wakes, poll, readable};
+use crate::devices::dataplane::{DevState, Stats, Waker, end_round, poll, readable};
 
 /// Requests served per round.
 pub const BUDGET: usize = 64;
@@ -92,14 +92,9 @@ impl BlockPath {
             let mut again = false;
             if !self.gone {
                 again = self.service();
-                match drain_wakes(&mut self.file) {
-                    Ok((rang, gone)) => {
-                        again |= rang;
-                        if gone {
-                            self.went("the card removed its disk");
-                        }
-                    }
-                    Err(e) => self.went(&format!("dev/micN: {e}")),
+                match end_round(&mut self.file, "disk") {
+                    Ok(rang) => again |= rang,
+                    Err(why) => self.went(&why),
                 }
             }
             let mut fds = vec![PollFd::new(stop.as_fd(), PollFlags::POLLIN)];

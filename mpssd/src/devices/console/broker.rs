@@ -730,22 +730,7 @@ mod tests {
     }
 
     fn status(s: SupervisorState) -> CardStatus {
-        CardStatus {
-            card: 0,
-            name: "mic0".into(),
-            state: None,
-            shutdown_status: None,
-            supervisor: s,
-            since_ms: 0,
-            adopted: false,
-            boots: 0,
-            crashes: 0,
-            recent_crashes: 0,
-            next_boot_ms: None,
-            devices: Vec::new(),
-            last_crash: None,
-            last_error: None,
-        }
+        CardStatus::new(0, "mic0".into(), s, 0)
     }
 
     #[tokio::test]

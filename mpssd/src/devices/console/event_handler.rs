@@ -27,7 +27,7 @@ use nix::poll::{PollFd, PollFlags};
 use super::broker::Broker;
 use super::metrics as m;
 use super::pty::Pty;
-use crate::devices::dataplane::{DevState, Stats, Waker, drain_wakes, poll, readable};
+use crate::devices::dataplane::{DevState, Stats, Waker, end_round, poll, readable};
 
 /// Chains moved per direction per round before other descriptors get a
 /// look.
@@ -119,14 +119,9 @@ impl ConsolePath {
             let mut again = false;
             if !self.gone {
                 again = self.service();
-                match drain_wakes(&mut self.file) {
-                    Ok((rang, gone)) => {
-                        again |= rang;
-                        if gone {
-                            self.went("the card removed its console");
-                        }
-                    }
-                    Err(e) => self.went(&format!("dev/micN: {e}")),
+                match end_round(&mut self.file, "console") {
+                    Ok(rang) => again |= rang,
+                    Err(why) => self.went(&why),
                 }
             }
             if self.pty_rest.is_some_and(|t| Instant::now() >= t) {
