@@ -2,7 +2,9 @@
 //! `DIR/run/mpssd/control.sock`, the protocol of [`mpssd_proto`].
 //!
 //! Blocking, one request at a time; [`Client::subscribe`] turns the
-//! connection into an event stream.
+//! connection into an event stream, [`Client::attach_console`] into a
+//! card's console: a stream of output ([`ConsoleOutput`], ending with a
+//! reason) and a writer ([`ConsoleInput`]), usable from two threads.
 
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -10,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use mpssd_proto::{
-    CardStatus, ClientFrame, DaemonStatus, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Request,
-    Response, ServerBody, ServerFrame, SupervisorState,
+    BlockSwapped, Bytes, CardStatus, ClientFrame, ConsoleAttached, ConsoleClient, ConsoleEvent, ConsoleMode,
+    DaemonStatus, EndReason, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Replay, Request, Response,
+    ServerBody, ServerFrame, SupervisorState, WindowSize,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 
@@ -187,18 +190,338 @@ impl Client {
             other => Err(unexpected("subscribe", &other)),
         }
     }
+
+    /// Swaps card `card`'s disk image to `path` (`None`: what the
+    /// configuration names).
+    pub fn block_swap(&mut self, card: u32, path: Option<&str>) -> Result<BlockSwapped> {
+        match self.request(Request::BlockSwap {
+            card,
+            path: path.map(str::to_owned),
+        })? {
+            Response::BlockSwapped(s) => Ok(s),
+            other => Err(unexpected("block_swap", &other)),
+        }
+    }
+
+    /// Attaches the connection to card `card`'s console; the connection
+    /// becomes the console's: [`Console::split`] gives the stream of
+    /// output and the writer.
+    pub fn attach_console(mut self, card: u32, opts: &AttachOptions) -> Result<Console> {
+        let attached = match self.request(Request::ConsoleAttach {
+            card,
+            mode: opts.mode,
+            replay: opts.replay,
+            force: opts.force,
+            client: opts.client.clone(),
+            size: opts.size,
+        })? {
+            Response::ConsoleAttached(a) => a,
+            other => return Err(unexpected("console_attach", &other)),
+        };
+        let write = self.stream.try_clone().map_err(|e| self.io(e))?;
+        let input = ConsoleInput {
+            path: self.path.clone(),
+            stream: write,
+            card,
+            // Ids apart from the reader's: the reader never sends again.
+            next_id: self.next_id,
+        };
+        Ok(Console {
+            attached,
+            output: ConsoleOutput {
+                client: self,
+                card,
+                ended: false,
+            },
+            input,
+        })
+    }
 }
 
 fn unexpected(asked: &'static str, got: &Response) -> ClientError {
-    let got = match got {
-        Response::Status(_) => "status",
-        Response::Card(_) => "card",
-        Response::Subscribed => "subscribed",
-        Response::Reloaded(_) => "reloaded",
-    };
     ClientError::Unexpected {
         asked,
-        got: got.to_owned(),
+        got: got.name().to_owned(),
+    }
+}
+
+/// How to attach to a console.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub mode: ConsoleMode,
+    /// How much scrollback to replay first (`None`: all of it).
+    pub replay: Option<Replay>,
+    /// With read-write: take the console from whoever holds it (their
+    /// attachment ends, [`ConsoleEnd::TakenOver`]).
+    pub force: bool,
+    /// What to call this client (shown to others: `"micctl console"`).
+    pub client: Option<String>,
+    /// The terminal's size, passed to the card (read-write).
+    pub size: Option<WindowSize>,
+}
+
+impl AttachOptions {
+    /// Read-write, the whole scrollback replayed.
+    #[must_use]
+    pub fn read_write() -> Self {
+        Self {
+            mode: ConsoleMode::ReadWrite,
+            replay: None,
+            force: false,
+            client: None,
+            size: None,
+        }
+    }
+
+    /// Read-only, the whole scrollback replayed.
+    #[must_use]
+    pub fn read_only() -> Self {
+        Self {
+            mode: ConsoleMode::ReadOnly,
+            ..Self::read_write()
+        }
+    }
+
+    #[must_use]
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = Some(replay);
+        self
+    }
+
+    #[must_use]
+    pub fn force(mut self) -> Self {
+        self.force = true;
+        self
+    }
+
+    #[must_use]
+    pub fn named(mut self, client: &str) -> Self {
+        self.client = Some(client.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn size(mut self, cols: u16, rows: u16) -> Self {
+        self.size = Some(WindowSize { cols, rows });
+        self
+    }
+}
+
+/// A connection attached to one card's console.
+#[derive(Debug)]
+pub struct Console {
+    /// What the attach granted (mode, replay size, pty, the writer, whom
+    /// a forced attach took the console from).
+    pub attached: ConsoleAttached,
+    pub output: ConsoleOutput,
+    pub input: ConsoleInput,
+}
+
+impl Console {
+    /// The output stream (read it on one thread) and the writer (use it
+    /// from another).
+    #[must_use]
+    pub fn split(self) -> (ConsoleAttached, ConsoleOutput, ConsoleInput) {
+        (self.attached, self.output, self.input)
+    }
+}
+
+/// One thing an attached console delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleItem {
+    /// What the card printed; `replay`: from the scrollback, before the
+    /// live output.
+    Output { data: Vec<u8>, replay: bool },
+    /// This client fell behind and `missed` bytes were dropped for it.
+    Lagged { missed: u64 },
+    /// The card's console device came up or went down (a reboot); the
+    /// attachment stays.
+    Device { up: bool, reason: String },
+    /// mpssd refused something the writer sent (read-only, the card not
+    /// taking input in time, not attached any more); the attachment stays.
+    Refused(ErrorBody),
+    /// The attachment is over: the last item.
+    Ended(ConsoleEnd),
+}
+
+/// Why an attachment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEnd {
+    /// The card went down and mpssd is not booting it again.
+    CardDown { message: String },
+    /// The card's console is gone from mpssd for good.
+    ConsoleRemoved { message: String },
+    /// mpssd is stopping.
+    DaemonStopping { message: String },
+    /// Another client forced the console read-write.
+    TakenOver {
+        by: Option<ConsoleClient>,
+        message: String,
+    },
+    /// This client detached ([`ConsoleInput::detach`]).
+    Detached,
+    /// The connection closed without a reason (mpssd killed?).
+    Disconnected,
+}
+
+impl std::fmt::Display for ConsoleEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConsoleEnd::CardDown { message }
+            | ConsoleEnd::ConsoleRemoved { message }
+            | ConsoleEnd::DaemonStopping { message }
+            | ConsoleEnd::TakenOver { message, .. } => f.write_str(message),
+            ConsoleEnd::Detached => f.write_str("detached"),
+            ConsoleEnd::Disconnected => f.write_str("mpssd closed the connection"),
+        }
+    }
+}
+
+impl ConsoleEnd {
+    fn from_event(reason: EndReason, by: Option<ConsoleClient>, message: String) -> Self {
+        match reason {
+            EndReason::CardDown => ConsoleEnd::CardDown { message },
+            EndReason::ConsoleRemoved => ConsoleEnd::ConsoleRemoved { message },
+            EndReason::DaemonStopping => ConsoleEnd::DaemonStopping { message },
+            EndReason::TakenOver => ConsoleEnd::TakenOver { by, message },
+        }
+    }
+}
+
+/// The output of an attached console, in order: the replay, then live
+/// output and notices, then one [`ConsoleItem::Ended`].
+#[derive(Debug)]
+pub struct ConsoleOutput {
+    client: Client,
+    card: u32,
+    ended: bool,
+}
+
+impl ConsoleOutput {
+    /// Bounds the wait for the next item (`None`: block). Shared with the
+    /// writer's socket.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.client.set_timeout(timeout)
+    }
+
+    /// The socket (to wait for readability in an event loop).
+    #[must_use]
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.client.stream)
+    }
+
+    /// The next item; after [`ConsoleItem::Ended`], [`ClientError::Closed`].
+    pub fn next_item(&mut self) -> Result<ConsoleItem> {
+        if self.ended {
+            return Err(ClientError::Closed);
+        }
+        let item = loop {
+            let frame = match self.client.next_frame() {
+                Ok(f) => f,
+                Err(ClientError::Closed) => break ConsoleItem::Ended(ConsoleEnd::Disconnected),
+                Err(e) => return Err(e),
+            };
+            match frame.body {
+                ServerBody::Console(c) if c.card == self.card => match c.event {
+                    ConsoleEvent::Output { data, replay } => {
+                        break ConsoleItem::Output { data: data.0, replay };
+                    }
+                    ConsoleEvent::Lagged { missed } => break ConsoleItem::Lagged { missed },
+                    ConsoleEvent::Device { up, reason } => break ConsoleItem::Device { up, reason },
+                    ConsoleEvent::Ended { reason, by, message } => {
+                        break ConsoleItem::Ended(ConsoleEnd::from_event(reason, by, message));
+                    }
+                },
+                ServerBody::Ok(Response::ConsoleDetached { card }) if card == self.card => {
+                    break ConsoleItem::Ended(ConsoleEnd::Detached);
+                }
+                // The whole connection refused (mpssd stopping).
+                ServerBody::Error(e) if frame.id.is_none() => {
+                    break ConsoleItem::Ended(match e.code {
+                        ErrorCode::ShuttingDown => ConsoleEnd::DaemonStopping { message: e.message },
+                        _ => ConsoleEnd::Disconnected,
+                    });
+                }
+                ServerBody::Error(e) => break ConsoleItem::Refused(e),
+                // Input taken, resizes done: nothing to tell.
+                _ => {}
+            }
+        };
+        self.ended = matches!(item, ConsoleItem::Ended(_));
+        Ok(item)
+    }
+}
+
+impl Iterator for ConsoleOutput {
+    type Item = Result<ConsoleItem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_item() {
+            Err(ClientError::Closed) if self.ended => None,
+            r => Some(r),
+        }
+    }
+}
+
+/// The writer of an attached console: what it sends is answered on the
+/// output stream (a refusal as [`ConsoleItem::Refused`]). A card that
+/// does not read its console makes mpssd stop reading this connection, so
+/// writes block (bounded by the socket's timeout): back-pressure.
+#[derive(Debug)]
+pub struct ConsoleInput {
+    path: PathBuf,
+    stream: UnixStream,
+    card: u32,
+    next_id: u64,
+}
+
+impl ConsoleInput {
+    fn send_request(&mut self, request: Request) -> Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = mpssd_proto::encode(&ClientFrame::new(Some(id), request));
+        self.stream.write_all(&line).map_err(|source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Types `data` (read-write attachments; in frames of at most
+    /// [`mpssd_proto::CONSOLE_CHUNK`] bytes).
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        for piece in data.chunks(mpssd_proto::CONSOLE_CHUNK) {
+            self.send_request(Request::ConsoleInput {
+                card: self.card,
+                data: Bytes(piece.to_vec()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Tells the card the terminal's size (read-write attachments).
+    pub fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        self.send_request(Request::ConsoleResize {
+            card: self.card,
+            cols,
+            rows,
+        })
+    }
+
+    /// Detaches: the output ends with [`ConsoleEnd::Detached`].
+    pub fn detach(&mut self) -> Result<()> {
+        self.send_request(Request::ConsoleDetach { card: self.card })
+    }
+}
+
+impl io::Write for ConsoleInput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(mpssd_proto::CONSOLE_CHUNK);
+        self.send(&buf[..n]).map_err(io::Error::other)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -221,7 +544,7 @@ impl Events {
             match frame.body {
                 ServerBody::Event(e) => return Ok(e),
                 ServerBody::Error(e) => return Err(ClientError::Refused(e)),
-                ServerBody::Ok(_) => {}
+                ServerBody::Ok(_) | ServerBody::Console(_) => {}
             }
         }
     }

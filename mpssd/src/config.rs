@@ -17,13 +17,25 @@
 //! restart_on_crash = true
 //! crash_backoff = "2s"
 //!
+//! [defaults.console]
+//! scrollback_bytes = 262144    # replayed to clients that attach
+//! log_max_bytes = 1048576      # DIR/var/log/mpssd/micN-console.log, rotated
+//!
 //! [cards.mic1]
 //! address = "10.0.1.1"         # the host end: 10.0.1.254/24
 //! restart_on_crash = false
 //!
+//! [cards.mic1.block]
+//! image = "var/lib/mpss/mic1.img"   # relative to the root, or absolute
+//! read_only = false
+//!
 //! [cards.mic2]
 //! net = false                  # no network device (no TAP mic2)
 //! ```
+//!
+//! A card's disk image may also come from the original's
+//! `DIR/etc/mpss/mpssd%03d.conf` (`VIRTBLK_BACKEND=path`, see
+//! [`compat_block_image`]) when the TOML file names none.
 //!
 //! A file that does not parse, has an unknown key or a bad value is
 //! refused as a whole with its file, line and key named.
@@ -160,6 +172,27 @@ struct CardFile {
     crash_loop_window: Option<Dur>,
     shutdown_status_timeout: Option<Dur>,
     reset_timeout: Option<Dur>,
+    #[serde(default)]
+    console: ConsoleFile,
+    #[serde(default)]
+    block: BlockFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleFile {
+    scrollback_bytes: Option<u64>,
+    log: Option<bool>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockFile {
+    image: Option<PathBuf>,
+    read_only: Option<bool>,
+    serial: Option<String>,
 }
 
 /// The running configuration, every value resolved.
@@ -234,7 +267,50 @@ pub struct CardConfig {
     pub shutdown_status_timeout: Duration,
     /// How long to wait for `offline` after a reset (original: 120 s).
     pub reset_timeout: Duration,
+    pub console: ConsoleConfig,
+    pub block: BlockConfig,
 }
+
+/// The console of one card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Output kept in memory, replayed to clients that attach and put in
+    /// crash bundles.
+    pub scrollback_bytes: usize,
+    /// Whether everything the card prints is appended to
+    /// `DIR/var/log/mpssd/micN-console.log`.
+    pub log: bool,
+    /// The log is rotated (`.1`, `.2`, ...) when it would grow past this.
+    pub log_max_bytes: u64,
+    /// Rotated logs kept.
+    pub log_keep: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            scrollback_bytes: 256 << 10,
+            log: true,
+            log_max_bytes: 1 << 20,
+            log_keep: 4,
+        }
+    }
+}
+
+/// The disk of one card.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// The raw image (relative to the root, or absolute; `{card}` is the
+    /// card's number); `None`: the original's `mpssd%03d.conf` decides.
+    pub image: Option<PathBuf>,
+    /// Offer the disk read-only (`VIRTIO_BLK_F_RO`; writes fail with IOERR).
+    pub read_only: bool,
+    /// The GET_ID serial (at most 20 bytes); `None`: the image's file name.
+    pub serial: Option<String>,
+}
+
+/// The most bytes of a GET_ID serial.
+pub const SERIAL_MAX: usize = mic_core::abi::virtio::VIRTIO_BLK_ID_BYTES;
 
 impl Default for CardConfig {
     fn default() -> Self {
@@ -250,6 +326,8 @@ impl Default for CardConfig {
             crash_loop_window: Duration::from_secs(1800),
             shutdown_status_timeout: Duration::from_secs(60),
             reset_timeout: Duration::from_secs(120),
+            console: ConsoleConfig::default(),
+            block: BlockConfig::default(),
         }
     }
 }
@@ -282,12 +360,21 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The settings of card `id`: its section over `[defaults]`.
+    /// The settings of card `id`: its section over `[defaults]` (a
+    /// `{card}` in the block image replaced by `id`).
     #[must_use]
     pub fn card(&self, id: u32) -> CardConfig {
-        self.cards
+        let mut c = self
+            .cards
             .get(&id)
-            .map_or_else(|| self.defaults.clone(), |c| c.0.clone())
+            .map_or_else(|| self.defaults.clone(), |c| c.0.clone());
+        if let Some(img) = &c.block.image {
+            let s = img.to_string_lossy();
+            if s.contains(CARD_PLACEHOLDER) {
+                c.block.image = Some(PathBuf::from(s.replace(CARD_PLACEHOLDER, &id.to_string())));
+            }
+        }
+        c
     }
 
     /// The cmdline mpssd writes for card `id` when the operator has set none.
@@ -467,6 +554,78 @@ fn resolve_crash(
     Ok(crash)
 }
 
+/// In a block image path: the card's number.
+pub const CARD_PLACEHOLDER: &str = "{card}";
+
+fn resolve_console(
+    base: &ConsoleConfig,
+    f: &ConsoleFile,
+    table: &str,
+    bad: &dyn Fn(&str, &str, String) -> ConfigError,
+) -> Result<ConsoleConfig, ConfigError> {
+    let table = format!("{table}.console");
+    let c = ConsoleConfig {
+        scrollback_bytes: f.scrollback_bytes.map_or(base.scrollback_bytes, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }),
+        log: f.log.unwrap_or(base.log),
+        log_max_bytes: f.log_max_bytes.unwrap_or(base.log_max_bytes),
+        log_keep: f.log_keep.unwrap_or(base.log_keep),
+    };
+    if !(4096..=(64 << 20)).contains(&c.scrollback_bytes) {
+        return Err(bad(
+            &table,
+            "scrollback_bytes",
+            "must be from 4096 to 67108864".into(),
+        ));
+    }
+    if c.log_max_bytes < 4096 {
+        return Err(bad(&table, "log_max_bytes", "must be at least 4096".into()));
+    }
+    if c.log_keep > 100 {
+        return Err(bad(&table, "log_keep", "must be at most 100".into()));
+    }
+    Ok(c)
+}
+
+fn resolve_block(
+    base: &BlockConfig,
+    f: &BlockFile,
+    table: &str,
+    bad: &dyn Fn(&str, &str, String) -> ConfigError,
+) -> Result<BlockConfig, ConfigError> {
+    let table = format!("{table}.block");
+    let b = BlockConfig {
+        image: f.image.clone().or_else(|| base.image.clone()),
+        read_only: f.read_only.unwrap_or(base.read_only),
+        serial: f.serial.clone().or_else(|| base.serial.clone()),
+    };
+    if let Some(img) = &f.image {
+        if img.as_os_str().is_empty() {
+            return Err(bad(&table, "image", "must not be empty".into()));
+        }
+        if table == "defaults.block" && !img.to_string_lossy().contains(CARD_PLACEHOLDER) {
+            return Err(bad(
+                &table,
+                "image",
+                format!(
+                    "one image would back every card's disk: put {CARD_PLACEHOLDER} in the path, or set it in [cards.micN.block]"
+                ),
+            ));
+        }
+    }
+    if let Some(s) = &b.serial {
+        if s.len() > SERIAL_MAX || s.contains('\0') {
+            return Err(bad(
+                &table,
+                "serial",
+                format!("must be at most {SERIAL_MAX} bytes, without NUL"),
+            ));
+        }
+    }
+    Ok(b)
+}
+
 fn resolve_card(
     base: &CardConfig,
     f: &CardFile,
@@ -486,6 +645,8 @@ fn resolve_card(
         crash_loop_window: pick(f.crash_loop_window, base.crash_loop_window),
         shutdown_status_timeout: pick(f.shutdown_status_timeout, base.shutdown_status_timeout),
         reset_timeout: pick(f.reset_timeout, base.reset_timeout),
+        console: resolve_console(&base.console, &f.console, table, bad)?,
+        block: resolve_block(&base.block, &f.block, table, bad)?,
     };
     if let Some(cmd) = &c.cmdline {
         if cmd.contains(['\n', '\0']) || cmd.len() > libmic::card::CMDLINE_MAX {
@@ -520,6 +681,36 @@ fn resolve_card(
         }
     }
     Ok(c)
+}
+
+/// The original's per-card configuration, `etc/mpss/mpssd%03d.conf` (the
+/// first sample put it in `etc/sysconfig/mic/`, also looked at): the text
+/// after `=` on the first line not starting with `#` that begins with
+/// `VIRTBLK_BACKEND`, as the original's parser takes it. `None`: no file,
+/// or no such line.
+#[must_use]
+pub fn compat_block_image(root: &libmic::MicRoot, card: u32) -> Option<(PathBuf, PathBuf)> {
+    let name = format!("mpssd{card:03}.conf");
+    for dir in ["etc/mpss", "etc/sysconfig/mic"] {
+        let file = root.join(dir).join(&name);
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        return parse_virtblk_backend(&text).map(|p| (p, file));
+    }
+    None
+}
+
+/// The `VIRTBLK_BACKEND=` value of a `mpssd%03d.conf` text.
+#[must_use]
+pub fn parse_virtblk_backend(text: &str) -> Option<PathBuf> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with("VIRTBLK_BACKEND") && l.contains('='))
+        .and_then(|l| l.split_once('='))
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// 1-based line of byte offset `at`.
@@ -709,6 +900,89 @@ reset_timeout = 30
         );
         let e = err("[crash]\ndir = \"../../etc\"\n");
         assert!(e.contains(":2: crash.dir: must be a path relative"), "{e}");
+    }
+
+    #[test]
+    fn console_and_block_sections() {
+        let c = parse(
+            r#"
+[defaults.console]
+scrollback_bytes = 8192
+
+[defaults.block]
+image = "var/lib/mpss/mic{card}.img"
+
+[cards.mic1.block]
+image = "/srv/one.img"
+read_only = true
+serial = "disk-one"
+
+[cards.mic2.console]
+log = false
+"#,
+        )
+        .unwrap();
+        let zero = c.card(0);
+        assert_eq!(zero.console.scrollback_bytes, 8192);
+        assert!(zero.console.log);
+        assert_eq!(zero.block.image, Some(PathBuf::from("var/lib/mpss/mic0.img")));
+        assert!(!zero.block.read_only);
+        let one = c.card(1);
+        assert_eq!(one.block.image, Some(PathBuf::from("/srv/one.img")));
+        assert!(one.block.read_only);
+        assert_eq!(one.block.serial.as_deref(), Some("disk-one"));
+        assert_eq!(one.console.scrollback_bytes, 8192, "inherits [defaults.console]");
+        let two = c.card(2);
+        assert!(!two.console.log);
+        assert_eq!(two.block.image, Some(PathBuf::from("var/lib/mpss/mic2.img")));
+        assert_eq!(parse("").unwrap().card(0).block, BlockConfig::default());
+    }
+
+    #[test]
+    fn bad_console_and_block_values_are_named() {
+        let e = err("[defaults.block]\nimage = \"/srv/shared.img\"\n");
+        assert!(
+            e.starts_with("/etc/mpss/mpssd.toml:2: defaults.block.image: one image would back every card"),
+            "{e}"
+        );
+        let e = err("[cards.mic0.block]\nserial = \"an-overly-long-serial-number\"\n");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:2: cards.mic0.block.serial: must be at most 20 bytes, without NUL"
+        );
+        let e = err("[cards.mic3.console]\nscrollback_bytes = 10\n");
+        assert_eq!(
+            e,
+            "/etc/mpss/mpssd.toml:2: cards.mic3.console.scrollback_bytes: must be from 4096 to 67108864"
+        );
+        let e = err("[cards.mic0.block]\nimage = \"x\"\nwritable = true\n");
+        assert!(e.contains(":3: cards.mic0.block.writable: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_originals_conf_line() {
+        assert_eq!(
+            parse_virtblk_backend("# VIRTBLK_BACKEND=/no\nFOO=1\nVIRTBLK_BACKEND=/var/mpss/mic0.img\n"),
+            Some(PathBuf::from("/var/mpss/mic0.img"))
+        );
+        assert_eq!(parse_virtblk_backend("VIRTBLK_BACKEND\n"), None);
+        assert_eq!(parse_virtblk_backend("VIRTBLK_BACKEND=\n"), None);
+        assert_eq!(
+            parse_virtblk_backend("VIRTBLK_BACKEND = a.img \nVIRTBLK_BACKEND=b.img"),
+            Some(PathBuf::from("a.img"))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = libmic::MicRoot::new(dir.path());
+        assert_eq!(compat_block_image(&root, 3), None);
+        std::fs::create_dir_all(dir.path().join("etc/sysconfig/mic")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/sysconfig/mic/mpssd003.conf"),
+            "VIRTBLK_BACKEND=/img3\n",
+        )
+        .unwrap();
+        let (img, from) = compat_block_image(&root, 3).unwrap();
+        assert_eq!(img, PathBuf::from("/img3"));
+        assert!(from.ends_with("etc/sysconfig/mic/mpssd003.conf"));
     }
 
     #[test]

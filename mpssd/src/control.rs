@@ -18,6 +18,15 @@
 //!   subscriber that falls behind the bus is told how many it missed);
 //! - past `max_clients` a connection gets one `too_many_clients` frame,
 //!   written without waiting, and is closed.
+//!
+//! Console attachments (`console_attach`): a forwarder task per attached
+//! card sends the replay, then the card's output, into the connection's
+//! queue, waiting for room; while it waits the broker's broadcast runs on
+//! and what the client misses is reported as `lagged`. Input waits (at most
+//! `client_timeout`) for the card to take it, and meanwhile the connection
+//! reads nothing more from its client: back-pressure reaches the client's
+//! socket. When mpssd stops, each attachment gets `gone` before the
+//! `shutting_down` error.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -27,8 +36,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use mpssd_proto::{
-    ErrorBody, ErrorCode, EventKind, FrameError, LineDecoder, MAX_FRAME, ReloadResult, ReloadSource, Request,
-    Response, ServerFrame, decode_request, encode, unix_ms,
+    ConsoleEvent, EndReason, ErrorBody, ErrorCode, EventKind, FrameError, LineDecoder, MAX_FRAME,
+    ReloadResult, ReloadSource, Request, Response, ServerFrame, WindowSize, decode_request, encode, unix_ms,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::OwnedWriteHalf;
@@ -36,6 +45,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
 
+use crate::devices::block::device::SwapError;
+use crate::devices::console::{Broker, broker};
 use crate::shared::Shared;
 
 /// A connection that is not subscribed and sends nothing for this long is
@@ -138,10 +149,17 @@ impl Server {
                 refuse(&stream, &self.shared);
                 continue;
             };
+            let cred = stream
+                .peer_cred()
+                .ok()
+                .map(|c| (c.pid().and_then(|p| u32::try_from(p).ok()), c.uid()));
             let conn = Connection {
                 shared: Arc::clone(&self.shared),
                 shutdown: self.notify_shutdown.subscribe(),
                 _done: self.shutdown_complete.clone(),
+                cred,
+                attached: std::collections::BTreeMap::new(),
+                starting: Vec::new(),
             };
             self.shared.clients.fetch_add(1, Ordering::Relaxed);
             let shared = Arc::clone(&self.shared);
@@ -172,6 +190,31 @@ struct Connection {
     shared: Arc<Shared>,
     shutdown: broadcast::Receiver<()>,
     _done: mpsc::Sender<()>,
+    /// The peer's pid and uid (SO_PEERCRED).
+    cred: Option<(Option<u32>, u32)>,
+    /// Console attachments, by card.
+    attached: std::collections::BTreeMap<u32, Attached>,
+    /// Attachments granted by the last answer: their forwarders start once
+    /// the answer is queued (the replay follows the answer).
+    starting: Vec<(u32, broker::Attachment)>,
+}
+
+/// One console attachment of a connection.
+struct Attached {
+    id: u64,
+    broker: Arc<Broker>,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for (_, a) in std::mem::take(&mut self.attached) {
+            a.broker.detach(a.id);
+            if let Some(f) = a.forwarder {
+                f.abort();
+            }
+        }
+    }
 }
 
 /// Why a connection ends.
@@ -193,7 +236,8 @@ impl Connection {
         let mut idle_deadline = Instant::now() + IDLE_TIMEOUT;
         let mut frame_deadline: Option<Instant> = None;
         let end = loop {
-            let deadline = match (events.is_some(), frame_deadline) {
+            let streaming = events.is_some() || !self.attached.is_empty();
+            let deadline = match (streaming, frame_deadline) {
                 (_, Some(f)) => f,
                 (false, None) => idle_deadline,
                 (true, None) => Instant::now() + Duration::from_secs(3600),
@@ -201,6 +245,16 @@ impl Connection {
             let room = decoder.room().clamp(1, buf.len());
             tokio::select! {
                 _ = self.shutdown.recv() => {
+                    for (&card, a) in &mut self.attached {
+                        if let Some(f) = a.forwarder.take() {
+                            f.abort();
+                        }
+                        let _ = out.try_send(encode(&ServerFrame::console(card, ConsoleEvent::Ended {
+                            reason: EndReason::DaemonStopping,
+                            by: None,
+                            message: "mpssd is stopping".into(),
+                        })));
+                    }
                     break End::Error(ErrorBody::new(ErrorCode::ShuttingDown, "mpssd is stopping"));
                 }
                 // TIMEOUT: a partial frame must finish within client_timeout;
@@ -233,15 +287,19 @@ impl Connection {
                         Ok(n) => n,
                     };
                     decoder.push(&buf[..n]);
-                    match self.frames(&mut decoder, &out, &mut events).await {
-                        Ok(()) => {}
+                    let whole = match self.frames(&mut decoder, &out, &mut events).await {
+                        Ok(n) => n,
                         Err(end) => break end,
-                    }
+                    };
                     idle_deadline = Instant::now() + IDLE_TIMEOUT;
-                    frame_deadline = if decoder.has_partial() {
-                        frame_deadline.or(Some(Instant::now() + client_timeout))
-                    } else {
-                        None
+                    // A partial frame's bound runs from its first byte, or
+                    // from when the frames before it were answered (the
+                    // time spent answering them, e.g. waiting for a card
+                    // to take input, is not the client's).
+                    frame_deadline = match (decoder.has_partial(), whole) {
+                        (false, _) => None,
+                        (true, 0) => frame_deadline.or(Some(Instant::now() + client_timeout)),
+                        (true, _) => Some(Instant::now() + client_timeout),
                     };
                 }
             }
@@ -249,22 +307,29 @@ impl Connection {
         if let End::Error(e) = end {
             let _ = out.try_send(encode(&ServerFrame::error(None, e)));
         }
+        for (_, a) in std::mem::take(&mut self.attached) {
+            a.broker.detach(a.id);
+            if let Some(f) = a.forwarder {
+                f.abort();
+            }
+        }
         drop(out);
         // The writer ends once the queue is drained or a write times out.
         let _ = writer.await;
     }
 
-    /// Answers every whole frame in `decoder`.
+    /// Answers every whole frame in `decoder`; how many there were.
     async fn frames(
         &mut self,
         decoder: &mut LineDecoder,
         out: &mpsc::Sender<Vec<u8>>,
         events: &mut Option<broadcast::Receiver<mpssd_proto::Event>>,
-    ) -> Result<(), End> {
+    ) -> Result<usize, End> {
+        let mut whole = 0;
         loop {
             let line = match decoder.next_frame() {
                 Ok(Some(l)) => l,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(whole),
                 Err(FrameError::TooLarge { limit }) => {
                     return Err(End::Error(ErrorBody::new(
                         ErrorCode::FrameTooLarge,
@@ -272,6 +337,7 @@ impl Connection {
                     )));
                 }
             };
+            whole += 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -285,9 +351,23 @@ impl Connection {
                     }
                 }
             };
-            if out.try_send(encode(&answer)).is_err() {
-                // The client does not read its answers.
+            let limit = self.shared.config().daemon.client_timeout;
+            // TIMEOUT: daemon.client_timeout for room in the queue (a
+            // console forwarder may have filled it).
+            if !matches!(timeout(limit, out.send(encode(&answer))).await, Ok(Ok(()))) {
+                // The client does not read its answers (the writer gave up
+                // on it, or the queue stayed full).
                 return Err(End::Quiet);
+            }
+            for (card, att) in std::mem::take(&mut self.starting) {
+                if let Some(a) = self.attached.get_mut(&card) {
+                    let status = self.shared.cards().get(&card).map(|h| h.status.clone());
+                    a.forwarder = Some(tokio::spawn(att.forward(
+                        Arc::clone(&a.broker),
+                        out.clone(),
+                        status,
+                    )));
+                }
             }
         }
     }
@@ -334,21 +414,119 @@ impl Connection {
                     format!("{e}; the running configuration stays in force"),
                 )),
             },
-            Request::ConsoleAttach { card, .. } | Request::ConsoleDetach { card } => {
+            Request::ConsoleAttach {
+                card,
+                mode,
+                replay,
+                force,
+                client,
+                size,
+            } => {
                 card_known(card)?;
-                Err(ErrorBody::new(
-                    ErrorCode::NotAvailable,
-                    "this mpssd has no console backend yet",
-                ))
+                self.attach(card, mode, replay, force, client, size)
             }
-            Request::BlockSwap { card, .. } => {
+            Request::ConsoleInput { card, data } => {
+                let (id, b) = self.attachment(card)?;
+                let limit = self.shared.config().daemon.client_timeout;
+                let bytes = b.input(id, &data, limit).await?;
+                Ok(Response::ConsoleInput { card, bytes })
+            }
+            Request::ConsoleResize { card, cols, rows } => {
+                let (id, b) = self.attachment(card)?;
+                b.resize(id, WindowSize { cols, rows })?;
+                Ok(Response::ConsoleResized { card })
+            }
+            Request::ConsoleDetach { card } => {
+                self.attachment(card)?;
+                if let Some(a) = self.attached.remove(&card) {
+                    a.broker.detach(a.id);
+                    if let Some(f) = a.forwarder {
+                        f.abort();
+                    }
+                }
+                Ok(Response::ConsoleDetached { card })
+            }
+            Request::BlockSwap { card, path } => {
                 card_known(card)?;
-                Err(ErrorBody::new(
-                    ErrorCode::NotAvailable,
-                    "this mpssd has no block backend yet",
-                ))
+                let Some(block) = self.shared.cards()[&card].view.block() else {
+                    return Err(ErrorBody::new(
+                        ErrorCode::NotAvailable,
+                        format!("mic{card} has no disk backend"),
+                    ));
+                };
+                crate::devices::card::swap_block(
+                    &self.shared,
+                    card,
+                    block,
+                    path.map(std::path::PathBuf::from),
+                    "a control-socket request",
+                )
+                .await
+                .map(Response::BlockSwapped)
+                .map_err(|e| {
+                    let code = match e {
+                        SwapError::NoImage { .. } => ErrorCode::NotAvailable,
+                        _ => ErrorCode::DeviceError,
+                    };
+                    ErrorBody::new(code, libmic::error::report(&e))
+                })
             }
         }
+    }
+
+    /// The attachment of this connection to `card`'s console.
+    fn attachment(&self, card: u32) -> Result<(u64, Arc<Broker>), ErrorBody> {
+        self.attached
+            .get(&card)
+            .map(|a| (a.id, Arc::clone(&a.broker)))
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::NotAttached,
+                    format!("this connection is not attached to mic{card}'s console"),
+                )
+            })
+    }
+
+    fn attach(
+        &mut self,
+        card: u32,
+        mode: mpssd_proto::ConsoleMode,
+        replay: Option<mpssd_proto::Replay>,
+        force: bool,
+        client: Option<String>,
+        size: Option<WindowSize>,
+    ) -> Result<Response, ErrorBody> {
+        let Some(broker) = self.shared.cards()[&card].view.console() else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotAvailable,
+                format!("mic{card} has no console"),
+            ));
+        };
+        // Attaching again replaces this connection's attachment.
+        if let Some(old) = self.attached.remove(&card) {
+            old.broker.detach(old.id);
+            if let Some(f) = old.forwarder {
+                f.abort();
+            }
+        }
+        let att = broker.attach(broker::AttachRequest {
+            mode,
+            force,
+            replay,
+            who: broker::client_info(self.cred, client),
+            size,
+        })?;
+        let answer = att.answer.clone();
+        self.attached.insert(
+            card,
+            Attached {
+                id: att.id,
+                broker,
+                forwarder: None,
+            },
+        );
+        self.starting.push((card, att));
+        Ok(Response::ConsoleAttached(answer))
     }
 }
 

@@ -5,7 +5,7 @@
 //! endpoint, one supervisor per card. Once every supervisor has adopted its
 //! card: systemd `READY=1`. Then `STATUS=` on every supervisor change,
 //! `WATCHDOG=1` at half of `WatchdogSec` if set, reloads on SIGHUP and on
-//! file changes. SIGTERM or SIGINT: every connection is told, every
+//! file changes, disk images re-read on SIGUSR1. SIGTERM or SIGINT: every connection is told, every
 //! supervisor removes its card's devices (cards are left running, to be
 //! adopted by the next mpssd), exit 0.
 
@@ -24,7 +24,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::devices::{Backends, NoBackends};
+use crate::devices::Backends;
+use crate::devices::card::CardBackends;
 use crate::exit;
 use crate::sdnotify::{Notifier, watchdog_interval};
 use crate::shared::{CardHandle, Shared};
@@ -78,7 +79,7 @@ pub fn main(cli: &Cli) -> u8 {
         }
     };
     let code = rt.block_on(async {
-        match run(cli, root, config_path, config, Arc::new(NoBackends)).await {
+        match run(cli, root, config_path, config, Arc::new(CardBackends)).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 let code = e
@@ -231,6 +232,7 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
 
     wait_adopted(adopted).await;
     let status_line = status_line(&shared);
@@ -254,15 +256,7 @@ pub async fn run(
         })
     });
 
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                let _ = shared.reload(ReloadSource::Sighup).await;
-            }
-        }
-    }
+    until_stopped(&shared, &mut term, &mut int, &mut hup, &mut usr1).await;
 
     notifier.notify("STOPPING=1\nSTATUS=stopping");
     shared.emit(
@@ -286,6 +280,40 @@ pub async fn run(
     Ok(())
 }
 
+/// Reloads on SIGHUP, swaps disks on SIGUSR1, until SIGTERM or SIGINT.
+async fn until_stopped(
+    shared: &Arc<Shared>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    hup: &mut tokio::signal::unix::Signal,
+    usr1: &mut tokio::signal::unix::Signal,
+) {
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                let _ = shared.reload(ReloadSource::Sighup).await;
+            }
+            _ = usr1.recv() => swap_all_disks(shared),
+        }
+    }
+}
+
+/// SIGUSR1, as the original's: every card's disk is removed and added
+/// again on the image the configuration (or `mpssd%03d.conf`) names now.
+fn swap_all_disks(shared: &Arc<Shared>) {
+    log::info!(target: "mpssd", "SIGUSR1: re-reading every card's disk image");
+    for (&card, h) in shared.cards() {
+        if let Some(block) = h.view.block() {
+            let s = Arc::clone(shared);
+            tokio::spawn(async move {
+                let _ = crate::devices::card::swap_block(&s, card, block, None, "SIGUSR1").await;
+            });
+        }
+    }
+}
+
 type Started = (Vec<oneshot::Receiver<()>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// One supervisor per card; their handles go into `shared`.
@@ -299,7 +327,7 @@ fn start_supervisors(
     let mut adopted = Vec::new();
     let mut tasks = Vec::new();
     for card in cards {
-        let devices = backends.device_set(&card);
+        let devices = backends.device_set(&card, shared);
         let view = devices.view();
         let (tx, rx) = oneshot::channel();
         let (sup, status) = Supervisor::new(card.clone(), Arc::clone(shared), devices, stop.clone(), tx);

@@ -127,22 +127,12 @@ impl Supervisor {
         adopted: oneshot::Sender<()>,
     ) -> (Self, watch::Receiver<CardStatus>) {
         let id = card.id();
-        let (status, rx) = watch::channel(CardStatus {
-            card: id,
-            name: card.name().to_owned(),
-            state: None,
-            shutdown_status: None,
-            supervisor: S::Adopting,
-            since_ms: unix_ms(SystemTime::now()),
-            adopted: false,
-            boots: 0,
-            crashes: 0,
-            recent_crashes: 0,
-            next_boot_ms: None,
-            devices: Vec::new(),
-            last_crash: None,
-            last_error: None,
-        });
+        let (status, rx) = watch::channel(CardStatus::new(
+            id,
+            card.name().to_owned(),
+            S::Adopting,
+            unix_ms(SystemTime::now()),
+        ));
         let config = shared.config_rx();
         let sup = Self {
             card,
@@ -695,7 +685,7 @@ impl Supervisor {
         }
         self.devices_up = false;
         // TIMEOUT: REMOVE_TIMEOUT.
-        match tokio::time::timeout(REMOVE_TIMEOUT, self.devices.remove()).await {
+        match tokio::time::timeout(REMOVE_TIMEOUT, self.devices.remove(why)).await {
             Ok(names) => self.emit(EventKind::DevicesRemoved { devices: names }),
             Err(_) => self.error(format!(
                 "removing devices ({why}) took longer than {REMOVE_TIMEOUT:?}"

@@ -114,12 +114,18 @@ fn garbage_versions_and_unknown_requests() {
     assert_eq!(code(&c.line().unwrap()), "bad_request");
     let v = c.line().unwrap();
     assert_eq!((code(&v), v["id"].as_u64()), ("no_such_card", Some(7)));
-    // Requests the backends will serve are defined and refused in words.
-    c.send(b"{\"v\":1,\"id\":8,\"request\":\"console_attach\",\"card\":0,\"mode\":\"read_only\"}\n");
+    // What the card does not have is refused in words: no image is
+    // configured, so there is no disk to swap.
+    c.send(b"{\"v\":1,\"id\":9,\"request\":\"block_swap\",\"card\":0}\n");
     let v = c.line().unwrap();
     assert_eq!(code(&v), "not_available");
-    c.send(b"{\"v\":1,\"id\":9,\"request\":\"block_swap\",\"card\":0}\n");
-    assert_eq!(code(&c.line().unwrap()), "not_available");
+    assert_eq!(
+        v["error"]["message"],
+        "mic0 has no disk: neither the request, mpssd.toml nor mpssd000.conf names an image"
+    );
+    // Console requests of a connection that is not attached.
+    c.send(b"{\"v\":1,\"id\":8,\"request\":\"console_input\",\"card\":0,\"data\":\"eA==\"}\n");
+    assert_eq!(code(&c.line().unwrap()), "not_attached");
     // The same connection still works, and so does everyone else.
     c.send(b"\n{\"v\":1,\"id\":10,\"request\":\"status\"}\r\n");
     let v = c.line().unwrap();

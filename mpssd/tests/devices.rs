@@ -38,7 +38,7 @@ impl DeviceSet for Set {
         })
     }
 
-    fn remove(&mut self) -> BoxFuture<'_, Vec<String>> {
+    fn remove<'a>(&'a mut self, _why: &'a str) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async move {
             let card = self.1.as_ref().expect("remove after add");
             let state = card.state().map_or("?", libmic::MicState::as_str);

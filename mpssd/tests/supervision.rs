@@ -30,7 +30,11 @@ fn adopts_offline_and_online_cards() {
         (m1.supervisor, m1.state, m1.adopted),
         (S::Running, Some(MicState::Online), true)
     );
-    assert!(m0.devices.is_empty() && m1.devices.is_empty());
+    // A console and a network each (no image configured: no disk).
+    for m in [m0, m1] {
+        let kinds: Vec<&str> = m.devices.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(kinds, ["console", "net"], "{m:?}");
+    }
     // As the original: log_buf from System.map, the cmdline only where unset.
     let c0 = fleet.card(0);
     let map = libmic::SystemMap::parse(

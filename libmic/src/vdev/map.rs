@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
+use mic_core::abi::virtio::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, avail_entry};
 use mic_core::abi::{
     MIC_DP_SIZE, MIC_VIRTIO_RING_ALIGN, MicVringInfo, VRI_AVAIL_IDX, VRI_MAGIC, mic_align, vring_size,
 };
@@ -116,6 +117,11 @@ impl Mapping {
         true
     }
 
+    fn read_u32(&self, off: usize) -> Option<u32> {
+        let mut b = [0u8; 4];
+        self.read(off, &mut b).then(|| u32::from_le_bytes(b))
+    }
+
     fn read_u16(&self, off: usize) -> Option<u16> {
         if off % 2 != 0 || off.checked_add(2).is_none_or(|e| e > self.len) {
             let mut b = [0u8; 2];
@@ -137,6 +143,55 @@ impl Drop for Mapping {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// The shape of the chain the card made available next on a vring, read
+/// from the mapping: how many bytes the device reads (the card's out
+/// buffers, first) and writes (its in buffers, after).
+///
+/// It is a hint, not the chain COPY_DESC will move: the card can rewrite
+/// its descriptors until the driver fetches them. A caller sizes its
+/// copies by it and checks every copy moved what it asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainShape {
+    /// Bytes of the device-readable descriptors.
+    pub readable: u32,
+    /// Bytes of the device-writable descriptors.
+    pub writable: u32,
+    /// Descriptors in the chain.
+    pub descriptors: u16,
+}
+
+impl ChainShape {
+    /// Every byte of the chain.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        u64::from(self.readable) + u64::from(self.writable)
+    }
+}
+
+/// Why the next chain cannot be read: what the driver's COPY_DESC would
+/// refuse too (the card's fault), or no such vring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("no vring {0}")]
+    NoRing(usize),
+    #[error("the ring cannot be read")]
+    Unreadable,
+    #[error("head index {0} is beyond the ring")]
+    BadHead(u16),
+    #[error("next index {0} is beyond the ring")]
+    BadNext(u16),
+    #[error("the chain loops")]
+    Loop,
+    #[error("an indirect descriptor (the feature is not offered)")]
+    Indirect,
+    #[error("a descriptor of length 0")]
+    ZeroLength,
+    #[error("a device-readable descriptor after a device-writable one")]
+    ReadAfterWrite,
+    #[error("the chain is longer than 4 GiB")]
+    TooLong,
 }
 
 /// The read-only view of a device page and one device's rings.
@@ -238,6 +293,74 @@ impl RingMap {
             .then(|| u32::from_le_bytes(b))
     }
 
+    /// The shape of the chain COPY_DESC would fetch next on vring `vr`
+    /// (the one at the driver's `info.avail_idx`), walked with the
+    /// driver's rules: every index within the ring, no loop, no zero
+    /// length, readable before writable, no indirect tables (never
+    /// offered by mpssd). `Ok(None)`: nothing available.
+    ///
+    /// Valid only while no chain is held half-copied on the ring (the
+    /// driver moves `info.avail_idx` when it completes a chain).
+    pub fn peek_chain(&self, vr: usize) -> Result<Option<ChainShape>, ChainError> {
+        let &(at, num) = self.rings.get(vr).ok_or(ChainError::NoRing(vr))?;
+        if !self.pending(vr) {
+            return Ok(None);
+        }
+        let last = self.info_avail_idx(vr).ok_or(ChainError::Unreadable)?;
+        // `num` is a power of two (the driver refused the device otherwise).
+        let slot = last & num.wrapping_sub(1);
+        let avail = at + 16 * usize::from(num);
+        let head = self
+            .map
+            .read_u16(avail + avail_entry(slot))
+            .ok_or(ChainError::Unreadable)?;
+        if head >= num {
+            return Err(ChainError::BadHead(head));
+        }
+        let mut shape = ChainShape {
+            readable: 0,
+            writable: 0,
+            descriptors: 0,
+        };
+        let mut i = head;
+        loop {
+            if shape.descriptors >= num {
+                return Err(ChainError::Loop);
+            }
+            shape.descriptors += 1;
+            let d = at + 16 * usize::from(i);
+            let (len, flags, next) = (
+                self.map.read_u32(d + 8).ok_or(ChainError::Unreadable)?,
+                self.map.read_u16(d + 12).ok_or(ChainError::Unreadable)?,
+                self.map.read_u16(d + 14).ok_or(ChainError::Unreadable)?,
+            );
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainError::Indirect);
+            }
+            if len == 0 {
+                return Err(ChainError::ZeroLength);
+            }
+            if flags & VRING_DESC_F_WRITE != 0 {
+                shape.writable = shape.writable.checked_add(len).ok_or(ChainError::TooLong)?;
+            } else if shape.writable > 0 {
+                return Err(ChainError::ReadAfterWrite);
+            } else {
+                shape.readable = shape.readable.checked_add(len).ok_or(ChainError::TooLong)?;
+            }
+            shape
+                .readable
+                .checked_add(shape.writable)
+                .ok_or(ChainError::TooLong)?;
+            if flags & VRING_DESC_F_NEXT == 0 {
+                return Ok(Some(shape));
+            }
+            if next >= num {
+                return Err(ChainError::BadNext(next));
+            }
+            i = next;
+        }
+    }
+
     /// Whether the card made chains available that the driver has not
     /// consumed (what mpssd checks before COPY_DESC).
     #[must_use]
@@ -246,5 +369,104 @@ impl RingMap {
             (Some(a), Some(i)) => a != i,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::FileExt as _;
+
+    use super::*;
+
+    const NUM: u16 = 8;
+
+    /// A device page and one ring of [`NUM`] entries in a memfd, mapped as
+    /// the driver maps it; `descs` are (len, flags, next), `heads` the
+    /// avail entries from slot `consumed` on; `info.avail_idx` =
+    /// `consumed`.
+    fn ring(descs: &[Desc], heads: &[u16], consumed: u16) -> RingMap {
+        let fd = nix::sys::memfd::memfd_create("ringmap-test", nix::sys::memfd::MFdFlags::empty()).unwrap();
+        let file = std::fs::File::from(fd);
+        let len = RingMap::layout_len(&[NUM]);
+        file.set_len(len as u64).unwrap();
+        let at = MIC_DP_SIZE as u64;
+        for (i, &(l, flags, next)) in descs.iter().enumerate() {
+            let d = at + 16 * i as u64;
+            file.write_all_at(&l.to_le_bytes(), d + 8).unwrap();
+            file.write_all_at(&flags.to_le_bytes(), d + 12).unwrap();
+            file.write_all_at(&next.to_le_bytes(), d + 14).unwrap();
+        }
+        let avail = at + 16 * u64::from(NUM);
+        for (i, &h) in heads.iter().enumerate() {
+            let slot = consumed.wrapping_add(i as u16) & (NUM - 1);
+            file.write_all_at(&h.to_le_bytes(), avail + avail_entry(slot) as u64)
+                .unwrap();
+        }
+        let idx = consumed.wrapping_add(heads.len() as u16);
+        file.write_all_at(&idx.to_le_bytes(), avail + 2).unwrap();
+        let info = at + vring_size(NUM, MIC_VIRTIO_RING_ALIGN) as u64;
+        file.write_all_at(&consumed.to_le_bytes(), info + VRI_AVAIL_IDX as u64)
+            .unwrap();
+        let map = Mapping::whole(file.as_fd(), len).unwrap();
+        RingMap::new(map, &[NUM])
+    }
+
+    /// A descriptor: (len, flags, next).
+    type Desc = (u32, u16, u16);
+
+    const N: u16 = VRING_DESC_F_NEXT;
+    const W: u16 = VRING_DESC_F_WRITE;
+
+    #[test]
+    fn a_block_request_is_header_data_status() {
+        let r = ring(&[(16, N, 1), (4096, N | W, 2), (1, W, 0)], &[0], 0);
+        assert!(r.pending(0));
+        assert_eq!(
+            r.peek_chain(0),
+            Ok(Some(ChainShape {
+                readable: 16,
+                writable: 4097,
+                descriptors: 3
+            }))
+        );
+        assert_eq!(r.peek_chain(0).unwrap().unwrap().total(), 4113);
+        assert_eq!(r.peek_chain(1), Err(ChainError::NoRing(1)));
+    }
+
+    #[test]
+    fn nothing_available_is_none() {
+        let r = ring(&[(16, 0, 0)], &[], 5);
+        assert_eq!(r.peek_chain(0), Ok(None));
+    }
+
+    #[test]
+    fn the_head_is_taken_at_the_drivers_index_modulo_the_ring() {
+        // info.avail_idx = 9: slot 1 of the 8-entry ring holds head 2.
+        let fd_descs = [(16, 0, 0), (100, 0, 0), (7, W, 0)];
+        let r = ring(&fd_descs, &[2, 1], 9);
+        assert_eq!(r.peek_chain(0).unwrap().unwrap().writable, 7);
+        let r = ring(&fd_descs, &[1, 2], 9);
+        assert_eq!(r.peek_chain(0).unwrap().unwrap().readable, 100);
+        let r = ring(&fd_descs, &[2, 1], 65535);
+        assert_eq!(r.peek_chain(0).unwrap().unwrap().writable, 7, "u16 wrap");
+    }
+
+    #[test]
+    fn hostile_chains_are_refused() {
+        let cases: [(&[Desc], &[u16], ChainError); 7] = [
+            (&[(16, N, 0)], &[0], ChainError::Loop),
+            (&[(16, N, 1), (16, N, 0)], &[0], ChainError::Loop),
+            (&[(16, 0, 0)], &[8], ChainError::BadHead(8)),
+            (&[(16, N, 9)], &[0], ChainError::BadNext(9)),
+            (&[(0, 0, 0)], &[0], ChainError::ZeroLength),
+            (&[(1, W | N, 1), (1, 0, 0)], &[0], ChainError::ReadAfterWrite),
+            (&[(16, VRING_DESC_F_INDIRECT, 0)], &[0], ChainError::Indirect),
+        ];
+        for (descs, heads, want) in cases {
+            assert_eq!(ring(descs, heads, 0).peek_chain(0), Err(want), "{descs:?}");
+        }
+        let r = ring(&[(u32::MAX, N, 1), (1, W, 0)], &[0], 0);
+        assert_eq!(r.peek_chain(0), Err(ChainError::TooLong));
     }
 }

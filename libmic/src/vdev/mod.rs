@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use mic_core::abi::{MicDeviceDesc, MicVqconfig, desc_size};
 
-pub use map::RingMap;
+pub use map::{ChainError, ChainShape, RingMap};
 pub use shm::IoBuf;
 
 use crate::root::MicRoot;

@@ -11,8 +11,9 @@
 //! - client → daemon: [`ClientFrame`] (a [`Request`] and an optional `id`
 //!   the answer echoes);
 //! - daemon → client: [`ServerFrame`]: an answer ([`ServerBody::Ok`] with a
-//!   [`Response`], or [`ServerBody::Error`]) or an [`Event`] (only after
-//!   [`Request::Subscribe`]).
+//!   [`Response`], or [`ServerBody::Error`]), an [`Event`] (only after
+//!   [`Request::Subscribe`]), or a [`ConsoleFrame`] (only after
+//!   [`Request::ConsoleAttach`]).
 //!
 //! `mpssd/PROTOCOL.md` documents the protocol; `mpssd/schema/` has its JSON
 //! Schema, which the tests hold to the encoding of these types.
@@ -25,7 +26,9 @@ use std::fmt;
 use mic_core::abi::{MicState, MicStatus};
 use serde::{Deserialize, Serialize};
 
+mod bytes;
 mod framing;
+pub use bytes::{Base64Error, Bytes, decode_base64, encode_base64};
 pub use framing::{FrameError, LineDecoder};
 
 /// The protocol version this crate speaks.
@@ -75,17 +78,55 @@ pub enum Request {
     Subscribe,
     /// Re-reads the configuration file ([`Response::Reloaded`]).
     ReloadConfig,
-    /// Attaches this connection to a card's console.
-    ConsoleAttach { card: u32, mode: ConsoleMode },
-    /// Detaches from a card's console.
+    /// Attaches this connection to a card's console
+    /// ([`Response::ConsoleAttached`], then the scrollback as
+    /// [`ConsoleEvent::Output`] frames marked `replay`, then live output,
+    /// until [`Request::ConsoleDetach`], the connection closing, or
+    /// [`ConsoleEvent::Ended`]). One connection may attach to several
+    /// cards; attaching again to the same card replaces the attachment.
+    ConsoleAttach {
+        card: u32,
+        mode: ConsoleMode,
+        /// How much scrollback is replayed first (absent: all of it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay: Option<Replay>,
+        /// With `read_write`: take the console even if another client
+        /// holds it read-write (that client's attachment ends with
+        /// [`EndReason::TakenOver`]; the answer names it in `taken_from`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
+        /// Who this client is, shown to others in `console_busy` errors and
+        /// mode changes (e.g. `"micctl console"`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+        /// The client's window; with `read_write`, passed to the card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<WindowSize>,
+    },
+    /// Types `data` into an attached card's console (the connection must be
+    /// attached `read_write`): [`Response::ConsoleInput`] once the console
+    /// took it. A card that does not take input makes this wait, at most
+    /// `daemon.client_timeout`, then [`ErrorCode::ConsoleBusy`] says how
+    /// much was taken.
+    ConsoleInput { card: u32, data: Bytes },
+    /// The client's window changed (`read_write` only):
+    /// [`Response::ConsoleResized`].
+    ConsoleResize { card: u32, cols: u16, rows: u16 },
+    /// Detaches from a card's console ([`Response::ConsoleDetached`]); a
+    /// read-write attachment gives the console up.
     ConsoleDetach { card: u32 },
     /// Swaps a card's block backing file (`path`: the new file; `None`:
-    /// re-read it from the configuration).
+    /// re-read it from the configuration): [`Response::BlockSwapped`].
     BlockSwap {
         card: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` signature
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Request {
@@ -98,6 +139,8 @@ impl Request {
             Request::Subscribe => "subscribe",
             Request::ReloadConfig => "reload_config",
             Request::ConsoleAttach { .. } => "console_attach",
+            Request::ConsoleInput { .. } => "console_input",
+            Request::ConsoleResize { .. } => "console_resize",
             Request::ConsoleDetach { .. } => "console_detach",
             Request::BlockSwap { .. } => "block_swap",
         }
@@ -108,8 +151,68 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsoleMode {
+    /// Sees the output and types; one client at a time.
     ReadWrite,
+    /// Sees the output only.
     ReadOnly,
+}
+
+impl ConsoleMode {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConsoleMode::ReadWrite => "read_write",
+            ConsoleMode::ReadOnly => "read_only",
+        }
+    }
+}
+
+/// How much scrollback an attach replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replay {
+    /// The last `n` bytes (`{"bytes":4096}`; 0: none).
+    Bytes(u64),
+    /// The last `n` lines, as `tail -n` counts them: an unfinished last
+    /// line (a prompt) is one (`{"lines":50}`; 0: none).
+    Lines(u64),
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// A console client, as others are told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleClient {
+    /// The process on the other end of the socket (SO_PEERCRED), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// What the client called itself at attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unix time (ms) it attached in its current mode.
+    pub since_ms: u64,
+}
+
+impl fmt::Display for ConsoleClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n:?}")?,
+            None => f.write_str("a client")?,
+        }
+        match (self.pid, self.uid) {
+            (Some(p), Some(u)) => write!(f, " (pid {p}, uid {u})"),
+            (Some(p), None) => write!(f, " (pid {p})"),
+            (None, Some(u)) => write!(f, " (uid {u})"),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 // ---- daemon → client ------------------------------------------------------
@@ -154,6 +257,15 @@ impl ServerFrame {
             body: ServerBody::Event(event),
         }
     }
+
+    #[must_use]
+    pub fn console(card: u32, event: ConsoleEvent) -> Self {
+        Self {
+            v: VERSION,
+            id: None,
+            body: ServerBody::Console(ConsoleFrame { card, event }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +274,8 @@ pub enum ServerBody {
     Ok(Response),
     Error(ErrorBody),
     Event(Event),
+    /// Console output and notices, only for an attached connection.
+    Console(ConsoleFrame),
 }
 
 /// A successful answer.
@@ -173,7 +287,151 @@ pub enum Response {
     /// Events follow on this connection.
     Subscribed,
     Reloaded(ReloadResult),
+    ConsoleAttached(ConsoleAttached),
+    /// `bytes` of input were taken by the console.
+    ConsoleInput {
+        card: u32,
+        bytes: u64,
+    },
+    ConsoleResized {
+        card: u32,
+    },
+    ConsoleDetached {
+        card: u32,
+    },
+    BlockSwapped(BlockSwapped),
 }
+
+impl Response {
+    /// The `response` tag, for messages.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Status(_) => "status",
+            Response::Card(_) => "card",
+            Response::Subscribed => "subscribed",
+            Response::Reloaded(_) => "reloaded",
+            Response::ConsoleAttached(_) => "console_attached",
+            Response::ConsoleInput { .. } => "console_input",
+            Response::ConsoleResized { .. } => "console_resized",
+            Response::ConsoleDetached { .. } => "console_detached",
+            Response::BlockSwapped(_) => "block_swapped",
+        }
+    }
+}
+
+/// The answer to [`Request::ConsoleAttach`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleAttached {
+    pub card: u32,
+    /// The mode granted.
+    pub mode: ConsoleMode,
+    /// Scrollback bytes that follow as `replay` output.
+    pub replay_bytes: u64,
+    /// The card's console pty (`/dev/pts/N`; also linked at
+    /// `DIR/run/mpssd/micN/console`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<String>,
+    /// Whether the card's console device is up now (it goes down while the
+    /// card resets; the attachment stays).
+    pub device_up: bool,
+    /// Who else holds the console read-write (with `read_only`), if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<ConsoleClient>,
+    /// With a forced `read_write`: the client it was taken from (its
+    /// attachment ended with [`EndReason::TakenOver`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<ConsoleClient>,
+}
+
+/// The answer to [`Request::BlockSwap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSwapped {
+    pub card: u32,
+    /// The image now backing the card's disk (`None`: the configuration has
+    /// none, and the card has no disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub read_only: bool,
+    /// The disk's size in 512-byte sectors.
+    pub sectors: u64,
+    /// Whether the disk was added to the card now (`false`: the card's
+    /// devices are down, as during a reset; the new image is used when
+    /// they come back).
+    pub added: bool,
+}
+
+// ---- console frames --------------------------------------------------------
+
+/// A console frame: `{"v":1,"console":{"card":0,"kind":"output","data":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleFrame {
+    pub card: u32,
+    #[serde(flatten)]
+    pub event: ConsoleEvent,
+}
+
+/// What an attached client is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConsoleEvent {
+    /// What the card printed (`data`, base64; at most 16 KiB per frame);
+    /// `replay`: from the scrollback, before the live output.
+    Output {
+        data: Bytes,
+        #[serde(default, skip_serializing_if = "is_false")]
+        replay: bool,
+    },
+    /// The card's console device came up or went down (removed before a
+    /// reset, added after it: a reboot); the attachment stays.
+    Device { up: bool, reason: String },
+    /// This client fell behind the console and `missed` bytes of output
+    /// were dropped for it (the scrollback and the console log keep them).
+    Lagged { missed: u64 },
+    /// The attachment ended from mpssd's side; nothing more comes for this
+    /// card on this connection (attach again to follow it).
+    Ended {
+        reason: EndReason,
+        /// With `taken_over`: who took the console.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ConsoleClient>,
+        /// The reason in words.
+        message: String,
+    },
+}
+
+/// Why mpssd ended a console attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The card went down and mpssd is not booting it again (halted,
+    /// powered off, crash loop, failed reset or boot). A card that reboots
+    /// does not end attachments (they see `device` notices and the boot).
+    CardDown,
+    /// The card's console is gone from mpssd for good (its supervisor
+    /// ended without mpssd stopping). A console device that goes with a
+    /// reset does not end attachments.
+    ConsoleRemoved,
+    /// mpssd is stopping.
+    DaemonStopping,
+    /// Another client forced the console read-write (`by`).
+    TakenOver,
+}
+
+impl EndReason {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CardDown => "card_down",
+            EndReason::ConsoleRemoved => "console_removed",
+            EndReason::DaemonStopping => "daemon_stopping",
+            EndReason::TakenOver => "taken_over",
+        }
+    }
+}
+
+/// The most output bytes in one [`ConsoleEvent::Output`] frame.
+pub const CONSOLE_CHUNK: usize = 16 * 1024;
 
 /// The daemon and its cards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,13 +478,36 @@ pub struct CardStatus {
     /// Unix time (ms) of the next boot, while in `backoff`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_boot_ms: Option<u64>,
-    /// Devices served for this card (empty until backends exist).
+    /// The card's virtio devices (console, net, block) with their counters.
     pub devices: Vec<DeviceStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_crash: Option<CrashSummary>,
     /// The last thing that went wrong, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+impl CardStatus {
+    /// A card of which nothing is known yet but its supervisor's state.
+    #[must_use]
+    pub fn new(card: u32, name: String, supervisor: SupervisorState, since_ms: u64) -> Self {
+        Self {
+            card,
+            name,
+            state: None,
+            shutdown_status: None,
+            supervisor,
+            since_ms,
+            adopted: false,
+            boots: 0,
+            crashes: 0,
+            recent_crashes: 0,
+            next_boot_ms: None,
+            devices: Vec::new(),
+            last_crash: None,
+            last_error: None,
+        }
+    }
 }
 
 /// What the supervisor of one card is doing.
@@ -303,7 +584,10 @@ pub struct DeviceStatus {
     pub kind: String,
     /// What the backend is attached to (a pty, a TAP name, an image path).
     pub target: String,
-    /// `up`, `down`, `error`.
+    /// `down` (not added: the card's devices are down), `waiting` (added;
+    /// the card's driver has not taken it up), `up` (served), `gone` (the
+    /// card removed it), `error` (adding failed, or the card broke its
+    /// rings: `target` says why).
     pub state: String,
     /// Counters by name (`rx_bytes`, `tx_bytes`, `requests`, `errors`,
     /// `ring_full`, ...).
@@ -487,7 +771,8 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// No such card.
     NoSuchCard,
-    /// The request needs a backend this mpssd does not have (yet).
+    /// The request needs a backend the card does not have (no block image
+    /// configured, no console).
     NotAvailable,
     /// The configuration file was refused; the running one stays.
     InvalidConfig,
@@ -495,6 +780,17 @@ pub enum ErrorCode {
     TooManyClients,
     /// The daemon is stopping.
     ShuttingDown,
+    /// A console request on a card this connection is not attached to.
+    NotAttached,
+    /// Input or a resize from a `read_only` attachment.
+    ReadOnly,
+    /// Another client holds the console read-write (the message says
+    /// who); or the card did not take input within the bound (the message
+    /// says how much it took).
+    ConsoleBusy,
+    /// A backend could not do what was asked (the message says why; e.g.
+    /// the new block image cannot be opened, and the old one stays).
+    DeviceError,
     /// The client did not finish a frame or read its answers in time.
     Timeout,
     /// Anything else.

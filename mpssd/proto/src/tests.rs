@@ -47,6 +47,15 @@ fn card() -> CardStatus {
     }
 }
 
+fn holder() -> ConsoleClient {
+    ConsoleClient {
+        pid: Some(4242),
+        uid: Some(0),
+        name: Some("mictop".into()),
+        since_ms: 1_700_000_000_000,
+    }
+}
+
 fn requests() -> Vec<Request> {
     vec![
         Request::Status,
@@ -56,6 +65,39 @@ fn requests() -> Vec<Request> {
         Request::ConsoleAttach {
             card: 0,
             mode: ConsoleMode::ReadOnly,
+            replay: None,
+            force: false,
+            client: None,
+            size: None,
+        },
+        Request::ConsoleAttach {
+            card: 1,
+            mode: ConsoleMode::ReadWrite,
+            replay: Some(Replay::Bytes(0)),
+            force: true,
+            client: Some("micctl console".into()),
+            size: Some(WindowSize { cols: 132, rows: 43 }),
+        },
+        Request::ConsoleAttach {
+            card: 1,
+            mode: ConsoleMode::ReadOnly,
+            replay: Some(Replay::Lines(50)),
+            force: false,
+            client: None,
+            size: None,
+        },
+        Request::ConsoleInput {
+            card: 0,
+            data: Bytes(b"uname -a\r\x00\xff".to_vec()),
+        },
+        Request::ConsoleInput {
+            card: 0,
+            data: Bytes(Vec::new()),
+        },
+        Request::ConsoleResize {
+            card: 0,
+            cols: 80,
+            rows: 24,
         },
         Request::ConsoleDetach { card: 0 },
         Request::BlockSwap {
@@ -66,6 +108,7 @@ fn requests() -> Vec<Request> {
     ]
 }
 
+#[allow(clippy::too_many_lines)] // one list of every frame the daemon sends
 fn server_frames() -> Vec<ServerFrame> {
     let mut idle = card();
     idle.state = None;
@@ -162,6 +205,114 @@ fn server_frames() -> Vec<ServerFrame> {
             ErrorBody::new(ErrorCode::NotAvailable, "no console backend"),
         ),
         ServerFrame::error(None, ErrorBody::new(ErrorCode::TooManyClients, "full")),
+        ServerFrame::ok(
+            Some(5),
+            Response::ConsoleAttached(ConsoleAttached {
+                card: 0,
+                mode: ConsoleMode::ReadOnly,
+                replay_bytes: 1234,
+                pty: Some("/dev/pts/4".into()),
+                device_up: true,
+                writer: Some(holder()),
+                taken_from: None,
+            }),
+        ),
+        ServerFrame::ok(
+            None,
+            Response::ConsoleAttached(ConsoleAttached {
+                card: 1,
+                mode: ConsoleMode::ReadWrite,
+                replay_bytes: 0,
+                pty: None,
+                device_up: false,
+                writer: None,
+                taken_from: Some(holder()),
+            }),
+        ),
+        ServerFrame::ok(Some(6), Response::ConsoleInput { card: 0, bytes: 9 }),
+        ServerFrame::ok(Some(7), Response::ConsoleResized { card: 0 }),
+        ServerFrame::ok(Some(8), Response::ConsoleDetached { card: 0 }),
+        ServerFrame::ok(
+            Some(9),
+            Response::BlockSwapped(BlockSwapped {
+                card: 2,
+                path: Some("/var/lib/mic/mic2.img".into()),
+                read_only: true,
+                sectors: 2048,
+                added: true,
+            }),
+        ),
+        ServerFrame::ok(
+            Some(10),
+            Response::BlockSwapped(BlockSwapped {
+                card: 2,
+                path: None,
+                read_only: false,
+                sectors: 0,
+                added: false,
+            }),
+        ),
+        ServerFrame::error(
+            Some(11),
+            ErrorBody::new(ErrorCode::ConsoleBusy, "held by \"micctl\" (pid 7)"),
+        ),
+        ServerFrame::error(Some(12), ErrorBody::new(ErrorCode::NotAttached, "x")),
+        ServerFrame::error(Some(13), ErrorBody::new(ErrorCode::ReadOnly, "x")),
+        ServerFrame::error(Some(14), ErrorBody::new(ErrorCode::DeviceError, "x")),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Output {
+                data: Bytes(b"\x1b[0mroot@mic0:~# \xff".to_vec()),
+                replay: true,
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Output {
+                data: Bytes(b"x".to_vec()),
+                replay: false,
+            },
+        ),
+        ServerFrame::console(
+            1,
+            ConsoleEvent::Ended {
+                reason: EndReason::TakenOver,
+                by: Some(holder()),
+                message: "\"mictop\" (pid 4242, uid 0) took mic1's console read-write (forced)".into(),
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Device {
+                up: false,
+                reason: "the card is resetting".into(),
+            },
+        ),
+        ServerFrame::console(0, ConsoleEvent::Lagged { missed: 4096 }),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Ended {
+                reason: EndReason::DaemonStopping,
+                by: None,
+                message: "mpssd is stopping".into(),
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Ended {
+                reason: EndReason::CardDown,
+                by: None,
+                message: "mic0 is down (idle)".into(),
+            },
+        ),
+        ServerFrame::console(
+            0,
+            ConsoleEvent::Ended {
+                reason: EndReason::ConsoleRemoved,
+                by: None,
+                message: "the card removed its console".into(),
+            },
+        ),
     ]);
     frames
 }
@@ -207,6 +358,93 @@ fn wire_shape_is_as_documented() {
 }
 
 #[test]
+fn console_frames_are_as_documented() {
+    let line = encode(&ServerFrame::console(
+        3,
+        ConsoleEvent::Output {
+            data: Bytes(b"hi\n".to_vec()),
+            replay: false,
+        },
+    ));
+    assert_eq!(
+        line,
+        b"{\"v\":1,\"console\":{\"card\":3,\"kind\":\"output\",\"data\":\"aGkK\"}}\n"
+    );
+    let req =
+        decode_request(br#"{"v":1,"id":1,"request":"console_input","card":3,"data":"bHMNCg=="}"#).unwrap();
+    assert_eq!(
+        req.request,
+        Request::ConsoleInput {
+            card: 3,
+            data: Bytes(b"ls\r\n".to_vec())
+        }
+    );
+    let req = decode_request(br#"{"v":1,"request":"console_attach","card":0,"mode":"read_write"}"#).unwrap();
+    assert_eq!(
+        req.request,
+        Request::ConsoleAttach {
+            card: 0,
+            mode: ConsoleMode::ReadWrite,
+            replay: None,
+            force: false,
+            client: None,
+            size: None
+        },
+        "version 1's first form still decodes"
+    );
+    let (_, e) =
+        decode_request(br#"{"v":1,"request":"console_input","card":0,"data":"not base64!"}"#).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest);
+    assert_eq!(holder().to_string(), "\"mictop\" (pid 4242, uid 0)");
+    let req = decode_request(
+        br#"{"v":1,"request":"console_attach","card":0,"mode":"read_only","replay":{"lines":20}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        req.request,
+        Request::ConsoleAttach {
+            replay: Some(Replay::Lines(20)),
+            ..
+        }
+    ));
+    let (_, e) = decode_request(
+        br#"{"v":1,"request":"console_attach","card":0,"mode":"read_only","replay":{"pages":2}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadRequest);
+    let line = encode(&ServerFrame::console(
+        0,
+        ConsoleEvent::Ended {
+            reason: EndReason::TakenOver,
+            by: None,
+            message: "m".into(),
+        },
+    ));
+    assert_eq!(
+        line,
+        b"{\"v\":1,\"console\":{\"card\":0,\"kind\":\"ended\",\"reason\":\"taken_over\",\"message\":\"m\"}}\n"
+    );
+    for r in [
+        EndReason::CardDown,
+        EndReason::ConsoleRemoved,
+        EndReason::DaemonStopping,
+        EndReason::TakenOver,
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+    }
+}
+
+#[test]
+fn response_names_match_serde() {
+    for f in server_frames() {
+        if let ServerBody::Ok(r) = &f.body {
+            let v = serde_json::to_value(r).unwrap();
+            assert_eq!(v["response"], r.name());
+        }
+    }
+}
+
+#[test]
 fn the_schema_is_not_vacuous() {
     for bad in [
         r#"{"v":2,"request":"status"}"#,
@@ -216,6 +454,10 @@ fn the_schema_is_not_vacuous() {
         r#"{"v":1,"ok":{"response":"card","card":0}}"#,
         r#"{"v":1,"event":{"ts_ms":1,"kind":"card_state","from":null,"to":"banana"}}"#,
         r#"{"v":1,"error":{"code":"nope","message":""}}"#,
+        r#"{"v":1,"request":"console_input","card":0,"data":"a!=="}"#,
+        r#"{"v":1,"request":"console_attach","card":0,"mode":"read_write","force":"yes"}"#,
+        r#"{"v":1,"console":{"card":0,"kind":"output"}}"#,
+        r#"{"v":1,"console":{"card":0,"kind":"mode","mode":"owner","reason":""}}"#,
     ] {
         let v: serde_json::Value = serde_json::from_str(bad).unwrap();
         assert!(!schema().is_valid(&v), "accepted {bad}");

@@ -1,12 +1,19 @@
 //! The harness: an in-process micemu fleet, mpssd as a real process, its
 //! control socket, its systemd notifications and its log.
 //!
+//! mpssd runs in a network namespace of the test's own ([`own_netns`],
+//! entered by the test's thread before it starts anything, so mpssd,
+//! `curl` and `prometheus` share it and its loopback): the TAPs mpssd's
+//! net devices make live and die there, never in the host's namespace.
+//!
 //! No sleeps as synchronisation: mpssd is ready when it sends READY=1 on
 //! the notification socket the test made; everything after that is waited
 //! for on the event stream, on libmic's state waits, or (the card log and
 //! the log lines) re-read until a deadline.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod console;
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -47,6 +54,10 @@ impl Fleet {
 
     pub fn root(&self) -> &Path {
         self.inst.root()
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.inst
     }
 
     pub fn card(&self, id: u32) -> Card {
@@ -107,6 +118,26 @@ pub struct Spawned {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+thread_local! {
+    static NETNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Moves the calling thread (once) into a new network namespace with its
+/// loopback up: what it starts afterwards lives there (`unshare -n`).
+pub fn own_netns() {
+    if NETNS.with(std::cell::Cell::get) {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare(CLONE_NEWNET) (tests run as root)");
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip (iproute2; .ci/run installs it)");
+    assert!(st.success(), "ip link set lo up: {st}");
+    NETNS.with(|n| n.set(true));
+}
+
 /// Starts mpssd for `root` with `args`, its stderr captured line by line,
 /// `NOTIFY_SOCKET` pointing at a socket of the test's.
 pub fn spawn(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
@@ -114,6 +145,7 @@ pub fn spawn(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
     let sock = notify_dir.path().join("notify");
     let notify = UnixDatagram::bind(&sock).unwrap();
     notify.set_read_timeout(Some(HANG)).unwrap();
+    own_netns();
     let mut cmd = Command::new(BIN);
     cmd.arg("--root")
         .arg(root)

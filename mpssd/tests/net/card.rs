@@ -1,4 +1,5 @@
-//! A card's virtio-net driver played by the test (or the benchmark) on
+//! A card's virtio-net driver (or any two-queue device's: the console's
+//! too) played by the test (or the benchmark) on
 //! micemu's emulated card hardware, with the driver core's card half: it
 //! finds mpssd's net device in the device page, negotiates, re-homes the
 //! used rings, goes DRIVER_OK, and then posts receive buffers and
@@ -54,19 +55,23 @@ impl<'a> Card<'a> {
     /// `card` of `inst`, taking the `wanted` features it offers; returns
     /// once DRIVER_OK is written.
     pub fn up(inst: &'a Instance, card: u32, wanted: u32) -> Card<'a> {
+        Self::up_device(inst, card, id::NET, wanted)
+    }
+
+    /// The same for the first device of type `ty` (queue 0 the card's
+    /// receive queue, queue 1 its transmit queue, as net and console).
+    pub fn up_device(inst: &'a Instance, card: u32, ty: i8, wanted: u32) -> Card<'a> {
         let hw = inst.emulator().card_hw(card).unwrap();
         let dev = CardDevice::init(&hw.mmio, &hw.phys).unwrap();
         let start = Instant::now();
         let loc = loop {
-            let found = walk_mem(&hw.phys, dev.dp())
-                .flatten()
-                .find(|l| l.desc.ty == id::NET);
+            let found = walk_mem(&hw.phys, dev.dp()).flatten().find(|l| l.desc.ty == ty);
             if let Some(l) = found {
                 break l;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "no net device in the page"
+                "no device of type {ty} in the page"
             );
             std::thread::yield_now();
         };

@@ -310,6 +310,12 @@ impl CardVdev {
         })
     }
 
+    /// Whether the config change pending was acknowledged already (the
+    /// host clears `guest_ack` before it asks for each change).
+    pub fn config_acked(&self, mem: &impl Memory) -> Result<bool, MemError> {
+        Ok(mem.read_u8(self.ctrl(CTRL_GUEST_ACK))? != 0)
+    }
+
     /// Acknowledges a config change (`guest_ack = 1`).
     pub fn ack_config(&self, mem: &impl Memory) -> Result<(), MemError> {
         mem.write_u8(self.ctrl(CTRL_GUEST_ACK), 1)

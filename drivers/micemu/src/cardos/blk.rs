@@ -187,6 +187,36 @@ enum Work {
         whole: bool,
     },
     Bench,
+    /// `blk fill`: writes issued from `next`, `written` sectors completed,
+    /// then a flush.
+    Fill {
+        seed: u64,
+        written: u64,
+        flushing: bool,
+    },
+}
+
+/// The 8 bytes `blk fill SEED` writes at byte offset `off` (a multiply
+/// per word: the card's cost stays out of the throughput it measures).
+#[must_use]
+pub fn fill_word(seed: u64, off: u64) -> [u8; 8] {
+    ((off / 8) ^ seed)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .to_le_bytes()
+}
+
+/// `len` bytes of `blk fill SEED`'s pattern from byte `off` (a multiple
+/// of 8).
+#[must_use]
+pub fn fill_pattern(seed: u64, off: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    let mut o = off;
+    while v.len() < len {
+        v.extend_from_slice(&fill_word(seed, o));
+        o += 8;
+    }
+    v.truncate(len);
+    v
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +476,22 @@ impl Blk {
                     .saturating_mul((1 << 20) / SECTOR);
                 (Work::Bench, 0, want.min(self.capacity))
             }
+            BlkOp::Fill { seed, sectors } => {
+                if self.read_only() {
+                    return Err(format!("{} is read-only", self.name));
+                }
+                let n = sectors.unwrap_or(self.capacity);
+                end_of(0, n).filter(|&e| e > 0).ok_or_else(|| self.beyond())?;
+                (
+                    Work::Fill {
+                        seed,
+                        written: 0,
+                        flushing: false,
+                    },
+                    0,
+                    n,
+                )
+            }
         };
         self.gens += 1;
         Ok(Some(Job {
@@ -511,6 +557,20 @@ impl Blk {
                 }
                 WriteStage::Writing | WriteStage::Flushing => {}
             },
+            Work::Fill { seed, flushing, .. } => {
+                let chunk = u64::from(self.chunk) / SECTOR;
+                let busy = self.slots.iter().filter(|s| s.busy).count();
+                for _ in busy..SLOTS {
+                    if *flushing || job.next >= job.end {
+                        break;
+                    }
+                    let n = chunk.min(job.end - job.next);
+                    let len = (n * SECTOR) as usize;
+                    let data = fill_pattern(*seed, job.next * SECTOR, len);
+                    issue.push((Kind::Write, job.next, len as u32, Some(data)));
+                    job.next += n;
+                }
+            }
             Work::Read | Work::Sha256 { .. } | Work::Bench => {
                 if job.next >= job.end && job.consumed >= job.end {
                     self.finish(io);
@@ -616,6 +676,25 @@ impl Blk {
             return Ok(());
         }
         match (kind, &mut job.work) {
+            (
+                Kind::Write,
+                Work::Fill {
+                    written, flushing, ..
+                },
+            ) => {
+                *written += u64::from(s.len) / SECTOR;
+                if *written >= job.end {
+                    if flush {
+                        *flushing = true;
+                        let generation = job.generation;
+                        if let Some(slot) = self.free_slot() {
+                            self.submit(io, slot, Kind::Flush, 0, 0, generation)?;
+                        }
+                    } else {
+                        self.finish(io);
+                    }
+                }
+            }
             (Kind::Write, Work::Write { stage, .. }) if flush => {
                 *stage = WriteStage::Flushing;
                 let generation = job.generation;
@@ -660,7 +739,7 @@ impl Blk {
                         .read(self.data.at(slot as u64 * u64::from(SLOT_DATA)), &mut buf)?;
                     hasher.update(&buf);
                 }
-                Work::Bench | Work::Write { .. } => {}
+                Work::Bench | Work::Write { .. } | Work::Fill { .. } => {}
             }
         }
         let done = self.job.as_ref().is_some_and(|j| j.consumed >= j.end);
@@ -695,17 +774,20 @@ impl Blk {
                     format!("{hex}  /dev/{} (first {} sectors)\n", self.name, job.end)
                 }
             }
-            Work::Bench => {
+            Work::Bench | Work::Fill { .. } => {
                 let bytes = job.end * SECTOR;
                 let secs = elapsed.as_secs_f64().max(1e-9);
+                let fill = matches!(job.work, Work::Fill { .. });
                 format!(
-                    "{}: read {} in {:.1} ms: {:.1} MiB/s, {} requests of up to {} KiB, {SLOTS} in flight\n",
+                    "{}: {} {} in {:.1} ms: {:.1} MiB/s, {} requests of up to {} KiB, {SLOTS} in flight{}\n",
                     self.name,
+                    if fill { "wrote" } else { "read" },
                     shell::size_str(bytes, true),
                     secs * 1e3,
                     bytes as f64 / secs / f64::from(1 << 20),
                     job.requests,
-                    self.chunk >> 10
+                    self.chunk >> 10,
+                    if fill && self.has_flush() { ", flushed" } else { "" }
                 )
             }
         };

@@ -30,6 +30,14 @@ pub const TX_BUF: u32 = 512;
 /// Output held while the host does not drain the transmit queue.
 pub const HOLD: usize = 256 << 10;
 
+/// The features the card's driver takes when offered: the size, as
+/// Linux's virtio_console does (a config change then tells the tty its
+/// window).
+#[must_use]
+pub fn wanted_features() -> u32 {
+    feature(console_features::SIZE)
+}
+
 /// The shell's view of its console.
 #[derive(Debug, Default)]
 pub struct ShellState {

@@ -34,6 +34,10 @@ pub enum BlkOp {
     Sha256 { sectors: Option<u64> },
     /// Sequential read throughput over the first `mib` MiB.
     Bench { mib: Option<u64> },
+    /// A pattern of `seed` written over the first `sectors` sectors
+    /// (default: the whole disk) in sequential requests, then flushed:
+    /// sequential write throughput.
+    Fill { seed: u64, sectors: Option<u64> },
 }
 
 /// The most sectors `blk read` dumps.
@@ -120,6 +124,9 @@ Built-in commands:
   blk [vdX] sha256 [SECTORS]
                             checksum of the disk (or its first SECTORS)
   blk [vdX] bench [MIB]     sequential read throughput
+  blk [vdX] fill SEED [SECTORS]
+                            write a pattern of SEED over the disk (or its
+                            first SECTORS), flush: sequential write throughput
   poweroff, reboot, halt    shut the card down
   exit                      log out
 ";
@@ -466,13 +473,21 @@ fn blk_args<'a>(args: &[&'a str]) -> Result<(Option<&'a str>, BlkOp), String> {
         ["sha256", n] => BlkOp::Sha256 {
             sectors: Some(num(Some(n), "sectors")?),
         },
+        ["fill", seed] => BlkOp::Fill {
+            seed: num(Some(seed), "seed")?,
+            sectors: None,
+        },
+        ["fill", seed, n] => BlkOp::Fill {
+            seed: num(Some(seed), "seed")?,
+            sectors: Some(num(Some(n), "sectors")?).filter(|&s| s > 0),
+        },
         ["bench"] => BlkOp::Bench { mib: None },
         ["bench", n] => BlkOp::Bench {
             mib: Some(num(Some(n), "MiB")?).filter(|&m| m > 0),
         },
         _ => {
             return Err(
-                "usage: blk [vdX] info|read SECTOR [N]|write SECTOR TEXT|sha256 [SECTORS]|bench [MIB]"
+                "usage: blk [vdX] info|read SECTOR [N]|write SECTOR TEXT|sha256 [SECTORS]|bench [MIB]|fill SEED [SECTORS]"
                     .to_owned(),
             );
         }
@@ -754,6 +769,8 @@ mod tests {
             "blk sha256",
             "blk sha256 64",
             "blk bench 4",
+            "blk fill 7",
+            "blk vdb fill 9 128",
         ] {
             assert_eq!(run(line, &mut f), Reply::Running(String::new()), "{line}");
         }
@@ -772,7 +789,27 @@ mod tests {
                 (None, BlkOp::Sha256 { sectors: None }),
                 (None, BlkOp::Sha256 { sectors: Some(64) }),
                 (None, BlkOp::Bench { mib: Some(4) }),
+                (
+                    None,
+                    BlkOp::Fill {
+                        seed: 7,
+                        sectors: None
+                    }
+                ),
+                (
+                    Some("vdb".into()),
+                    BlkOp::Fill {
+                        seed: 9,
+                        sectors: Some(128)
+                    }
+                ),
             ]
+        );
+        assert_eq!(
+            out("blk fill", &mut f).lines().next(),
+            Some(
+                "blk: usage: blk [vdX] info|read SECTOR [N]|write SECTOR TEXT|sha256 [SECTORS]|bench [MIB]|fill SEED [SECTORS]"
+            )
         );
         assert_eq!(out("blk read 1 9", &mut f), "blk: read: count must be 1 to 8\n");
         assert_eq!(out("blk read x", &mut f), "blk: sector 'x' is not a number\n");

@@ -35,7 +35,7 @@ use mic_core::hw::{Memory, Mmio};
 
 use super::CardHw;
 use super::blk::{self, Blk};
-use super::console::Console;
+use super::console::{self, Console};
 use super::memmap::{Arena, PAGE, Region};
 use super::net::{self, Net};
 use super::tty::TtyEvent;
@@ -233,7 +233,7 @@ impl Kind {
 
     fn wanted(self) -> u32 {
         match self {
-            Kind::Console => 0,
+            Kind::Console => console::wanted_features(),
             Kind::Net => net::wanted_features(),
             Kind::Blk => blk::wanted_features(),
         }
@@ -355,8 +355,6 @@ struct Device {
     /// The driver's name index (hvcN, ethN, vdX).
     name_index: Option<u32>,
     mem: Vec<Region>,
-    /// A config change was acknowledged and the host has not cleared it.
-    change_acked: bool,
     /// Work left over from the last wake.
     more: bool,
     /// What fault injection made of the card's driver for this device.
@@ -572,7 +570,6 @@ impl Virtio {
             driver: None,
             name_index: None,
             mem: Vec::new(),
-            change_acked: false,
             more: false,
             hostile: Hostile::default(),
         };
@@ -716,7 +713,9 @@ impl Virtio {
             return;
         }
         match d.vdev.config_request(&hw.phys) {
-            Ok(Some(ConfigRequest::Changed)) if !d.change_acked => {
+            // Each change once: the host clears guest_ack before it asks
+            // again (two changes in a row are two changes).
+            Ok(Some(ConfigRequest::Changed)) if d.vdev.config_acked(&hw.phys) == Ok(false) => {
                 let tag = d.tag();
                 if let (Some(drv), State::Live) = (&mut d.driver, d.state) {
                     let mut io = Io::new(hw, &mut d.vdev, d.index, tag, &mut self.sink, now);
@@ -724,7 +723,6 @@ impl Virtio {
                     let _ = io.kick();
                 }
                 let _ = d.vdev.ack_config(&hw.phys);
-                d.change_acked = true;
             }
             Ok(Some(ConfigRequest::Remove)) => {
                 let already = matches!(
@@ -738,8 +736,7 @@ impl Virtio {
                     self.request_reset(hw, card, k, Then::Remove, now);
                 }
             }
-            Ok(None) => d.change_acked = false,
-            Ok(Some(ConfigRequest::Changed)) | Err(_) => {}
+            Ok(None | Some(ConfigRequest::Changed)) | Err(_) => {}
         }
     }
 

@@ -28,12 +28,15 @@ pub enum NetState {
 }
 
 impl NetState {
-    /// As `DeviceStatus.state` says it: `up`, `down` or `error`.
+    /// As `DeviceStatus.state` says it (the words every backend uses):
+    /// `down`, `waiting`, `up`, `gone` or `error`.
     #[must_use]
     pub fn summary(self) -> &'static str {
         match self {
+            NetState::Down => "down",
+            NetState::Waiting => "waiting",
             NetState::Up => "up",
-            NetState::Down | NetState::Waiting | NetState::Gone => "down",
+            NetState::Gone => "gone",
             NetState::Broken | NetState::Failed => "error",
         }
     }

@@ -11,7 +11,9 @@
 //!   TAP offloads from what the card negotiated;
 //! - [`worker`]: the device's own thread serving both rings (COPY_DESC
 //!   blocks, so never on the runtime's threads);
-//! - [`metrics`]: its counters.
+//! - [`metrics`]: its counters;
+//! - [`slot`]: the device as one of a card's slots (added and removed
+//!   with the card's devices).
 //!
 //! [`NetDevice::start`] makes the TAP, adds the device to the card and
 //! starts the thread; [`NetDevice::stop`] ends the thread and closes the
@@ -22,6 +24,7 @@
 pub mod hdr;
 pub mod metrics;
 pub mod netlink;
+pub mod slot;
 pub mod tap;
 mod worker;
 
@@ -36,6 +39,7 @@ use mpssd_proto::DeviceStatus;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 pub use metrics::{NetState, NetStats};
+pub use slot::NetSlot;
 
 use crate::config::CardConfig;
 

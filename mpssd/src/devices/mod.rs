@@ -1,4 +1,4 @@
-//! What the virtio backends (console, net, block) plug into.
+//! The virtio backends (console, net, block) and what they plug into.
 //!
 //! The supervisor owns one [`DeviceSet`] per card, made by the daemon's
 //! [`Backends`]. It calls [`DeviceSet::add`] when the card's devices should
@@ -8,7 +8,21 @@
 //! [`REMOVE_TIMEOUT`]). Counters and the console's last output are read
 //! through the [`DeviceView`] from any task, without the supervisor.
 //!
-//! Until the backends exist, [`NoBackends`] gives every card an empty set.
+//! mpssd's [`card::CardBackends`] gives each card a [`card::CardDevices`]:
+//! one [`Slot`] per kind of device, kept for the daemon's life and added
+//! and removed with the card's devices. Each backend is a module of its own
+//! in Firecracker's shape (device, event handling, metrics, errors):
+//! [`console`], [`block`], and `net` (its slot goes into
+//! [`card::CardBackends`]'s list, between the console and the disk). Their
+//! data paths share [`dataplane`]: a thread per device, `poll(2)`,
+//! wakers, counters.
+//!
+//! [`NoBackends`] gives every card an empty set (tests of the supervisor).
+
+pub mod block;
+pub mod card;
+pub mod console;
+pub mod dataplane;
 
 pub mod net;
 
@@ -33,6 +47,10 @@ pub const ADD_TIMEOUT: Duration = Duration::from_secs(15);
 /// the driver wait up to 10 s for the card's acknowledgement, per device.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// How long one device's data thread gets to stop and close its file (the
+/// driver's 10 s for the card's acknowledgement, and some).
+pub const STOP_ONE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A backend failure.
 #[derive(Debug, thiserror::Error)]
 #[error("{device}: {message}")]
@@ -40,6 +58,17 @@ pub struct DeviceError {
     /// `console`, `net`, `block`.
     pub device: String,
     pub message: String,
+}
+
+impl DeviceError {
+    /// `device`'s failure `e`, with its causes on one line.
+    #[must_use]
+    pub fn of(device: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            device: device.to_owned(),
+            message: libmic::error::report(e),
+        }
+    }
 }
 
 /// What a [`DeviceSet`] is given.
@@ -61,9 +90,10 @@ pub trait DeviceSet: Send {
     fn add<'a>(&'a mut self, ctx: &'a DeviceContext) -> BoxFuture<'a, Result<Vec<String>, DeviceError>>;
 
     /// Stops serving and closes every device (the driver removes them from
-    /// the card); returns the names removed. Must not fail: what cannot be
-    /// closed cleanly is dropped.
-    fn remove(&mut self) -> BoxFuture<'_, Vec<String>>;
+    /// the card); returns the names removed. `why` is told to attached
+    /// console clients. Must not fail: what cannot be closed cleanly is
+    /// dropped.
+    fn remove<'a>(&'a mut self, why: &'a str) -> BoxFuture<'a, Vec<String>>;
 
     /// A handle for reading counters and the console's output.
     fn view(&self) -> Arc<dyn DeviceView>;
@@ -76,11 +106,48 @@ pub trait DeviceView: Send + Sync {
 
     /// The console's last output, at most `max` bytes (`None`: no console).
     fn console_tail(&self, max: usize) -> Option<Vec<u8>>;
+
+    /// The card's console broker (attach, input), if it has a console.
+    fn console(&self) -> Option<Arc<console::Broker>> {
+        None
+    }
+
+    /// The card's disk slot (swaps), if the backends serve disks.
+    fn block(&self) -> Option<Arc<block::BlockSlot>> {
+        None
+    }
 }
 
-/// Makes each card's [`DeviceSet`].
+/// Makes each card's [`DeviceSet`] (called once per card at start, inside
+/// the runtime).
 pub trait Backends: Send + Sync {
-    fn device_set(&self, card: &Card) -> Box<dyn DeviceSet>;
+    fn device_set(&self, card: &Card, shared: &Arc<crate::shared::Shared>) -> Box<dyn DeviceSet>;
+}
+
+/// One kind of virtio device of one card, for the daemon's life: the
+/// card's [`card::CardDevices`] adds it at adoption and after every reset,
+/// and removes it before resets and when mpssd stops. Every method may
+/// block (they run on tokio's blocking pool, each bounded by the set).
+///
+/// A backend: opens `dev/micN` ([`libmic::vdev::VirtioFile`]), ADD_DEVICE,
+/// maps the rings, and serves them from a [`dataplane::DataThread`] of its
+/// own; `remove` stops that thread, which closes the file (the driver
+/// removes the device from the card).
+pub trait Slot: Send + Sync + std::fmt::Debug {
+    /// `console`, `net`, `block`: the device's name in events and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Adds the device and starts serving it; `Ok(false)`: the
+    /// configuration has none for this card. Adding what is already added
+    /// is `Ok(true)` and changes nothing.
+    fn add(&self, ctx: &DeviceContext) -> Result<bool, DeviceError>;
+
+    /// Stops serving and closes the file; returns whether there was a
+    /// device to remove.
+    fn remove(&self, why: &str) -> bool;
+
+    /// The device and its counters (`None`: the card has none).
+    fn status(&self) -> Option<DeviceStatus>;
 }
 
 /// No backends: every card has no devices.
@@ -88,7 +155,7 @@ pub trait Backends: Send + Sync {
 pub struct NoBackends;
 
 impl Backends for NoBackends {
-    fn device_set(&self, _: &Card) -> Box<dyn DeviceSet> {
+    fn device_set(&self, _: &Card, _: &Arc<crate::shared::Shared>) -> Box<dyn DeviceSet> {
         Box::new(NoDevices)
     }
 }
@@ -101,7 +168,7 @@ impl DeviceSet for NoDevices {
         Box::pin(async { Ok(Vec::new()) })
     }
 
-    fn remove(&mut self) -> BoxFuture<'_, Vec<String>> {
+    fn remove<'a>(&'a mut self, _: &'a str) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async { Vec::new() })
     }
 
