@@ -16,6 +16,10 @@
 //!
 //! `mpssd/PROTOCOL.md` documents the protocol; `mpssd/schema/` has its JSON
 //! Schema, which the tests hold to the encoding of these types.
+//!
+//! Besides the socket, the other thing mpssd leaves for clients to read:
+//! [`crash`], the layout of its crash forensics bundles; and [`timefmt`],
+//! the UTC timestamps their names and mpssd's timelines are written in.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +29,9 @@ use std::fmt;
 use mic_core::abi::{MicState, MicStatus};
 use serde::{Deserialize, Serialize};
 
+pub mod crash;
 mod framing;
+pub mod timefmt;
 pub use framing::{FrameError, LineDecoder};
 
 /// The protocol version this crate speaks.
@@ -650,7 +656,7 @@ mod opt_state {
     }
 }
 
-mod opt_status {
+pub(crate) mod opt_status {
     use super::MicStatus;
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
