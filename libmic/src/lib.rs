@@ -19,12 +19,15 @@
 //!   hung driver costs a bounded wait and an [`Error::NoAnswer`].
 //! - [`async_wait`] (feature `tokio`): [`AsyncStateWatcher`], waiting on
 //!   `state` from tokio with the fd registered for priority and error events.
-//! - [`mpssd`] (feature `mpssd`): the client of mpssd's control socket.
+//! - [`mpssd`] (feature `mpssd`): the client of mpssd's control socket;
+//!   [`crash`] (feature `mpssd`): mpssd's crash forensics bundles, read.
 
 #[cfg(feature = "tokio")]
 pub mod async_wait;
 pub mod attrs;
 pub mod card;
+#[cfg(feature = "mpssd")]
+pub mod crash;
 pub mod debugfs;
 pub mod error;
 pub mod io;
