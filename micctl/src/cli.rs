@@ -7,8 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use libmic::{BootMode, MicState};
 
-use crate::exit::EXIT_CODES_HELP;
-
 const CARDS_HELP: &str = "Cards to act on: mic0, 0, lists (mic0,2), ranges (4-7, mic4-mic7) or all; \
 several arguments add up. Default: every card";
 
@@ -24,7 +22,7 @@ reboot, wait), status, info and the card kernel log.\n\n\
 Every command takes --root DIR (or MIC_ROOT) to work on an emulated fleet served by micemu, and \
 --json for machine-readable output (one document with a schema_version; JSON Lines for streams). \
 The schema is micctl/schema/micctl.schema.json, documented in micctl/JSON.md.",
-    after_help = EXIT_CODES_HELP,
+    after_help = crate::exit::help(),
     propagate_version = true,
     max_term_width = 100
 )]

@@ -29,6 +29,12 @@ use crate::exit::Exit;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Something asked for that does not exist and is not a card (a crash
+/// bundle): exit code 11.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 /// What every command needs: the root, and how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
