@@ -124,7 +124,7 @@ impl Bundle {
             .iter()
             .filter_map(|&name| {
                 let m = fs::symlink_metadata(self.path.join(name)).ok()?;
-                m.is_file().then(|| FileInfo { name, bytes: m.len() })
+                m.is_file().then_some(FileInfo { name, bytes: m.len() })
             })
             .collect()
     }

@@ -120,8 +120,11 @@ pub struct Client {
     deadline: Option<Instant>,
     /// What the deadline was counted from, for the error.
     started: Instant,
-    /// The per-read bound of [`Client::set_timeout`], for the error.
+    /// The per-read bound of [`Client::set_timeout`].
     timeout: Option<Duration>,
+    /// The socket's timeouts were last set for a deadline (and must be
+    /// put back to `timeout` when there is none).
+    armed: bool,
 }
 
 impl MicRoot {
@@ -204,6 +207,7 @@ impl Client {
             deadline: None,
             started: Instant::now(),
             timeout: None,
+            armed: false,
         }
     }
 
@@ -226,8 +230,15 @@ impl Client {
 
     /// Before a read or write: the socket's timeout for it, the smaller of
     /// the per-call timeout and what is left of the deadline.
-    fn arm(&self) -> Result<()> {
-        let Some(d) = self.deadline else { return Ok(()) };
+    fn arm(&mut self) -> Result<()> {
+        let Some(d) = self.deadline else {
+            if std::mem::take(&mut self.armed) {
+                let t = self.timeout;
+                return self.set_timeout(t);
+            }
+            return Ok(());
+        };
+        self.armed = true;
         let left = d.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(self.no_answer());
@@ -441,6 +452,31 @@ mod tests {
         let e = status_until(&r, soon).unwrap_err();
         assert!(e.is_not_running(), "{e:?}");
         assert!(e.to_string().ends_with(" listening)"), "{e}");
+    }
+
+    /// A deadline lifted (the stream of `micctl events` after its bounded
+    /// start) no longer bounds the reads: an answer later than it was
+    /// still arrives.
+    #[test]
+    fn a_lifted_deadline_bounds_nothing() {
+        let (_d, r) = root();
+        let l = UnixListener::bind(r.mpssd_socket()).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // A slow daemon: the answer comes well after the first deadline.
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+                Some(1),
+                Response::Subscribed,
+            )))
+            .unwrap();
+        });
+        let mut c = Client::connect_until(&r, Instant::now() + Duration::from_millis(200)).unwrap();
+        c.send(Request::Subscribe).unwrap();
+        c.set_deadline(None);
+        let f = c.next_frame().unwrap();
+        assert_eq!(f.body, ServerBody::Ok(Response::Subscribed));
+        server.join().unwrap();
     }
 
     /// A listener that never reads (a stopped mpssd): the question ends at

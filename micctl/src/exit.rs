@@ -1,6 +1,7 @@
 //! The documented exit codes of `micctl`, and how errors and per-card
 //! outcomes map to them.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use libmic::crash::CrashError;
@@ -122,7 +123,7 @@ impl Exit {
 pub fn help() -> String {
     let mut s = String::from("Exit codes:");
     for e in Exit::ALL {
-        s.push_str(&format!("\n  {:<2} {}", e.code(), e.meaning()));
+        let _ = write!(s, "\n  {:<2} {}", e.code(), e.meaning());
     }
     s
 }
@@ -412,6 +413,32 @@ mod tests {
             let row = format!("\n| {} | {} |", e.code(), e.kind());
             assert!(json.contains(&row), "JSON.md has no row {row:?}");
         }
+    }
+
+    /// The schema's lists are the one table's: exit codes, error kinds
+    /// (every code but ok), and the event kinds of mpssd's protocol.
+    #[test]
+    fn the_schema_lists_every_code_and_kind() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/micctl.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let defs = &schema["$defs"];
+        let codes: Vec<u64> = Exit::ALL.iter().map(|e| u64::from(e.code())).collect();
+        assert_eq!(defs["exit_code"]["enum"], serde_json::json!(codes));
+        let kinds: Vec<&str> = Exit::ALL[1..].iter().map(|e| e.kind()).collect();
+        assert_eq!(
+            defs["error"]["properties"]["kind"]["enum"],
+            serde_json::json!(kinds)
+        );
+        assert_eq!(
+            defs["event_record"]["properties"]["kind"]["enum"],
+            serde_json::json!(mpssd_proto::EventKind::NAMES)
+        );
+        let states: Vec<&str> = mpssd_proto::SupervisorState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(defs["supervisor_state"]["enum"], serde_json::json!(states));
     }
 
     #[test]

@@ -267,7 +267,9 @@ fn supervisor_state_names_match_serde() {
 fn every_event_kind_is_named_and_described() {
     let mut seen = Vec::new();
     for frame in server_frames() {
-        let ServerBody::Event(e) = frame.body else { continue };
+        let ServerBody::Event(e) = frame.body else {
+            continue;
+        };
         let name = e.kind.name();
         assert!(EventKind::NAMES.contains(&name), "{name} not in NAMES");
         let wire = serde_json::to_value(&e).unwrap();

@@ -70,29 +70,29 @@ pub fn compact(t: SystemTime) -> String {
 /// anything else (another shape, a month 13, a 25th hour, a year before
 /// 1970).
 #[must_use]
-pub fn parse_compact(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+pub fn parse_compact(stamp: &str) -> Option<u64> {
+    let bytes = stamp.as_bytes();
+    if bytes.len() != 20 || bytes[8] != b'T' || bytes[15] != b'.' || bytes[19] != b'Z' {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = s.get(r)?;
+        let part = stamp.get(r)?;
         if !part.bytes().all(|c| c.is_ascii_digit()) {
             return None;
         }
         part.parse().ok()
     };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 59 {
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, min, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
         return None;
     }
-    let days = days_from_civil(i64::from(y), mo, d);
+    let days = days_from_civil(i64::from(year), month, day);
     // A day past the month's end (Feb 30) comes back as another date.
-    if civil(days) != (i64::from(y), mo, d) || days < 0 {
+    if civil(days) != (i64::from(year), month, day) || days < 0 {
         return None;
     }
-    let secs = days as u64 * 86_400 + u64::from(h) * 3600 + u64::from(mi) * 60 + u64::from(sec);
+    let secs = days as u64 * 86_400 + u64::from(hour) * 3600 + u64::from(min) * 60 + u64::from(sec);
     Some(secs * 1000 + u64::from(ms))
 }
 
