@@ -91,14 +91,16 @@ impl ClientError {
     }
 }
 
-/// `850ms`, `2s`, `2.5s`.
+/// `850ms`, `2s`, `2.5s` (to the nearest millisecond: a budget counted
+/// from a moment later than it was set reads as set).
 fn fmt_wait(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
+    let ms = (d.as_micros() + 500) / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
     } else {
-        format!("{:.1}s", d.as_secs_f64())
+        format!("{}.{}s", ms / 1000, ms % 1000 / 100)
     }
 }
 
@@ -118,7 +120,7 @@ pub struct Client {
     next_id: u64,
     /// Every read and write is over by then ([`Client::set_deadline`]).
     deadline: Option<Instant>,
-    /// What the deadline was counted from, for the error.
+    /// What the deadline was counted from: the error names the time given.
     started: Instant,
     /// The per-read bound of [`Client::set_timeout`].
     timeout: Option<Duration>,
@@ -154,13 +156,24 @@ impl Client {
         Self::connect_path_until(&root.mpssd_socket(), deadline)
     }
 
+    /// [`Client::connect_until`] with the deadline `limit` from now (a
+    /// [`ClientError::NoAnswer`] then names `limit` as the time it had).
+    pub fn connect_within(root: &MicRoot, limit: Duration) -> Result<Self> {
+        let now = Instant::now();
+        Self::connect_path_between(&root.mpssd_socket(), now, now + limit)
+    }
+
     /// [`Client::connect_until`] for the socket at `path`. A listen queue
     /// that is full (an mpssd that stopped accepting) is tried again until
     /// the deadline, then [`ClientError::NoAnswer`].
     pub fn connect_path_until(path: &Path, deadline: Instant) -> Result<Self> {
+        Self::connect_path_between(path, Instant::now(), deadline)
+    }
+
+    /// Connects, the time given counted from `started`.
+    fn connect_path_between(path: &Path, started: Instant, deadline: Instant) -> Result<Self> {
         use nix::errno::Errno;
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-        let started = Instant::now();
         let fail = |e: Errno| connect_error(path, io::Error::from_raw_os_error(e as i32));
         let addr = UnixAddr::new(path).map_err(fail)?;
         let fd = socket(
@@ -179,7 +192,7 @@ impl Client {
                     if now >= deadline {
                         return Err(ClientError::NoAnswer {
                             path: path.to_owned(),
-                            waited: now - started,
+                            waited: deadline.saturating_duration_since(started),
                         });
                     }
                     // TIMEOUT: the caller's deadline, checked above.
@@ -252,7 +265,10 @@ impl Client {
 
     fn no_answer(&self) -> ClientError {
         let waited = match (self.deadline, self.timeout) {
-            (Some(_), _) | (None, None) => self.started.elapsed(),
+            // What it was given, not what it took (the same, give or take
+            // the scheduler).
+            (Some(d), _) => d.saturating_duration_since(self.started),
+            (None, None) => self.started.elapsed(),
             (None, Some(t)) => t,
         };
         ClientError::NoAnswer {
@@ -365,6 +381,12 @@ fn connect_error(path: &Path, source: io::Error) -> ClientError {
 /// connection included) over by `deadline`.
 pub fn status_until(root: &MicRoot, deadline: Instant) -> Result<DaemonStatus> {
     let mut c = Client::connect_until(root, deadline)?;
+    c.status()
+}
+
+/// [`status_until`] `limit` from now.
+pub fn status_within(root: &MicRoot, limit: Duration) -> Result<DaemonStatus> {
+    let mut c = Client::connect_within(root, limit)?;
     c.status()
 }
 
@@ -489,7 +511,10 @@ mod tests {
         let e = status_until(&r, t + Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, ClientError::NoAnswer { .. }), "{e:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
-        assert!(e.to_string().starts_with("mpssd did not answer within "), "{e}");
+        assert!(
+            e.to_string().starts_with("mpssd did not answer within 300ms on "),
+            "{e}"
+        );
         // Fill the queue: connections pile up unaccepted until connect
         // itself has to wait; it gives up at the deadline too.
         let mut held = Vec::new();

@@ -91,8 +91,9 @@ pub enum Command {
 }
 
 const EVENTS_AFTER_HELP: &str = "\
-Lines are mpssd's own descriptions, with the UTC time of each event; --json gives JSON Lines
-(event records, then an end record). Daemon-wide events (configuration reloads, mpssd starting
+The first line (-- mpssd VERSION (pid N): mic0 running, ... --) says the stream is live: nothing
+after it is missed. Then one line per event in mpssd's own words, with its UTC time; --json gives
+JSON Lines (a start record, event records, an end record). Daemon-wide events (configuration reloads, mpssd starting
 and stopping) are shown whatever CARDS says. The stream ends with exit 10 when mpssd stops.";
 
 const CRASH_AFTER_HELP: &str = "\

@@ -42,15 +42,17 @@ pub struct Asking {
 }
 
 /// Asks the mpssd of `root` for its status on a thread of its own, to be
-/// answered by `deadline` (and within [`ANSWER_LIMIT`]).
+/// answered within [`ANSWER_LIMIT`] (or by `deadline`, if sooner).
 #[must_use]
 pub fn ask(root: &MicRoot, deadline: Instant) -> Asking {
-    // TIMEOUT: ANSWER_LIMIT, or the command's deadline if sooner.
-    let deadline = deadline.min(Instant::now() + ANSWER_LIMIT);
+    // TIMEOUT: ANSWER_LIMIT, or what is left of the command's deadline.
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .min(ANSWER_LIMIT);
     let r = root.clone();
     Asking {
         socket: root.mpssd_socket(),
-        job: std::thread::spawn(move || libmic::mpssd::status_until(&r, deadline)),
+        job: std::thread::spawn(move || libmic::mpssd::status_within(&r, limit)),
     }
 }
 
@@ -155,11 +157,14 @@ impl View {
                 Style::Bold.paint("mpssd", color),
                 e.to_string().trim_start_matches("mpssd is ")
             ),
-            View::Unreachable(e) => format!(
-                "{}: {}",
-                Style::Bold.paint("mpssd", color),
-                Style::Red.paint(&error_text(e), color)
-            ),
+            View::Unreachable(e) => {
+                let text = error_text(e);
+                format!(
+                    "{}: {}",
+                    Style::Bold.paint("mpssd", color),
+                    Style::Red.paint(text.strip_prefix("mpssd ").unwrap_or(&text), color)
+                )
+            }
         }
     }
 }
@@ -327,17 +332,17 @@ pub fn info_section(view: &View, id: u32, color: bool) -> String {
         }
         return out;
     };
-    let how = if c.adopted {
-        "adopted: running when mpssd started"
-    } else {
-        "since mpssd started"
-    };
     line(
         "supervisor",
         format!(
-            "{} for {} ({how})",
+            "{} for {}{}",
             supervisor_style(c.supervisor).paint(c.supervisor.as_str(), color),
-            output::human_duration(secs_since(c.since_ms))
+            output::human_duration(secs_since(c.since_ms)),
+            if c.adopted {
+                " (adopted: the card was up when mpssd started)"
+            } else {
+                ""
+            }
         ),
     );
     line(

@@ -3,10 +3,14 @@
 //! configuration reloads — as mpssd describes them, one line each with its
 //! UTC time (JSON Lines `event` records with `--json`).
 //!
-//! Connecting, the check of CARDS against the cards mpssd supervises and
-//! the subscription are bounded ([`crate::supervision::ANSWER_LIMIT`]); the
-//! stream itself waits as long as mpssd is quiet, unless `--duration` or
-//! `--timeout` ends it. It ends:
+//! The stream starts once it is live: subscribed first, then mpssd's status
+//! asked on a second connection (CARDS checked against the cards it
+//! supervises) and printed as the first line — `-- mpssd 0.1.0 (pid 42):
+//! mic0 running, mic1 idle --`, or a `start` record with `--json` — so
+//! nothing after that line is missed, and nothing before it is in it but
+//! what the status says. Those steps are bounded
+//! ([`crate::supervision::ANSWER_LIMIT`]); the stream itself waits as long
+//! as mpssd is quiet, unless `--duration` or `--timeout` ends it. It ends:
 //!
 //! - after `--count` events: exit 0;
 //! - at `--duration`: exit 0; at `--timeout` before `--count` events:
@@ -16,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use libmic::mpssd::{Client, ClientError, ErrorCode, Event, EventKind};
+use libmic::mpssd::{CardStatus, Client, ClientError, DaemonStatus, ErrorCode, Event, EventKind};
 use mpssd_proto::{DaemonStep, Severity, timefmt};
 use serde_json::{Value, json};
 
@@ -39,9 +43,9 @@ enum End {
 pub fn run(ctx: &Ctx, args: &EventsArgs) -> anyhow::Result<Exit> {
     let sel = Selection::parse(&args.cards.cards)?;
     let start = Instant::now();
-    // TIMEOUT: ANSWER_LIMIT for connecting, checking the cards, subscribing.
-    let mut client = Client::connect_until(&ctx.root, start + ANSWER_LIMIT)?;
-    let status = client.status()?;
+    // TIMEOUT: ANSWER_LIMIT for subscribing, and for the status after it.
+    let mut events = Client::connect_within(&ctx.root, ANSWER_LIMIT)?.subscribe()?;
+    let status = libmic::mpssd::status_within(&ctx.root, ANSWER_LIMIT)?;
     if !sel.is_all() {
         let known: Vec<u32> = status.cards.iter().map(|c| c.card).collect();
         if let Some(id) = sel.ids_outside(&known) {
@@ -52,7 +56,7 @@ pub fn run(ctx: &Ctx, args: &EventsArgs) -> anyhow::Result<Exit> {
             .into());
         }
     }
-    let mut events = client.subscribe()?;
+    print_start(ctx, &status, &sel)?;
     let until = args.duration.or(args.timeout).map(|d| start + d);
     events.set_deadline(until);
     let mut shown = 0u64;
@@ -94,6 +98,42 @@ pub fn run(ctx: &Ctx, args: &EventsArgs) -> anyhow::Result<Exit> {
         }
     };
     finish(ctx, end, shown)
+}
+
+/// The first line: mpssd and the cards followed, as they are now.
+fn print_start(ctx: &Ctx, status: &DaemonStatus, sel: &Selection) -> anyhow::Result<()> {
+    let cards: Vec<&CardStatus> = status.cards.iter().filter(|c| sel.contains(c.card)).collect();
+    if ctx.json {
+        output::print_json(&output::record(
+            "start",
+            json!({
+                "version": status.version,
+                "pid": status.pid,
+                "cards": cards.iter().map(|c| json!({
+                    "card": c.name,
+                    "supervisor": c.supervisor.as_str(),
+                    "since_ms": c.since_ms,
+                })).collect::<Vec<_>>(),
+            }),
+        ))?;
+        return Ok(());
+    }
+    let list: Vec<String> = cards
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.supervisor))
+        .collect();
+    let line = format!(
+        "-- mpssd {} (pid {}): {} --",
+        status.version,
+        status.pid,
+        if list.is_empty() {
+            "no cards".to_owned()
+        } else {
+            list.join(", ")
+        }
+    );
+    output::print_text(&format!("{}\n", Style::Dim.paint(&line, ctx.color)))?;
+    Ok(())
 }
 
 /// Whether the event is of the cards and kinds asked for (daemon-wide ones
