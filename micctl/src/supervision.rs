@@ -381,3 +381,91 @@ pub fn info_section(view: &View, id: u32, color: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpssd_proto::CrashSummary;
+
+    fn daemon() -> View {
+        let card = CardStatus {
+            card: 0,
+            name: "mic0".into(),
+            state: Some(libmic::MicState::Online),
+            shutdown_status: None,
+            supervisor: SupervisorState::Backoff,
+            since_ms: 0,
+            adopted: true,
+            boots: 2,
+            crashes: 1,
+            recent_crashes: 1,
+            next_boot_ms: Some(u64::MAX / 2),
+            devices: vec![
+                DeviceStatus {
+                    kind: "net".into(),
+                    target: "mic0 172.31.0.254/24".into(),
+                    state: "up".into(),
+                    counters: [("rx_bytes".to_owned(), 10), ("ring_full".to_owned(), 2)].into(),
+                },
+                DeviceStatus {
+                    kind: "console".into(),
+                    target: "/dev/pts/\x1b[7".into(),
+                    state: "down".into(),
+                    counters: Default::default(),
+                },
+            ],
+            last_crash: Some(CrashSummary {
+                ts_ms: 1_700_000_000_000,
+                bundle: Some("/r/var/lib/mpssd/crash/mic0-20231114T221320.000Z".into()),
+            }),
+            last_error: Some("reset timed out".into()),
+        };
+        View::Running(Box::new(DaemonStatus {
+            version: "0.1.0".into(),
+            protocol: 1,
+            pid: 7,
+            root: "/r".into(),
+            config_file: "/r/etc/mpss/mpssd.toml".into(),
+            config_loaded_ms: 0,
+            started_ms: 0,
+            clients: 1,
+            cards: vec![card],
+        }))
+    }
+
+    #[test]
+    fn devices_and_crashes_are_shown() {
+        let v = daemon();
+        let t = table(&v, &[0, 1], false);
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.starts_with("mic0  backoff"), "{t}");
+        assert!(
+            row.contains("  2      1        net:up console:down  2023-11-14T22:13:20.000Z /r/var/lib"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 2, "mic1 is not supervised: no row");
+        // Coloured, the device states are painted and the columns still line up.
+        let c = table(&v, &[0], true);
+        assert!(
+            c.contains("net:\x1b[32mup\x1b[0m console:\x1b[33mdown\x1b[0m"),
+            "{c:?}"
+        );
+        let s = info_section(&v, 0, false);
+        assert!(s.contains("  supervisor        backoff for "), "{s}");
+        assert!(s.contains("(adopted: the card was up when mpssd started)"), "{s}");
+        assert!(s.contains("  next boot         in "), "{s}");
+        assert!(s.contains("  last error        reset timed out\n"), "{s}");
+        assert!(
+            s.contains(
+                "  device net        up  mic0 172.31.0.254/24\n                    ring_full 2, rx_bytes 10\n"
+            ),
+            "{s}"
+        );
+        // A target is the backend's, but may carry what a card named: escaped.
+        assert!(s.contains("  device console    down  /dev/pts/\\x1b[7\n"), "{s}");
+        let j = card_json(v.card(0).unwrap());
+        assert_eq!(j["devices"][0]["counters"]["ring_full"], 2);
+        assert_eq!(j["last_crash"]["time"], "2023-11-14T22:13:20.000Z");
+        assert!(info_section(&v, 1, false).contains("mpssd does not supervise this card"));
+    }
+}
