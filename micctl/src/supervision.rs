@@ -411,7 +411,7 @@ mod tests {
                     kind: "console".into(),
                     target: "/dev/pts/\x1b[7".into(),
                     state: "down".into(),
-                    counters: Default::default(),
+                    counters: std::collections::BTreeMap::new(),
                 },
             ],
             last_crash: Some(CrashSummary {
@@ -435,37 +435,37 @@ mod tests {
 
     #[test]
     fn devices_and_crashes_are_shown() {
-        let v = daemon();
-        let t = table(&v, &[0, 1], false);
-        let row = t.lines().nth(1).unwrap();
-        assert!(row.starts_with("mic0  backoff"), "{t}");
+        let view = daemon();
+        let plain = table(&view, &[0, 1], false);
+        let row = plain.lines().nth(1).unwrap();
+        assert!(row.starts_with("mic0  backoff"), "{plain}");
         assert!(
             row.contains("  2      1        net:up console:down  2023-11-14T22:13:20.000Z /r/var/lib"),
-            "{t}"
+            "{plain}"
         );
-        assert_eq!(t.lines().count(), 2, "mic1 is not supervised: no row");
+        assert_eq!(plain.lines().count(), 2, "mic1 is not supervised: no row");
         // Coloured, the device states are painted and the columns still line up.
-        let c = table(&v, &[0], true);
+        let coloured = table(&view, &[0], true);
         assert!(
             c.contains("net:\x1b[32mup\x1b[0m console:\x1b[33mdown\x1b[0m"),
-            "{c:?}"
+            "{coloured:?}"
         );
-        let s = info_section(&v, 0, false);
-        assert!(s.contains("  supervisor        backoff for "), "{s}");
-        assert!(s.contains("(adopted: the card was up when mpssd started)"), "{s}");
-        assert!(s.contains("  next boot         in "), "{s}");
-        assert!(s.contains("  last error        reset timed out\n"), "{s}");
+        let section = info_section(&view, 0, false);
+        assert!(section.contains("  supervisor        backoff for "), "{section}");
+        assert!(section.contains("(adopted: the card was up when mpssd started)"), "{section}");
+        assert!(section.contains("  next boot         in "), "{section}");
+        assert!(section.contains("  last error        reset timed out\n"), "{section}");
         assert!(
             s.contains(
                 "  device net        up  mic0 172.31.0.254/24\n                    ring_full 2, rx_bytes 10\n"
             ),
-            "{s}"
+            "{section}"
         );
         // A target is the backend's, but may carry what a card named: escaped.
-        assert!(s.contains("  device console    down  /dev/pts/\\x1b[7\n"), "{s}");
-        let j = card_json(v.card(0).unwrap());
-        assert_eq!(j["devices"][0]["counters"]["ring_full"], 2);
-        assert_eq!(j["last_crash"]["time"], "2023-11-14T22:13:20.000Z");
-        assert!(info_section(&v, 1, false).contains("mpssd does not supervise this card"));
+        assert!(section.contains("  device console    down  /dev/pts/\\x1b[7\n"), "{section}");
+        let json = card_json(view.card(0).unwrap());
+        assert_eq!(json["devices"][0]["counters"]["ring_full"], 2);
+        assert_eq!(json["last_crash"]["time"], "2023-11-14T22:13:20.000Z");
+        assert!(info_section(&view, 1, false).contains("mpssd does not supervise this card"));
     }
 }
