@@ -447,7 +447,7 @@ mod tests {
         // Coloured, the device states are painted and the columns still line up.
         let coloured = table(&view, &[0], true);
         assert!(
-            c.contains("net:\x1b[32mup\x1b[0m console:\x1b[33mdown\x1b[0m"),
+            coloured.contains("net:\x1b[32mup\x1b[0m console:\x1b[33mdown\x1b[0m"),
             "{coloured:?}"
         );
         let section = info_section(&view, 0, false);
@@ -456,7 +456,7 @@ mod tests {
         assert!(section.contains("  next boot         in "), "{section}");
         assert!(section.contains("  last error        reset timed out\n"), "{section}");
         assert!(
-            s.contains(
+            section.contains(
                 "  device net        up  mic0 172.31.0.254/24\n                    ring_full 2, rx_bytes 10\n"
             ),
             "{section}"
