@@ -7,7 +7,8 @@
 //!   files of one card; [`CardInfo`] snapshots.
 //! - [`StateWatcher`], [`wait_any`], [`Card::wait_for`]: waiting on `state`
 //!   with `poll(POLLPRI|POLLERR)`.
-//! - [`debugfs`]: the `smpt` and `dp` dumps parsed ([`Card::smpt`], [`Card::dp`]).
+//! - [`debugfs`]: the `smpt`, `dp` and `vdev_info` dumps parsed ([`Card::smpt`],
+//!   [`Card::dp`], [`Card::vdev_info`]).
 //! - [`lifecycle`]: boot, shutdown, reset and the waits between them, as
 //!   operators mean them ([`Card::stop`], [`Card::reset_and_wait`]).
 //! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
@@ -44,7 +45,7 @@ pub mod wait;
 pub use async_wait::AsyncStateWatcher;
 pub use attrs::{Attr, DebugFile};
 pub use card::{Card, CardInfo};
-pub use debugfs::{DpSummary, SmptEntry, SmptSummary};
+pub use debugfs::{DpDevice, DpSummary, SmptEntry, SmptSummary, VdevInfo, VringInfo};
 pub use error::{Error, Result};
 pub use io::IoLimit;
 pub use lifecycle::{BootRequest, OS_UP_MARKER, Outcome, ResetEnd, StopStep, Stopped};

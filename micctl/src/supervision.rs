@@ -452,9 +452,15 @@ mod tests {
         );
         let section = info_section(&view, 0, false);
         assert!(section.contains("  supervisor        backoff for "), "{section}");
-        assert!(section.contains("(adopted: the card was up when mpssd started)"), "{section}");
+        assert!(
+            section.contains("(adopted: the card was up when mpssd started)"),
+            "{section}"
+        );
         assert!(section.contains("  next boot         in "), "{section}");
-        assert!(section.contains("  last error        reset timed out\n"), "{section}");
+        assert!(
+            section.contains("  last error        reset timed out\n"),
+            "{section}"
+        );
         assert!(
             section.contains(
                 "  device net        up  mic0 172.31.0.254/24\n                    ring_full 2, rx_bytes 10\n"
@@ -462,7 +468,10 @@ mod tests {
             "{section}"
         );
         // A target is the backend's, but may carry what a card named: escaped.
-        assert!(section.contains("  device console    down  /dev/pts/\\x1b[7\n"), "{section}");
+        assert!(
+            section.contains("  device console    down  /dev/pts/\\x1b[7\n"),
+            "{section}"
+        );
         let json = card_json(view.card(0).unwrap());
         assert_eq!(json["devices"][0]["counters"]["ring_full"], 2);
         assert_eq!(json["last_crash"]["time"], "2023-11-14T22:13:20.000Z");
