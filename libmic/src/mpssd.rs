@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use mpssd_proto::{
-    CardStatus, ClientFrame, DaemonStatus, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Request,
-    Response, ServerBody, ServerFrame, SupervisorState,
+    CardStatus, ClientFrame, CrashSummary, DaemonStatus, DeviceStatus, ErrorBody, ErrorCode, Event,
+    EventKind, ReloadResult, Request, Response, ServerBody, ServerFrame, SupervisorState,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 

@@ -518,13 +518,16 @@ impl App {
                 match &e.kind {
                     libmic::mpssd::EventKind::Crash { bundle, .. } => {
                         let name = format!("mic{id}");
-                        let whither = bundle
-                            .as_deref()
-                            .map_or_else(|| "no forensics bundle written".to_owned(), |b| format!("forensics: {b}"));
+                        let whither = bundle.as_deref().map_or_else(
+                            || "no forensics bundle written".to_owned(),
+                            |b| format!("forensics: {b}"),
+                        );
                         let time = mpssd_proto::timefmt::rfc3339_ms(e.ts_ms);
-                        self.dirty |= self
-                            .log
-                            .note(id, format!("── {name} crashed at {time}; {whither} ──"), self.config.scrollback);
+                        self.dirty |= self.log.note(
+                            id,
+                            format!("── {name} crashed at {time}; {whither} ──"),
+                            self.config.scrollback,
+                        );
                         if !self.consoles.typing() {
                             self.status = Some(format!("{name} crashed; {whither}"));
                             self.dirty = true;

@@ -703,7 +703,8 @@ async fn mpssd_status(root: MicRoot, tx: Tx) {
         }
         let r = root.clone();
         // TIMEOUT: MPSSD_LIMIT, inside status_within.
-        let Ok(answer) = tokio::task::spawn_blocking(move || libmic::mpssd::status_within(&r, MPSSD_LIMIT)).await
+        let Ok(answer) =
+            tokio::task::spawn_blocking(move || libmic::mpssd::status_within(&r, MPSSD_LIMIT)).await
         else {
             return;
         };
@@ -726,7 +727,8 @@ fn spawn_mpssd_events(root: MicRoot, tx: Tx) {
         .name("mpssd-events".into())
         .spawn(move || {
             while !tx.is_closed() {
-                let sub = libmic::mpssd::Client::connect_within(&root, MPSSD_LIMIT).and_then(|c| c.subscribe());
+                let sub = libmic::mpssd::Client::connect_within(&root, MPSSD_LIMIT)
+                    .and_then(libmic::mpssd::Client::subscribe);
                 if let Ok(mut events) = sub {
                     if events.set_timeout(Some(MPSSD_RETRY)).is_err() {
                         continue;

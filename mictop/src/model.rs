@@ -90,7 +90,10 @@ pub enum Mpssd {
     /// Not asked yet.
     #[default]
     Unknown,
-    Running { version: String, pid: u32 },
+    Running {
+        version: String,
+        pid: u32,
+    },
     /// No control socket, or nothing listening: in words.
     NotRunning(String),
     /// It did not answer in time, or failed: in words.
