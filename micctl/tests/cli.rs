@@ -11,7 +11,7 @@ mod common;
 
 use common::{
     BIN, Fleet, HANG, Run, command, lines_of, pretty, read_until, regex_escape, run_all, run_in, sigstop,
-    stop, validated,
+    stop, this_test, validated,
 };
 use libmic::MicState;
 use micemu::{Config, Fault, Instance, Timing};
@@ -461,14 +461,7 @@ impl FleetProcess {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "fleet_process_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = this_test("fleet_process_child")
             .env(FLEET_ROOT_ENV, &root)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use common::{Fleet, HANG, Run, lines_of, pretty, read_until, run_all, sigstop, validated};
+use common::{Fleet, HANG, Run, lines_of, pretty, read_until, run_all, sigstop, this_test, validated};
 use micemu::Fault;
 use serde_json::Value;
 
@@ -59,14 +59,7 @@ impl Mpssd {
         let sock = notify_dir.path().join("notify");
         let notify = UnixDatagram::bind(&sock).unwrap();
         notify.set_read_timeout(Some(HANG)).unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "mpssd_process_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = this_test("mpssd_process_child")
             .env(MPSSD_ROOT_ENV, root)
             .env("NOTIFY_SOCKET", &sock)
             .env_remove("MIC_ROOT")

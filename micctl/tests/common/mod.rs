@@ -255,3 +255,11 @@ pub fn sigstop(child: &Child) {
     let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WUNTRACED) };
     assert!(r == pid && libc::WIFSTOPPED(status), "the process did not stop");
 }
+
+/// This test binary run again to run only the (ignored) test `name`: the
+/// body of a child process (a fleet, an mpssd) a test starts.
+pub fn this_test(name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    c
+}
