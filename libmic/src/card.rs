@@ -409,6 +409,17 @@ impl Card {
         Ok(String::from_utf8_lossy(&self.read_debug(DebugFile::Dp)?).into_owned())
     }
 
+    /// The `vdev_info` dump as text (invalid UTF-8 replaced).
+    pub fn vdev_info_raw(&self) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.read_debug(DebugFile::VdevInfo)?).into_owned())
+    }
+
+    /// The `vdev_info` dump, parsed: the host driver's record of the card's
+    /// virtio devices and their rings.
+    pub fn vdev_info(&self) -> Result<Vec<crate::debugfs::VdevInfo>> {
+        Ok(crate::debugfs::parse_vdev_info(&self.vdev_info_raw()?))
+    }
+
     /// The `smpt` dump, parsed (escaped and bounded; see [`crate::debugfs`]).
     pub fn smpt(&self) -> Result<SmptSummary> {
         Ok(parse_smpt(&self.smpt_raw()?))

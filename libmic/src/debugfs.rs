@@ -1,4 +1,4 @@
-//! Parsers for the debugfs `smpt` and `dp` dumps of a card.
+//! Parsers for the debugfs `smpt`, `dp` and `vdev_info` dumps of a card.
 //!
 //! The dumps are text from the host driver, but what `dp` shows is written
 //! by the card: both are parsed leniently (a line that does not have the
@@ -47,8 +47,72 @@ pub struct DpSummary {
     pub bootparam: Vec<(String, String)>,
     /// The device descriptor lines (`Device type 1 num_vq 2 ...`).
     pub devices: Vec<String>,
+    /// The same descriptors, their numbers read (a line whose numbers do
+    /// not read is in `devices` only), with the feature words under them.
+    pub descs: Vec<DpDevice>,
     /// How many lines report a malformed descriptor.
     pub malformed: usize,
+}
+
+/// One device descriptor of the device page, as `dp` dumps it (written by
+/// the host, but its status and guest features by the card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DpDevice {
+    /// The virtio device type (1 net, 2 block, 3 console).
+    pub ty: i8,
+    pub num_vq: u8,
+    /// The virtio status byte the card's driver wrote.
+    pub status: u8,
+    /// The first 64 feature bits the host offers (little-endian bytes).
+    pub host_features: u64,
+    /// The first 64 the card's driver acknowledged.
+    pub guest_features: u64,
+}
+
+/// One device of debugfs `vdev_info` (the host driver's own record of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VdevInfo {
+    /// The virtio device type (1 net, 2 block, 3 console).
+    pub ty: i8,
+    /// `UP` (the card's driver set DRIVER_OK) or not.
+    pub up: bool,
+    /// Bytes copied to the card and from it.
+    pub bytes_to_card: u64,
+    pub bytes_from_card: u64,
+    pub doorbells: u64,
+    /// Resets the card asked for.
+    pub resets: u64,
+    pub status: u8,
+    /// Why its rings are refused until the card resets it (escaped).
+    pub broken: Option<String>,
+    pub vrings: Vec<VringInfo>,
+}
+
+/// One vring of a `vdev_info` device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VringInfo {
+    pub index: u32,
+    /// Descriptors in the ring.
+    pub num: u32,
+    /// The host's next avail slot and its next used slot.
+    pub last_avail: u16,
+    pub last_used: u16,
+    /// A chain fetched but not finished.
+    pub held: bool,
+    pub chains: u64,
+    pub completed: u64,
+    pub notifies: u64,
+    pub errors: u64,
+}
+
+impl VringInfo {
+    /// Chains the host took from the ring and has not given back: how
+    /// full the ring is on the host's side (the card's own avail index is
+    /// not in the dump).
+    #[must_use]
+    pub fn in_flight(&self) -> u16 {
+        self.last_avail.wrapping_sub(self.last_used)
+    }
 }
 
 impl DpSummary {
@@ -103,14 +167,45 @@ pub fn parse_smpt(text: &str) -> SmptSummary {
     s
 }
 
+/// The number after `key` in a `key value key value` line.
+fn value_of<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// A hexadecimal number with or without `0x`.
+fn hex<T: TryFrom<u64>>(s: &str) -> Option<T> {
+    let v = u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()?;
+    T::try_from(v).ok()
+}
+
+/// `  host features: 41 00 20 00` as a little-endian number (the first 8
+/// bytes).
+fn feature_bytes(rest: &str) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, b) in rest.split_whitespace().take(8).enumerate() {
+        v |= u64::from(u8::from_str_radix(b, 16).ok()?) << (8 * i);
+    }
+    Some(v)
+}
+
 /// Parses the `dp` dump: `Bootparam: key value` lines, `Device type ...`
-/// lines and `malformed descriptor: ...` lines; anything else is skipped,
+/// lines (with the `host features:` and `guest features:` lines under
+/// them) and `malformed descriptor: ...` lines; anything else is skipped,
 /// as is a `Bootparam:` line without a value.
 #[must_use]
 pub fn parse_dp(text: &str) -> DpSummary {
     let mut s = DpSummary::default();
+    // Whether the feature lines that follow are the last descriptor's.
+    let mut in_desc = false;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("Bootparam: ") {
+            in_desc = false;
             let Some((k, v)) = rest.trim().split_once(' ') else {
                 continue;
             };
@@ -118,14 +213,105 @@ pub fn parse_dp(text: &str) -> DpSummary {
                 s.bootparam.push((field(k), field(v.trim())));
             }
         } else if line.starts_with("Device type") {
+            in_desc = false;
             if s.devices.len() < MAX_ROWS {
                 s.devices.push(field(line));
+                let desc = (|| {
+                    Some(DpDevice {
+                        ty: value_of(line, "type")?,
+                        num_vq: value_of(line, "num_vq")?,
+                        status: hex(&value_of::<String>(line, "status")?)?,
+                        ..DpDevice::default()
+                    })
+                })();
+                if let Some(d) = desc {
+                    s.descs.push(d);
+                    in_desc = true;
+                }
+            }
+        } else if let (true, Some(rest)) = (in_desc, line.trim_start().strip_prefix("host features:")) {
+            if let (Some(d), Some(f)) = (s.descs.last_mut(), feature_bytes(rest)) {
+                d.host_features = f;
+            }
+        } else if let (true, Some(rest)) = (in_desc, line.trim_start().strip_prefix("guest features:")) {
+            if let (Some(d), Some(f)) = (s.descs.last_mut(), feature_bytes(rest)) {
+                d.guest_features = f;
             }
         } else if line.starts_with("malformed") {
+            in_desc = false;
             s.malformed = s.malformed.saturating_add(1);
         }
     }
     s
+}
+
+/// Parses debugfs `vdev_info`: a `VDEV type T (name) state UP|DOWN in N
+/// out N slot A c2h_db D doorbells N resets N status 0xS [BROKEN]` line per
+/// device, `  broken: why` under a broken one, and `  vring I: num N
+/// last_avail A last_used U held H used WHERE chains C completed C
+/// notifies N errors E` per ring. Lines that do not read are skipped; at
+/// most [`MAX_ROWS`] devices, each with at most [`MAX_ROWS`] rings.
+#[must_use]
+pub fn parse_vdev_info(text: &str) -> Vec<VdevInfo> {
+    let mut out: Vec<VdevInfo> = Vec::new();
+    // Whether the indented lines that follow are the last device's.
+    let mut in_dev = false;
+    for line in text.lines() {
+        if line.starts_with("VDEV ") {
+            in_dev = false;
+            if out.len() >= MAX_ROWS {
+                continue;
+            }
+            let dev = (|| {
+                Some(VdevInfo {
+                    ty: value_of(line, "type")?,
+                    up: value_of::<String>(line, "state")? == "UP",
+                    // `in` counts what went to the card, `out` what came
+                    // from it.
+                    bytes_to_card: value_of(line, "in")?,
+                    bytes_from_card: value_of(line, "out")?,
+                    doorbells: value_of(line, "doorbells")?,
+                    resets: value_of(line, "resets")?,
+                    status: hex(&value_of::<String>(line, "status")?)?,
+                    broken: None,
+                    vrings: Vec::new(),
+                })
+            })();
+            if let Some(d) = dev {
+                out.push(d);
+                in_dev = true;
+            }
+        } else if let (true, Some(rest)) = (in_dev, line.strip_prefix("  broken: ")) {
+            if let Some(d) = out.last_mut() {
+                d.broken = Some(field(rest));
+            }
+        } else if let (true, Some(rest)) = (in_dev, line.strip_prefix("  vring ")) {
+            let Some((index, rest)) = rest.split_once(':') else {
+                continue;
+            };
+            let ring = (|| {
+                Some(VringInfo {
+                    index: index.parse().ok()?,
+                    num: value_of(rest, "num")?,
+                    last_avail: value_of(rest, "last_avail")?,
+                    last_used: value_of(rest, "last_used")?,
+                    held: value_of::<u8>(rest, "held")? != 0,
+                    chains: value_of(rest, "chains")?,
+                    completed: value_of(rest, "completed")?,
+                    notifies: value_of(rest, "notifies")?,
+                    errors: value_of(rest, "errors")?,
+                })
+            })();
+            if let (Some(d), Some(r)) = (out.last_mut(), ring) {
+                if d.vrings.len() < MAX_ROWS {
+                    d.vrings.push(r);
+                }
+            }
+        } else {
+            in_dev = false;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -192,6 +378,73 @@ mod tests {
         assert_eq!(s.malformed, 1);
     }
 
+    /// What mic-core's `write_dump` and `write_info` write for a console.
+    #[test]
+    fn dp_features_and_vdev_info() {
+        let dp = "Bootparam: magic 0xc0ffee00\n\
+                  Device type 3 num_vq 2 feature_len 4 config_len 8 status 0x7 at offset 0x10\n\
+                  \x20 vqconfig[0]: address 0x80000 used_address 0x0 num 128\n\
+                  \x20 host features: 41 00 00 01\n\
+                  \x20 guest features: 01 00 00 00\n\
+                  \x20 config: 00 00 00 00 00 00 00 00\n\
+                  Device type 1 num_vq 2 feature_len 4 config_len 8 status 0x0 at offset 0x60\n\
+                  \x20 host features: zz\n";
+        let s = parse_dp(dp);
+        assert_eq!(
+            s.descs,
+            [
+                DpDevice {
+                    ty: 3,
+                    num_vq: 2,
+                    status: 7,
+                    host_features: 0x0100_0041,
+                    guest_features: 1,
+                },
+                DpDevice {
+                    ty: 1,
+                    num_vq: 2,
+                    ..DpDevice::default()
+                }
+            ]
+        );
+        let info = "VDEV type 3 (console) state UP in 12 out 345 slot 0x10 c2h_db 4 doorbells 9 resets 1 status 0x7\n\
+                    \x20 vring 0: num 128 last_avail 5 last_used 3 held 1 used card@0x90000 chains 5 completed 3 notifies 2 errors 0\n\
+                    \x20 vring 1: num 128 last_avail 65535 last_used 1 held 0 used host chains 7 completed 7 notifies 7 errors 1\n\
+                    VDEV type 1 (net) state DOWN in 0 out 0 slot 0x60 c2h_db 5 doorbells 0 resets 0 status 0x0 BROKEN\n\
+                    \x20 broken: descriptor \x1b[31mloop\n\
+                    \x20 vring x: garbage\n";
+        let v = parse_vdev_info(info);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            (
+                v[0].ty,
+                v[0].up,
+                v[0].bytes_to_card,
+                v[0].bytes_from_card,
+                v[0].doorbells,
+                v[0].resets
+            ),
+            (3, true, 12, 345, 9, 1)
+        );
+        assert_eq!(v[0].vrings.len(), 2);
+        assert_eq!((v[0].vrings[0].in_flight(), v[0].vrings[0].held), (2, true));
+        // Indices wrap.
+        assert_eq!(v[0].vrings[1].in_flight(), 65534);
+        assert_eq!(v[0].vrings[1].errors, 1);
+        assert!(!v[1].up);
+        assert_eq!(v[1].broken.as_deref(), Some("descriptor \\x1b[31mloop"));
+        assert!(v[1].vrings.is_empty());
+        assert_eq!(parse_vdev_info("VDEV type x\n  vring 0: num 1\n"), vec![]);
+        assert!(
+            parse_vdev_info(
+                &"VDEV type 3 (c) state UP in 0 out 0 slot 0 c2h_db 0 doorbells 0 resets 0 status 0x0\n"
+                    .repeat(1000)
+            )
+            .len()
+                <= MAX_ROWS
+        );
+    }
+
     #[test]
     fn dp_hostile() {
         assert_eq!(parse_dp("\u{1b}[2J garbage"), DpSummary::default());
@@ -217,6 +470,7 @@ mod tests {
             for e in &smpt.in_use {
                 prop_assert!(!e.dma_addr.chars().any(char::is_control));
             }
+            let _ = parse_vdev_info(&s);
             let dp = parse_dp(&s);
             for (k, v) in &dp.bootparam {
                 prop_assert!(!k.chars().any(char::is_control) && !v.chars().any(char::is_control));

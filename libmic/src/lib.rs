@@ -7,7 +7,8 @@
 //!   files of one card; [`CardInfo`] snapshots.
 //! - [`StateWatcher`], [`wait_any`], [`Card::wait_for`]: waiting on `state`
 //!   with `poll(POLLPRI|POLLERR)`.
-//! - [`debugfs`]: the `smpt` and `dp` dumps parsed ([`Card::smpt`], [`Card::dp`]).
+//! - [`debugfs`]: the `smpt`, `dp` and `vdev_info` dumps parsed ([`Card::smpt`],
+//!   [`Card::dp`], [`Card::vdev_info`]).
 //! - [`lifecycle`]: boot, shutdown, reset and the waits between them, as
 //!   operators mean them ([`Card::stop`], [`Card::reset_and_wait`]).
 //! - [`SystemMap`]: locating the card log buffer for `log_buf_addr`/`log_buf_len`.
@@ -19,12 +20,15 @@
 //!   hung driver costs a bounded wait and an [`Error::NoAnswer`].
 //! - [`async_wait`] (feature `tokio`): [`AsyncStateWatcher`], waiting on
 //!   `state` from tokio with the fd registered for priority and error events.
-//! - [`mpssd`] (feature `mpssd`): the client of mpssd's control socket.
+//! - [`mpssd`] (feature `mpssd`): the client of mpssd's control socket;
+//!   [`crash`] (feature `mpssd`): mpssd's crash forensics bundles, read.
 
 #[cfg(feature = "tokio")]
 pub mod async_wait;
 pub mod attrs;
 pub mod card;
+#[cfg(feature = "mpssd")]
+pub mod crash;
 pub mod debugfs;
 pub mod error;
 pub mod io;
@@ -41,7 +45,7 @@ pub mod wait;
 pub use async_wait::AsyncStateWatcher;
 pub use attrs::{Attr, DebugFile};
 pub use card::{Card, CardInfo};
-pub use debugfs::{DpSummary, SmptEntry, SmptSummary};
+pub use debugfs::{DpDevice, DpSummary, SmptEntry, SmptSummary, VdevInfo, VringInfo};
 pub use error::{Error, Result};
 pub use io::IoLimit;
 pub use lifecycle::{BootRequest, OS_UP_MARKER, Outcome, ResetEnd, StopStep, Stopped};

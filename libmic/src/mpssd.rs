@@ -4,17 +4,22 @@
 //! Blocking, one request at a time; [`Client::subscribe`] turns the
 //! connection into an event stream, [`Client::attach_console`] into a
 //! card's console: a stream of output ([`ConsoleOutput`], ending with a
-//! reason) and a writer ([`ConsoleInput`]), usable from two threads.
+//! reason) and a writer ([`ConsoleInput`]), usable from two threads. A tool
+//! that must not hang on a stopped or wedged mpssd gives the connection a
+//! deadline ([`Client::connect_until`], [`Client::set_deadline`]): past it,
+//! every call fails with [`ClientError::NoAnswer`]. [`status_until`] is the
+//! one-shot question the tools ask, telling "mpssd is not running"
+//! ([`ClientError::NotRunning`]) apart from every way a running one can fail.
 
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use mpssd_proto::{
     BlockSwapped, Bytes, CardStatus, ClientFrame, ConsoleAttached, ConsoleClient, ConsoleEvent, ConsoleMode,
-    DaemonStatus, EndReason, ErrorBody, ErrorCode, Event, EventKind, ReloadResult, Replay, Request, Response,
-    ServerBody, ServerFrame, SupervisorState, WindowSize,
+    CrashSummary, DaemonStatus, DeviceStatus, EndReason, ErrorBody, ErrorCode, Event, EventKind,
+    ReloadResult, Replay, Request, Response, ServerBody, ServerFrame, SupervisorState, WindowSize,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 
@@ -24,7 +29,15 @@ use crate::root::MicRoot;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("cannot connect to mpssd at {}: {source} (is mpssd running for this root?)", path.display())]
+    /// No control socket, or nothing listening on it: mpssd is not running
+    /// for this root (or left a stale socket behind).
+    #[error("mpssd is not running (no {}{})", path.display(), if source.kind() == io::ErrorKind::NotFound { "" } else { " listening" })]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot connect to mpssd at {}", path.display())]
     Connect {
         path: PathBuf,
         #[source]
@@ -36,6 +49,10 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// mpssd did not answer (or take the request) in time: it is stopped,
+    /// wedged, or overloaded.
+    #[error("mpssd did not answer within {} on {}", fmt_wait(*waited), path.display())]
+    NoAnswer { path: PathBuf, waited: Duration },
     #[error("mpssd closed the connection")]
     Closed,
     #[error("mpssd sent a frame that does not decode")]
@@ -58,7 +75,42 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether this says mpssd is not running (rather than failing).
+    #[must_use]
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, ClientError::NotRunning { .. })
+    }
+
+    /// The OS error behind it, if there is one (EACCES on the socket).
+    #[must_use]
+    pub fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            ClientError::NotRunning { source, .. }
+            | ClientError::Connect { source, .. }
+            | ClientError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
+
+/// `850ms`, `2s`, `2.5s` (to the nearest millisecond: a budget counted
+/// from a moment later than it was set reads as set).
+fn fmt_wait(d: Duration) -> String {
+    let ms = (d.as_micros() + 500) / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}.{}s", ms / 1000, ms % 1000 / 100)
+    }
+}
+
+/// How often a connection to a full listen queue is tried again (it has
+/// no readiness to wait on: a non-blocking connect to a Unix socket whose
+/// queue is full fails with EAGAIN until a slot frees).
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -69,6 +121,15 @@ pub struct Client {
     stream: UnixStream,
     decoder: LineDecoder,
     next_id: u64,
+    /// Every read and write is over by then ([`Client::set_deadline`]).
+    deadline: Option<Instant>,
+    /// What the deadline was counted from: the error names the time given.
+    started: Instant,
+    /// The per-read bound of [`Client::set_timeout`].
+    timeout: Option<Duration>,
+    /// The socket's timeouts were last set for a deadline (and must be
+    /// put back to `timeout` when there is none).
+    armed: bool,
 }
 
 impl MicRoot {
@@ -87,27 +148,142 @@ impl Client {
 
     /// Connects to the control socket at `path`.
     pub fn connect_path(path: &Path) -> Result<Self> {
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self {
+        let stream = UnixStream::connect(path).map_err(|source| connect_error(path, source))?;
+        Ok(Self::over(path, stream))
+    }
+
+    /// Connects to the mpssd serving `root`, the connection (and, after
+    /// [`Client::set_deadline`] with the same instant, everything else)
+    /// over by `deadline`.
+    pub fn connect_until(root: &MicRoot, deadline: Instant) -> Result<Self> {
+        Self::connect_path_until(&root.mpssd_socket(), deadline)
+    }
+
+    /// [`Client::connect_until`] with the deadline `limit` from now (a
+    /// [`ClientError::NoAnswer`] then names `limit` as the time it had).
+    pub fn connect_within(root: &MicRoot, limit: Duration) -> Result<Self> {
+        let now = Instant::now();
+        Self::connect_path_between(&root.mpssd_socket(), now, now + limit)
+    }
+
+    /// [`Client::connect_until`] for the socket at `path`. A listen queue
+    /// that is full (an mpssd that stopped accepting) is tried again until
+    /// the deadline, then [`ClientError::NoAnswer`].
+    pub fn connect_path_until(path: &Path, deadline: Instant) -> Result<Self> {
+        Self::connect_path_between(path, Instant::now(), deadline)
+    }
+
+    /// Connects, the time given counted from `started`.
+    fn connect_path_between(path: &Path, started: Instant, deadline: Instant) -> Result<Self> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+        let fail = |e: Errno| connect_error(path, io::Error::from_raw_os_error(e as i32));
+        let addr = UnixAddr::new(path).map_err(fail)?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(fail)?;
+        loop {
+            match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+                Ok(()) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(ClientError::NoAnswer {
+                            path: path.to_owned(),
+                            waited: deadline.saturating_duration_since(started),
+                        });
+                    }
+                    // TIMEOUT: the caller's deadline, checked above.
+                    std::thread::sleep(CONNECT_RETRY.min(deadline - now));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let stream = UnixStream::from(fd);
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| connect_error(path, e))?;
+        let mut c = Self::over(path, stream);
+        c.started = started;
+        c.deadline = Some(deadline);
+        Ok(c)
+    }
+
+    fn over(path: &Path, stream: UnixStream) -> Self {
+        Self {
             path: path.to_owned(),
             stream,
             decoder: LineDecoder::default(),
             next_id: 1,
-        })
+            deadline: None,
+            started: Instant::now(),
+            timeout: None,
+            armed: false,
+        }
     }
 
     /// Bounds every read and write (`None`: block).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.timeout = timeout;
         self.stream
             .set_read_timeout(timeout)
             .and_then(|()| self.stream.set_write_timeout(timeout))
             .map_err(|e| self.io(e))
     }
 
+    /// Ends every read and write at `deadline` (`None`: only the timeout
+    /// of [`Client::set_timeout`], if any): after it, calls fail with
+    /// [`ClientError::NoAnswer`].
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.started = Instant::now();
+        self.deadline = deadline;
+    }
+
+    /// Before a read or write: the socket's timeout for it, the smaller of
+    /// the per-call timeout and what is left of the deadline.
+    fn arm(&mut self) -> Result<()> {
+        let Some(d) = self.deadline else {
+            if std::mem::take(&mut self.armed) {
+                let t = self.timeout;
+                return self.set_timeout(t);
+            }
+            return Ok(());
+        };
+        self.armed = true;
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.no_answer());
+        }
+        let t = self.timeout.map_or(left, |t| t.min(left));
+        self.stream
+            .set_read_timeout(Some(t))
+            .and_then(|()| self.stream.set_write_timeout(Some(t)))
+            .map_err(|e| self.io(e))
+    }
+
+    fn no_answer(&self) -> ClientError {
+        let waited = match (self.deadline, self.timeout) {
+            // What it was given, not what it took (the same, give or take
+            // the scheduler).
+            (Some(d), _) => d.saturating_duration_since(self.started),
+            (None, None) => self.started.elapsed(),
+            (None, Some(t)) => t,
+        };
+        ClientError::NoAnswer {
+            path: self.path.clone(),
+            waited,
+        }
+    }
+
     fn io(&self, source: io::Error) -> ClientError {
+        if matches!(source.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+            return self.no_answer();
+        }
         ClientError::Io {
             path: self.path.clone(),
             source,
@@ -119,6 +295,7 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let line = mpssd_proto::encode(&ClientFrame::new(Some(id), request));
+        self.arm()?;
         self.stream.write_all(&line).map_err(|e| self.io(e))?;
         Ok(id)
     }
@@ -131,6 +308,7 @@ impl Client {
             }
             let mut buf = [0u8; 8192];
             let want = buf.len().min(self.decoder.room().max(1));
+            self.arm()?;
             let n = match self.stream.read(&mut buf[..want]) {
                 Ok(0) => return Err(ClientError::Closed),
                 Ok(n) => n,
@@ -236,6 +414,29 @@ impl Client {
             input,
         })
     }
+}
+
+/// A failed connect: [`ClientError::NotRunning`] when there is no socket
+/// or nothing listens on it, else [`ClientError::Connect`].
+fn connect_error(path: &Path, source: io::Error) -> ClientError {
+    let path = path.to_owned();
+    match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTDIR) => ClientError::NotRunning { path, source },
+        _ => ClientError::Connect { path, source },
+    }
+}
+
+/// The one-shot question of the tools: mpssd's status, everything (the
+/// connection included) over by `deadline`.
+pub fn status_until(root: &MicRoot, deadline: Instant) -> Result<DaemonStatus> {
+    let mut c = Client::connect_until(root, deadline)?;
+    c.status()
+}
+
+/// [`status_until`] `limit` from now.
+pub fn status_within(root: &MicRoot, limit: Duration) -> Result<DaemonStatus> {
+    let mut c = Client::connect_within(root, limit)?;
+    c.status()
 }
 
 fn unexpected(asked: &'static str, got: &Response) -> ClientError {
@@ -537,6 +738,17 @@ impl Events {
         self.client.set_timeout(timeout)
     }
 
+    /// Ends the stream at `deadline`: then [`ClientError::NoAnswer`].
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.client.set_deadline(deadline);
+    }
+
+    /// The socket, for a caller that waits on it with others (`poll`).
+    #[must_use]
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.client.stream)
+    }
+
     /// The next event.
     pub fn next_event(&mut self) -> Result<Event> {
         loop {
@@ -558,5 +770,84 @@ impl Iterator for Events {
             Err(ClientError::Closed) => None,
             r => Some(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn root() -> (tempfile::TempDir, MicRoot) {
+        let d = tempfile::tempdir().unwrap();
+        let r = MicRoot::new(d.path());
+        std::fs::create_dir_all(r.mpssd_socket().parent().unwrap()).unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn no_socket_and_a_stale_one_are_not_running() {
+        let (_d, r) = root();
+        let soon = Instant::now() + Duration::from_secs(5);
+        let e = status_until(&r, soon).unwrap_err();
+        assert!(e.is_not_running(), "{e:?}");
+        assert!(e.to_string().starts_with("mpssd is not running (no "), "{e}");
+        // A socket left by an mpssd that died: nothing listens.
+        drop(UnixListener::bind(r.mpssd_socket()).unwrap());
+        let e = status_until(&r, soon).unwrap_err();
+        assert!(e.is_not_running(), "{e:?}");
+        assert!(e.to_string().ends_with(" listening)"), "{e}");
+    }
+
+    /// A deadline lifted (the stream of `micctl events` after its bounded
+    /// start) no longer bounds the reads: an answer later than it was
+    /// still arrives.
+    #[test]
+    fn a_lifted_deadline_bounds_nothing() {
+        let (_d, r) = root();
+        let l = UnixListener::bind(r.mpssd_socket()).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // A slow daemon: the answer comes well after the first deadline.
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+                Some(1),
+                Response::Subscribed,
+            )))
+            .unwrap();
+        });
+        let mut c = Client::connect_until(&r, Instant::now() + Duration::from_millis(200)).unwrap();
+        c.send(Request::Subscribe).unwrap();
+        c.set_deadline(None);
+        let f = c.next_frame().unwrap();
+        assert_eq!(f.body, ServerBody::Ok(Response::Subscribed));
+        server.join().unwrap();
+    }
+
+    /// A listener that never reads (a stopped mpssd): the question ends at
+    /// its deadline, connected or not (a full listen queue).
+    #[test]
+    fn a_daemon_that_does_not_answer_costs_the_deadline() {
+        let (_d, r) = root();
+        let _l = UnixListener::bind(r.mpssd_socket()).unwrap();
+        let t = Instant::now();
+        let e = status_until(&r, t + Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, ClientError::NoAnswer { .. }), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(
+            e.to_string().starts_with("mpssd did not answer within 300ms on "),
+            "{e}"
+        );
+        // Fill the queue: connections pile up unaccepted until connect
+        // itself has to wait; it gives up at the deadline too.
+        let mut held = Vec::new();
+        let full = loop {
+            match Client::connect_until(&r, Instant::now() + Duration::from_millis(50)) {
+                Ok(c) => held.push(c),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100_000, "the listen queue never filled");
+        };
+        assert!(matches!(full, ClientError::NoAnswer { .. }), "{full:?}");
     }
 }

@@ -7,8 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use libmic::{BootMode, MicState};
 
-use crate::exit::EXIT_CODES_HELP;
-
 const CARDS_HELP: &str = "Cards to act on: mic0, 0, lists (mic0,2), ranges (4-7, mic4-mic7) or all; \
 several arguments add up. Default: every card";
 
@@ -20,11 +18,12 @@ several arguments add up. Default: every card";
     version,
     about = "Operator CLI for Intel MIC X100 coprocessor cards",
     long_about = "Operator CLI for Intel MIC X100 coprocessor cards: lifecycle (boot, shutdown, reset, \
-reboot, wait), status, info and the card kernel log.\n\n\
+reboot, wait), status, info and the card kernel log; mpssd's view of the cards (in status and \
+info), its events, and its crash forensics bundles.\n\n\
 Every command takes --root DIR (or MIC_ROOT) to work on an emulated fleet served by micemu, and \
 --json for machine-readable output (one document with a schema_version; JSON Lines for streams). \
 The schema is micctl/schema/micctl.schema.json, documented in micctl/JSON.md.",
-    after_help = EXIT_CODES_HELP,
+    after_help = crate::exit::help(),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -83,7 +82,23 @@ pub enum Command {
     /// The card kernel log, dmesg style
     #[command(after_help = LOG_AFTER_HELP)]
     Log(LogArgs),
+    /// mpssd's events as they happen: supervision, devices, crashes, configuration reloads
+    #[command(after_help = EVENTS_AFTER_HELP)]
+    Events(EventsArgs),
+    /// mpssd's crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run
+    #[command(subcommand)]
+    Crash(CrashCommand),
 }
+
+const EVENTS_AFTER_HELP: &str = "\
+The first line (-- mpssd VERSION (pid N): mic0 running, ... --) says the stream is live: nothing
+after it is missed. Then one line per event in mpssd's own words, with its UTC time; --json gives
+JSON Lines (a start record, event records, an end record). Daemon-wide events (configuration reloads, mpssd starting
+and stopping) are shown whatever CARDS says. The stream ends with exit 10 when mpssd stops.";
+
+const CRASH_AFTER_HELP: &str = "\
+BUNDLE is a bundle's directory (a path, or its name in the crash directory, as crash list
+shows it), or a card (mic0, 0, mic0:latest) for that card's newest bundle.";
 
 const STATUS_AFTER_HELP: &str = "\
 IN STATE: with --watch, the time since micctl saw the state change; otherwise, for an online card,
@@ -269,6 +284,65 @@ pub struct LogArgs {
     /// With --follow: stop after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
     pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    /// Only events of this kind (repeat for several)
+    #[arg(short, long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(mpssd_proto::EventKind::NAMES))]
+    pub kind: Vec<String>,
+    /// Stop after this many events (of the cards and kinds asked for)
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after this long (exit 0)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "timeout")]
+    pub duration: Option<Duration>,
+    /// With --count: give up after this long if fewer events came (exit 6)
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, requires = "count")]
+    pub timeout: Option<Duration>,
+}
+
+/// `crash list` and `crash show`.
+#[derive(Debug, Subcommand)]
+pub enum CrashCommand {
+    /// One row per bundle, oldest first: card, time, shutdown status, size, the panic line
+    List(CrashListArgs),
+    /// What a bundle holds: summary, panic line, timeline, the end of the card log and console
+    #[command(after_help = CRASH_AFTER_HELP)]
+    Show(CrashShowArgs),
+}
+
+/// Where the bundles are.
+#[derive(Debug, Clone, Args)]
+pub struct CrashDirArg {
+    /// The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)
+    #[arg(long, value_name = "DIR", default_value = mpssd_proto::crash::DEFAULT_DIR, value_hint = ValueHint::DirPath)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrashListArgs {
+    #[command(flatten)]
+    pub cards: CardsArg,
+    #[command(flatten)]
+    pub dir: CrashDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrashShowArgs {
+    /// The bundle: a path, a bundle name, or a card (mic0, mic0:latest) for its newest
+    #[arg(value_name = "BUNDLE", value_hint = ValueHint::AnyPath)]
+    pub bundle: String,
+    #[command(flatten)]
+    pub dir: CrashDirArg,
+    /// Lines of the card log and the console shown (their ends)
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    pub lines: usize,
+    /// Print this file of the bundle instead (control characters escaped)
+    #[arg(long, value_name = "FILE", value_parser = clap::builder::PossibleValuesParser::new(mpssd_proto::crash::FILES))]
+    pub file: Option<String>,
 }
 
 /// `--time-format`.

@@ -1,7 +1,16 @@
 //! The documented exit codes of `micctl`, and how errors and per-card
 //! outcomes map to them.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
+
+use libmic::crash::CrashError;
+use libmic::mpssd::{ClientError, ErrorCode};
+
+/// EACCES or EPERM.
+fn denied(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+}
 
 /// Every exit status `micctl` uses. The numbers are a stable interface:
 /// scripts may test for them.
@@ -34,23 +43,32 @@ pub enum Exit {
     PermissionDenied = 8,
     /// `--strict`: a card already was in the requested state.
     AlreadyInState = 9,
+    /// mpssd is not running for this root (no control socket, or nothing
+    /// listening on it) for a command that needs it (`events`), or it
+    /// stopped while followed.
+    MpssdAbsent = 10,
+    /// No such crash bundle (or the card has none).
+    NotFound = 11,
 }
 
-/// The table printed after `--help` and kept in `JSON.md`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  ok (including cards already in the requested state, unless --strict)
-  1  failure (I/O error, card reset failed or crashed)
-  2  usage error (bad option, card selector, duration, state or level)
-  3  driver absent (no sys/class/mic under the root: driver not loaded or micemu not running)
-  4  no such card (or no cards at all)
-  5  rejected by the driver (errno explained)
-  6  timeout (a wait ran out, or the driver did not answer in time)
-  7  partial failure: cards ended differently (some ok, some not), or some could not be read
-  8  permission denied
-  9  already in the requested state, with --strict";
-
 impl Exit {
+    /// Every code, in order: the one table the `--help` text, the JSON
+    /// `kind` and the documentation (held to it by a test) come from.
+    pub const ALL: [Exit; 12] = [
+        Exit::Ok,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::DriverAbsent,
+        Exit::NoSuchCard,
+        Exit::Rejected,
+        Exit::Timeout,
+        Exit::Partial,
+        Exit::PermissionDenied,
+        Exit::AlreadyInState,
+        Exit::MpssdAbsent,
+        Exit::NotFound,
+    ];
+
     #[must_use]
     pub fn code(self) -> u8 {
         self as u8
@@ -70,9 +88,47 @@ impl Exit {
             Exit::Partial => "partial",
             Exit::PermissionDenied => "permission-denied",
             Exit::AlreadyInState => "already-in-state",
+            Exit::MpssdAbsent => "mpssd-absent",
+            Exit::NotFound => "not-found",
         }
     }
 
+    /// What the code means, in one line (the `--help` table).
+    #[must_use]
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok (including cards already in the requested state, unless --strict)",
+            Exit::Failure => "failure (I/O error, card reset failed or crashed, mpssd refused a request)",
+            Exit::Usage => "usage error (bad option, card selector, duration, state or level)",
+            Exit::DriverAbsent => {
+                "driver absent (no sys/class/mic under the root: driver not loaded or micemu not running)"
+            }
+            Exit::NoSuchCard => "no such card (or no cards at all)",
+            Exit::Rejected => "rejected by the driver (errno explained)",
+            Exit::Timeout => "timeout (a wait ran out, or the driver or mpssd did not answer in time)",
+            Exit::Partial => {
+                "partial failure: cards ended differently (some ok, some not), or some could not be read"
+            }
+            Exit::PermissionDenied => "permission denied (a sysfs or debugfs file, or mpssd's socket)",
+            Exit::AlreadyInState => "already in the requested state, with --strict",
+            Exit::MpssdAbsent => "mpssd not running for this root (events), or it stopped while followed",
+            Exit::NotFound => "no such crash bundle (or the card has none)",
+        }
+    }
+}
+
+/// The table printed after `--help` (and so in the man page), from
+/// [`Exit::ALL`].
+#[must_use]
+pub fn help() -> String {
+    let mut s = String::from("Exit codes:");
+    for e in Exit::ALL {
+        let _ = write!(s, "\n  {:<2} {}", e.code(), e.meaning());
+    }
+    s
+}
+
+impl Exit {
     /// The exit code that describes `err` (the first typed error in its
     /// chain decides).
     #[must_use]
@@ -88,8 +144,37 @@ impl Exit {
             if cause.downcast_ref::<clap::Error>().is_some() {
                 return Exit::Usage;
             }
+            if let Some(e) = cause.downcast_ref::<ClientError>() {
+                return Exit::of_mpssd(e);
+            }
+            if let Some(e) = cause.downcast_ref::<CrashError>() {
+                return match e {
+                    CrashError::Io { source, .. } if denied(source) => Exit::PermissionDenied,
+                    _ => Exit::Failure,
+                };
+            }
+            if cause.downcast_ref::<crate::NotFound>().is_some() {
+                return Exit::NotFound;
+            }
         }
         Exit::Failure
+    }
+
+    /// The exit code for a failure to talk to mpssd.
+    #[must_use]
+    pub fn of_mpssd(e: &ClientError) -> Exit {
+        match e {
+            ClientError::NotRunning { .. } | ClientError::Closed => Exit::MpssdAbsent,
+            ClientError::NoAnswer { .. } => Exit::Timeout,
+            ClientError::Refused(b) => match b.code {
+                ErrorCode::NoSuchCard => Exit::NoSuchCard,
+                ErrorCode::ShuttingDown => Exit::MpssdAbsent,
+                ErrorCode::Timeout => Exit::Timeout,
+                _ => Exit::Failure,
+            },
+            e if e.os_error().is_some_and(denied) => Exit::PermissionDenied,
+            _ => Exit::Failure,
+        }
     }
 
     /// The exit code for a library error. Exhaustive: a new error variant
@@ -191,7 +276,7 @@ mod tests {
     }
 
     /// Every library error, one of each variant, with the exit code the
-    /// documentation (EXIT_CODES_HELP, README) gives its kind of failure.
+    /// documentation (the help table, README) gives its kind of failure.
     #[test]
     #[expect(clippy::too_many_lines, reason = "one row per error variant")]
     fn every_library_error_has_its_documented_code() {
@@ -297,7 +382,7 @@ mod tests {
             let wrapped = anyhow::Error::new(e).context("while doing something");
             assert_eq!(Exit::of_error(&wrapped), want, "{wrapped:#}");
             assert!(
-                EXIT_CODES_HELP.contains(&format!("\n  {}  ", want.code())),
+                help().contains(&format!("\n  {:<2} ", want.code())),
                 "{want:?} documented"
             );
         }
@@ -305,19 +390,105 @@ mod tests {
 
     #[test]
     fn help_table_lists_every_code() {
-        for e in [
-            Exit::Ok,
-            Exit::Failure,
-            Exit::Usage,
-            Exit::DriverAbsent,
-            Exit::NoSuchCard,
-            Exit::Rejected,
-            Exit::Timeout,
-            Exit::Partial,
-            Exit::PermissionDenied,
-            Exit::AlreadyInState,
-        ] {
-            assert!(EXIT_CODES_HELP.contains(&format!("\n  {}  ", e.code())), "{e:?}");
+        let h = help();
+        for (i, e) in Exit::ALL.iter().enumerate() {
+            assert_eq!(usize::from(e.code()), i, "ALL is in code order");
+            assert!(
+                h.contains(&format!("\n  {:<2} {}", e.code(), e.meaning())),
+                "{e:?}"
+            );
         }
+    }
+
+    /// README.md and JSON.md have a row for every code with its meaning's
+    /// kind: the documentation cannot fall behind the one table.
+    #[test]
+    fn the_documentation_lists_every_code() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let json = std::fs::read_to_string(dir.join("JSON.md")).unwrap();
+        for e in Exit::ALL {
+            let row = format!("\n| {} |", e.code());
+            assert!(readme.contains(&row), "README.md has no row for {e:?}");
+            let row = format!("\n| {} | {} |", e.code(), e.kind());
+            assert!(json.contains(&row), "JSON.md has no row {row:?}");
+        }
+    }
+
+    /// The schema's lists are the one table's: exit codes, error kinds
+    /// (every code but ok), and the event kinds of mpssd's protocol.
+    #[test]
+    fn the_schema_lists_every_code_and_kind() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/micctl.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let defs = &schema["$defs"];
+        let codes: Vec<u64> = Exit::ALL.iter().map(|e| u64::from(e.code())).collect();
+        assert_eq!(defs["exit_code"]["enum"], serde_json::json!(codes));
+        let kinds: Vec<&str> = Exit::ALL[1..].iter().map(|e| e.kind()).collect();
+        assert_eq!(
+            defs["error"]["properties"]["kind"]["enum"],
+            serde_json::json!(kinds)
+        );
+        assert_eq!(
+            defs["event_record"]["properties"]["kind"]["enum"],
+            serde_json::json!(mpssd_proto::EventKind::NAMES)
+        );
+        let states: Vec<&str> = mpssd_proto::SupervisorState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(defs["supervisor_state"]["enum"], serde_json::json!(states));
+    }
+
+    #[test]
+    fn mpssd_failures_have_their_codes() {
+        use libmic::mpssd::ErrorBody;
+        use std::path::PathBuf;
+        use std::time::Duration;
+        let p = || PathBuf::from("/r/run/mpssd/control.sock");
+        let os = |n| std::io::Error::from_raw_os_error(n);
+        let table = [
+            (
+                ClientError::NotRunning {
+                    path: p(),
+                    source: os(libc::ENOENT),
+                },
+                Exit::MpssdAbsent,
+            ),
+            (ClientError::Closed, Exit::MpssdAbsent),
+            (
+                ClientError::NoAnswer {
+                    path: p(),
+                    waited: Duration::from_secs(2),
+                },
+                Exit::Timeout,
+            ),
+            (
+                ClientError::Connect {
+                    path: p(),
+                    source: os(libc::EACCES),
+                },
+                Exit::PermissionDenied,
+            ),
+            (
+                ClientError::Refused(ErrorBody::new(ErrorCode::NoSuchCard, "no card mic9")),
+                Exit::NoSuchCard,
+            ),
+            (
+                ClientError::Refused(ErrorBody::new(ErrorCode::ShuttingDown, "stopping")),
+                Exit::MpssdAbsent,
+            ),
+            (
+                ClientError::Refused(ErrorBody::new(ErrorCode::Internal, "bug")),
+                Exit::Failure,
+            ),
+        ];
+        for (e, want) in table {
+            let wrapped = anyhow::Error::new(e).context("asking mpssd");
+            assert_eq!(Exit::of_error(&wrapped), want, "{wrapped:#}");
+        }
+        let nf = anyhow::Error::new(crate::NotFound("no bundle".into()));
+        assert_eq!(Exit::of_error(&nf), Exit::NotFound);
     }
 }

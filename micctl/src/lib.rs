@@ -11,6 +11,7 @@ pub mod exit;
 pub mod output;
 pub mod progress;
 pub mod select;
+pub mod supervision;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -20,7 +21,7 @@ use clap::CommandFactory as _;
 use libmic::{IoLimit, MicRoot};
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, CrashCommand};
 use crate::exit::Exit;
 
 /// A bad command-line value found after clap's parsing (card selector,
@@ -28,6 +29,12 @@ use crate::exit::Exit;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Something asked for that does not exist and is not a card (a crash
+/// bundle): exit code 11.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
 
 /// What every command needs: the root, and how to print.
 #[derive(Debug, Clone)]
@@ -69,6 +76,9 @@ impl Command {
             Command::Reboot(_) => "reboot",
             Command::Wait(_) => "wait",
             Command::Log(_) => "log",
+            Command::Events(_) => "events",
+            Command::Crash(CrashCommand::List(_)) => "crash list",
+            Command::Crash(CrashCommand::Show(_)) => "crash show",
         }
     }
 
@@ -77,7 +87,7 @@ impl Command {
     pub fn streams(&self) -> bool {
         match self {
             Command::Status(a) => a.watch,
-            Command::Wait(_) | Command::Log(_) => true,
+            Command::Wait(_) | Command::Log(_) | Command::Events(_) => true,
             _ => false,
         }
     }
@@ -96,6 +106,9 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Reboot(a) => cmd::reboot::run(&ctx, a),
         Command::Wait(a) => cmd::wait::run(&ctx, a),
         Command::Log(a) => cmd::log::run(&ctx, a),
+        Command::Events(a) => cmd::events::run(&ctx, a),
+        Command::Crash(CrashCommand::List(a)) => cmd::crash::list(&ctx, a),
+        Command::Crash(CrashCommand::Show(a)) => cmd::crash::show(&ctx, a),
     };
     match result {
         Ok(exit) => exit.into(),
@@ -197,16 +210,24 @@ fn command_of(args: &[OsString]) -> (Option<String>, bool) {
         if w == "--root" || w == "--color" {
             words.next();
         } else if !w.starts_with('-') {
-            name = cli
-                .get_subcommands()
-                .find(|c| c.get_name() == w)
-                .map(|c| c.get_name().to_owned());
+            let Some(sub) = cli.get_subcommands().find(|c| c.get_name() == w) else {
+                break;
+            };
+            // A command of commands (`crash list`) is named by both words.
+            name = if sub.has_subcommands() {
+                words
+                    .find(|w| !w.starts_with('-'))
+                    .and_then(|w| sub.find_subcommand(w.as_ref()))
+                    .map(|c| format!("{} {}", sub.get_name(), c.get_name()))
+            } else {
+                Some(sub.get_name().to_owned())
+            };
             break;
         }
     }
     let watch = args.iter().any(|a| a == "--watch" || a == "-w");
     let streams = match name.as_deref() {
-        Some("log" | "wait") => true,
+        Some("log" | "wait" | "events") => true,
         Some("status") => watch,
         _ => false,
     };

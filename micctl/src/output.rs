@@ -105,6 +105,8 @@ pub fn level_style(level: u8) -> Style {
 pub struct Cell {
     pub text: String,
     pub style: Style,
+    /// `text` already coloured in parts (its width is still `text`'s).
+    pub painted: Option<String>,
 }
 
 impl Cell {
@@ -113,6 +115,7 @@ impl Cell {
         Self {
             text: text.into(),
             style: Style::Plain,
+            painted: None,
         }
     }
 
@@ -121,6 +124,7 @@ impl Cell {
         Self {
             text: text.into(),
             style,
+            painted: None,
         }
     }
 }
@@ -143,7 +147,10 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], color: bool) -> String {
         let mut line = String::new();
         for (i, c) in row.iter().enumerate() {
             let last = i + 1 == row.len();
-            line.push_str(&c.style.paint(&c.text, color));
+            match &c.painted {
+                Some(p) if color => line.push_str(p),
+                _ => line.push_str(&c.style.paint(&c.text, color)),
+            }
             if !last {
                 let pad = widths[i].saturating_sub(c.text.chars().count()) + 2;
                 line.extend(std::iter::repeat_n(' ', pad));

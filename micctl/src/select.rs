@@ -44,6 +44,32 @@ impl Selection {
         self.items.is_empty() || self.items.contains(&Item::All)
     }
 
+    /// Whether card `id` is selected (without looking at any root: for
+    /// cards that need not be there, such as those of crash bundles).
+    #[must_use]
+    pub fn contains(&self, id: u32) -> bool {
+        self.is_all()
+            || self.items.iter().any(|i| match *i {
+                Item::All => true,
+                Item::One(x) => x == id,
+                Item::Range(a, b) => (a..=b).contains(&id),
+            })
+    }
+
+    /// The first card named that is not among `known` (a range counts
+    /// every card in it), if any.
+    #[must_use]
+    pub fn ids_outside(&self, known: &[u32]) -> Option<u32> {
+        if self.is_all() {
+            return None;
+        }
+        self.items.iter().find_map(|i| match *i {
+            Item::One(x) => (!known.contains(&x)).then_some(x),
+            Item::Range(a, b) => (a..=b).find(|x| !known.contains(x)),
+            Item::All => None,
+        })
+    }
+
     /// Resolves against the cards under `root`: sorted, without duplicates.
     /// A named card that does not exist is [`libmic::Error::NoSuchCard`]
     /// (with the list of known cards); so is an empty result.
@@ -146,6 +172,11 @@ mod tests {
             assert!(e.0.contains("bad card selector"), "{bad}: {e}");
         }
         assert!(Selection::parse(&["7-4"]).unwrap_err().0.contains("reversed"));
+        let s = Selection::parse(&["mic1,4-6"]).unwrap();
+        assert!(s.contains(1) && s.contains(5) && !s.contains(0) && !s.contains(7));
+        assert_eq!(s.ids_outside(&[1, 4, 5, 6]), None);
+        assert_eq!(s.ids_outside(&[1, 4, 6]), Some(5));
+        assert!(Selection::parse::<&str>(&[]).unwrap().contains(99));
         let long = "m".repeat(5000);
         let e = Selection::parse(&[long.as_str()]).unwrap_err().0;
         assert!(e.len() < 200, "{e}");

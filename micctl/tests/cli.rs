@@ -7,212 +7,17 @@
 //! libmic waits, or on lines arriving from a child's stdout (with a generous
 //! bound that only turns a hang into a failure).
 
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+mod common;
 
-use libmic::{MicRoot, MicState};
+use common::{
+    BIN, Fleet, HANG, Run, command, lines_of, pretty, read_until, regex_escape, run_all, run_in, sigstop,
+    stop, this_test, validated,
+};
+use libmic::MicState;
 use micemu::{Config, Fault, Instance, Timing};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_micctl");
-/// Upper bound for anything a test waits on; only reached if something hangs.
-const HANG: Duration = Duration::from_secs(20);
-
-struct Fleet {
-    inst: Instance,
-    _dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    fn start(cards: u32) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let inst = Instance::start(
-            dir.path(),
-            Config {
-                cards,
-                timing: Timing::FAST,
-                memory: 1 << 30,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Self { inst, _dir: dir }
-    }
-
-    fn root(&self) -> &Path {
-        self.inst.root()
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        run_in(Some(self.root()), args)
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        command(Some(self.root()), args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn card(&self, id: u32) -> libmic::Card {
-        MicRoot::new(self.root()).card_by_id(id)
-    }
-
-    fn inject(&self, id: u32, f: &Fault) {
-        self.inst.inject(id, f).unwrap();
-    }
-
-    /// Filters for snapshots: this fleet's root, times and durations.
-    fn settings(&self) -> insta::Settings {
-        let mut s = insta::Settings::clone_current();
-        s.add_filter(&regex_escape(&self.root().display().to_string()), "[ROOT]");
-        add_time_filters(&mut s);
-        s
-    }
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
-}
-
-fn add_time_filters(s: &mut insta::Settings) {
-    s.add_filter(r"\[\s*\d+\.\d{6}\]", "[TS]");
-    s.add_filter(
-        r#""(elapsed_secs|seconds|timestamp|ts_nsec)": [0-9.e+-]+"#,
-        r#""$1": "[N]""#,
-    );
-    s.add_filter(r"\b\d+(\.\d+)?(ms|s)\b", "[DUR]");
-    s.add_filter(r"\b\d+m\d\ds\b", "[DUR]");
-}
-
-fn command(root: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    if let Some(r) = root {
-        c.arg("--root").arg(r);
-    }
-    c.args(args)
-        .env_remove("MIC_ROOT")
-        .env_remove("NO_COLOR")
-        .env("TERM", "dumb")
-        .env("COLUMNS", "100");
-    c
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(o: Output) -> Self {
-        Self {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(o.stdout).unwrap(),
-            stderr: String::from_utf8(o.stderr).unwrap(),
-        }
-    }
-
-    /// stdout and stderr, for one snapshot.
-    fn both(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// The single JSON document on stdout, validated.
-    fn json(&self) -> Value {
-        let lines = self.json_lines();
-        assert_eq!(lines.len(), 1, "expected one document: {}", self.stdout);
-        lines.into_iter().next().unwrap()
-    }
-
-    /// Every JSON Lines record on stdout, each validated.
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout.lines().map(validated).collect()
-    }
-}
-
-fn run_in(root: Option<&Path>, args: &[&str]) -> Run {
-    Run::from(command(root, args).output().unwrap())
-}
-
-fn schema() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/micctl.schema.json");
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        jsonschema::validator_for(&schema).unwrap()
-    })
-}
-
-/// Parses one line of JSON and validates it against the schema.
-fn validated(line: &str) -> Value {
-    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-    let errors: Vec<String> = schema()
-        .iter_errors(&v)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "schema violations {errors:#?} in {line}");
-    v
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
-}
-
-/// Lines of a child's stdout, as they arrive.
-fn lines_of(child: &mut Child) -> Receiver<String> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads lines until one satisfies `pred`; returns every line read.
-fn read_until(rx: &Receiver<String>, pred: impl Fn(&str) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + HANG;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let done = pred(&l);
-                seen.push(l);
-                if done {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("{e:?} waiting for a line; got {seen:#?}"),
-        }
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 // ---- tests ---------------------------------------------------------------
 
@@ -656,14 +461,7 @@ impl FleetProcess {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "fleet_process_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = this_test("fleet_process_child")
             .env(FLEET_ROOT_ENV, &root)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -679,26 +477,9 @@ impl FleetProcess {
         }
     }
 
-    /// Stops it as a hung driver would be: returns once it has stopped (the
-    /// signal is asynchronous, and a FUSE thread could still answer one more
-    /// request; the kernel reports the stop to the parent once every thread
-    /// has stopped).
+    /// Stops it as a hung driver would be ([`sigstop`]).
     fn stop(&self) {
-        let pid = self.child.id() as i32;
-        let st = Command::new("kill")
-            .arg("-STOP")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill -STOP");
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid pointer to a local;
-        // WUNTRACED reports the stop without reaping the child.
-        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WUNTRACED) };
-        assert!(
-            r == pid && libc::WIFSTOPPED(status),
-            "the fleet process did not stop"
-        );
+        sigstop(&self.child);
     }
 }
 
@@ -712,32 +493,6 @@ impl Drop for FleetProcess {
             .arg(self.root.join("sys"))
             .status();
     }
-}
-
-/// Runs micctl commands at once; each must end within [`HANG`].
-fn run_all(root: &Path, commands: &[&[&str]]) -> Vec<Run> {
-    let rxs: Vec<_> = commands
-        .iter()
-        .map(|args| {
-            let child = command(Some(root), args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(Run::from(child.wait_with_output().unwrap()));
-            });
-            rx
-        })
-        .collect();
-    rxs.iter()
-        .zip(commands)
-        .map(|(rx, args)| {
-            rx.recv_timeout(HANG)
-                .unwrap_or_else(|_| panic!("micctl {args:?} still blocked after {HANG:?}"))
-        })
-        .collect()
 }
 
 #[test]

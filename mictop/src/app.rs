@@ -23,7 +23,7 @@ use crate::components::log::LogView;
 use crate::config::{Command, Config};
 use crate::console::{ConsoleEvent, TermSize};
 use crate::layout::{self, Areas, LayoutInput, Screen, Zoom};
-use crate::model::{CardView, Detail, HostInfo, OpEvent, OpKind};
+use crate::model::{CardView, Detail, HostInfo, Mpssd, MpssdUpdate, OpEvent, OpKind};
 use crate::theme::Theme;
 
 /// Which pane takes the navigation keys.
@@ -95,6 +95,8 @@ pub enum Action {
     /// The configuration file was read again: the new configuration and
     /// its theme, or why it cannot be used.
     Config(Box<Result<(Config, Theme), String>>),
+    /// mpssd's status, its absence, or one of its events.
+    Mpssd(MpssdUpdate),
     Quit,
 }
 
@@ -137,6 +139,8 @@ pub struct App {
     log: LogView,
     consoles: Consoles,
     dialogs: Dialogs,
+    /// mpssd, as last heard of.
+    mpssd: Mpssd,
     focus: Focus,
     zoom: Zoom,
     mouse: bool,
@@ -166,6 +170,7 @@ impl App {
             detail: DetailView::default(),
             log,
             dialogs: Dialogs::default(),
+            mpssd: Mpssd::Unknown,
             focus: Focus::Cards,
             zoom: Zoom::None,
             status: None,
@@ -231,6 +236,12 @@ impl App {
     #[must_use]
     pub fn consoles(&self) -> &Consoles {
         &self.consoles
+    }
+
+    /// mpssd, as last heard of.
+    #[must_use]
+    pub fn mpssd(&self) -> &Mpssd {
+        &self.mpssd
     }
 
     #[must_use]
@@ -441,6 +452,7 @@ impl App {
                 effects
             }
             Action::Config(loaded) => self.on_config(*loaded),
+            Action::Mpssd(u) => self.on_mpssd(u),
             Action::Quit => self.quit(),
         }
     }
@@ -477,6 +489,61 @@ impl App {
             .reconfigure(layout, self.config.compact_threshold, self.screen());
         effects.push(Effect::Reconfigure(Box::new(self.config.clone())));
         effects
+    }
+
+    /// What mpssd said: its status (every supervised card's), that it is
+    /// gone, or an event. A crash is shown among the card's log lines, and
+    /// in the footer, with its bundle; devices added or removed make the
+    /// selected card's debugfs worth another look.
+    fn on_mpssd(&mut self, update: MpssdUpdate) -> Vec<Effect> {
+        match update {
+            MpssdUpdate::Status(s) => {
+                let now = Mpssd::Running {
+                    version: s.version.clone(),
+                    pid: s.pid,
+                };
+                let changed = self.mpssd != now;
+                self.mpssd = now;
+                self.dirty |= self.fleet.on_supervision(Some(&s.cards)) || changed;
+                vec![]
+            }
+            MpssdUpdate::Gone(why) => {
+                let changed = self.mpssd != why;
+                self.mpssd = why;
+                self.dirty |= self.fleet.on_supervision(None) || changed;
+                vec![]
+            }
+            MpssdUpdate::Event(e) => {
+                let Some(id) = e.card else { return vec![] };
+                match &e.kind {
+                    libmic::mpssd::EventKind::Crash { bundle, .. } => {
+                        let name = format!("mic{id}");
+                        let whither = bundle.as_deref().map_or_else(
+                            || "no forensics bundle written".to_owned(),
+                            |b| format!("forensics: {b}"),
+                        );
+                        let time = mpssd_proto::timefmt::rfc3339_ms(e.ts_ms);
+                        self.dirty |= self.log.note(
+                            id,
+                            format!("── {name} crashed at {time}; {whither} ──"),
+                            self.config.scrollback,
+                        );
+                        if !self.consoles.typing() {
+                            self.status = Some(format!("{name} crashed; {whither}"));
+                            self.dirty = true;
+                        }
+                        vec![]
+                    }
+                    libmic::mpssd::EventKind::DevicesAdded { .. }
+                    | libmic::mpssd::EventKind::DevicesRemoved { .. }
+                        if Some(id) == self.selected_id() =>
+                    {
+                        vec![Effect::LoadDetail(id)]
+                    }
+                    _ => vec![],
+                }
+            }
+        }
     }
 
     fn quit(&mut self) -> Vec<Effect> {

@@ -15,6 +15,11 @@
 //!   (the log has no notification), only while a card is shown;
 //! * a clock tick at the same interval (time in state, boot progress, host
 //!   statistics);
+//! * mpssd: its status every [`MPSSD_POLL`] (every card's supervision,
+//!   devices and counters; or that it is not running), each request
+//!   bounded by [`MPSSD_LIMIT`] on the blocking pool; and its events, on a
+//!   thread subscribed to them (crashes with their bundles), reconnecting
+//!   when mpssd comes back;
 //! * results of reads and of lifecycle operations;
 //! * SIGTERM, SIGINT and SIGHUP.
 //!
@@ -41,7 +46,7 @@ use crate::app::{Action, App, Effect};
 use crate::components::console::ConsoleOp;
 use crate::config::Config;
 use crate::console::{Access, Console, ConsoleError, ConsoleEvent, ConsoleSource, Sink};
-use crate::model::{CardView, Detail, HostInfo};
+use crate::model::{CardView, Detail, HostInfo, Mpssd, MpssdUpdate};
 use crate::theme::Theme;
 use crate::ui;
 
@@ -55,6 +60,17 @@ pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 /// The longest one access to the driver's files may take: a driver that
 /// does not answer by then is hung, and the access fails naming the file.
 pub const ACCESS_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often mpssd's status is asked for (its counters move on their own).
+pub const MPSSD_POLL: Duration = Duration::from_secs(1);
+
+/// How long mpssd has to answer one request: a stopped mpssd costs the
+/// status poller this, never the loop.
+pub const MPSSD_LIMIT: Duration = Duration::from_secs(2);
+
+/// How often the event thread looks up from a quiet stream (to notice that
+/// mictop quit) and tries again to subscribe when mpssd is not there.
+const MPSSD_RETRY: Duration = Duration::from_secs(1);
 
 /// The sending side of the action channel.
 pub type Tx = UnboundedSender<Action>;
@@ -120,6 +136,8 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
     let (interval, interval_rx) = watch::channel(config.interval);
     tokio::spawn(log_task(log_rx, interval_rx.clone(), tx.clone()));
     tokio::spawn(ticker(interval_rx, tx.clone()));
+    tokio::spawn(mpssd_status(root.clone(), tx.clone()));
+    spawn_mpssd_events(root.clone(), tx.clone());
     let app = App::new(
         config.clone(),
         theme,
@@ -466,9 +484,10 @@ impl Runtime {
             tokio::task::spawn_blocking(move || {
                 let smpt = c.smpt().map_err(|e| libmic::error::report(&e));
                 let dp = c.dp().map_err(|e| libmic::error::report(&e));
+                let vdevs = c.vdev_info().map_err(|e| libmic::error::report(&e));
                 let _ = tx.send(Action::Detail {
                     id,
-                    detail: Detail { smpt, dp },
+                    detail: Detail { smpt, dp, vdevs },
                 });
             });
         }
@@ -671,6 +690,65 @@ async fn log_task(
             }
         }
     }
+}
+
+/// mpssd's status every [`MPSSD_POLL`], each question bounded by
+/// [`MPSSD_LIMIT`]; only a change is worth a frame (the app compares).
+async fn mpssd_status(root: MicRoot, tx: Tx) {
+    let mut tick = every(MPSSD_POLL);
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let r = root.clone();
+        // TIMEOUT: MPSSD_LIMIT, inside status_within.
+        let Ok(answer) =
+            tokio::task::spawn_blocking(move || libmic::mpssd::status_within(&r, MPSSD_LIMIT)).await
+        else {
+            return;
+        };
+        let update = match answer {
+            Ok(s) => MpssdUpdate::Status(Box::new(s)),
+            Err(e) if e.is_not_running() => MpssdUpdate::Gone(Mpssd::NotRunning(e.to_string())),
+            Err(e) => MpssdUpdate::Gone(Mpssd::Unreachable(e.to_string())),
+        };
+        if tx.send(Action::Mpssd(update)).is_err() {
+            return;
+        }
+    }
+}
+
+/// mpssd's events, forwarded from a thread subscribed to them: the stream
+/// is read [`MPSSD_RETRY`] at a time (so a quit is noticed), subscribing
+/// again whenever mpssd is back.
+fn spawn_mpssd_events(root: MicRoot, tx: Tx) {
+    let _ = std::thread::Builder::new()
+        .name("mpssd-events".into())
+        .spawn(move || {
+            while !tx.is_closed() {
+                let sub = libmic::mpssd::Client::connect_within(&root, MPSSD_LIMIT)
+                    .and_then(libmic::mpssd::Client::subscribe);
+                if let Ok(mut events) = sub {
+                    if events.set_timeout(Some(MPSSD_RETRY)).is_err() {
+                        continue;
+                    }
+                    loop {
+                        match events.next_event() {
+                            Ok(e) => {
+                                if tx.send(Action::Mpssd(MpssdUpdate::Event(e))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(libmic::mpssd::ClientError::NoAnswer { .. }) if !tx.is_closed() => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // TIMEOUT: not there (or gone): try again after MPSSD_RETRY.
+                std::thread::sleep(MPSSD_RETRY);
+            }
+        });
 }
 
 /// The clock, at the configured interval.

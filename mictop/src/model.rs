@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use libmic::{Card, CardInfo, MicState, MicStatus};
+use libmic::mpssd::CardStatus;
+use libmic::{Card, CardInfo, MicState, MicStatus, VdevInfo};
 
 /// Host facts for the header.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,59 @@ impl OpStatus {
 pub struct Detail {
     pub smpt: Result<libmic::SmptSummary, String>,
     pub dp: Result<libmic::DpSummary, String>,
+    /// The host driver's record of the card's virtio devices.
+    pub vdevs: Result<Vec<VdevInfo>, String>,
+}
+
+/// mpssd as mictop last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mpssd {
+    /// Not asked yet.
+    #[default]
+    Unknown,
+    Running {
+        version: String,
+        pid: u32,
+    },
+    /// No control socket, or nothing listening: in words.
+    NotRunning(String),
+    /// It did not answer in time, or failed: in words.
+    Unreachable(String),
+}
+
+/// What mictop hears from mpssd.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MpssdUpdate {
+    /// Its status, with every card it supervises.
+    Status(Box<libmic::mpssd::DaemonStatus>),
+    /// It is not there, or not answering.
+    Gone(Mpssd),
+    /// One of its events.
+    Event(libmic::mpssd::Event),
+}
+
+/// The virtio device kinds as the table abbreviates them.
+#[must_use]
+pub fn short_kind(kind: &str) -> &str {
+    match kind {
+        "console" => "con",
+        "block" => "blk",
+        other => other,
+    }
+}
+
+/// The kinds of a supervised card's devices that are not up, while its
+/// supervisor has it running (a card being reset has its devices down on
+/// purpose). `None`: not supervised, or not running.
+#[must_use]
+pub fn devices_down(s: &CardStatus) -> Option<Vec<&str>> {
+    (s.supervisor == libmic::mpssd::SupervisorState::Running).then(|| {
+        s.devices
+            .iter()
+            .filter(|d| d.state != "up")
+            .map(|d| d.kind.as_str())
+            .collect()
+    })
 }
 
 /// One card as mictop knows it.
@@ -104,6 +158,8 @@ pub struct CardView {
     pub post: Option<String>,
     pub op: Option<OpStatus>,
     pub marked: bool,
+    /// mpssd's supervision of the card, while mpssd runs and supervises it.
+    pub supervision: Option<CardStatus>,
 }
 
 impl CardView {
@@ -127,6 +183,7 @@ impl CardView {
             post: None,
             op: None,
             marked: false,
+            supervision: None,
         }
     }
 

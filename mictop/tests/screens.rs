@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use libmic::debugfs::{parse_dp, parse_smpt};
+use libmic::debugfs::{parse_dp, parse_smpt, parse_vdev_info};
 use libmic::klog::{LogEntry, LogRecord};
 use libmic::{BootMode, CardInfo, MicRoot, MicState, MicStatus};
 use mictop::app::{Action, App, Effect};
 use mictop::config::{Config, ThemeName};
-use mictop::model::{CardView, Detail, HostInfo, OpEvent, OpKind};
+use mictop::model::{CardView, Detail, HostInfo, Mpssd, MpssdUpdate, OpEvent, OpKind};
 use mictop::theme::Theme;
 use mictop::ui;
 use ratatui::Terminal;
@@ -128,6 +128,7 @@ impl Screen {
             detail: Detail {
                 smpt: Ok(parse_smpt(SMPT)),
                 dp: Ok(parse_dp(DP)),
+                vdevs: Ok(Vec::new()),
             },
         });
         s.act(Action::Tick(t0 + Duration::from_secs(75)));
@@ -418,4 +419,175 @@ fn an_attribute_snapshot_older_than_the_state_does_not_override_it() {
         at: t + Duration::from_millis(5),
     });
     assert_eq!(s.app.cards()[0].state, Some(MicState::Offline));
+}
+
+// ---- mpssd's view ----------------------------------------------------------
+
+/// A device page with a console and a net device, as mic-core dumps it.
+const DP_DEVICES: &str = "Bootparam: magic 0xc0ffee00\n\
+    Device type 3 num_vq 2 feature_len 4 config_len 8 status 0xf at offset 0x10\n\
+    \x20 host features: 01 00 00 00\n\
+    \x20 guest features: 01 00 00 00\n\
+    Device type 1 num_vq 2 feature_len 4 config_len 12 status 0x3 at offset 0x60\n\
+    \x20 host features: 83 4f 00 00\n\
+    \x20 guest features: 00 00 00 00\n";
+
+/// The host driver's record of them: the console up and busy, net not
+/// taken up by the card's driver.
+const VDEV_INFO: &str = "VDEV type 3 (console) state UP in 1204 out 8811 slot 0x10 c2h_db 4 doorbells 93 resets 0 status 0xf\n\
+    \x20 vring 0: num 128 last_avail 42 last_used 41 held 1 used card@0x90000 chains 42 completed 41 notifies 40 errors 0\n\
+    \x20 vring 1: num 128 last_avail 17 last_used 17 held 0 used host chains 17 completed 17 notifies 17 errors 0\n\
+    VDEV type 1 (net) state DOWN in 0 out 0 slot 0x60 c2h_db 5 doorbells 0 resets 0 status 0x3\n";
+
+fn device(kind: &str, target: &str, state: &str, counters: &[(&str, u64)]) -> libmic::mpssd::DeviceStatus {
+    libmic::mpssd::DeviceStatus {
+        kind: kind.into(),
+        target: target.into(),
+        state: state.into(),
+        counters: counters.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+    }
+}
+
+fn supervised(id: u32, supervisor: libmic::mpssd::SupervisorState) -> libmic::mpssd::CardStatus {
+    libmic::mpssd::CardStatus {
+        card: id,
+        name: format!("mic{id}"),
+        state: Some(state_of(id)),
+        shutdown_status: Some(MicStatus::Nop),
+        supervisor,
+        since_ms: 1_764_590_400_000,
+        adopted: id == 0,
+        boots: u64::from(id),
+        crashes: 0,
+        recent_crashes: 0,
+        next_boot_ms: None,
+        devices: Vec::new(),
+        last_crash: None,
+        last_error: None,
+    }
+}
+
+/// mpssd supervising mic0 (running, its net device down), mic1 (running,
+/// everything up), mic2 (waiting to boot again after a crash) and mic3 (in
+/// a crash loop).
+fn mpssd_status() -> libmic::mpssd::DaemonStatus {
+    use libmic::mpssd::SupervisorState as S;
+    let mut m0 = supervised(0, S::Running);
+    m0.devices = vec![
+        device(
+            "console",
+            "/dev/pts/3",
+            "up",
+            &[("rx_bytes", 8811), ("tx_bytes", 1204)],
+        ),
+        device(
+            "net",
+            "mic0 172.31.0.254/24",
+            "down",
+            &[("ring_full", 2), ("rx_packets", 0)],
+        ),
+    ];
+    let mut m1 = supervised(1, S::Running);
+    m1.devices = vec![device("console", "/dev/pts/4", "up", &[])];
+    let mut m2 = supervised(2, S::Backoff);
+    m2.crashes = 1;
+    m2.recent_crashes = 1;
+    m2.next_boot_ms = Some(1_764_590_402_000);
+    m2.last_crash = Some(libmic::mpssd::CrashSummary {
+        ts_ms: 1_764_590_400_000,
+        bundle: Some("/var/lib/mpssd/crash/mic2-20251201T120000.000Z".into()),
+    });
+    let mut m3 = supervised(3, S::CrashLoop);
+    m3.crashes = 6;
+    m3.last_error = Some("6 crashes within 1800 s: left down".into());
+    libmic::mpssd::DaemonStatus {
+        version: "0.1.0".into(),
+        protocol: 1,
+        pid: 4242,
+        root: "/tmp/mic-demo".into(),
+        config_file: "/tmp/mic-demo/etc/mpss/mpssd.toml".into(),
+        config_loaded_ms: 0,
+        started_ms: 0,
+        clients: 1,
+        cards: vec![m0, m1, m2, m3],
+    }
+}
+
+#[test]
+fn mpssd_supervision_devices_and_marks() {
+    let mut s = Screen::new(4, 120, 56);
+    s.act(Action::Mpssd(MpssdUpdate::Status(Box::new(mpssd_status()))));
+    s.act(Action::Detail {
+        id: 0,
+        detail: Detail {
+            smpt: Ok(parse_smpt(SMPT)),
+            dp: Ok(parse_dp(DP_DEVICES)),
+            vdevs: Ok(parse_vdev_info(VDEV_INFO)),
+        },
+    });
+    // The table has the mpssd column: mic0's net is down.
+    insta::assert_snapshot!("mpssd_fleet", s.render());
+    s.key(KeyCode::Enter);
+    insta::assert_snapshot!("mpssd_detail", s.render());
+    // mic2: the supervisor waits to boot it again; its last crash and bundle.
+    s.key(KeyCode::Esc);
+    s.key(KeyCode::Down);
+    s.key(KeyCode::Down);
+    s.key(KeyCode::Enter);
+    insta::assert_snapshot!("mpssd_detail_backoff", s.render());
+}
+
+#[test]
+fn a_crash_is_an_event_with_its_bundle() {
+    let mut s = Screen::new(4, 110, 30);
+    s.act(Action::Mpssd(MpssdUpdate::Status(Box::new(mpssd_status()))));
+    s.log(0, 4);
+    let bundle = "/var/lib/mpssd/crash/mic0-20251201T120005.123Z";
+    s.act(Action::Mpssd(MpssdUpdate::Event(libmic::mpssd::Event {
+        ts_ms: 1_764_590_405_123,
+        card: Some(0),
+        kind: libmic::mpssd::EventKind::Crash {
+            bundle: Some(bundle.into()),
+            recent_crashes: 1,
+        },
+    })));
+    // A line among mic0's log lines (cut to the pane), the footer whole.
+    insta::assert_snapshot!("mpssd_crash_event", s.render());
+    let want = format!("── mic0 crashed at 2025-12-01T12:00:05.123Z; forensics: {bundle} ──");
+    assert!(
+        s.app
+            .log()
+            .lines
+            .iter()
+            .any(|(_, l)| *l == mictop::components::log::LogLine::Marker(want.clone())),
+        "{want}"
+    );
+    assert_eq!(
+        s.app.status(),
+        Some(format!("mic0 crashed; forensics: {bundle}").as_str())
+    );
+    // Another card's crash is not in mic0's log, only in the footer.
+    let lines = s.app.log().lines.len();
+    s.act(Action::Mpssd(MpssdUpdate::Event(libmic::mpssd::Event {
+        ts_ms: 1_764_590_406_000,
+        card: Some(1),
+        kind: libmic::mpssd::EventKind::Crash {
+            bundle: None,
+            recent_crashes: 1,
+        },
+    })));
+    assert_eq!(s.app.log().lines.len(), lines);
+    assert_eq!(s.app.status(), Some("mic1 crashed; no forensics bundle written"));
+}
+
+#[test]
+fn without_mpssd_the_detail_says_so_and_the_marks_go() {
+    let mut s = Screen::new(4, 110, 40);
+    s.act(Action::Mpssd(MpssdUpdate::Status(Box::new(mpssd_status()))));
+    s.act(Action::Mpssd(MpssdUpdate::Gone(Mpssd::NotRunning(
+        "mpssd is not running (no /tmp/mic-demo/run/mpssd/control.sock)".into(),
+    ))));
+    assert!(s.app.cards().iter().all(|c| c.supervision.is_none()));
+    s.key(KeyCode::Enter);
+    insta::assert_snapshot!("mpssd_not_running", s.render());
 }

@@ -348,7 +348,7 @@ impl Default for Config {
                 allow_remote: false,
             },
             crash: CrashConfig {
-                dir: PathBuf::from("var/lib/mpssd/crash"),
+                dir: PathBuf::from(mpssd_proto::crash::DEFAULT_DIR),
                 keep: 16,
                 max_file_bytes: 4 << 20,
                 max_total_bytes: 64 << 20,

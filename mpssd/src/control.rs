@@ -245,6 +245,16 @@ impl Connection {
             let room = decoder.room().clamp(1, buf.len());
             tokio::select! {
                 _ = self.shutdown.recv() => {
+                    // The events sent before the stop (the daemon's own
+                    // `stopping` among them) reach a subscriber before it
+                    // is told: select! may have seen the stop first.
+                    if let Some(rx) = events.as_mut() {
+                        while let Ok(e) = rx.try_recv() {
+                            if out.try_send(encode(&ServerFrame::event(e))).is_err() {
+                                break;
+                            }
+                        }
+                    }
                     for (&card, a) in &mut self.attached {
                         if let Some(f) = a.forwarder.take() {
                             f.abort();

@@ -1,15 +1,8 @@
 //! Crash forensics: one directory per crash under
 //! `DIR/var/lib/mpssd/crash/micN-<time>/`, written while the card is still
-//! `shutting_down` (its log is readable only until the reset):
-//!
-//! | file | what |
-//! |---|---|
-//! | `card.log` | the card kernel log, decoded (`[    1.234567] <level> text`) |
-//! | `dp.txt`, `smpt.txt` | the debugfs device page and SMPT dumps |
-//! | `shutdown_status` | what the card reported |
-//! | `timeline.txt` | the supervisor's own recent steps |
-//! | `console.log` | the console's last output (from the console backend) |
-//! | `summary.json` | card, time, status, files, and what could not be read |
+//! `shutting_down` (its log is readable only until the reset). The layout —
+//! names, files, `summary.json` — is [`mpssd_proto::crash`]'s, which the
+//! tools read bundles by.
 //!
 //! Every file is capped at `max_file_bytes` (a longer log keeps its end);
 //! bundles are written under a temporary name and renamed whole; after
@@ -22,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use libmic::{Card, MicStatus, klog};
+use mpssd_proto::crash::{self, BundleName, Summary};
+use mpssd_proto::timefmt;
 
 use crate::config::CrashConfig;
-use crate::timefmt;
 
 /// Everything a bundle holds that the card does not provide.
 #[derive(Debug, Clone)]
@@ -42,15 +36,12 @@ pub struct BundleInput {
 /// `summary.json` and `errors.txt`; only failing to write is an error.
 pub fn write_bundle(dir: &Path, limits: &CrashConfig, input: &BundleInput) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    let stamp = timefmt::compact(input.at);
-    let base = format!("{}-{stamp}", input.card.name());
-    let mut name = base.clone();
-    let mut n = 1;
-    while dir.join(&name).exists() {
-        n += 1;
-        name = format!("{base}-{n}");
+    let mut name = BundleName::new(input.card.id(), input.at);
+    while dir.join(name.to_string()).exists() {
+        name = name.clone().with_seq(name.seq + 1);
     }
-    let tmp = dir.join(format!(".{name}.partial"));
+    let tmp = dir.join(name.partial());
+    let name = name.to_string();
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp)?;
     let cap = usize::try_from(limits.max_file_bytes).unwrap_or(usize::MAX);
@@ -69,48 +60,48 @@ pub fn write_bundle(dir: &Path, limits: &CrashConfig, input: &BundleInput) -> io
                 text.push_str(&r.dmesg_line());
                 text.push('\n');
             }
-            put("card.log", text.as_bytes(), &mut files)?;
+            put(crash::CARD_LOG, text.as_bytes(), &mut files)?;
         }
-        Err(e) => errors.push(format!("card.log: {e}")),
+        Err(e) => errors.push(format!("{}: {e}", crash::CARD_LOG)),
     }
     match input.card.dp_raw() {
-        Ok(t) => put("dp.txt", t.as_bytes(), &mut files)?,
-        Err(e) => errors.push(format!("dp.txt: {e}")),
+        Ok(t) => put(crash::DP, t.as_bytes(), &mut files)?,
+        Err(e) => errors.push(format!("{}: {e}", crash::DP)),
     }
     match input.card.smpt_raw() {
-        Ok(t) => put("smpt.txt", t.as_bytes(), &mut files)?,
-        Err(e) => errors.push(format!("smpt.txt: {e}")),
+        Ok(t) => put(crash::SMPT, t.as_bytes(), &mut files)?,
+        Err(e) => errors.push(format!("{}: {e}", crash::SMPT)),
     }
-    let status = input.status.map_or("(none reported)", MicStatus::as_str);
-    put("shutdown_status", format!("{status}\n").as_bytes(), &mut files)?;
+    let status = input.status.map_or(crash::NO_STATUS, MicStatus::as_str);
+    put(
+        crash::SHUTDOWN_STATUS,
+        format!("{status}\n").as_bytes(),
+        &mut files,
+    )?;
     let mut timeline = input.timeline.join("\n");
     timeline.push('\n');
-    put("timeline.txt", timeline.as_bytes(), &mut files)?;
+    put(crash::TIMELINE, timeline.as_bytes(), &mut files)?;
     match &input.console {
-        Some(c) => put("console.log", c, &mut files)?,
-        None => put(
-            "console.log",
-            b"(no console backend: nothing captured)\n",
-            &mut files,
-        )?,
+        Some(c) => put(crash::CONSOLE_LOG, c, &mut files)?,
+        None => put(crash::CONSOLE_LOG, crash::NO_CONSOLE.as_bytes(), &mut files)?,
     }
     if !errors.is_empty() {
         put(
-            "errors.txt",
+            crash::ERRORS,
             format!("{}\n", errors.join("\n")).as_bytes(),
             &mut files,
         )?;
     }
-    let summary = serde_json::json!({
-        "card": input.card.name(),
-        "time": timefmt::rfc3339(input.at),
-        "shutdown_status": input.status.map(MicStatus::as_str),
-        "files": files,
-        "errors": errors,
-    });
+    let summary = Summary {
+        card: input.card.name().to_owned(),
+        time: timefmt::rfc3339(input.at),
+        shutdown_status: input.status,
+        files: files.iter().map(|f| (*f).to_owned()).collect(),
+        errors,
+    };
     let mut json = serde_json::to_vec_pretty(&summary).map_err(io::Error::other)?;
     json.push(b'\n');
-    fs::write(tmp.join("summary.json"), json)?;
+    fs::write(tmp.join(crash::SUMMARY), json)?;
     let path = dir.join(&name);
     fs::rename(&tmp, &path)?;
     prune(dir, limits, &path)?;
@@ -120,12 +111,6 @@ pub fn write_bundle(dir: &Path, limits: &CrashConfig, input: &BundleInput) -> io
 /// The last `cap` bytes of `bytes`.
 fn tail(bytes: &[u8], cap: usize) -> &[u8] {
     &bytes[bytes.len().saturating_sub(cap)..]
-}
-
-/// A bundle's sort key: its time, then its name.
-fn key(name: &str) -> Option<String> {
-    let (_, rest) = name.split_once('-')?;
-    Some(format!("{rest}/{name}"))
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -142,7 +127,7 @@ fn dir_size(p: &Path) -> u64 {
 /// `limits.keep` remain and their total size fits `limits.max_total_bytes`.
 /// Leftover `.partial` directories of an interrupted write go too.
 pub fn prune(dir: &Path, limits: &CrashConfig, keep_path: &Path) -> io::Result<()> {
-    let mut bundles: Vec<(String, PathBuf, u64)> = Vec::new();
+    let mut bundles: Vec<((u64, u32, u32), PathBuf, u64)> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -150,13 +135,13 @@ pub fn prune(dir: &Path, limits: &CrashConfig, keep_path: &Path) -> io::Result<(
         if !entry.file_type()?.is_dir() {
             continue;
         }
-        if name.starts_with('.') && name.ends_with(".partial") {
+        if crash::is_partial(&name) {
             let _ = fs::remove_dir_all(&path);
             continue;
         }
-        if let Some(k) = key(&name).filter(|_| name.starts_with("mic")) {
+        if let Some(b) = BundleName::parse(&name) {
             let size = dir_size(&path);
-            bundles.push((k, path, size));
+            bundles.push((b.sort_key(), path, size));
         }
     }
     bundles.sort();

@@ -12,7 +12,7 @@
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`config`], [`reload`]: `mpssd.toml`, hot reload;
 //! - [`shared`]: what the tasks share, the event bus;
-//! - [`logging`], [`sdnotify`], [`timefmt`], [`cli`], [`exit`].
+//! - [`logging`], [`sdnotify`], [`cli`], [`exit`].
 
 // The TAP's ioctls (devices::net::tap) are the one place allowed unsafe.
 #![deny(unsafe_code)]
@@ -31,4 +31,3 @@ pub mod reload;
 pub mod sdnotify;
 pub mod shared;
 pub mod supervisor;
-pub mod timefmt;

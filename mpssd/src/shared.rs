@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use libmic::MicRoot;
 use log::Level;
-use mpssd_proto::{CardStatus, DaemonStatus, Event, EventKind, ReloadSource, VERSION, unix_ms};
+use mpssd_proto::{CardStatus, DaemonStatus, Event, EventKind, ReloadSource, Severity, VERSION, unix_ms};
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::config::{Config, ConfigError};
@@ -208,101 +208,16 @@ impl Shared {
     }
 }
 
-/// The log level and line of an event.
+/// The log level and line of an event: the protocol's one description of
+/// it ([`Event::describe`]), at the level its severity says.
 #[must_use]
 pub fn describe(e: &Event) -> (Level, String) {
-    let who = e.card.map(|c| format!("mic{c}: ")).unwrap_or_default();
-    let opt = |s: Option<&'static str>| s.unwrap_or("unknown");
-    let (level, text) = match &e.kind {
-        EventKind::CardState { from, to } => (
-            Level::Info,
-            format!(
-                "card state {} -> {}",
-                opt(from.map(libmic::MicState::as_str)),
-                to.as_str()
-            ),
-        ),
-        EventKind::Supervisor { from, to, reason } => {
-            let level = match to {
-                mpssd_proto::SupervisorState::ResetFailed | mpssd_proto::SupervisorState::CrashLoop => {
-                    Level::Error
-                }
-                _ => Level::Info,
-            };
-            (level, format!("{from} -> {to}: {reason}"))
-        }
-        EventKind::ShutdownStatus { status, waited_ms } => match status {
-            Some(s) => (
-                Level::Info,
-                format!("shutdown status {} after {waited_ms} ms", s.as_str()),
-            ),
-            None => (
-                Level::Warn,
-                format!("no final shutdown status within {waited_ms} ms; resetting anyway"),
-            ),
-        },
-        EventKind::Crash {
-            bundle,
-            recent_crashes,
-        } => (
-            Level::Warn,
-            format!(
-                "card crashed ({recent_crashes} in the crash-loop window); forensics: {}",
-                bundle.as_deref().unwrap_or("none written")
-            ),
-        ),
-        EventKind::Reset { outcome, waited_ms } => {
-            let level = match outcome {
-                mpssd_proto::ResetOutcome::Offline => Level::Info,
-                _ => Level::Error,
-            };
-            (level, format!("reset ended {outcome:?} after {waited_ms} ms"))
-        }
-        EventKind::Boot { reason, error } => match error {
-            None => (Level::Info, format!("booting ({reason})")),
-            Some(err) => (Level::Error, format!("boot ({reason}) failed: {err}")),
-        },
-        EventKind::Backoff { delay_ms, attempt } => (
-            Level::Info,
-            format!("booting again in {delay_ms} ms (crash {attempt} in the window)"),
-        ),
-        EventKind::CrashLoop { crashes, window_secs } => (
-            Level::Error,
-            format!(
-                "{crashes} crashes within {window_secs} s: crash loop, the card is left down \
-                 (boot it by hand to try again)"
-            ),
-        ),
-        EventKind::DevicesAdded { devices } => {
-            (Level::Info, format!("devices added: [{}]", devices.join(", ")))
-        }
-        EventKind::DevicesRemoved { devices } => {
-            (Level::Info, format!("devices removed: [{}]", devices.join(", ")))
-        }
-        EventKind::ConfigReloaded {
-            source,
-            ok,
-            changed,
-            error,
-        } => match (ok, error) {
-            (true, _) => (
-                Level::Info,
-                format!(
-                    "configuration reloaded ({source:?}){}",
-                    if *changed { "" } else { ", unchanged" }
-                ),
-            ),
-            (false, e) => (
-                Level::Error,
-                format!(
-                    "configuration refused ({source:?}), the running one stays: {}",
-                    e.as_deref().unwrap_or("?")
-                ),
-            ),
-        },
-        EventKind::Daemon { what } => (Level::Info, format!("daemon {what:?}")),
-        EventKind::Error { message } => (Level::Error, message.clone()),
-        EventKind::Lagged { missed } => (Level::Debug, format!("a subscriber missed {missed} events")),
+    let (severity, text) = e.describe();
+    let level = match severity {
+        Severity::Debug => Level::Debug,
+        Severity::Info => Level::Info,
+        Severity::Warn => Level::Warn,
+        Severity::Error => Level::Error,
     };
-    (level, format!("{who}{text}"))
+    (level, text)
 }

@@ -31,7 +31,7 @@ use crate::devices::{ADD_TIMEOUT, DeviceContext, DeviceSet, REMOVE_TIMEOUT};
 use crate::forensics::{self, BundleInput};
 use crate::policy::{CrashHistory, Decision};
 use crate::shared::Shared;
-use crate::timefmt;
+use mpssd_proto::timefmt;
 
 /// Bound on one sysfs/debugfs operation.
 pub const SYSFS_TIMEOUT: Duration = Duration::from_secs(15);

@@ -33,6 +33,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand reboot 'Shut down, reset and boot again'
             cand wait 'Wait until cards reach a state'
             cand log 'The card kernel log, dmesg style'
+            cand events 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads'
+            cand crash 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'micctl;status'= {
@@ -150,6 +152,68 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'micctl;events'= {
+            cand -k 'Only events of this kind (repeat for several)'
+            cand --kind 'Only events of this kind (repeat for several)'
+            cand -n 'Stop after this many events (of the cards and kinds asked for)'
+            cand --count 'Stop after this many events (of the cards and kinds asked for)'
+            cand --duration 'Stop after this long (exit 0)'
+            cand -t 'With --count: give up after this long if fewer events came (exit 6)'
+            cand --timeout 'With --count: give up after this long if fewer events came (exit 6)'
+            cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
+            cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'micctl;crash'= {
+            cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
+            cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+            cand show 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'micctl;crash;list'= {
+            cand --dir 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)'
+            cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
+            cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'micctl;crash;show'= {
+            cand --dir 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)'
+            cand -n 'Lines of the card log and the console shown (their ends)'
+            cand --lines 'Lines of the card log and the console shown (their ends)'
+            cand --file 'Print this file of the bundle instead (control characters escaped)'
+            cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
+            cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'micctl;crash;help'= {
+            cand list 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+            cand show 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'micctl;crash;help;list'= {
+        }
+        &'micctl;crash;help;show'= {
+        }
+        &'micctl;crash;help;help'= {
+        }
         &'micctl;help'= {
             cand status 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code'
             cand info 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)'
@@ -159,6 +223,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand reboot 'Shut down, reset and boot again'
             cand wait 'Wait until cards reach a state'
             cand log 'The card kernel log, dmesg style'
+            cand events 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads'
+            cand crash 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'micctl;help;status'= {
@@ -176,6 +242,16 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl;help;wait'= {
         }
         &'micctl;help;log'= {
+        }
+        &'micctl;help;events'= {
+        }
+        &'micctl;help;crash'= {
+            cand list 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+            cand show 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'
+        }
+        &'micctl;help;crash;list'= {
+        }
+        &'micctl;help;crash;show'= {
         }
         &'micctl;help;help'= {
         }

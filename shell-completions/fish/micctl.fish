@@ -39,6 +39,8 @@ complete -c micctl -n "__fish_micctl_needs_command" -f -a "reset" -d 'Reset card
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "reboot" -d 'Shut down, reset and boot again'
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "wait" -d 'Wait until cards reach a state'
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "log" -d 'The card kernel log, dmesg style'
+complete -c micctl -n "__fish_micctl_needs_command" -f -a "events" -d 'mpssd\'s events as they happen: supervision, devices, crashes, configuration reloads'
+complete -c micctl -n "__fish_micctl_needs_command" -f -a "crash" -d 'mpssd\'s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
 complete -c micctl -n "__fish_micctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c micctl -n "__fish_micctl_using_subcommand status" -l duration -d 'With --watch: stop after this long' -r
 complete -c micctl -n "__fish_micctl_using_subcommand status" -s t -l timeout -d 'Give up (exit 6) if the driver has not answered within this long: for the whole status, or with --watch for each read [default: 10s]' -r
@@ -133,12 +135,78 @@ complete -c micctl -n "__fish_micctl_using_subcommand log" -s f -l follow -d 'Ke
 complete -c micctl -n "__fish_micctl_using_subcommand log" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
 complete -c micctl -n "__fish_micctl_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c micctl -n "__fish_micctl_using_subcommand log" -s V -l version -d 'Print version'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "status" -d 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "info" -d 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "boot" -d 'Boot cards with the micctrl defaults (linux, mic/uos.img, mic/micN.image)'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "shutdown" -d 'Ask the card OS to shut down'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "reset" -d 'Reset cards to offline'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "reboot" -d 'Shut down, reset and boot again'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "wait" -d 'Wait until cards reach a state'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "log" -d 'The card kernel log, dmesg style'
-complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c micctl -n "__fish_micctl_using_subcommand events" -s k -l kind -d 'Only events of this kind (repeat for several)' -r -f -a "card_state\t''
+supervisor\t''
+shutdown_status\t''
+crash\t''
+reset\t''
+boot\t''
+backoff\t''
+crash_loop\t''
+devices_added\t''
+devices_removed\t''
+config_reloaded\t''
+daemon\t''
+error\t''
+lagged\t''"
+complete -c micctl -n "__fish_micctl_using_subcommand events" -s n -l count -d 'Stop after this many events (of the cards and kinds asked for)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand events" -l duration -d 'Stop after this long (exit 0)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand events" -s t -l timeout -d 'With --count: give up after this long if fewer events came (exit 6)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand events" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand events" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
+always\t'Always colour'
+never\t'Never colour'"
+complete -c micctl -n "__fish_micctl_using_subcommand events" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+complete -c micctl -n "__fish_micctl_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c micctl -n "__fish_micctl_using_subcommand events" -s V -l version -d 'Print version'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
+always\t'Always colour'
+never\t'Never colour'"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -s V -l version -d 'Print version'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -f -a "list" -d 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -f -a "show" -d 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and not __fish_seen_subcommand_from list show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -l dir -d 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
+always\t'Always colour'
+never\t'Never colour'"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -l dir -d 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -s n -l lines -d 'Lines of the card log and the console shown (their ends)' -r
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -l file -d 'Print this file of the bundle instead (control characters escaped)' -r -f -a "summary.json\t''
+shutdown_status\t''
+timeline.txt\t''
+card.log\t''
+console.log\t''
+dp.txt\t''
+smpt.txt\t''
+errors.txt\t''"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -l root -d 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu\'s --root for an emulated fleet' -r -f -a "(__fish_complete_directories)"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -l color -d 'When to colour human output (NO_COLOR in the environment also disables colour under auto)' -r -f -a "auto\t'Colour when stdout is a terminal, TERM is not dumb and NO_COLOR is unset'
+always\t'Always colour'
+never\t'Never colour'"
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -l json -d 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from help" -f -a "list" -d 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from help" -f -a "show" -d 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'
+complete -c micctl -n "__fish_micctl_using_subcommand crash; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "status" -d 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "info" -d 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "boot" -d 'Boot cards with the micctrl defaults (linux, mic/uos.img, mic/micN.image)'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "shutdown" -d 'Ask the card OS to shut down'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "reset" -d 'Reset cards to offline'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "reboot" -d 'Shut down, reset and boot again'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "wait" -d 'Wait until cards reach a state'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "log" -d 'The card kernel log, dmesg style'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "events" -d 'mpssd\'s events as they happen: supervision, devices, crashes, configuration reloads'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "crash" -d 'mpssd\'s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and not __fish_seen_subcommand_from status info boot shutdown reset reboot wait log events crash help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and __fish_seen_subcommand_from crash" -f -a "list" -d 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line'
+complete -c micctl -n "__fish_micctl_using_subcommand help; and __fish_seen_subcommand_from crash" -f -a "show" -d 'What a bundle holds: summary, panic line, timeline, the end of the card log and console'

@@ -36,6 +36,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('reboot', 'reboot', [CompletionResultType]::ParameterValue, 'Shut down, reset and boot again')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until cards reach a state')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'The card kernel log, dmesg style')
+            [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads')
+            [CompletionResult]::new('crash', 'crash', [CompletionResultType]::ParameterValue, 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -162,6 +164,76 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'micctl;events' {
+            [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Only events of this kind (repeat for several)')
+            [CompletionResult]::new('--kind', '--kind', [CompletionResultType]::ParameterName, 'Only events of this kind (repeat for several)')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Stop after this many events (of the cards and kinds asked for)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Stop after this many events (of the cards and kinds asked for)')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Stop after this long (exit 0)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'With --count: give up after this long if fewer events came (exit 6)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'With --count: give up after this long if fewer events came (exit 6)')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'micctl;crash' {
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'What a bundle holds: summary, panic line, timeline, the end of the card log and console')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'micctl;crash;list' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'micctl;crash;show' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Lines of the card log and the console shown (their ends)')
+            [CompletionResult]::new('--lines', '--lines', [CompletionResultType]::ParameterName, 'Lines of the card log and the console shown (their ends)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Print this file of the bundle instead (control characters escaped)')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'micctl;crash;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'What a bundle holds: summary, panic line, timeline, the end of the card log and console')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'micctl;crash;help;list' {
+            break
+        }
+        'micctl;crash;help;show' {
+            break
+        }
+        'micctl;crash;help;help' {
+            break
+        }
         'micctl;help' {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code')
             [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)')
@@ -171,6 +243,8 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('reboot', 'reboot', [CompletionResultType]::ParameterValue, 'Shut down, reset and boot again')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until cards reach a state')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'The card kernel log, dmesg style')
+            [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads')
+            [CompletionResult]::new('crash', 'crash', [CompletionResultType]::ParameterValue, 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -196,6 +270,20 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             break
         }
         'micctl;help;log' {
+            break
+        }
+        'micctl;help;events' {
+            break
+        }
+        'micctl;help;crash' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'One row per bundle, oldest first: card, time, shutdown status, size, the panic line')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'What a bundle holds: summary, panic line, timeline, the end of the card log and console')
+            break
+        }
+        'micctl;help;crash;list' {
+            break
+        }
+        'micctl;help;crash;show' {
             break
         }
         'micctl;help;help' {

@@ -1,7 +1,11 @@
 //! `micctl info CARD`: every sysfs attribute, and the useful debugfs facts:
-//! the POST code, the SMPT entries in use, the device page's bootparam.
+//! the POST code, the SMPT entries in use, the device page's bootparam;
+//! then mpssd's view of the card ([`crate::supervision`]: its supervisor,
+//! its virtio devices with their counters, its last crash), or that mpssd
+//! is not running.
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use libmic::attrs::escape_untrusted;
 use libmic::{Attr, Card, DpSummary, MicStatus};
@@ -11,6 +15,7 @@ use crate::Ctx;
 use crate::cli::InfoArgs;
 use crate::exit::Exit;
 use crate::output::{self, Style, state_style};
+use crate::supervision;
 
 /// The bootparam fields of a `dp` dump as a JSON object: key → value,
 /// numbers as numbers.
@@ -34,13 +39,26 @@ pub fn run(ctx: &Ctx, args: &InfoArgs) -> anyhow::Result<Exit> {
         ))
         .into());
     };
-    let v = collect(card)?;
+    let asking = supervision::ask(&ctx.root, Instant::now() + supervision::ANSWER_LIMIT);
+    let mut v = collect(card)?;
+    let (socket, view) = asking.answer();
+    v["supervision"] = view.card(card.id()).map_or(Value::Null, supervision::card_json);
     if ctx.json {
-        output::print_json(&output::document("info", json!({ "card": v })))?;
+        output::print_json(&output::document(
+            "info",
+            json!({ "card": v, "mpssd": view.to_json(&socket) }),
+        ))?;
     } else {
-        output::print_text(&human(&v, ctx.color))?;
+        output::print_text(&format!(
+            "{}{}",
+            human(&v, ctx.color),
+            supervision::info_section(&view, card.id(), ctx.color)
+        ))?;
     }
-    Ok(Exit::Ok)
+    if let Some(e) = view.error() {
+        eprintln!("micctl: {}", supervision::error_text(e));
+    }
+    Ok(view.exit())
 }
 
 fn hex(v: Option<u64>) -> Value {

@@ -2,6 +2,8 @@
 //! outcomes, running cards in parallel, reporting.
 
 pub mod boot;
+pub mod crash;
+pub mod events;
 pub mod info;
 pub mod log;
 pub mod reboot;

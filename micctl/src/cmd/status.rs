@@ -14,6 +14,12 @@
 //! other cards are shown as usual and the exit code is 7 (all unreadable:
 //! their common code). `--timeout` bounds the whole read (10 s by default):
 //! a driver that does not answer by then is hung (exit 6, naming the file).
+//!
+//! Under the table, mpssd's view ([`crate::supervision`]): its supervisor
+//! state for each card, the card's virtio devices, its last crash; or that
+//! mpssd is not running. It is asked beside the card reads and answers
+//! within 2 s (or `--timeout`): an mpssd that does not is reported (exit 6
+//! when the cards themselves were fine), the card table still printed.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +32,7 @@ use crate::Ctx;
 use crate::cli::StatusArgs;
 use crate::exit::Exit;
 use crate::output::{self, Cell, Style, state_style, status_style};
+use crate::supervision;
 
 /// How often POST codes and shutdown_status are re-read while they are
 /// moving (a boot, a reset, a shutdown in progress): they have no change
@@ -206,31 +213,51 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Exit> {
         root: ctx.root.clone().with_io_limit(IoLimit::until(deadline)),
         ..ctx.clone()
     };
+    let asking = supervision::ask(&ctx.root, deadline);
     let cards = select(&ctx, &args.cards)?;
     let rows = read_rows(&cards);
+    let (socket, view) = asking.answer();
     let exit = Exit::combine(
         rows.iter()
             .map(|r| r.as_ref().map_or_else(Exit::of_libmic, |_| Exit::Ok)),
     );
+    // The cards first: a failing mpssd decides only when they were fine.
+    let exit = if exit == Exit::Ok { view.exit() } else { exit };
     if ctx.json {
         let cards: Vec<Value> = cards
             .iter()
             .zip(&rows)
-            .map(|(c, r)| r.as_ref().map_or_else(|e| broken_json(c, e), Row::to_json))
+            .map(|(c, r)| {
+                let mut v = r.as_ref().map_or_else(|e| broken_json(c, e), Row::to_json);
+                v["supervision"] = view.card(c.id()).map_or(Value::Null, supervision::card_json);
+                v
+            })
             .collect();
-        output::print_json(&output::document("status", json!({ "cards": cards })))?;
+        output::print_json(&output::document(
+            "status",
+            json!({ "cards": cards, "mpssd": view.to_json(&socket) }),
+        ))?;
     } else {
         let cells: Vec<_> = cards
             .iter()
             .zip(&rows)
             .map(|(c, r)| r.as_ref().map_or_else(|_| broken_cells(c), Row::cells))
             .collect();
-        output::print_text(&output::table(&HEADERS, &cells, ctx.color))?;
+        let ids: Vec<u32> = cards.iter().map(Card::id).collect();
+        output::print_text(&format!(
+            "{}\n{}\n{}",
+            output::table(&HEADERS, &cells, ctx.color),
+            view.headline(ctx.color),
+            supervision::table(&view, &ids, ctx.color)
+        ))?;
     }
     for (c, r) in cards.iter().zip(&rows) {
         if let Err(e) = r {
             eprintln!("micctl: {}: {}", c.name(), libmic::error::report(e));
         }
+    }
+    if let Some(e) = view.error() {
+        eprintln!("micctl: {}", supervision::error_text(e));
     }
     Ok(exit)
 }

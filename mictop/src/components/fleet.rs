@@ -515,6 +515,26 @@ impl Fleet {
         Some((name, !op.running()))
     }
 
+    /// mpssd's view of the cards (`None`: mpssd is not there): each card
+    /// takes its supervision, or none. `false`: nothing changed.
+    pub fn on_supervision(&mut self, cards: Option<&[libmic::mpssd::CardStatus]>) -> bool {
+        let mut changed = false;
+        for c in &mut self.cards {
+            let new = cards.and_then(|all| all.iter().find(|s| s.card == c.id)).cloned();
+            if c.supervision != new {
+                c.supervision = new;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Whether mpssd supervises any card shown.
+    #[must_use]
+    pub fn supervised(&self) -> bool {
+        self.cards.iter().any(|c| c.supervision.is_some())
+    }
+
     /// The driver went away: nothing shown about the cards is known any
     /// more. They are kept (so the screen keeps its shape) but show as gone
     /// until the driver is back and they are enumerated again. `false`: it

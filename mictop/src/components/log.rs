@@ -231,6 +231,16 @@ impl LogView {
 
     /// What is new in card `id`'s log; `cap` lines are kept. `false`: the
     /// pane shows another card.
+    /// A note of mictop's among card `id`'s log lines (an mpssd event),
+    /// if that card's log is shown. `false`: it is not.
+    pub fn note(&mut self, id: u32, text: String, cap: usize) -> bool {
+        if self.card != Some(id) {
+            return false;
+        }
+        self.push(LogLine::Marker(text), cap);
+        true
+    }
+
     pub fn on_log(&mut self, id: u32, entries: Vec<LogEntry>, cap: usize) -> bool {
         if self.card != Some(id) {
             return false;

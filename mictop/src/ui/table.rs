@@ -9,7 +9,7 @@ use ratatui::widgets::{Paragraph, Row, Table};
 use crate::app::{App, Focus};
 use crate::components::fleet::SortKey;
 use crate::layout::grid_columns;
-use crate::model::{CardView, OpStatus, fmt_age};
+use crate::model::{CardView, OpStatus, devices_down, fmt_age, short_kind};
 use crate::ui::{block, ellipsize, focused};
 
 /// What a post code means (the codes micemu and the X100 bootstrap use).
@@ -65,6 +65,30 @@ pub fn op_cell(app: &App, op: Option<&OpStatus>) -> (String, Style) {
     }
 }
 
+/// The `mpssd` column: the supervisor's state while it is not running the
+/// card; while it is, `ok` or the devices that are down (`✗ net,con`).
+#[must_use]
+pub fn mpssd_cell(app: &App, c: &CardView) -> (String, Style) {
+    let t = app.theme();
+    let Some(s) = &c.supervision else {
+        return (String::new(), t.dim);
+    };
+    match devices_down(s) {
+        None => (
+            s.supervisor.as_str().to_owned(),
+            crate::ui::detail::supervisor_style(app, s.supervisor),
+        ),
+        Some(down) if down.is_empty() => (
+            if s.devices.is_empty() { "no devices" } else { "ok" }.to_owned(),
+            if s.devices.is_empty() { t.dim } else { t.ok },
+        ),
+        Some(down) => {
+            let kinds: Vec<&str> = down.iter().map(|k| short_kind(k)).collect();
+            (format!("✗ {}", kinds.join(",")), t.error)
+        }
+    }
+}
+
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let t = app.theme();
     let (sort, reverse) = app.fleet().sort();
@@ -108,7 +132,9 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
             label.to_owned()
         }
     };
-    let header = Row::new(vec![
+    // The mpssd column only when mpssd supervises a card shown.
+    let mpssd = app.fleet().supervised();
+    let mut headers = vec![
         String::new(),
         head("name", Some(SortKey::Name)),
         head("state", Some(SortKey::State)),
@@ -119,8 +145,11 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         head("in state", Some(SortKey::Age)),
         "post".to_owned(),
         "action".to_owned(),
-    ])
-    .style(t.column_header);
+    ];
+    if mpssd {
+        headers.insert(9, "mpssd".to_owned());
+    }
+    let header = Row::new(headers).style(t.column_header);
     let selected = app.fleet().selected_pos();
     let rows = app
         .fleet()
@@ -143,7 +172,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Some(p) => (p.to_owned(), t.dim),
             };
             let (op, op_style) = op_cell(app, c.op.as_ref());
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Line::from(Span::styled(if c.marked { "*" } else { " " }, t.marked)),
                 Line::from(Span::styled(c.name.clone(), t.text)),
                 Line::from(Span::styled(state, state_style)),
@@ -165,14 +194,19 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Line::from(Span::styled(age, t.text)),
                 Line::from(Span::styled(post, post_style)),
                 Line::from(Span::styled(op, op_style)),
-            ]);
+            ];
+            if mpssd {
+                let (text, style) = mpssd_cell(app, c);
+                cells.insert(9, Line::from(Span::styled(text, style)));
+            }
+            let row = Row::new(cells);
             if pos == selected {
                 row.style(t.selected)
             } else {
                 row
             }
         });
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(1),
         Constraint::Length(6),
         Constraint::Length(13),
@@ -184,6 +218,9 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Constraint::Length(10),
         Constraint::Min(10),
     ];
+    if mpssd {
+        widths.insert(9, Constraint::Length(12));
+    }
     frame.render_widget(Table::new(rows, widths).header(header).column_spacing(1), area);
 }
 
@@ -212,9 +249,16 @@ fn draw_grid(frame: &mut Frame<'_>, area: Rect, app: &App) {
             } else if state == "reset_failed" {
                 state = "rst-fail".into();
             }
+            let down = c
+                .supervision
+                .as_ref()
+                .and_then(devices_down)
+                .is_some_and(|d| !d.is_empty());
             let op = match c.op.as_ref().map(|o| &o.outcome) {
                 Some(None) => "⟳",
                 Some(Some(Err(_))) => "✗",
+                // A device of a running card is down.
+                _ if down => "↓",
                 _ => " ",
             };
             let sel = if pos == selected { t.selected } else { Style::new() };

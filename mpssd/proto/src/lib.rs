@@ -17,6 +17,10 @@
 //!
 //! `mpssd/PROTOCOL.md` documents the protocol; `mpssd/schema/` has its JSON
 //! Schema, which the tests hold to the encoding of these types.
+//!
+//! Besides the socket, the other thing mpssd leaves for clients to read:
+//! [`crash`], the layout of its crash forensics bundles; and [`timefmt`],
+//! the UTC timestamps their names and mpssd's timelines are written in.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +31,9 @@ use mic_core::abi::{MicState, MicStatus};
 use serde::{Deserialize, Serialize};
 
 mod bytes;
+pub mod crash;
 mod framing;
+pub mod timefmt;
 pub use bytes::{Base64Error, Bytes, decode_base64, encode_base64};
 pub use framing::{FrameError, LineDecoder};
 
@@ -687,6 +693,24 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every `kind` tag, in declaration order.
+    pub const NAMES: [&'static str; 14] = [
+        "card_state",
+        "supervisor",
+        "shutdown_status",
+        "crash",
+        "reset",
+        "boot",
+        "backoff",
+        "crash_loop",
+        "devices_added",
+        "devices_removed",
+        "config_reloaded",
+        "daemon",
+        "error",
+        "lagged",
+    ];
+
     /// The `kind` tag, for logs and metrics.
     #[must_use]
     pub fn name(&self) -> &'static str {
@@ -706,6 +730,118 @@ impl EventKind {
             EventKind::Error { .. } => "error",
             EventKind::Lagged { .. } => "lagged",
         }
+    }
+}
+
+/// How much an event matters: mpssd logs it at this level, the tools
+/// colour it by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Event {
+    /// The event in words, `micN: ` first for a card's, and its severity:
+    /// the one description mpssd logs and the tools show.
+    #[must_use]
+    pub fn describe(&self) -> (Severity, String) {
+        let e = self;
+        let who = e.card.map(|c| format!("mic{c}: ")).unwrap_or_default();
+        let opt = |s: Option<&'static str>| s.unwrap_or("unknown");
+        let (level, text) = match &e.kind {
+            EventKind::CardState { from, to } => (
+                Severity::Info,
+                format!(
+                    "card state {} -> {}",
+                    opt(from.map(MicState::as_str)),
+                    to.as_str()
+                ),
+            ),
+            EventKind::Supervisor { from, to, reason } => {
+                let level = match to {
+                    SupervisorState::ResetFailed | SupervisorState::CrashLoop => Severity::Error,
+                    _ => Severity::Info,
+                };
+                (level, format!("{from} -> {to}: {reason}"))
+            }
+            EventKind::ShutdownStatus { status, waited_ms } => match status {
+                Some(s) => (
+                    Severity::Info,
+                    format!("shutdown status {} after {waited_ms} ms", s.as_str()),
+                ),
+                None => (
+                    Severity::Warn,
+                    format!("no final shutdown status within {waited_ms} ms; resetting anyway"),
+                ),
+            },
+            EventKind::Crash {
+                bundle,
+                recent_crashes,
+            } => (
+                Severity::Warn,
+                format!(
+                    "card crashed ({recent_crashes} in the crash-loop window); forensics: {}",
+                    bundle.as_deref().unwrap_or("none written")
+                ),
+            ),
+            EventKind::Reset { outcome, waited_ms } => {
+                let level = match outcome {
+                    ResetOutcome::Offline => Severity::Info,
+                    _ => Severity::Error,
+                };
+                (level, format!("reset ended {outcome:?} after {waited_ms} ms"))
+            }
+            EventKind::Boot { reason, error } => match error {
+                None => (Severity::Info, format!("booting ({reason})")),
+                Some(err) => (Severity::Error, format!("boot ({reason}) failed: {err}")),
+            },
+            EventKind::Backoff { delay_ms, attempt } => (
+                Severity::Info,
+                format!("booting again in {delay_ms} ms (crash {attempt} in the window)"),
+            ),
+            EventKind::CrashLoop { crashes, window_secs } => (
+                Severity::Error,
+                format!(
+                    "{crashes} crashes within {window_secs} s: crash loop, the card is left down \
+                 (boot it by hand to try again)"
+                ),
+            ),
+            EventKind::DevicesAdded { devices } => {
+                (Severity::Info, format!("devices added: [{}]", devices.join(", ")))
+            }
+            EventKind::DevicesRemoved { devices } => (
+                Severity::Info,
+                format!("devices removed: [{}]", devices.join(", ")),
+            ),
+            EventKind::ConfigReloaded {
+                source,
+                ok,
+                changed,
+                error,
+            } => match (ok, error) {
+                (true, _) => (
+                    Severity::Info,
+                    format!(
+                        "configuration reloaded ({source:?}){}",
+                        if *changed { "" } else { ", unchanged" }
+                    ),
+                ),
+                (false, e) => (
+                    Severity::Error,
+                    format!(
+                        "configuration refused ({source:?}), the running one stays: {}",
+                        e.as_deref().unwrap_or("?")
+                    ),
+                ),
+            },
+            EventKind::Daemon { what } => (Severity::Info, format!("daemon {what:?}")),
+            EventKind::Error { message } => (Severity::Error, message.clone()),
+            EventKind::Lagged { missed } => (Severity::Debug, format!("a subscriber missed {missed} events")),
+        };
+        (level, format!("{who}{text}"))
     }
 }
 
@@ -946,7 +1082,7 @@ mod opt_state {
     }
 }
 
-mod opt_status {
+pub(crate) mod opt_status {
     use super::MicStatus;
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 

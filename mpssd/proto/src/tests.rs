@@ -504,3 +504,26 @@ fn supervisor_state_names_match_serde() {
         assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
     }
 }
+
+#[test]
+fn every_event_kind_is_named_and_described() {
+    let mut seen = Vec::new();
+    for frame in server_frames() {
+        let ServerBody::Event(e) = frame.body else {
+            continue;
+        };
+        let name = e.kind.name();
+        assert!(EventKind::NAMES.contains(&name), "{name} not in NAMES");
+        let wire = serde_json::to_value(&e).unwrap();
+        assert_eq!(wire["kind"], name);
+        let (_, text) = e.describe();
+        assert!(!text.is_empty());
+        if e.card == Some(1) {
+            assert!(text.starts_with("mic1: "), "{text}");
+        }
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    assert_eq!(seen, EventKind::NAMES, "the fixture has every kind, in order");
+}

@@ -253,9 +253,7 @@ impl Broker {
                             "mic{}'s console is held read-write by {} since {}; attach read_only, or force",
                             self.card,
                             h.who,
-                            crate::timefmt::rfc3339(
-                                std::time::UNIX_EPOCH + Duration::from_millis(h.who.since_ms)
-                            )
+                            mpssd_proto::timefmt::rfc3339_ms(h.who.since_ms)
                         ),
                     ));
                 }
