@@ -18,9 +18,12 @@ supervisor per card sets log_buf_addr/log_buf_len from System.map and the cmdlin
 adopts the card in whatever state it is, and on shutting_down reads the final shutdown status, writes \
 a forensics bundle if it crashed, resets the card, and boots it again when it asked to restart or, by \
 policy, after a crash (with backoff and a crash-loop limit).\n\n\
+Each card gets its virtio devices: a console (a pty linked at DIR/run/mpssd/micN/console, a broker \
+clients attach to over the control socket, everything logged to DIR/var/log/mpssd/micN-console.log), \
+a network (TAP micN, the host at 172.31.N.254/24) and, when an image is configured, a disk.\n\n\
 Control socket: DIR/run/mpssd/control.sock (protocol: mpssd/PROTOCOL.md). Configuration: TOML, \
-reloaded on change and on SIGHUP. Logs go to stderr with syslog priority prefixes (MPSSD_LOG sets the \
-level).",
+reloaded on change and on SIGHUP; SIGUSR1 re-reads every card's disk image. Logs go to stderr with \
+syslog priority prefixes (MPSSD_LOG sets the level).",
     after_help = EXIT_CODES_HELP,
     max_term_width = 100
 )]

@@ -8,11 +8,12 @@
 
 mod common;
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::console::shell;
-use common::{Daemon, Fleet, to_state, wait_event};
+use common::{Daemon, Fleet, HANG, to_state, wait_event};
 use libmic::mpssd::{AttachOptions, Console, ErrorCode, EventKind, SupervisorState as S};
 
 /// 8 MiB: 16384 sectors.
@@ -72,10 +73,7 @@ fn disk_info(c: &mut Console) -> String {
         if !info.contains("no such disk") && !info.contains("no disk") {
             return info;
         }
-        assert!(
-            start.elapsed() < common::HANG,
-            "the card never saw its disk: {info}"
-        );
+        assert!(start.elapsed() < HANG, "the card never saw its disk: {info}");
     }
 }
 
@@ -134,9 +132,6 @@ fn the_card_writes_its_disk_and_the_host_image_has_it_even_after_kill_9() {
     assert_eq!(fleet.os_up_count(0), 1, "never rebooted");
     drop(c);
     assert_eq!(d.stop(), 0);
-    // The emulator going away takes nothing either: the bytes are in the
-    // host's image, not in micemu.
-    drop(fleet);
 }
 
 #[test]
@@ -179,10 +174,7 @@ fn read_only_disks_and_hot_swaps() {
     );
     let start = std::time::Instant::now();
     while !shell(&mut c, "blk read 0 1").contains("42 42 42 42") {
-        assert!(
-            start.elapsed() < common::HANG,
-            "the card never read the new image"
-        );
+        assert!(start.elapsed() < HANG, "the card never read the new image");
     }
     // A swap to what cannot be opened is refused; the disk stays.
     let err = d.client().block_swap(0, Some("/nonexistent/x.img")).unwrap_err();
@@ -205,7 +197,7 @@ fn read_only_disks_and_hot_swaps() {
             break;
         }
         assert!(
-            start.elapsed() < common::HANG,
+            start.elapsed() < HANG,
             "the configuration's image never came: {info}"
         );
     }
@@ -245,14 +237,126 @@ fn the_originals_conf_file_and_sigusr1() {
     );
     let start = std::time::Instant::now();
     while !shell(&mut c, "blk read 0 1").contains("02 02 02 02") {
-        assert!(
-            start.elapsed() < common::HANG,
-            "the card never read the new image"
-        );
+        assert!(start.elapsed() < HANG, "the card never read the new image");
     }
     let st = d.client().card_status(0).unwrap();
     let blk = st.devices.iter().find(|x| x.kind == "block").unwrap();
     assert_eq!(blk.target, two.to_str().unwrap());
     drop(c);
     assert_eq!(d.stop(), 0);
+}
+
+/// Where [`emulator_process`] serves its card.
+const EMU_ROOT: &str = "MPSSD_TEST_EMULATOR_ROOT";
+
+/// The emulator of [`acknowledged_writes_survive_kill_9_of_micemu`], run
+/// by it as a process of its own (this test binary again) so that it can
+/// be killed: one card under `$MPSSD_TEST_EMULATOR_ROOT`, until killed.
+#[test]
+#[ignore = "the emulator process of acknowledged_writes_survive_kill_9_of_micemu, run by it"]
+fn emulator_process() {
+    let root = std::env::var_os(EMU_ROOT).expect("run by acknowledged_writes_survive_kill_9_of_micemu");
+    let _inst = micemu::Instance::start(
+        Path::new(&root),
+        micemu::Config {
+            cards: 1,
+            timing: micemu::Timing::FAST,
+            memory: 1 << 30,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    println!("micemu-ready");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Unmounts what a killed emulator left mounted under `root`.
+fn unmount_under(root: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if Path::new(m).starts_with(root) {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_micemu() {
+    let root = tempfile::tempdir().unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let mut emu = Emulator(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "emulator_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(EMU_ROOT, root.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        root.path().to_owned(),
+    );
+    // TIMEOUT: the child's own (it panics, so its stdout closes, if it
+    // cannot start). libtest puts the line after its "test … ".
+    let ready = BufReader::new(emu.0.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.ends_with("micemu-ready"));
+    assert!(ready, "the emulator process did not start");
+    let img = image(images.path(), "mic0.img", 0);
+    let cfg = root.path().join("etc/mpss/mpssd.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[cards.mic0.block]\nimage = \"{}\"\n", img.display()),
+    )
+    .unwrap();
+    let d = Daemon::start(root.path(), &[]);
+    let mut ev = d.events();
+    let mic = libmic::MicRoot::new(root.path());
+    let card = mic.card_by_id(0);
+    card.boot_with(&libmic::BootRequest::defaults_for(&card), Some(&mic.system_map()))
+        .unwrap();
+    card.wait_os_up(Some(HANG)).unwrap();
+    wait_event(&mut ev, "running", to_state(0, S::Running));
+    let mut c = console(&d);
+    disk_info(&mut c);
+    let out = shell(&mut c, "blk fill 5");
+    assert!(out.contains(", flushed"), "{out}");
+    // The emulator dies the hard way, with the card and its rings.
+    emu.kill9();
+    assert_eq!(
+        sha256sum(&img),
+        pattern_sha256(images.path(), 5),
+        "what the card was told is written is in the image"
+    );
+    drop(c);
+    d.kill9();
+}
+
+/// The emulator process: killed (and what it mounted unmounted) when
+/// dropped, also if the test fails.
+struct Emulator(std::process::Child, PathBuf);
+
+impl Emulator {
+    fn kill9(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.kill9();
+        unmount_under(&self.1);
+    }
 }

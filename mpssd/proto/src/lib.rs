@@ -414,9 +414,9 @@ pub enum EndReason {
     /// powered off, crash loop, failed reset or boot). A card that reboots
     /// does not end attachments (they see `device` notices and the boot).
     CardDown,
-    /// The card's console is gone from mpssd for good (its supervisor
-    /// ended without mpssd stopping). A console device that goes with a
-    /// reset does not end attachments.
+    /// mpssd no longer serves the card's console (its devices were
+    /// dropped). A console device that goes with a reset does not end
+    /// attachments.
     ConsoleRemoved,
     /// mpssd is stopping.
     DaemonStopping,
