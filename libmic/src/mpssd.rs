@@ -20,6 +20,7 @@ pub use mpssd_proto::{
     BlockSwapped, Bytes, CardStatus, ClientFrame, ConsoleAttached, ConsoleClient, ConsoleEvent, ConsoleMode,
     CrashSummary, DaemonStatus, DeviceStatus, EndReason, ErrorBody, ErrorCode, Event, EventKind,
     ReloadResult, Replay, Request, Response, ServerBody, ServerFrame, SupervisorState, WindowSize,
+    unix_ms,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 
@@ -319,6 +320,32 @@ impl Client {
         }
     }
 
+    /// A frame already received, or one read now without waiting; `None`
+    /// if nothing whole has arrived (for an event loop that polls the
+    /// socket).
+    fn try_next_frame(&mut self) -> Result<Option<ServerFrame>> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{MsgFlags, recv};
+        loop {
+            if let Some(line) = self.decoder.next_frame().map_err(ClientError::Frame)? {
+                return mpssd_proto::decode_server(&line)
+                    .map(Some)
+                    .map_err(ClientError::Decode);
+            }
+            let mut buf = [0u8; 8192];
+            let want = buf.len().min(self.decoder.room().max(1));
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.stream);
+            let n = match recv(fd, &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(self.io(io::Error::from(e))),
+            };
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
     /// Sends `request` and waits for its answer (events arriving before it
     /// are skipped).
     pub fn request(&mut self, request: Request) -> Result<Response> {
@@ -385,7 +412,57 @@ impl Client {
     /// becomes the console's: [`Console::split`] gives the stream of
     /// output and the writer.
     pub fn attach_console(mut self, card: u32, opts: &AttachOptions) -> Result<Console> {
-        let attached = match self.request(Request::ConsoleAttach {
+        let attached = self.attach_request(card, opts)?;
+        self.into_console(card, attached)
+    }
+
+    /// Attaches read-write if no other client holds card `card`'s console
+    /// read-write, else read-only (`opts.mode` and `opts.force` are not
+    /// looked at): an operator's default. With the read-only fallback,
+    /// mpssd's refusal (which names the writer) comes back beside the
+    /// console.
+    pub fn attach_console_or_watch(
+        mut self,
+        card: u32,
+        opts: &AttachOptions,
+    ) -> Result<(Console, Option<ErrorBody>)> {
+        let rw = AttachOptions {
+            mode: ConsoleMode::ReadWrite,
+            force: false,
+            ..opts.clone()
+        };
+        let ro = AttachOptions {
+            mode: ConsoleMode::ReadOnly,
+            ..rw.clone()
+        };
+        let busy = |e: &ClientError| e.code() == Some(ErrorCode::ConsoleBusy);
+        let refused = match self.attach_request(card, &rw) {
+            Ok(a) => return Ok((self.into_console(card, a)?, None)),
+            Err(ClientError::Refused(e)) if e.code == ErrorCode::ConsoleBusy => e,
+            Err(e) => return Err(e),
+        };
+        let a = self.attach_request(card, &ro)?;
+        if a.writer.is_some() {
+            return Ok((self.into_console(card, a)?, Some(refused)));
+        }
+        // The writer left between the two answers: take the console after
+        // all (attaching again replaces the attachment); if another client
+        // was quicker, stay read-only.
+        match self.attach_request(card, &rw) {
+            Ok(a) => Ok((self.into_console(card, a)?, None)),
+            Err(e) if busy(&e) => {
+                let a = self.attach_request(card, &ro)?;
+                let ClientError::Refused(refused) = e else {
+                    unreachable!("busy is a refusal")
+                };
+                Ok((self.into_console(card, a)?, Some(refused)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn attach_request(&mut self, card: u32, opts: &AttachOptions) -> Result<ConsoleAttached> {
+        match self.request(Request::ConsoleAttach {
             card,
             mode: opts.mode,
             replay: opts.replay,
@@ -393,9 +470,12 @@ impl Client {
             client: opts.client.clone(),
             size: opts.size,
         })? {
-            Response::ConsoleAttached(a) => a,
-            other => return Err(unexpected("console_attach", &other)),
-        };
+            Response::ConsoleAttached(a) => Ok(a),
+            other => Err(unexpected("console_attach", &other)),
+        }
+    }
+
+    fn into_console(self, card: u32, attached: ConsoleAttached) -> Result<Console> {
         let write = self.stream.try_clone().map_err(|e| self.io(e))?;
         let input = ConsoleInput {
             path: self.path.clone(),
@@ -611,45 +691,82 @@ impl ConsoleOutput {
         std::os::fd::AsRawFd::as_raw_fd(&self.client.stream)
     }
 
+    /// The socket, borrowed (to poll it; [`ConsoleOutput::try_next_item`]
+    /// then reads what came without waiting).
+    #[must_use]
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.client.stream)
+    }
+
+    /// The next item if it has arrived, read without waiting; `None` if
+    /// nothing whole is there yet. Call it until `None` each time the
+    /// socket is readable.
+    pub fn try_next_item(&mut self) -> Result<Option<ConsoleItem>> {
+        if self.ended {
+            return Err(ClientError::Closed);
+        }
+        loop {
+            let frame = match self.client.try_next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                Err(ClientError::Closed) => {
+                    return Ok(Some(self.ended(ConsoleItem::Ended(ConsoleEnd::Disconnected))));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(item) = self.item(frame) {
+                return Ok(Some(self.ended(item)));
+            }
+        }
+    }
+
+    fn ended(&mut self, item: ConsoleItem) -> ConsoleItem {
+        self.ended = matches!(item, ConsoleItem::Ended(_));
+        item
+    }
+
+    /// What a frame tells this console's reader, if anything.
+    fn item(&self, frame: ServerFrame) -> Option<ConsoleItem> {
+        Some(match frame.body {
+            ServerBody::Console(c) if c.card == self.card => match c.event {
+                ConsoleEvent::Output { data, replay } => ConsoleItem::Output { data: data.0, replay },
+                ConsoleEvent::Lagged { missed } => ConsoleItem::Lagged { missed },
+                ConsoleEvent::Device { up, reason } => ConsoleItem::Device { up, reason },
+                ConsoleEvent::Ended { reason, by, message } => {
+                    ConsoleItem::Ended(ConsoleEnd::from_event(reason, by, message))
+                }
+            },
+            ServerBody::Ok(Response::ConsoleDetached { card }) if card == self.card => {
+                ConsoleItem::Ended(ConsoleEnd::Detached)
+            }
+            // The whole connection refused (mpssd stopping).
+            ServerBody::Error(e) if frame.id.is_none() => ConsoleItem::Ended(match e.code {
+                ErrorCode::ShuttingDown => ConsoleEnd::DaemonStopping { message: e.message },
+                _ => ConsoleEnd::Disconnected,
+            }),
+            ServerBody::Error(e) => ConsoleItem::Refused(e),
+            // Input taken, resizes done: nothing to tell.
+            _ => return None,
+        })
+    }
+
     /// The next item; after [`ConsoleItem::Ended`], [`ClientError::Closed`].
     pub fn next_item(&mut self) -> Result<ConsoleItem> {
         if self.ended {
             return Err(ClientError::Closed);
         }
-        let item = loop {
+        loop {
             let frame = match self.client.next_frame() {
                 Ok(f) => f,
-                Err(ClientError::Closed) => break ConsoleItem::Ended(ConsoleEnd::Disconnected),
+                Err(ClientError::Closed) => {
+                    return Ok(self.ended(ConsoleItem::Ended(ConsoleEnd::Disconnected)));
+                }
                 Err(e) => return Err(e),
             };
-            match frame.body {
-                ServerBody::Console(c) if c.card == self.card => match c.event {
-                    ConsoleEvent::Output { data, replay } => {
-                        break ConsoleItem::Output { data: data.0, replay };
-                    }
-                    ConsoleEvent::Lagged { missed } => break ConsoleItem::Lagged { missed },
-                    ConsoleEvent::Device { up, reason } => break ConsoleItem::Device { up, reason },
-                    ConsoleEvent::Ended { reason, by, message } => {
-                        break ConsoleItem::Ended(ConsoleEnd::from_event(reason, by, message));
-                    }
-                },
-                ServerBody::Ok(Response::ConsoleDetached { card }) if card == self.card => {
-                    break ConsoleItem::Ended(ConsoleEnd::Detached);
-                }
-                // The whole connection refused (mpssd stopping).
-                ServerBody::Error(e) if frame.id.is_none() => {
-                    break ConsoleItem::Ended(match e.code {
-                        ErrorCode::ShuttingDown => ConsoleEnd::DaemonStopping { message: e.message },
-                        _ => ConsoleEnd::Disconnected,
-                    });
-                }
-                ServerBody::Error(e) => break ConsoleItem::Refused(e),
-                // Input taken, resizes done: nothing to tell.
-                _ => {}
+            if let Some(item) = self.item(frame) {
+                return Ok(self.ended(item));
             }
-        };
-        self.ended = matches!(item, ConsoleItem::Ended(_));
-        Ok(item)
+        }
     }
 }
 

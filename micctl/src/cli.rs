@@ -18,8 +18,8 @@ several arguments add up. Default: every card";
     version,
     about = "Operator CLI for Intel MIC X100 coprocessor cards",
     long_about = "Operator CLI for Intel MIC X100 coprocessor cards: lifecycle (boot, shutdown, reset, \
-reboot, wait), status, info and the card kernel log; mpssd's view of the cards (in status and \
-info), its events, and its crash forensics bundles.\n\n\
+reboot, wait), status, info, the card kernel log and the card console; mpssd's view of the cards \
+(in status and info), its events, and its crash forensics bundles.\n\n\
 Every command takes --root DIR (or MIC_ROOT) to work on an emulated fleet served by micemu, and \
 --json for machine-readable output (one document with a schema_version; JSON Lines for streams). \
 The schema is micctl/schema/micctl.schema.json, documented in micctl/JSON.md.",
@@ -88,6 +88,9 @@ pub enum Command {
     /// mpssd's crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run
     #[command(subcommand)]
     Crash(CrashCommand),
+    /// Attach to a card's console (through mpssd): type into it, watch it, or script it
+    #[command(after_help = crate::cmd::console::args::AFTER_HELP)]
+    Console(crate::cmd::console::ConsoleArgs),
 }
 
 const EVENTS_AFTER_HELP: &str = "\

@@ -49,12 +49,20 @@ pub enum Exit {
     MpssdAbsent = 10,
     /// No such crash bundle (or the card has none).
     NotFound = 11,
+    /// `console`: the card went down (crashed, shut down, reset) while
+    /// attached, or was not online to attach to.
+    CardDown = 12,
+    /// `console`: mpssd removed the card's console (or it has none).
+    ConsoleGone = 13,
+    /// `console`: another client holds the console read-write (a script
+    /// cannot type), or took it over with `--force`.
+    ConsoleBusy = 14,
 }
 
 impl Exit {
     /// Every code, in order: the one table the `--help` text, the JSON
     /// `kind` and the documentation (held to it by a test) come from.
-    pub const ALL: [Exit; 12] = [
+    pub const ALL: [Exit; 15] = [
         Exit::Ok,
         Exit::Failure,
         Exit::Usage,
@@ -67,6 +75,9 @@ impl Exit {
         Exit::AlreadyInState,
         Exit::MpssdAbsent,
         Exit::NotFound,
+        Exit::CardDown,
+        Exit::ConsoleGone,
+        Exit::ConsoleBusy,
     ];
 
     #[must_use]
@@ -90,6 +101,9 @@ impl Exit {
             Exit::AlreadyInState => "already-in-state",
             Exit::MpssdAbsent => "mpssd-absent",
             Exit::NotFound => "not-found",
+            Exit::CardDown => "card-down",
+            Exit::ConsoleGone => "console-gone",
+            Exit::ConsoleBusy => "console-busy",
         }
     }
 
@@ -111,8 +125,15 @@ impl Exit {
             }
             Exit::PermissionDenied => "permission denied (a sysfs or debugfs file, or mpssd's socket)",
             Exit::AlreadyInState => "already in the requested state, with --strict",
-            Exit::MpssdAbsent => "mpssd not running for this root (events), or it stopped while followed",
+            Exit::MpssdAbsent => {
+                "mpssd not running for this root (events, console), or it stopped while followed"
+            }
             Exit::NotFound => "no such crash bundle (or the card has none)",
+            Exit::CardDown => "console: the card went down (crashed, shut down or reset), or was not online",
+            Exit::ConsoleGone => "console: mpssd removed the card's console (or it has none)",
+            Exit::ConsoleBusy => {
+                "console: another client holds it read-write (a script cannot type), or took it (--force)"
+            }
         }
     }
 }
@@ -152,6 +173,9 @@ impl Exit {
                     CrashError::Io { source, .. } if denied(source) => Exit::PermissionDenied,
                     _ => Exit::Failure,
                 };
+            }
+            if let Some(e) = cause.downcast_ref::<crate::cmd::console::AttachError>() {
+                return e.exit();
             }
             if cause.downcast_ref::<crate::NotFound>().is_some() {
                 return Exit::NotFound;

@@ -79,6 +79,7 @@ impl Command {
             Command::Events(_) => "events",
             Command::Crash(CrashCommand::List(_)) => "crash list",
             Command::Crash(CrashCommand::Show(_)) => "crash show",
+            Command::Console(_) => "console",
         }
     }
 
@@ -87,7 +88,7 @@ impl Command {
     pub fn streams(&self) -> bool {
         match self {
             Command::Status(a) => a.watch,
-            Command::Wait(_) | Command::Log(_) | Command::Events(_) => true,
+            Command::Wait(_) | Command::Log(_) | Command::Events(_) | Command::Console(_) => true,
             _ => false,
         }
     }
@@ -109,6 +110,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Events(a) => cmd::events::run(&ctx, a),
         Command::Crash(CrashCommand::List(a)) => cmd::crash::list(&ctx, a),
         Command::Crash(CrashCommand::Show(a)) => cmd::crash::show(&ctx, a),
+        Command::Console(a) => cmd::console::run(&ctx, a),
     };
     match result {
         Ok(exit) => exit.into(),
@@ -227,7 +229,7 @@ fn command_of(args: &[OsString]) -> (Option<String>, bool) {
     }
     let watch = args.iter().any(|a| a == "--watch" || a == "-w");
     let streams = match name.as_deref() {
-        Some("log" | "wait" | "events") => true,
+        Some("log" | "wait" | "events" | "console") => true,
         Some("status") => watch,
         _ => false,
     };

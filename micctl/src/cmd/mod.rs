@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod crash;
 pub mod events;
+pub mod console;
 pub mod info;
 pub mod log;
 pub mod reboot;
