@@ -59,11 +59,15 @@ const PENDING_MAX: usize = 64 << 10;
 /// Why the card's console cannot be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("mpssd is not running for this root (nothing listening on {})", path.display())]
+    #[error(
+        "mpssd is not running for this root ({} {})",
+        if *listening { "nothing listening on" } else { "no" },
+        path.display()
+    )]
     MpssdNotRunning {
         path: std::path::PathBuf,
-        #[source]
-        source: io::Error,
+        /// The socket is there (a stale one).
+        listening: bool,
     },
     #[error("mpssd did not answer the attach within {0:?}")]
     NoAnswer(Duration),
@@ -102,6 +106,7 @@ pub fn run(ctx: &Ctx, args: &ConsoleArgs) -> anyhow::Result<Exit> {
     let signals = term::Signals::block().context("blocking signals for the console")?;
     let started = Instant::now();
     let card = single_card(ctx, &args.card)?;
+    let client = connect(ctx)?;
     let state = card.state()?;
     if state != MicState::Online {
         return Err(AttachError::CardDown {
@@ -111,7 +116,7 @@ pub fn run(ctx: &Ctx, args: &ConsoleArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let interactive = io::stdin().is_terminal();
-    let session = attach(ctx, &card, args, interactive, started)?;
+    let session = attach(client, &card, args, interactive, started)?;
     let states = watch_state(&card).context("watching the card's state")?;
     let mut s = Session::new(ctx.json, args, card, session, interactive, started)
         .context("starting the console's writer")?;
@@ -166,30 +171,35 @@ pub(super) fn terminal_size() -> Option<libmic::mpssd::WindowSize> {
         .find_map(term::window_size)
 }
 
-fn attach(
-    ctx: &Ctx,
-    card: &Card,
-    args: &ConsoleArgs,
-    interactive: bool,
-    started: Instant,
-) -> anyhow::Result<(Console, Option<ErrorBody>)> {
+/// A connection to mpssd; "not running" told apart (nothing there, or a
+/// socket nobody listens on).
+fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
     let path = ctx.root.mpssd_socket();
-    let client = match Client::connect_path(&path) {
-        Ok(c) => c,
+    match Client::connect_path(&path) {
+        Ok(c) => Ok(c),
         Err(ClientError::Connect { source, .. })
             if matches!(
                 source.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Err(AttachError::MpssdNotRunning { path, source }.into());
+            let listening = source.kind() == io::ErrorKind::ConnectionRefused;
+            Err(AttachError::MpssdNotRunning { path, listening }.into())
         }
-        Err(e) => return Err(e.into()),
-    };
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn attach(
+    mut client: Client,
+    card: &Card,
+    args: &ConsoleArgs,
+    interactive: bool,
+    started: Instant,
+) -> anyhow::Result<(Console, Option<ErrorBody>)> {
     let limit = args.timeout.map_or(ATTACH_LIMIT, |t| {
         t.saturating_sub(started.elapsed()).min(ATTACH_LIMIT)
     });
-    let mut client = client;
     // TIMEOUT: ATTACH_LIMIT (or what --timeout leaves) for mpssd to answer.
     client.set_timeout(Some(limit.max(Duration::from_millis(1))))?;
     let opts = AttachOptions {

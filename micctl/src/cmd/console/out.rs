@@ -15,8 +15,9 @@ pub(super) struct Printer {
     json: bool,
     /// The terminal is in raw mode: lines end `\r\n`.
     pub(super) raw: bool,
-    /// The last byte printed ended a line.
-    at_line_start: bool,
+    /// With stdout a terminal: whether the last byte printed ended a line
+    /// (output to a pipe or a file shares no line with stderr: `None`).
+    at_line_start: Option<bool>,
     utf8: Utf8Chunks,
 }
 
@@ -26,7 +27,7 @@ impl Printer {
             card: card.to_owned(),
             json,
             raw: false,
-            at_line_start: true,
+            at_line_start: std::io::IsTerminal::is_terminal(&io::stdout()).then_some(true),
             utf8: Utf8Chunks::default(),
         }
     }
@@ -51,21 +52,22 @@ impl Printer {
             self.record("console_notice", json!({ "notice": notice, "message": message }));
             return;
         }
-        let (nl, lead) = match (self.raw, self.at_line_start) {
-            (true, true) => ("\r\n", ""),
-            (true, false) => ("\r\n", "\r\n"),
-            (false, _) => ("\n", ""),
-        };
+        let nl = if self.raw { "\r\n" } else { "\n" };
+        let lead = if self.at_line_start == Some(false) { nl } else { "" };
         let _ = write!(io::stderr().lock(), "{lead}micctl: {message}{nl}");
-        if self.raw {
-            self.at_line_start = true;
+        if let Some(at) = self.at_line_start.as_mut() {
+            *at = true;
         }
     }
 
     /// The last line, after the terminal was restored: `micctl: MESSAGE`
     /// (`micctl: error: MESSAGE` for a failure).
     pub(super) fn last_words(&self, message: &str, failed: bool) {
-        let lead = if self.at_line_start { "" } else { "\n" };
+        let lead = if self.at_line_start == Some(false) {
+            "\n"
+        } else {
+            ""
+        };
         let kind = if failed { "error: " } else { "" };
         let _ = writeln!(io::stderr().lock(), "{lead}micctl: {kind}{message}");
     }
@@ -76,8 +78,8 @@ impl Printer {
         if data.is_empty() {
             return Ok(());
         }
-        if let Some(&last) = data.last() {
-            self.at_line_start = last == b'\n';
+        if let (Some(at), Some(&last)) = (self.at_line_start.as_mut(), data.last()) {
+            *at = last == b'\n';
         }
         if self.json {
             let text = self.utf8.text(data);
