@@ -177,6 +177,26 @@ impl Mpssd {
         c
     }
 
+    /// Stops mpssd as a wedged daemon would be; returns once it has stopped
+    /// (the kernel reports the stop to the parent once every thread has).
+    fn sigstop(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a pointer to a local;
+        // WUNTRACED reports the stop without reaping the child.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &raw mut status, libc::WUNTRACED) };
+        assert!(
+            r == pid.as_raw() && libc::WIFSTOPPED(status),
+            "mpssd did not stop"
+        );
+    }
+
+    fn sigcont(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
+
     /// SIGTERM, and its exit code.
     fn stop(&mut self) -> i32 {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -563,6 +583,25 @@ fn the_card_crashing_ends_the_session_with_the_card_down_code() {
 }
 
 #[test]
+fn a_signal_ends_the_session_with_the_terminal_restored() {
+    let (fleet, _d) = booted();
+    let mut tty = Tty::spawn(fleet.root(), &[]);
+    tty.wait_for("ctrl-] detaches");
+    assert_raw(&tty.termios());
+    let pid = nix::unistd::Pid::from_raw(tty.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tty.wait_for("\nmicctl: SIGTERM; detached\r\n");
+    // It dies of the signal, as an uncaught SIGTERM would end it.
+    assert_eq!(tty.exit_code(), 128 + libc::SIGTERM, "{}", tty.text());
+    assert!(
+        tty.termios()
+            .local_flags
+            .contains(LocalFlags::ECHO | LocalFlags::ICANON),
+        "restored"
+    );
+}
+
+#[test]
 fn follow_stays_attached_through_a_reboot_until_the_card_halts() {
     let (fleet, _d) = booted();
     let mut tty = Tty::spawn(fleet.root(), &["--follow"]);
@@ -770,6 +809,21 @@ fn without_mpssd_or_with_it_stopping() {
         .unwrap();
     card.wait_os_up(Some(HANG)).unwrap();
     console_up(&d);
+    // A stopped mpssd (its socket takes the connection, nobody answers)
+    // costs the deadline, then exit 6.
+    d.sigstop();
+    let start = Instant::now();
+    let out = micctl(fleet.root(), &["--timeout", "1s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "micctl: error: mpssd did not answer the attach within 1s\n"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    d.sigcont();
     let mut tty = Tty::spawn(fleet.root(), &[]);
     tty.wait_for("ctrl-] detaches");
     assert_eq!(d.stop(), 0);

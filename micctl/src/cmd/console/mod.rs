@@ -222,7 +222,9 @@ fn attach(
         ClientError::Io { ref source, .. }
             if matches!(source.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
         {
-            AttachError::NoAnswer(limit).into()
+            // The time the operator gave, if that was the bound.
+            let given = args.timeout.filter(|&t| t < ATTACH_LIMIT).unwrap_or(ATTACH_LIMIT);
+            AttachError::NoAnswer(given).into()
         }
         ClientError::Refused(b) => anyhow::Error::from(AttachError::Refused(b)),
         e => anyhow::Error::from(e),

@@ -182,7 +182,9 @@ impl Session {
                 json!({ "end": end.name(), "message": message, "exit_code": exit.code() }),
             );
         } else if self.input.interactive || exit != crate::exit::Exit::Ok {
-            self.out.last_words(&message, exit != crate::exit::Exit::Ok);
+            // A signal is how the operator ended it, not a failure.
+            let failed = exit != crate::exit::Exit::Ok && !matches!(end, End::Signal(_));
+            self.out.last_words(&message, failed);
         }
     }
 
