@@ -1,6 +1,7 @@
 //! micctl figures against their baselines, from one run
-//! (`cargo bench -p micctl`; needs /dev/fuse and root, like the end-to-end
-//! tests). Prints figures and ratios; asserts nothing about time.
+//! (`cargo bench -p micctl [-- status|boot|console]`; needs /dev/fuse and
+//! root, like the end-to-end tests). Prints figures and ratios; asserts
+//! nothing about time.
 //!
 //! 1. `micctl status --json` over 64 and 256 emulated cards, against `cat`
 //!    of the same sysfs and debugfs files (shell glob included), next to
@@ -8,6 +9,9 @@
 //!    under 50 ms at 256 cards.
 //! 2. `micctl boot --wait` of 8 cards at once against one card alone.
 //!    Goal: wall-time ratio ≤ 1.2.
+//! 3. `micctl console`: keystroke-to-echo latency (see `console.rs`).
+//!
+//! `cargo bench -p micctl -- console` (or `status`, `boot`) runs one.
 //!
 //! The fleets run in this process (`micemu::Instance`); micctl runs as the
 //! operator would run it, as a separate process. `cargo bench -p micctl`
@@ -20,6 +24,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+
+#[path = "micctl/console.rs"]
+mod console;
+#[path = "../tests/console/harness.rs"]
+mod harness;
 
 /// The files `micctl status` reads for each card of an offline fleet (see
 /// `micctl::cmd::status::Row::read`; an online card's log buffer is read
@@ -41,11 +50,23 @@ const BOOT_RUNS: usize = 3;
 const BOOT_GOAL_RATIO: f64 = 1.2;
 
 fn main() -> Result<()> {
+    // When the console benchmark runs this executable as its mpssd.
+    harness::mpssd_child_main();
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let micctl = micctl_binary()?;
     println!("micctl benchmarks ({})\n", micctl.display());
-    status(&micctl)?;
-    println!();
-    boot(&micctl)?;
+    if run("status") {
+        status(&micctl)?;
+        println!();
+    }
+    if run("boot") {
+        boot(&micctl)?;
+        println!();
+    }
+    if run("console") {
+        console::console()?;
+    }
     Ok(())
 }
 

@@ -296,31 +296,7 @@ pub struct Tty {
 
 impl Tty {
     pub fn spawn(root: &Path, args: &[&str]) -> Self {
-        let size = nix::pty::Winsize {
-            ws_row: 43,
-            ws_col: 132,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).unwrap();
-        let mut cmd = micctl(root, args);
-        cmd.stdin(pty.slave.try_clone().unwrap())
-            .stdout(pty.slave.try_clone().unwrap())
-            .stderr(pty.slave.try_clone().unwrap());
-        // SAFETY: between fork and exec the closure calls only setsid and
-        // ioctl, both async-signal-safe, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()?;
-                // The pty (stdin) becomes the session's controlling terminal.
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        let master = File::from(pty.master);
+        let (child, master, slave) = spawn_on_pty(root, args);
         let screen = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (mut rd, keep) = (master.try_clone().unwrap(), Arc::clone(&screen));
         std::thread::spawn(move || {
@@ -338,7 +314,7 @@ impl Tty {
         Self {
             child: Some(child),
             master,
-            slave: pty.slave,
+            slave,
             screen,
             seen: 0,
         }
@@ -404,6 +380,57 @@ impl Tty {
         wait_child(child, move || {
             String::from_utf8_lossy(&screen.0.lock().unwrap()).into_owned()
         })
+    }
+}
+
+/// micctl on a new pty (132x43) that becomes its controlling terminal:
+/// it, the pty's master and its slave.
+pub fn spawn_on_pty(root: &Path, args: &[&str]) -> (Child, File, OwnedFd) {
+    let size = nix::pty::Winsize {
+        ws_row: 43,
+        ws_col: 132,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let mut cmd = micctl(root, args);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: between fork and exec the closure calls only setsid and
+    // ioctl, both async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            // The pty (stdin) becomes the session's controlling terminal.
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    (child, File::from(pty.master), pty.slave)
+}
+
+/// Reads `from` until what it read ends with `suffix` (for a benchmark:
+/// no thread between the read and the clock).
+pub fn read_until_suffix(from: &mut File, suffix: &[u8]) {
+    read_while(from, |got| !got.ends_with(suffix));
+}
+
+/// Reads `from` until what it read contains `needle`.
+pub fn read_until_contains(from: &mut File, needle: &[u8]) {
+    read_while(from, |got| !got.windows(needle.len()).any(|w| w == needle));
+}
+
+fn read_while(from: &mut File, more: impl Fn(&[u8]) -> bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while more(&got) {
+        let n = from.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
     }
 }
 

@@ -17,10 +17,12 @@
 //!
 //! Files: [`args`] (the command line), `session` (the loop), `writer`
 //! (the thread that types), `end` (how it ends), `out` (what it prints),
-//! `term` (raw mode, window size, signals).
+//! `guard` (what of the card's output reaches a terminal), `term` (raw
+//! mode, window size, signals).
 
 pub mod args;
 mod end;
+mod guard;
 mod out;
 mod session;
 mod term;

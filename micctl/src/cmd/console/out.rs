@@ -1,11 +1,12 @@
-//! What `micctl console` prints: the card's output on stdout, its own
-//! notices on stderr (each on a line of its own, in raw mode too), or both
-//! as JSON Lines records with `--json`.
+//! What `micctl console` prints: the card's output on stdout (through the
+//! [`Guard`] on a terminal), its own notices on stderr (each on a line of
+//! its own, in raw mode too), or both as JSON Lines records with `--json`.
 
 use std::io::{self, Write as _};
 
 use serde_json::{Value, json};
 
+use super::guard::Guard;
 use crate::output;
 
 /// The console's printer.
@@ -19,6 +20,9 @@ pub(super) struct Printer {
     /// (output to a pipe or a file shares no line with stderr: `None`).
     at_line_start: Option<bool>,
     utf8: Utf8Chunks,
+    /// What of the card's output reaches a terminal.
+    guard: Guard,
+    guarded: Vec<u8>,
 }
 
 impl Printer {
@@ -29,6 +33,8 @@ impl Printer {
             raw: false,
             at_line_start: std::io::IsTerminal::is_terminal(&io::stdout()).then_some(true),
             utf8: Utf8Chunks::default(),
+            guard: Guard::default(),
+            guarded: Vec::new(),
         }
     }
 
@@ -87,7 +93,13 @@ impl Printer {
             return Ok(());
         }
         let mut out = io::stdout().lock();
-        out.write_all(data).and_then(|()| out.flush())
+        if self.at_line_start.is_none() {
+            // A file or a pipe: the bytes as they came.
+            return out.write_all(data).and_then(|()| out.flush());
+        }
+        self.guarded.clear();
+        self.guard.filter(data, &mut self.guarded);
+        out.write_all(&self.guarded).and_then(|()| out.flush())
     }
 }
 
