@@ -42,7 +42,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "MIC_ROOT", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub root: Option<PathBuf>,
     /// Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams
-    /// (log, status --watch, wait)
+    /// (log, status --watch, wait, events, console)
     #[arg(long, global = true)]
     pub json: bool,
     /// When to colour human output (NO_COLOR in the environment also disables colour under auto)

@@ -20,7 +20,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl'= {
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -35,6 +35,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand log 'The card kernel log, dmesg style'
             cand events 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads'
             cand crash 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
+            cand console 'Attach to a card''s console (through mpssd): type into it, watch it, or script it'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'micctl;status'= {
@@ -45,7 +46,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Keep running and print every change as it happens (JSON Lines with --json)'
             cand --watch 'Keep running and print every change as it happens (JSON Lines with --json)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -54,7 +55,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl;info'= {
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -72,7 +73,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand -w 'Wait until the operation completed on every card'
             cand --wait 'Wait until the operation completed on every card'
             cand --strict 'Treat a card already in the requested state as a failure (exit 9)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -86,7 +87,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand -w 'Wait until the operation completed on every card'
             cand --wait 'Wait until the operation completed on every card'
             cand --strict 'Treat a card already in the requested state as a failure (exit 9)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -100,7 +101,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand -w 'Wait until the operation completed on every card'
             cand --wait 'Wait until the operation completed on every card'
             cand --strict 'Treat a card already in the requested state as a failure (exit 9)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -117,7 +118,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -w 'Also wait until the card OS is up again (the shutdown and reset are always waited for)'
             cand --wait 'Also wait until the card OS is up again (the shutdown and reset are always waited for)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -130,7 +131,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --timeout 'Give up after this long (default as for boot --wait)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -146,7 +147,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
             cand -f 'Keep printing new records as the card logs them (across reboots)'
             cand --follow 'Keep printing new records as the card logs them (across reboots)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -162,7 +163,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --timeout 'With --count: give up after this long if fewer events came (exit 6)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -171,7 +172,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl;crash'= {
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -184,7 +185,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --dir 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -197,7 +198,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand --file 'Print this file of the bundle instead (control characters escaped)'
             cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
             cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
-            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -214,6 +215,29 @@ set edit:completion:arg-completer[micctl] = {|@words|
         }
         &'micctl;crash;help;help'= {
         }
+        &'micctl;console'= {
+            cand -r 'Show this much of the console''s past output first: lines (20), bytes (512B, 4K, 1MiB) or all [default: none]'
+            cand --replay 'Show this much of the console''s past output first: lines (20), bytes (512B, 4K, 1MiB) or all [default: none]'
+            cand -e 'The key that detaches: ^X or ctrl-X for a control key (^] is ctrl-]), or none'
+            cand --escape 'The key that detaches: ^X or ctrl-X for a control key (^] is ctrl-]), or none'
+            cand -u 'End (exit 0) once the card''s output contains TEXT'
+            cand --until 'End (exit 0) once the card''s output contains TEXT'
+            cand -t 'Give up after this long (exit 6): the attach itself, and --until or the answer to a script'
+            cand --timeout 'Give up after this long (exit 6): the attach itself, and --until or the answer to a script'
+            cand --idle 'With stdin not a terminal: end (exit 0) once the card has printed nothing for this long after the input was typed; 0 never ends that way'
+            cand --root 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet'
+            cand --color 'When to colour human output (NO_COLOR in the environment also disables colour under auto)'
+            cand --ro 'Read-only: see the console, never type into it'
+            cand --read-only 'Read-only: see the console, never type into it'
+            cand -f 'Take the console read-write even if another client holds it (that client is told and detached)'
+            cand --force 'Take the console read-write even if another client holds it (that client is told and detached)'
+            cand --follow 'Stay attached through the card''s reboots and crashes (the card going down ends the session only if mpssd leaves it down)'
+            cand --json 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'micctl;help'= {
             cand status 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code'
             cand info 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)'
@@ -225,6 +249,7 @@ set edit:completion:arg-completer[micctl] = {|@words|
             cand log 'The card kernel log, dmesg style'
             cand events 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads'
             cand crash 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run'
+            cand console 'Attach to a card''s console (through mpssd): type into it, watch it, or script it'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'micctl;help;status'= {
@@ -252,6 +277,8 @@ set edit:completion:arg-completer[micctl] = {|@words|
         &'micctl;help;crash;list'= {
         }
         &'micctl;help;crash;show'= {
+        }
+        &'micctl;help;console'= {
         }
         &'micctl;help;help'= {
         }

@@ -23,7 +23,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         'micctl' {
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -38,6 +38,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'The card kernel log, dmesg style')
             [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads')
             [CompletionResult]::new('crash', 'crash', [CompletionResultType]::ParameterValue, 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run')
+            [CompletionResult]::new('console', 'console', [CompletionResultType]::ParameterValue, 'Attach to a card''s console (through mpssd): type into it, watch it, or script it')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -49,7 +50,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Keep running and print every change as it happens (JSON Lines with --json)')
             [CompletionResult]::new('--watch', '--watch', [CompletionResultType]::ParameterName, 'Keep running and print every change as it happens (JSON Lines with --json)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -59,7 +60,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         'micctl;info' {
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -78,7 +79,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat a card already in the requested state as a failure (exit 9)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -93,7 +94,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat a card already in the requested state as a failure (exit 9)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -108,7 +109,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait until the operation completed on every card')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat a card already in the requested state as a failure (exit 9)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -126,7 +127,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Also wait until the card OS is up again (the shutdown and reset are always waited for)')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Also wait until the card OS is up again (the shutdown and reset are always waited for)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -140,7 +141,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long (default as for boot --wait)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -157,7 +158,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new records as the card logs them (across reboots)')
             [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new records as the card logs them (across reboots)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -174,7 +175,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'With --count: give up after this long if fewer events came (exit 6)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -184,7 +185,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         'micctl;crash' {
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -198,7 +199,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The crash directory, relative to the root unless absolute (mpssd.toml [crash] dir)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -212,7 +213,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Print this file of the bundle instead (control characters escaped)')
             [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -234,6 +235,30 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
         'micctl;crash;help;help' {
             break
         }
+        'micctl;console' {
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Show this much of the console''s past output first: lines (20), bytes (512B, 4K, 1MiB) or all [default: none]')
+            [CompletionResult]::new('--replay', '--replay', [CompletionResultType]::ParameterName, 'Show this much of the console''s past output first: lines (20), bytes (512B, 4K, 1MiB) or all [default: none]')
+            [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'The key that detaches: ^X or ctrl-X for a control key (^] is ctrl-]), or none')
+            [CompletionResult]::new('--escape', '--escape', [CompletionResultType]::ParameterName, 'The key that detaches: ^X or ctrl-X for a control key (^] is ctrl-]), or none')
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'End (exit 0) once the card''s output contains TEXT')
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'End (exit 0) once the card''s output contains TEXT')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Give up after this long (exit 6): the attach itself, and --until or the answer to a script')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up after this long (exit 6): the attach itself, and --until or the answer to a script')
+            [CompletionResult]::new('--idle', '--idle', [CompletionResultType]::ParameterName, 'With stdin not a terminal: end (exit 0) once the card has printed nothing for this long after the input was typed; 0 never ends that way')
+            [CompletionResult]::new('--root', '--root', [CompletionResultType]::ParameterName, 'Directory all card paths are resolved under (sys/class/mic, debugfs, lib/firmware); `/` on a real system, micemu''s --root for an emulated fleet')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour human output (NO_COLOR in the environment also disables colour under auto)')
+            [CompletionResult]::new('--ro', '--ro', [CompletionResultType]::ParameterName, 'Read-only: see the console, never type into it')
+            [CompletionResult]::new('--read-only', '--read-only', [CompletionResultType]::ParameterName, 'Read-only: see the console, never type into it')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Take the console read-write even if another client holds it (that client is told and detached)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Take the console read-write even if another client holds it (that client is told and detached)')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Stay attached through the card''s reboots and crashes (the card going down ends the session only if mpssd leaves it down)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine-readable output: one JSON document with a schema_version, or JSON Lines for streams (log, status --watch, wait, events, console)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'micctl;help' {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'One row per card: state, shutdown status, family, stepping, IP address, time in state, POST code')
             [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Every sysfs attribute of a card and the useful debugfs facts (POST code, SMPT, device page)')
@@ -245,6 +270,7 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'The card kernel log, dmesg style')
             [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'mpssd''s events as they happen: supervision, devices, crashes, configuration reloads')
             [CompletionResult]::new('crash', 'crash', [CompletionResultType]::ParameterValue, 'mpssd''s crash forensics bundles (DIR/var/lib/mpssd/crash/micN-TIME/); mpssd need not run')
+            [CompletionResult]::new('console', 'console', [CompletionResultType]::ParameterValue, 'Attach to a card''s console (through mpssd): type into it, watch it, or script it')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -284,6 +310,9 @@ Register-ArgumentCompleter -Native -CommandName 'micctl' -ScriptBlock {
             break
         }
         'micctl;help;crash;show' {
+            break
+        }
+        'micctl;help;console' {
             break
         }
         'micctl;help;help' {

@@ -43,7 +43,14 @@ pub struct ConsoleArgs {
     pub force: bool,
     /// Show this much of the console's past output first: lines (20), bytes (512B, 4K, 1MiB) or
     /// all [default: none]
-    #[arg(short, long, value_name = "AMOUNT", value_parser = Replay::parse, default_value = "0")]
+    #[arg(
+        short,
+        long,
+        value_name = "AMOUNT",
+        value_parser = Replay::parse,
+        default_value = "0",
+        hide_default_value = true
+    )]
     pub replay: Replay,
     /// The key that detaches: ^X or ctrl-X for a control key (^] is ctrl-]), or none
     #[arg(short, long, value_name = "KEY", value_parser = Escape::parse, default_value = "^]")]
