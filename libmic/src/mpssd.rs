@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 pub use mpssd_proto::{
     BlockSwapped, Bytes, CardStatus, ClientFrame, ConsoleAttached, ConsoleClient, ConsoleEvent, ConsoleMode,
     CrashSummary, DaemonStatus, DeviceStatus, EndReason, ErrorBody, ErrorCode, Event, EventKind,
-    ReloadResult, Replay, Request, Response, ServerBody, ServerFrame, SupervisorState, WindowSize,
-    unix_ms,
+    ReloadResult, Replay, Request, Response, ServerBody, ServerFrame, SupervisorState, WindowSize, unix_ms,
 };
 use mpssd_proto::{DecodeError, FrameError, LineDecoder};
 
@@ -683,6 +682,13 @@ impl ConsoleOutput {
     /// writer's socket.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
         self.client.set_timeout(timeout)
+    }
+
+    /// Ends the wait for items at `deadline` (`None`: only the timeout of
+    /// [`ConsoleOutput::set_timeout`], if any): then
+    /// [`ClientError::NoAnswer`]. Shared with the writer's socket.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.client.set_deadline(deadline);
     }
 
     /// The socket (to wait for readability in an event loop).

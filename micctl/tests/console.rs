@@ -377,13 +377,11 @@ fn without_mpssd_or_with_it_stopping() {
     let out = micctl(fleet.root(), &[]).stdin(Stdio::null()).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(10), "{err}");
-    assert_eq!(
-        err,
-        format!(
-            "micctl: error: mpssd is not running for this root (no {}/run/mpssd/control.sock)\n",
-            fleet.root().display()
-        )
+    let line = format!(
+        "micctl: error: mpssd is not running (no {}/run/mpssd/control.sock)",
+        fleet.root().display()
     );
+    assert!(err.starts_with(&line) && err.lines().count() == 1, "{err}");
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     // An offline card has no console.
     let mut d = Mpssd::start(fleet.root(), CONFIG, MPSSD_ARGS);
@@ -410,7 +408,10 @@ fn without_mpssd_or_with_it_stopping() {
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "micctl: error: mpssd did not answer the attach within 1s\n"
+        format!(
+            "micctl: error: mpssd did not answer within 1s on {}/run/mpssd/control.sock\n",
+            fleet.root().display()
+        )
     );
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     d.sigcont();

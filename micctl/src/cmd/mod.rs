@@ -2,9 +2,9 @@
 //! outcomes, running cards in parallel, reporting.
 
 pub mod boot;
+pub mod console;
 pub mod crash;
 pub mod events;
-pub mod console;
 pub mod info;
 pub mod log;
 pub mod reboot;

@@ -58,25 +58,15 @@ const INPUT_CHUNK: usize = 4096;
 /// up to there).
 const PENDING_MAX: usize = 64 << 10;
 
-/// Why the card's console cannot be attached.
+/// Why the card's console cannot be attached (beside mpssd not running or
+/// not answering, which are libmic's [`ClientError`]s).
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error(
-        "mpssd is not running for this root ({} {})",
-        if *listening { "nothing listening on" } else { "no" },
-        path.display()
-    )]
-    MpssdNotRunning {
-        path: std::path::PathBuf,
-        /// The socket is there (a stale one).
-        listening: bool,
-    },
-    #[error("mpssd did not answer the attach within {0:?}")]
-    NoAnswer(Duration),
     #[error("{card} is {}: its console is down (boot it first: micctl boot {card})", state.as_str())]
     CardDown { card: String, state: MicState },
+    /// mpssd has no console for the card.
     #[error("{0}")]
-    Refused(ErrorBody),
+    NoConsole(ErrorBody),
     #[error(
         "{card}'s console is held read-write by {holder}; a script cannot type into it (--force takes it)"
     )]
@@ -87,17 +77,8 @@ impl AttachError {
     #[must_use]
     pub fn exit(&self) -> Exit {
         match self {
-            AttachError::MpssdNotRunning { .. } => Exit::MpssdAbsent,
-            AttachError::NoAnswer(_) => Exit::Timeout,
             AttachError::CardDown { .. } => Exit::CardDown,
-            AttachError::Refused(e) => match e.code {
-                ErrorCode::NoSuchCard => Exit::NoSuchCard,
-                ErrorCode::NotAvailable => Exit::ConsoleGone,
-                ErrorCode::ConsoleBusy => Exit::ConsoleBusy,
-                ErrorCode::ShuttingDown => Exit::MpssdAbsent,
-                ErrorCode::Timeout => Exit::Timeout,
-                _ => Exit::Failure,
-            },
+            AttachError::NoConsole(_) => Exit::ConsoleGone,
             AttachError::Busy { .. } => Exit::ConsoleBusy,
         }
     }
@@ -108,7 +89,10 @@ pub fn run(ctx: &Ctx, args: &ConsoleArgs) -> anyhow::Result<Exit> {
     let signals = term::Signals::block().context("blocking signals for the console")?;
     let started = Instant::now();
     let card = single_card(ctx, &args.card)?;
-    let client = connect(ctx)?;
+    // TIMEOUT: ATTACH_LIMIT (or a shorter --timeout) for mpssd to take the
+    // connection and answer the attach; not running is said at once.
+    let limit = args.timeout.map_or(ATTACH_LIMIT, |t| t.min(ATTACH_LIMIT));
+    let client = Client::connect_within(&ctx.root, limit)?;
     let state = card.state()?;
     if state != MicState::Online {
         return Err(AttachError::CardDown {
@@ -118,7 +102,7 @@ pub fn run(ctx: &Ctx, args: &ConsoleArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let interactive = io::stdin().is_terminal();
-    let session = attach(client, &card, args, interactive, started)?;
+    let session = attach(client, &card, args, interactive)?;
     let states = watch_state(&card).context("watching the card's state")?;
     let mut s = Session::new(ctx.json, args, card, session, interactive, started)
         .context("starting the console's writer")?;
@@ -173,37 +157,13 @@ pub(super) fn terminal_size() -> Option<libmic::mpssd::WindowSize> {
         .find_map(term::window_size)
 }
 
-/// A connection to mpssd; "not running" told apart (nothing there, or a
-/// socket nobody listens on).
-fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
-    let path = ctx.root.mpssd_socket();
-    match Client::connect_path(&path) {
-        Ok(c) => Ok(c),
-        Err(ClientError::Connect { source, .. })
-            if matches!(
-                source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            let listening = source.kind() == io::ErrorKind::ConnectionRefused;
-            Err(AttachError::MpssdNotRunning { path, listening }.into())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
+/// Attaches `client` (its deadline running) to the card's console.
 fn attach(
-    mut client: Client,
+    client: Client,
     card: &Card,
     args: &ConsoleArgs,
     interactive: bool,
-    started: Instant,
 ) -> anyhow::Result<(Console, Option<ErrorBody>)> {
-    let limit = args.timeout.map_or(ATTACH_LIMIT, |t| {
-        t.saturating_sub(started.elapsed()).min(ATTACH_LIMIT)
-    });
-    // TIMEOUT: ATTACH_LIMIT (or what --timeout leaves) for mpssd to answer.
-    client.set_timeout(Some(limit.max(Duration::from_millis(1))))?;
     let opts = AttachOptions {
         mode: if args.read_only {
             ConsoleMode::ReadOnly
@@ -221,14 +181,7 @@ fn attach(
         client.attach_console_or_watch(card.id(), &opts)
     };
     let (mut console, refused) = attached.map_err(|e| match e {
-        ClientError::Io { ref source, .. }
-            if matches!(source.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-        {
-            // The time the operator gave, if that was the bound.
-            let given = args.timeout.filter(|&t| t < ATTACH_LIMIT).unwrap_or(ATTACH_LIMIT);
-            AttachError::NoAnswer(given).into()
-        }
-        ClientError::Refused(b) => anyhow::Error::from(AttachError::Refused(b)),
+        ClientError::Refused(b) if b.code == ErrorCode::NotAvailable => AttachError::NoConsole(b).into(),
         e => anyhow::Error::from(e),
     })?;
     if !interactive && refused.is_some() && !args.read_only {
@@ -245,6 +198,7 @@ fn attach(
     }
     // The loop reads without waiting, the writer waits as long as mpssd
     // makes it (mpssd bounds how long it waits for the card).
+    console.output.set_deadline(None);
     console.output.set_timeout(None)?;
     Ok((console, refused))
 }
