@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "micctl/console.rs"]
 mod console;
-#[path = "../tests/console/harness.rs"]
-mod harness;
 
 /// The files `micctl status` reads for each card of an offline fleet (see
 /// `micctl::cmd::status::Row::read`; an online card's log buffer is read
@@ -51,7 +51,7 @@ const BOOT_GOAL_RATIO: f64 = 1.2;
 
 fn main() -> Result<()> {
     // When the console benchmark runs this executable as its mpssd.
-    harness::mpssd_child_main();
+    common::mpssd::child_main();
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let micctl = micctl_binary()?;

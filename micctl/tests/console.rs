@@ -9,40 +9,30 @@
 //! everything else is read from the pty, micctl's output or the card's
 //! log until it arrives, bounded by [`HANG`].
 
-#[path = "console/harness.rs"]
-mod harness;
+mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use harness::{Fleet, HANG, Mpssd, Tty, assert_raw, console_up, marker, micctl, wait_child};
+use common::console::{Tty, assert_raw, console_up, marker, micctl, wait_card_log, wait_child};
+use common::mpssd::{FAST_CRASH, Mpssd};
+use common::{Fleet, HANG, lines_of, validated};
 use libmic::{BootRequest, MicRoot};
 use micemu::Fault;
 use nix::sys::termios::{self, LocalFlags};
 
-/// A crashed card is booted again at once.
-const CONFIG: &str = "[defaults]\ncrash_backoff = \"100ms\"\ncrash_backoff_max = \"200ms\"\n";
-/// How this test binary runs [`harness::mpssd_child_main`].
-const MPSSD_ARGS: &[&str] = &[
-    "mpssd_process_child",
-    "--exact",
-    "--ignored",
-    "--nocapture",
-    "--test-threads=1",
-];
-
-/// The body of [`Mpssd`]'s child (see [`harness::mpssd_child_main`]).
+/// The body of [`Mpssd`]'s child (see [`common::mpssd::child_main`]).
 #[test]
 #[ignore = "the child process of Mpssd; runs only when one starts it"]
 fn mpssd_process_child() {
-    harness::mpssd_child_main();
+    common::mpssd::child_main();
 }
 
 fn booted() -> (Fleet, Mpssd) {
-    harness::booted(CONFIG, MPSSD_ARGS)
+    common::console::booted(FAST_CRASH)
 }
 
 #[test]
@@ -61,13 +51,13 @@ fn attach_type_resize_and_detach_with_the_escape_key() {
     );
     assert_raw(&tty.termios());
     // The window's size reached the card at attach.
-    fleet.wait_card_log("hvc0: console size 132x43");
+    wait_card_log(&fleet, "hvc0: console size 132x43");
     tty.type_(b"uname -a\r");
     tty.wait_for("Linux mic0 3.10.0-micemu #1 SMP");
     tty.wait_for("k1om GNU/Linux\r\nroot@mic0:~# ");
     // SIGWINCH: the new size goes to the card.
     tty.resize(100, 30);
-    fleet.wait_card_log("hvc0: console size 100x30");
+    wait_card_log(&fleet, "hvc0: console size 100x30");
     // ctrl-C is a key for the card, not a signal for micctl.
     tty.type_(b"echo never\x03");
     tty.wait_for("^C");
@@ -200,7 +190,7 @@ fn follow_stays_attached_through_a_reboot_until_the_card_halts() {
     tty.wait_for("micctl: mic0's console went down (");
     tty.wait_for("micctl: mic0's console is up (");
     // The card booted again; its shell answers the same session.
-    fleet.card().wait_os_up(Some(HANG)).unwrap();
+    fleet.card(0).wait_os_up(Some(HANG)).unwrap();
     let (mark, answer) = marker();
     tty.type_(mark.as_bytes());
     tty.wait_for(&answer);
@@ -311,7 +301,7 @@ fn a_script_on_stdin_gets_its_answer() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = lines_of(watcher.stdout.take().unwrap());
+    let lines = lines_of(&mut watcher);
     let first = validated(&lines.recv_timeout(HANG).unwrap());
     assert_eq!(first["type"], "console_attached", "{first}");
     assert_eq!(first["mode"], "read_only");
@@ -340,38 +330,10 @@ fn a_script_on_stdin_gets_its_answer() {
     let _ = d;
 }
 
-/// A child's stdout, line by line as it comes.
-fn lines_of(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// One JSON Lines record, held to micctl's schema.
-fn validated(line: &str) -> serde_json::Value {
-    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
-    let schema = SCHEMA.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/micctl.schema.json");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        jsonschema::validator_for(&v).unwrap()
-    });
-    let v: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-    let errors: Vec<String> = schema.iter_errors(&v).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:?} in {line}");
-    v
-}
-
 #[test]
 fn without_mpssd_or_with_it_stopping() {
-    let fleet = Fleet::start();
-    let card = fleet.card();
+    let fleet = Fleet::start(1);
+    let card = fleet.card(0);
     // Not running: one line, at once.
     let start = Instant::now();
     let out = micctl(fleet.root(), &[]).stdin(Stdio::null()).output().unwrap();
@@ -384,7 +346,7 @@ fn without_mpssd_or_with_it_stopping() {
     assert!(err.starts_with(&line) && err.lines().count() == 1, "{err}");
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     // An offline card has no console.
-    let mut d = Mpssd::start(fleet.root(), CONFIG, MPSSD_ARGS);
+    let mut d = Mpssd::start(fleet.root(), FAST_CRASH);
     let out = micctl(fleet.root(), &[]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(12));
     assert_eq!(
@@ -399,7 +361,7 @@ fn without_mpssd_or_with_it_stopping() {
     console_up(&d);
     // A stopped mpssd (its socket takes the connection, nobody answers)
     // costs the deadline, then exit 6.
-    d.sigstop();
+    d.freeze();
     let start = Instant::now();
     let out = micctl(fleet.root(), &["--timeout", "1s"])
         .stdin(Stdio::null())
@@ -414,7 +376,7 @@ fn without_mpssd_or_with_it_stopping() {
         )
     );
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
-    d.sigcont();
+    d.thaw();
     let mut tty = Tty::spawn(fleet.root(), &[]);
     tty.wait_for("ctrl-] detaches");
     assert_eq!(d.stop(), 0);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use libmic::mpssd::{AttachOptions, Console, ConsoleItem, Replay};
 
-use crate::harness::{self, read_until_contains, read_until_suffix};
+use crate::common::console::{self as harness, marker, read_until_contains, read_until_suffix};
 
 /// Keystrokes timed on each path (pairs × 2), after a tenth as warm-up.
 const PAIRS: usize = 1000;
@@ -28,8 +28,8 @@ const GOAL_P99: Duration = Duration::from_millis(2);
 const CONFIG: &str = "[defaults]\nnet = false\n";
 
 pub(crate) fn console() -> Result<()> {
-    // This executable again, its main calling harness::mpssd_child_main.
-    let (fleet, d) = harness::booted(CONFIG, &[]);
+    // This executable again, its main calling common::mpssd::child_main.
+    let (fleet, d) = harness::booted(CONFIG);
     let root = fleet.root().to_owned();
 
     let mut c = d
@@ -53,7 +53,7 @@ pub(crate) fn console() -> Result<()> {
 
     let (mut child, mut master, _slave) = harness::spawn_on_pty(&root, &[]);
     read_until_contains(&mut master, b"ctrl-] detaches\r\n");
-    let (line, answer) = harness::marker();
+    let (line, answer) = marker();
     master.write_all(line.as_bytes())?;
     read_until_contains(&mut master, answer.as_bytes());
     let micctl = pairs(|key, echo| Ok(file_trip(&mut master, key, echo)))?;
@@ -130,7 +130,7 @@ fn broker_trip(c: &mut Console, key: u8, echo: &[u8]) -> Result<Duration> {
 
 /// Waits until the shell has answered everything typed so far.
 fn shell_ready(c: &mut Console) -> Result<()> {
-    let (line, answer) = harness::marker();
+    let (line, answer) = marker();
     c.input.send(line.as_bytes())?;
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains(&answer) {

@@ -1,219 +1,50 @@
-//! The harness of `micctl console`'s tests and benchmark: an in-process
-//! micemu card, mpssd as a process of its own (the test or bench
-//! executable run again, calling mpssd's `main`: [`mpssd_child_main`]; in
-//! a network namespace of the caller's own, for its TAP), micctl on a pty
-//! that is its controlling terminal.
+//! `micctl console`'s tests and benchmark: card 0 booted under a running
+//! mpssd ([`super::mpssd::Mpssd`]), its console up; micctl on a pty that is
+//! its controlling terminal.
 //!
-//! No sleeps: mpssd is ready when it sends READY=1 on a notification
-//! socket of ours; the console when a broker client sees it up;
+//! No sleeps: the console is up when a broker client sees it up;
 //! everything else is read until it arrives, bounded by [`HANG`].
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use libmic::mpssd::{AttachOptions, Client, ConsoleItem, Event, EventKind, Replay, SupervisorState};
-use libmic::{BootRequest, Card, MicRoot};
-use micemu::{Config, Instance, Timing};
+use libmic::mpssd::{AttachOptions, ConsoleItem, Event, EventKind, Replay, SupervisorState};
+use libmic::{BootRequest, MicRoot};
 use nix::sys::termios::{self, LocalFlags, Termios};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_micctl");
-/// Upper bound on anything a test waits for; only reached if something hangs.
-pub const HANG: Duration = Duration::from_secs(30);
-/// Makes [`mpssd_child_main`] run mpssd for this root.
-const MPSSD_ROOT_ENV: &str = "MICCTL_CONSOLE_TEST_MPSSD_ROOT";
+use super::mpssd::Mpssd;
+use super::{BIN, Fleet, HANG};
 
-/// What [`Mpssd`]'s child runs: mpssd's `main` for the root in the
-/// environment (and exits with its code). Without the variable it
-/// returns at once.
-pub fn mpssd_child_main() {
-    use clap::Parser as _;
-    let Some(root) = std::env::var_os(MPSSD_ROOT_ENV) else {
-        return;
-    };
-    let cli = mpssd::cli::Cli::parse_from([std::ffi::OsStr::new("mpssd"), "--root".as_ref(), &root]);
-    std::process::exit(i32::from(mpssd::daemon::main(&cli)));
-}
-
-pub struct Fleet {
-    pub inst: Instance,
-    _dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let inst = Instance::start(
-            dir.path(),
-            Config {
-                cards: 1,
-                timing: Timing::FAST,
-                memory: 1 << 30,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Self { inst, _dir: dir }
-    }
-
-    pub fn root(&self) -> &Path {
-        self.inst.root()
-    }
-
-    pub fn card(&self) -> Card {
-        MicRoot::new(self.root()).card_by_id(0)
-    }
-
-    /// Re-reads the card's kernel log until a line contains `needle` (the
-    /// log has no change notification, as on real hardware).
-    pub fn wait_card_log(&self, needle: &str) {
-        let start = Instant::now();
-        loop {
-            let raw = self.card().log_buf_raw().unwrap();
-            if libmic::klog::decode(&raw).iter().any(|r| r.text.contains(needle)) {
-                return;
-            }
-            assert!(start.elapsed() < HANG, "{needle:?} never in the card's log");
-            std::thread::yield_now();
+/// Re-reads card 0's kernel log until a line contains `needle` (the log
+/// has no change notification, as on real hardware).
+pub fn wait_card_log(fleet: &Fleet, needle: &str) {
+    let start = Instant::now();
+    loop {
+        let raw = fleet.card(0).log_buf_raw().unwrap();
+        if libmic::klog::decode(&raw).iter().any(|r| r.text.contains(needle)) {
+            return;
         }
-    }
-}
-
-/// mpssd for a fleet's root, as a process of its own.
-pub struct Mpssd {
-    pub child: Child,
-    pub root: std::path::PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-    _notify_dir: tempfile::TempDir,
-}
-
-/// Moves the calling thread (once) into a network namespace of its own:
-/// mpssd, started from it, makes its TAP there.
-pub fn own_netns() {
-    thread_local! {
-        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    if !DONE.with(std::cell::Cell::get) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("unshare(CLONE_NEWNET) (tests run as root)");
-        DONE.with(|d| d.set(true));
-    }
-}
-
-impl Mpssd {
-    /// Starts mpssd for `root` with `config` as its configuration file:
-    /// this executable run again with `args`, which must make it call
-    /// [`mpssd_child_main`].
-    pub fn start(root: &Path, config: &str, args: &[&str]) -> Self {
-        own_netns();
-        let etc = root.join("etc/mpss");
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("mpssd.toml"), config).unwrap();
-        let notify_dir = tempfile::tempdir().unwrap();
-        let sock = notify_dir.path().join("notify");
-        let notify = UnixDatagram::bind(&sock).unwrap();
-        notify.set_read_timeout(Some(HANG)).unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(args)
-            .env(MPSSD_ROOT_ENV, root)
-            .env("NOTIFY_SOCKET", &sock)
-            .env("MPSSD_LOG", "debug")
-            .env_remove("MIC_ROOT")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let keep = Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                keep.lock().unwrap().push(line);
-            }
-        });
-        let m = Self {
-            child,
-            root: root.to_owned(),
-            log,
-            _notify_dir: notify_dir,
-        };
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .unwrap_or_else(|e| panic!("no READY=1 from mpssd ({e}); log:\n{}", m.log_text()));
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
-                return m;
-            }
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    pub fn client(&self) -> Client {
-        let mut c = Client::connect(&MicRoot::new(&self.root)).unwrap();
-        c.set_timeout(Some(HANG)).unwrap();
-        c
-    }
-
-    /// Stops mpssd as a wedged daemon would be; returns once it has stopped
-    /// (the kernel reports the stop to the parent once every thread has).
-    pub fn sigstop(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a pointer to a local;
-        // WUNTRACED reports the stop without reaping the child.
-        let r = unsafe { libc::waitpid(pid.as_raw(), &raw mut status, libc::WUNTRACED) };
-        assert!(
-            r == pid.as_raw() && libc::WIFSTOPPED(status),
-            "mpssd did not stop"
-        );
-    }
-
-    pub fn sigcont(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    }
-
-    /// SIGTERM, and its exit code.
-    pub fn stop(&mut self) -> i32 {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Mpssd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- mpssd log\n{}", self.log_text());
-        }
+        assert!(start.elapsed() < HANG, "{needle:?} never in the card's log");
+        std::thread::yield_now();
     }
 }
 
 /// Card 0 booted under a running mpssd, its console up.
-pub fn booted(config: &str, mpssd_args: &[&str]) -> (Fleet, Mpssd) {
-    let fleet = Fleet::start();
-    let d = Mpssd::start(fleet.root(), config, mpssd_args);
+pub fn booted(config: &str) -> (Fleet, Mpssd) {
+    let fleet = Fleet::start(1);
+    let d = Mpssd::start(fleet.root(), config);
     let mut events = d.client().subscribe().unwrap();
     events.set_timeout(Some(HANG)).unwrap();
-    let card = fleet.card();
+    let card = fleet.card(0);
     let map = MicRoot::new(fleet.root()).system_map();
     card.boot_with(&BootRequest::defaults_for(&card), Some(&map))
         .unwrap();
