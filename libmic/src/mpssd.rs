@@ -973,4 +973,170 @@ mod tests {
         };
         assert!(matches!(full, ClientError::NoAnswer { .. }), "{full:?}");
     }
+
+    /// A fake mpssd on `r`'s socket: for each request line it reads, the
+    /// frames `answer` gives (by the request's `id` and name) are written.
+    fn fake(
+        r: &MicRoot,
+        answer: impl Fn(u64, &Request) -> Vec<ServerFrame> + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        use std::io::BufRead as _;
+        let listener = UnixListener::bind(r.mpssd_socket()).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut out = conn.try_clone().unwrap();
+            for line in std::io::BufReader::new(conn).lines().map_while(Result::ok) {
+                let frame = mpssd_proto::decode_request(line.as_bytes()).unwrap();
+                for answer in answer(frame.id.unwrap(), &frame.request) {
+                    out.write_all(&mpssd_proto::encode(&answer)).unwrap();
+                }
+            }
+        })
+    }
+
+    fn attached(mode: ConsoleMode, writer: Option<&str>) -> Response {
+        Response::ConsoleAttached(ConsoleAttached {
+            card: 0,
+            mode,
+            replay_bytes: 0,
+            pty: None,
+            device_up: true,
+            writer: writer.map(|n| ConsoleClient {
+                pid: Some(7),
+                uid: Some(0),
+                name: Some(n.into()),
+                since_ms: 0,
+            }),
+            taken_from: None,
+        })
+    }
+
+    fn mode_of(req: &Request) -> ConsoleMode {
+        match req {
+            Request::ConsoleAttach { mode, .. } => *mode,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Busy: read-only, the refusal beside it; the writer gone between the
+    /// two answers: read-write after all.
+    #[test]
+    fn attach_or_watch_falls_back_to_read_only_and_says_who_writes() {
+        let busy = || ErrorBody::new(ErrorCode::ConsoleBusy, "held read-write by \"w\"");
+        let (_d, r) = root();
+        let server = fake(&r, move |id, req| match mode_of(req) {
+            ConsoleMode::ReadWrite => vec![ServerFrame::error(Some(id), busy())],
+            ConsoleMode::ReadOnly => vec![ServerFrame::ok(
+                Some(id),
+                attached(ConsoleMode::ReadOnly, Some("w")),
+            )],
+        });
+        let c = Client::connect(&r).unwrap();
+        let (console, refused) = c
+            .attach_console_or_watch(0, &AttachOptions::read_write())
+            .unwrap();
+        assert_eq!(console.attached.mode, ConsoleMode::ReadOnly);
+        assert_eq!(console.attached.writer.unwrap().name.as_deref(), Some("w"));
+        assert_eq!(refused.unwrap().code, ErrorCode::ConsoleBusy);
+        drop(console.output);
+        drop(console.input);
+        server.join().unwrap();
+
+        let (_d, r) = root();
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = std::sync::Arc::clone(&tries);
+        let server = fake(&r, move |id, req| {
+            let first = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            match mode_of(req) {
+                ConsoleMode::ReadWrite if first => vec![ServerFrame::error(Some(id), busy())],
+                m => vec![ServerFrame::ok(Some(id), attached(m, None))],
+            }
+        });
+        let c = Client::connect(&r).unwrap();
+        let (console, refused) = c
+            .attach_console_or_watch(0, &AttachOptions::read_write())
+            .unwrap();
+        assert_eq!(
+            console.attached.mode,
+            ConsoleMode::ReadWrite,
+            "the writer left: taken"
+        );
+        assert!(refused.is_none());
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
+        drop(console);
+        server.join().unwrap();
+    }
+
+    /// An event loop's read: what has come, never a wait; a frame in two
+    /// pieces is one item; answers to input are no items, refusals are;
+    /// the close is the end.
+    #[test]
+    fn try_next_item_reads_what_came_and_never_waits() {
+        let (_d, r) = root();
+        let (to_test, arrived) = std::sync::mpsc::channel::<()>();
+        let (go, from_test) = std::sync::mpsc::channel::<()>();
+        let listener = UnixListener::bind(r.mpssd_socket()).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let (conn, _) = listener.accept().unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut lines = std::io::BufReader::new(conn).lines();
+            let line = lines.next().unwrap().unwrap();
+            let id = mpssd_proto::decode_request(line.as_bytes()).unwrap().id;
+            w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+                id,
+                attached(ConsoleMode::ReadWrite, None),
+            )))
+            .unwrap();
+            let out = mpssd_proto::encode(&ServerFrame::console(
+                0,
+                ConsoleEvent::Output {
+                    data: Bytes(b"hello".to_vec()),
+                    replay: false,
+                },
+            ));
+            let (first, rest) = out.split_at(out.len() / 2);
+            w.write_all(first).unwrap();
+            to_test.send(()).unwrap();
+            from_test.recv().unwrap();
+            w.write_all(rest).unwrap();
+            w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+                Some(9),
+                Response::ConsoleInput { card: 0, bytes: 1 },
+            )))
+            .unwrap();
+            w.write_all(&mpssd_proto::encode(&ServerFrame::error(
+                Some(10),
+                ErrorBody::new(ErrorCode::ReadOnly, "read-only"),
+            )))
+            .unwrap();
+            // The close follows (the connection is dropped).
+        });
+        let c = Client::connect(&r).unwrap();
+        let mut console = c.attach_console(0, &AttachOptions::read_write()).unwrap();
+        arrived.recv().unwrap();
+        assert_eq!(console.output.try_next_item().unwrap(), None, "half a frame");
+        go.send(()).unwrap();
+        server.join().unwrap();
+        let mut items = Vec::new();
+        // Everything has been written and the server is gone: each call
+        // returns at once.
+        while !matches!(items.last(), Some(ConsoleItem::Ended(_))) {
+            if let Some(i) = console.output.try_next_item().unwrap() {
+                items.push(i);
+            }
+        }
+        assert_eq!(
+            items,
+            [
+                ConsoleItem::Output {
+                    data: b"hello".to_vec(),
+                    replay: false
+                },
+                ConsoleItem::Refused(ErrorBody::new(ErrorCode::ReadOnly, "read-only")),
+                ConsoleItem::Ended(ConsoleEnd::Disconnected),
+            ]
+        );
+        assert!(matches!(console.output.try_next_item(), Err(ClientError::Closed)));
+    }
 }
