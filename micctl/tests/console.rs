@@ -330,6 +330,27 @@ fn a_script_on_stdin_gets_its_answer() {
     let _ = d;
 }
 
+/// A card whose boot hangs before its console comes up: a script says it
+/// waits, and --timeout ends the wait (exit 6).
+#[test]
+fn a_script_waits_for_the_console_within_its_timeout() {
+    let fleet = Fleet::start(1);
+    let _d = Mpssd::start(fleet.root(), FAST_CRASH);
+    let card = fleet.card(0);
+    fleet.inject(0, &Fault::HangBoot);
+    let map = MicRoot::new(fleet.root()).system_map();
+    card.boot_with(&BootRequest::defaults_for(&card), Some(&map))
+        .unwrap();
+    let (code, out, err) = script(fleet.root(), "uname\n", &["--timeout", "1s"]);
+    assert_eq!(code, 6, "{out}\n{err}");
+    assert_eq!(
+        err,
+        "micctl: mic0's console is not up yet; waiting for it (--timeout bounds the wait)\n\
+         micctl: error: gave up after 1.0s (--timeout)\n"
+    );
+    assert_eq!(out, "", "nothing was typed, nothing came");
+}
+
 #[test]
 fn without_mpssd_or_with_it_stopping() {
     let fleet = Fleet::start(1);

@@ -143,6 +143,14 @@ impl Session {
             return;
         }
         if !self.input.interactive && self.refused.is_none() {
+            if !self.device_up {
+                // A script waits for the console before it types: say so.
+                let msg = format!(
+                    "{}'s console is not up yet; waiting for it (--timeout bounds the wait)",
+                    self.name()
+                );
+                self.out.say("console-down", &msg);
+            }
             return;
         }
         let how = match (&self.refused, &a.writer) {
