@@ -734,3 +734,41 @@ fn batches_are_negotiated_and_malformed_ones_are_refused_whole() {
     drop(c);
     drop(inst);
 }
+
+#[test]
+fn wake_ups_acknowledged_in_the_shared_region_lose_no_doorbell() {
+    // Protocol 2 with the shared region: no OP_ACK_WAKE; the client swaps
+    // the region's wake word back when a MSG_WAKE arrives. Doorbells while
+    // one is outstanding coalesce; one after the client saw it sends again.
+    let (dir, inst) = fleet(1);
+    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
+    f.add_device(&console()).unwrap();
+    let v = card_up(&inst, 0);
+    let emu = inst.emulator();
+    let hw = emu.card_hw(0).unwrap();
+    // The bring-up's doorbells: at least one wake, then quiet.
+    assert_eq!(f.wait(Some(Duration::from_secs(5))).unwrap(), Wake::Doorbell);
+    while f.wait(Some(Duration::from_millis(50))).unwrap() == Wake::Doorbell {}
+    for round in 0..20 {
+        // Three doorbells before the client looks: one wake (or more).
+        for _ in 0..3 {
+            v.notify(&hw.mmio, &hw.phys);
+        }
+        assert_eq!(
+            f.wait(Some(Duration::from_secs(5))).unwrap(),
+            Wake::Doorbell,
+            "round {round}"
+        );
+        while f.wait(Some(Duration::ZERO)).unwrap() == Wake::Doorbell {}
+        // The next one, after the client saw the last, wakes it again.
+        v.notify(&hw.mmio, &hw.phys);
+        assert_eq!(
+            f.wait(Some(Duration::from_secs(5))).unwrap(),
+            Wake::Doorbell,
+            "round {round}: a doorbell after the acknowledgement was lost"
+        );
+        while f.wait(Some(Duration::from_millis(20))).unwrap() == Wake::Doorbell {}
+    }
+    drop(f);
+    drop(inst);
+}
