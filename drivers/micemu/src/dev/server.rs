@@ -344,6 +344,8 @@ struct Conn {
     req: Vec<u8>,
     /// The protocol version HELLO settled on.
     version: u32,
+    /// Looks at the slot while spinning (the clock is read every few).
+    looks: u32,
     /// A batch's parsed entries and its reply, reused.
     batch: Vec<(MicCopyDesc, std::ops::Range<usize>)>,
     batch_out: Vec<u8>,
@@ -370,96 +372,19 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         scratch: Scratch::default(),
         req: Vec::new(),
         version: PROTO_VERSION_MIN,
+        looks: 0,
         batch: Vec::new(),
         batch_out: Vec::new(),
     };
     let mut buf = vec![0u8; MAX_MSG];
     let mut phase = Phase::Sleep;
-    let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
             phase = Phase::Spin(Instant::now() + Duration::from_micros(SERVER_SPIN_US));
             continue;
         }
-        let Some(shm) = &conn.shm else {
-            // No region: the socket is all there is.
-            if !socket_readable(conn.fd.as_raw_fd(), -1) {
-                continue;
-            }
-            phase = Phase::Sleep;
-            if let Some(n) = conn.socket_request(&mut buf) {
-                if n {
-                    continue;
-                }
-                break;
-            }
-            continue;
-        };
-        match phase {
-            Phase::Spin(t) => {
-                looks = looks.wrapping_add(1);
-                if looks % SPIN_BATCH != 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let now = Instant::now();
-                if now < t {
-                    std::thread::yield_now();
-                } else {
-                    phase = if shm.futex {
-                        Phase::Nap(now + Duration::from_millis(SERVER_NAP_MS))
-                    } else {
-                        Phase::Sleep
-                    };
-                }
-                continue;
-            }
-            Phase::Nap(t) => {
-                let now = Instant::now();
-                if now >= t {
-                    phase = Phase::Sleep;
-                    continue;
-                }
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_FUTEX, Ordering::SeqCst);
-                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) == shm.seq {
-                    let left = (t - now).as_millis() as u64;
-                    shm.nap(left.clamp(1, SERVER_NAP_MS));
-                }
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                if shm.load(SHM_REQ_SEQ, Ordering::Acquire) != shm.seq {
-                    continue;
-                }
-                // Woken for a socket message, or the nap ran out.
-                if !socket_readable(conn.fd.as_raw_fd(), 0) {
-                    continue;
-                }
-            }
-            Phase::Sleep => {
-                // Say so, look once more, then wait for either side.
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_POLL, Ordering::SeqCst);
-                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
-                    shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                    continue;
-                }
-                let mut fds = [
-                    PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(shm.kick_server.as_fd(), PollFlags::POLLIN),
-                ];
-                // TIMEOUT: none needed: the client's kick or its socket
-                // (a message, or its end) wakes it.
-                let _ = poll(&mut fds, PollTimeout::NONE);
-                let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                drain(&shm.kick_server);
-                if !sock {
-                    continue;
-                }
-            }
-        }
-        match conn.socket_request(&mut buf) {
-            Some(true) => {}
-            Some(false) => break,
-            None => {}
+        if conn.wait(&mut phase) && !conn.socket_request(&mut buf) {
+            break;
         }
     }
     // close(2): the removal handshake, bounded.
@@ -478,26 +403,89 @@ enum Phase {
 }
 
 impl Conn {
-    /// Receives and serves one socket message: `Some(true)` served (or
-    /// refused), `Some(false)` the client is gone.
-    fn socket_request(&mut self, buf: &mut [u8]) -> Option<bool> {
+    /// One step of waiting for work in `phase`: whether the socket is
+    /// readable now (otherwise look at the slot again).
+    fn wait(&mut self, phase: &mut Phase) -> bool {
+        let Some(shm) = &self.shm else {
+            // No region: the socket is all there is.
+            return socket_readable(self.fd.as_raw_fd(), -1);
+        };
+        match *phase {
+            Phase::Spin(t) => {
+                self.looks = self.looks.wrapping_add(1);
+                if self.looks % SPIN_BATCH != 0 {
+                    std::hint::spin_loop();
+                    return false;
+                }
+                let now = Instant::now();
+                if now < t {
+                    std::thread::yield_now();
+                } else {
+                    *phase = if shm.futex {
+                        Phase::Nap(now + Duration::from_millis(SERVER_NAP_MS))
+                    } else {
+                        Phase::Sleep
+                    };
+                }
+                false
+            }
+            Phase::Nap(t) => {
+                let now = Instant::now();
+                if now >= t {
+                    *phase = Phase::Sleep;
+                    return false;
+                }
+                shm.store(SHM_SERVER_SLEEPING, SLEEP_FUTEX, Ordering::SeqCst);
+                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) == shm.seq {
+                    let left = (t - now).as_millis() as u64;
+                    shm.nap(left.clamp(1, SERVER_NAP_MS));
+                }
+                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
+                // A request, or else a socket message (or the nap ran out).
+                shm.load(SHM_REQ_SEQ, Ordering::Acquire) == shm.seq && socket_readable(self.fd.as_raw_fd(), 0)
+            }
+            Phase::Sleep => {
+                // Say so, look once more, then wait for either side.
+                shm.store(SHM_SERVER_SLEEPING, SLEEP_POLL, Ordering::SeqCst);
+                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
+                    shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
+                    return false;
+                }
+                let mut fds = [
+                    PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(shm.kick_server.as_fd(), PollFlags::POLLIN),
+                ];
+                // TIMEOUT: none needed: the client's kick or its socket
+                // (a message, or its end) wakes it.
+                let _ = poll(&mut fds, PollTimeout::NONE);
+                let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
+                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
+                drain(&shm.kick_server);
+                sock
+            }
+        }
+    }
+
+    /// Receives and serves one socket message: true once served (or
+    /// refused), false when the client is gone.
+    fn socket_request(&mut self, buf: &mut [u8]) -> bool {
         let n = match recv_msg(self.fd.as_raw_fd(), buf) {
             Ok(Some(n)) => n,
-            Ok(None) => return Some(false),
+            Ok(None) => return false,
             Err(Truncated) => {
                 self.reply_err(libc::EINVAL);
-                return Some(true);
+                return true;
             }
         };
         let (msg, fds) = (&buf[..n.0], n.1);
         let Some(h) = ReqHeader::from_slice(msg) else {
             self.reply_err(libc::EINVAL);
-            return Some(true);
+            return true;
         };
         let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
         let payload = payload.get(..h.len as usize).unwrap_or(payload);
         self.handle(h.op, payload, fds);
-        Some(true)
+        true
     }
 }
 

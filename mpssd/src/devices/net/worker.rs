@@ -271,7 +271,7 @@ impl Worker {
                 }
             };
             for i in 0..b.chains {
-                self.to_tap(i, b.lens[i] as usize);
+                self.forward(i, b.lens[i] as usize);
             }
             served += b.chains;
             if let Some(e) = b.error {
@@ -291,7 +291,7 @@ impl Worker {
 
     /// The `n` bytes of transmit buffer `i` (a header and a frame) go to
     /// the TAP, sanitised, or are dropped and counted.
-    fn to_tap(&mut self, i: usize, n: usize) {
+    fn forward(&mut self, i: usize, n: usize) {
         let acked = self.acked.unwrap_or(0);
         let frame = &mut self.tx_bufs[i][..n];
         match hdr::sanitize_tx(frame, acked) {
