@@ -736,10 +736,10 @@ fn batches_are_negotiated_and_malformed_ones_are_refused_whole() {
 }
 
 #[test]
-fn wake_ups_acknowledged_in_the_shared_region_lose_no_doorbell() {
-    // Protocol 2 with the shared region: no OP_ACK_WAKE; the client swaps
-    // the region's wake word back when a MSG_WAKE arrives. Doorbells while
-    // one is outstanding coalesce; one after the client saw it sends again.
+fn acknowledged_wake_ups_lose_no_doorbell() {
+    // At most one MSG_WAKE is outstanding until the client acknowledges
+    // it: doorbells meanwhile coalesce; one after the client saw it wakes
+    // it again.
     let (dir, inst) = fleet(1);
     let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
     f.add_device(&console()).unwrap();

@@ -10,18 +10,25 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mic_core::abi::emu_dev::{
-    CLIENT_NAP_MS, CLIENT_SPIN_US, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ,
-    SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING, SHM_WAKE, SLEEP_AWAKE, SLEEP_FUTEX,
-    SLEEP_POLL, SPIN_BATCH,
+    SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
+    SHM_SERVER_SLEEPING,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use rustix::thread::futex;
 
 /// Default size of the shared region (control slots and a 16 MiB arena:
 /// room for a batch of the largest frames each way; only the pages
 /// buffers touch are ever backed).
 pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
+
+/// How long the client spins for an answer before it sleeps.
+const CLIENT_SPIN: Duration = Duration::from_micros(200);
+
+/// Looks at the answer counter (one load each) between two yields of the
+/// CPU, which are also looks at the clock. The server may be waiting for
+/// this very core (two cores, a third thread busy): spinning on without a
+/// yield would cost it the whole spin, a yield costs a system call.
+const SPIN_BATCH: u32 = 32;
 
 /// A read-write shared mapping of the region.
 #[derive(Debug)]
@@ -85,19 +92,6 @@ impl Region {
     }
 }
 
-/// The region's wake-up word, for acknowledging `MSG_WAKE`s (protocol 2)
-/// even while a request holds the fast path.
-#[derive(Debug)]
-pub(super) struct WakeAcks(Arc<Region>);
-
-impl WakeAcks {
-    /// A `MSG_WAKE` arrived: the caller drains every ring after this, so a
-    /// doorbell from now on sends another.
-    pub(super) fn ack(&self) {
-        self.0.word(SHM_WAKE).swap(0, Ordering::SeqCst);
-    }
-}
-
 /// The fast path of one connection.
 #[derive(Debug)]
 pub(super) struct Shm {
@@ -109,8 +103,6 @@ pub(super) struct Shm {
     /// Next free arena offset (a bump allocator: buffers live as long as
     /// the region).
     next: usize,
-    /// Protocol 2: futex waits, wake-ups acknowledged in the region.
-    futex: bool,
 }
 
 impl Shm {
@@ -144,26 +136,7 @@ impl Shm {
             kick_client: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             seq: 0,
             next: SHM_ARENA,
-            futex: false,
         })
-    }
-
-    /// From protocol 2 on: futex waits, wake-ups acknowledged in the region.
-    pub(super) fn use_futex(&mut self) {
-        self.futex = true;
-    }
-
-    /// Where `MSG_WAKE`s are acknowledged, from protocol 2 on.
-    pub(super) fn wake_acks(&self) -> Option<WakeAcks> {
-        self.futex.then(|| WakeAcks(Arc::clone(&self.region)))
-    }
-
-    /// After a socket message: a server napping on its futex looks at the
-    /// socket now rather than when the nap ends.
-    pub(super) fn nudge(&self) {
-        if self.futex && self.region.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) == SLEEP_FUTEX {
-            let _ = futex::wake(self.region.word(SHM_REQ_SEQ), futex::Flags::empty(), 1);
-        }
     }
 
     /// The descriptors the HELLO passes: region, server kick, client kick.
@@ -225,21 +198,17 @@ impl Shm {
         self.seq = self.seq.wrapping_add(1);
         let r = &self.region;
         r.word(SHM_REQ_SEQ).store(self.seq, Ordering::SeqCst);
-        match r.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) {
-            SLEEP_AWAKE => {}
-            SLEEP_FUTEX if self.futex => {
-                let _ = futex::wake(r.word(SHM_REQ_SEQ), futex::Flags::empty(), 1);
-            }
-            _ => {
-                let _ = self.kick_server.write(1);
-            }
+        if r.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) != 0 {
+            let _ = self.kick_server.write(1);
         }
-        let spin_end = Instant::now() + Duration::from_micros(CLIENT_SPIN_US);
+        let spin_end = Instant::now() + CLIENT_SPIN;
         let mut looks = 0u32;
         loop {
             if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
                 break;
             }
+            // The answer is one load away; the clock is read every few
+            // looks only.
             looks = looks.wrapping_add(1);
             if looks % SPIN_BATCH != 0 {
                 std::hint::spin_loop();
@@ -249,46 +218,30 @@ impl Shm {
                 std::thread::yield_now();
                 continue;
             }
-            let how = if self.futex { SLEEP_FUTEX } else { SLEEP_POLL };
-            r.word(SHM_CLIENT_SLEEPING).store(how, Ordering::SeqCst);
-            let seen = r.word(SHM_RESP_SEQ).load(Ordering::SeqCst);
-            if seen == self.seq {
-                r.word(SHM_CLIENT_SLEEPING).store(SLEEP_AWAKE, Ordering::SeqCst);
+            r.word(SHM_CLIENT_SLEEPING).store(1, Ordering::SeqCst);
+            if r.word(SHM_RESP_SEQ).load(Ordering::SeqCst) == self.seq {
+                r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
                 break;
             }
-            let sock_ready = if self.futex {
-                let t = futex::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: (CLIENT_NAP_MS * 1_000_000) as _,
-                };
-                // TIMEOUT: CLIENT_NAP_MS, then a look at the socket (the
-                // server's end, or a message) and another wait.
-                let _ = futex::wait(r.word(SHM_RESP_SEQ), futex::Flags::empty(), seen, Some(&t));
-                r.word(SHM_CLIENT_SLEEPING).store(SLEEP_AWAKE, Ordering::SeqCst);
-                r.word(SHM_RESP_SEQ).load(Ordering::Acquire) != self.seq && readable(sock, 0)
-            } else {
-                let kick = std::os::fd::AsRawFd::as_raw_fd(&self.kick_client.as_fd());
-                let mut fds = [
-                    libc::pollfd {
-                        fd: kick,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: sock,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ];
-                // TIMEOUT: none needed: the server answers, or its end makes
-                // the socket readable (EOF), which `on_msg` turns into an error.
-                // SAFETY: two pollfds of descriptors we hold, for the call.
-                unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-                r.word(SHM_CLIENT_SLEEPING).store(SLEEP_AWAKE, Ordering::SeqCst);
-                let _ = self.kick_client.read();
-                fds[1].revents != 0
-            };
-            if sock_ready {
+            let mut fds = [
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.kick_client.as_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sock,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // TIMEOUT: none needed: the server answers, or its end makes
+            // the socket readable (EOF), which `on_msg` turns into an error.
+            // SAFETY: two pollfds of descriptors we hold, for the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
+            let _ = self.kick_client.read();
+            if fds[1].revents != 0 {
                 on_msg()?;
             }
         }
@@ -296,18 +249,6 @@ impl Shm {
         self.region.read(SHM_RESP, &mut reply[..n]);
         Ok(())
     }
-}
-
-/// Whether `fd` is readable (a message, or its end) within `ms`.
-fn readable(fd: RawFd, ms: i32) -> bool {
-    let mut p = [libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // TIMEOUT: the caller's `ms`.
-    // SAFETY: one pollfd of a descriptor the caller holds, for the call.
-    unsafe { libc::poll(p.as_mut_ptr(), 1, ms) > 0 }
 }
 
 /// An I/O buffer for [`super::VirtioFile::copy_desc`]: in the fast path's

@@ -40,8 +40,6 @@ pub(super) struct SockFile {
     buf: Vec<u8>,
     /// The COPY_DESC fast path, once the emulator took it.
     shm: Option<Shm>,
-    /// Protocol 2 with the fast path: wake-ups acknowledged in the region.
-    wake_acks: Option<shm::WakeAcks>,
 }
 
 /// A reply: its result and payload (in `SockFile::buf`), and a passed fd.
@@ -83,7 +81,6 @@ impl SockFile {
             gone: false,
             buf: vec![0; MAX_MSG],
             shm: None,
-            wake_acks: None,
         };
         // The fast path is an optimisation: without a memfd it is skipped.
         let shm = Shm::new(shm::DEFAULT_LEN).ok();
@@ -122,13 +119,7 @@ impl SockFile {
         }
         me.direct = hr.mode == MODE_DIRECT;
         me.version = hr.version;
-        me.shm = shm.map(|mut s| {
-            if hr.version >= PROTO_VERSION_BATCH {
-                s.use_futex();
-            }
-            s
-        });
-        me.wake_acks = me.shm.as_ref().and_then(Shm::wake_acks);
+        me.shm = shm;
         Ok(me)
     }
 
@@ -192,12 +183,7 @@ impl SockFile {
         let cmsg: &[nix::sys::socket::ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
         loop {
             match sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None) {
-                Ok(_) => {
-                    if let Some(s) = &self.shm {
-                        s.nudge();
-                    }
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(self.io_err(what, e)),
             }
@@ -251,13 +237,7 @@ impl SockFile {
         match kind {
             MSG_WAKE => {
                 self.wake = true;
-                match &self.wake_acks {
-                    Some(a) => {
-                        a.ack();
-                        Ok(())
-                    }
-                    None => self.send("ACK", OP_ACK_WAKE, &[]),
-                }
+                self.send("ACK", OP_ACK_WAKE, &[])
             }
             MSG_GONE => {
                 self.gone = true;

@@ -35,33 +35,14 @@
 //! and a response slot, then an arena of I/O buffers) and two eventfds
 //! (kick the server, kick the client). COPY_DESC then goes through the
 //! slots instead of the socket: the client writes the request and bumps
-//! [`SHM_REQ_SEQ`]; the server answers in the response slot and sets
-//! [`SHM_RESP_SEQ`]. iovecs inside the arena are copied with one plain
-//! memcpy between the two mappings. The socket still carries everything
-//! else, wake-ups included.
-//!
-//! Waiting. Each side looks at the other's counter for a while
-//! ([`SERVER_SPIN_US`], [`CLIENT_SPIN_US`]), yielding the CPU every
-//! [`SPIN_BATCH`] looks (on two cores with a third thread busy, the side it
-//! waits for may be waiting for this very core: a pure spin measured
-//! worse), then sleeps and says how in its
-//! `SHM_*_SLEEPING` word, so the other side knows how to wake it:
-//! [`SLEEP_POLL`] on its eventfd (the server's also watches the socket),
-//! or, from protocol 2, [`SLEEP_FUTEX`] in a futex wait on the counter it
-//! waits for (`SHM_REQ_SEQ` for the server, `SHM_RESP_SEQ` for the client),
-//! which the other side wakes with `FUTEX_WAKE` after bumping it. The
-//! server naps on the futex for at most [`SERVER_NAP_MS`] after a request,
-//! then sleeps in poll (socket and eventfd) until the client needs it: an
-//! idle connection costs nothing. A protocol-2 client wakes a napping
-//! server after each socket message it sends; a client waiting on the
-//! futex looks at the socket (the server's end) every [`CLIENT_NAP_MS`].
-//!
-//! Wake-ups acknowledged in the region (protocol 2). With the region, the
-//! client does not send [`OP_ACK_WAKE`]: the server's [`SHM_WAKE`] word is
-//! 0 while no `MSG_WAKE` is outstanding; the server sets it to 1 and sends
-//! one, or to 2 when another doorbell came while one was outstanding; the
-//! client, receiving the `MSG_WAKE`, swaps it back to 0 before it drains
-//! the rings (so a doorbell after the swap sends a new one).
+//! [`SHM_REQ_SEQ`]; the server, spinning briefly after each request and
+//! sleeping on its eventfd otherwise ([`SHM_SERVER_SLEEPING`] says which),
+//! answers in the response slot and sets [`SHM_RESP_SEQ`]; the client spins
+//! briefly, then sleeps on its own eventfd. Both sides yield the CPU every
+//! few looks while they spin: on two cores with a third thread busy, the
+//! side they wait for may be waiting for their core. iovecs inside the
+//! arena are copied with one plain memcpy between the two mappings. The
+//! socket still carries everything else, wake-ups included.
 //!
 //! Batches (protocol 2). One hand-off between the two threads costs far
 //! more than walking and copying a chain, so [`OP_COPY_BATCH`] carries up
@@ -134,29 +115,6 @@ pub const SHM_RESP_SEQ: usize = 64;
 pub const SHM_SERVER_SLEEPING: usize = 128;
 /// Shared region: 1 while the client sleeps on its eventfd (u32).
 pub const SHM_CLIENT_SLEEPING: usize = 192;
-/// Shared region: the wake-up word (u32, protocol 2): 0 no `MSG_WAKE`
-/// outstanding, 1 one is, 2 one is and another doorbell came since.
-pub const SHM_WAKE: usize = 256;
-/// `SHM_*_SLEEPING`: awake (looking at the slot).
-pub const SLEEP_AWAKE: u32 = 0;
-/// `SHM_*_SLEEPING`: asleep in poll; write 1 to its eventfd.
-pub const SLEEP_POLL: u32 = 1;
-/// `SHM_*_SLEEPING` (protocol 2): asleep on the futex of the counter it
-/// waits for; `FUTEX_WAKE` it.
-pub const SLEEP_FUTEX: u32 = 2;
-/// How long the server looks for the next request after one before it
-/// naps.
-pub const SERVER_SPIN_US: u64 = 50;
-/// How long the client looks for the answer before it sleeps.
-pub const CLIENT_SPIN_US: u64 = 200;
-/// Looks at the other side's counter (one load each) between two looks at
-/// the clock, which are also yields of the CPU.
-pub const SPIN_BATCH: u32 = 64;
-/// How long the server naps on its futex after a request before it sleeps
-/// in poll.
-pub const SERVER_NAP_MS: u64 = 2;
-/// How often a client waiting on its futex looks at the socket.
-pub const CLIENT_NAP_MS: u64 = 50;
 /// Shared region: the request slot (a [`ReqHeader`] and its payload).
 pub const SHM_REQ: usize = 4096;
 /// Bytes of the request slot.

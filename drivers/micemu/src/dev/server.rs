@@ -12,7 +12,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,9 +21,8 @@ use mic_core::abi::emu_dev::{
     BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello,
     HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq,
     MsgHeader, OP_ACK_WAKE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_BATCH,
-    PROTO_VERSION_MIN, Piece, ReqHeader, SERVER_NAP_MS, SERVER_SPIN_US, SHM_ARENA, SHM_CLIENT_SLEEPING,
-    SHM_MAX, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
-    SHM_WAKE, SLEEP_AWAKE, SLEEP_FUTEX, SLEEP_POLL, SPIN_BATCH,
+    PROTO_VERSION_MIN, Piece, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ, SHM_REQ_MAX,
+    SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -182,9 +181,6 @@ struct SocketWaker {
     /// (a wake is outstanding, another came meanwhile)
     state: Mutex<(bool, bool)>,
     gone: AtomicBool,
-    /// From a protocol-2 HELLO with the shared region: the wake-up state
-    /// lives in its [`SHM_WAKE`] word, acknowledged there by the client.
-    shm: std::sync::OnceLock<Arc<vm_memory::MmapRegion<()>>>,
 }
 
 impl SocketWaker {
@@ -212,27 +208,6 @@ impl SocketWaker {
 
 impl Waker for Arc<SocketWaker> {
     fn wake(&self) {
-        if let Some(w) = self.shm.get().and_then(|m| word(m, SHM_WAKE)) {
-            // 0 → 1 sends; 1 → 2 remembers (the client's swap to 0 after
-            // it sees the message makes the next doorbell send). The client
-            // may write anything there: a few tries, then one more wake
-            // (harmless) rather than spinning on the event loop.
-            for _ in 0..4 {
-                match w.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst) {
-                    Ok(_) => break,
-                    Err(1)
-                        if w.compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
-                            .is_ok() =>
-                    {
-                        return;
-                    }
-                    Err(1) => {}
-                    Err(_) => return,
-                }
-            }
-            self.send_kind(MSG_WAKE);
-            return;
-        }
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.0 {
             s.1 = true;
@@ -250,7 +225,7 @@ impl Waker for Arc<SocketWaker> {
 
 /// The client's shared region and its two eventfds (the fast path).
 struct Shm {
-    map: Arc<vm_memory::MmapRegion<()>>,
+    map: vm_memory::MmapRegion<()>,
     /// The client's address of byte 0.
     client_base: u64,
     len: u64,
@@ -258,15 +233,17 @@ struct Shm {
     kick_client: OwnedFd,
     /// The last request answered.
     seq: u32,
-    /// Protocol 2: futex waits and wake-ups acknowledged in the region.
-    futex: bool,
 }
 
-/// A control word of the region, as the atomic both processes use.
-fn word(map: &vm_memory::MmapRegion<()>, off: usize) -> Option<&AtomicU32> {
-    use vm_memory::volatile_memory::VolatileMemory as _;
-    map.get_atomic_ref::<AtomicU32>(off).ok()
-}
+/// How long the server keeps looking for the next fast request after one,
+/// before it sleeps on its eventfd.
+const SERVER_SPIN: Duration = Duration::from_micros(50);
+
+/// Looks at the slot (one load each) between two yields of the CPU, which
+/// are also looks at the clock and the socket. The client may be waiting
+/// for this very core (two cores, a third thread busy): spinning on without
+/// a yield would cost it the whole spin, a yield costs a system call.
+const SPIN_BATCH: u32 = 32;
 
 impl Shm {
     fn slice(&self, off: usize, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
@@ -275,40 +252,16 @@ impl Shm {
     }
 
     fn load(&self, off: usize, order: Ordering) -> u32 {
-        word(&self.map, off).map_or(0, |w| w.load(order))
+        use vm_memory::Bytes as _;
+        self.slice(off, 4)
+            .and_then(|s| s.load::<u32>(0, order).ok())
+            .unwrap_or(0)
     }
 
     fn store(&self, off: usize, v: u32, order: Ordering) {
-        if let Some(w) = word(&self.map, off) {
-            w.store(v, order);
-        }
-    }
-
-    /// Sleeps on the request counter while it still reads `seq`, at most
-    /// `ms` (a client's FUTEX_WAKE, a new request, or the time ends it).
-    fn nap(&self, ms: u64) {
-        let Some(w) = word(&self.map, SHM_REQ_SEQ) else {
-            return;
-        };
-        let t = rustix::thread::futex::Timespec {
-            tv_sec: 0,
-            tv_nsec: (ms * 1_000_000) as _,
-        };
-        // TIMEOUT: `ms`, SERVER_NAP_MS: then the server sleeps in poll,
-        // which watches the socket too.
-        let _ = rustix::thread::futex::wait(w, rustix::thread::futex::Flags::empty(), self.seq, Some(&t));
-    }
-
-    /// Wakes the client if it sleeps, the way it said it does.
-    fn wake_client(&self) {
-        match self.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) {
-            SLEEP_AWAKE => {}
-            SLEEP_FUTEX if self.futex => {
-                if let Some(w) = word(&self.map, SHM_RESP_SEQ) {
-                    let _ = rustix::thread::futex::wake(w, rustix::thread::futex::Flags::empty(), 1);
-                }
-            }
-            _ => kick(&self.kick_client),
+        use vm_memory::Bytes as _;
+        if let Some(s) = self.slice(off, 4) {
+            let _ = s.store(v, 0, order);
         }
     }
 
@@ -344,8 +297,6 @@ struct Conn {
     req: Vec<u8>,
     /// The protocol version HELLO settled on.
     version: u32,
-    /// Looks at the slot while spinning (the clock is read every few).
-    looks: u32,
     /// A batch's parsed entries and its reply, reused.
     batch: Vec<(MicCopyDesc, std::ops::Range<usize>)>,
     batch_out: Vec<u8>,
@@ -357,7 +308,6 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         fd: Arc::clone(&fd),
         state: Mutex::new((false, false)),
         gone: AtomicBool::new(false),
-        shm: std::sync::OnceLock::new(),
     });
     let Ok(file) = VdevFile::open(emu, id, Box::new(Arc::clone(&waker))) else {
         return;
@@ -372,133 +322,80 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         scratch: Scratch::default(),
         req: Vec::new(),
         version: PROTO_VERSION_MIN,
-        looks: 0,
         batch: Vec::new(),
         batch_out: Vec::new(),
     };
     let mut buf = vec![0u8; MAX_MSG];
-    let mut phase = Phase::Sleep;
+    let mut spin_until: Option<Instant> = None;
+    let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            phase = Phase::Spin(Instant::now() + Duration::from_micros(SERVER_SPIN_US));
+            spin_until = Some(Instant::now() + SERVER_SPIN);
             continue;
         }
-        if conn.wait(&mut phase) && !conn.socket_request(&mut buf) {
-            break;
+        if let Some(t) = spin_until {
+            looks = looks.wrapping_add(1);
+            if looks % SPIN_BATCH != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if now >= t {
+                spin_until = None;
+                continue;
+            }
+            std::thread::yield_now();
+            // A socket request (a wake ack, a config change) is served
+            // between spins too.
+            if !socket_readable(conn.fd.as_raw_fd(), 0) {
+                continue;
+            }
+        } else if let Some(shm) = &conn.shm {
+            // Sleep: say so, look once more, then wait for either side.
+            shm.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
+            if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
+                shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+                continue;
+            }
+            let mut fds = [
+                PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(shm.kick_server.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, PollTimeout::NONE);
+            let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
+            shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            drain(&shm.kick_server);
+            if !sock {
+                continue;
+            }
         }
+        let n = match recv_msg(conn.fd.as_raw_fd(), &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(Truncated) => {
+                conn.reply_err(libc::EINVAL);
+                continue;
+            }
+        };
+        let (msg, fds) = (&buf[..n.0], n.1);
+        let Some(h) = ReqHeader::from_slice(msg) else {
+            conn.reply_err(libc::EINVAL);
+            continue;
+        };
+        let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
+        let payload = payload.get(..h.len as usize).unwrap_or(payload);
+        conn.handle(h.op, payload, fds);
     }
     // close(2): the removal handshake, bounded.
     conn.file.close();
 }
 
-/// Where a connection's thread is between requests.
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    /// Looking at the slot, until then.
-    Spin(Instant),
-    /// On the request counter's futex, until then (protocol 2).
-    Nap(Instant),
-    /// In poll, on the socket and the eventfd.
-    Sleep,
-}
-
-impl Conn {
-    /// One step of waiting for work in `phase`: whether the socket is
-    /// readable now (otherwise look at the slot again).
-    fn wait(&mut self, phase: &mut Phase) -> bool {
-        let Some(shm) = &self.shm else {
-            // No region: the socket is all there is.
-            return socket_readable(self.fd.as_raw_fd(), -1);
-        };
-        match *phase {
-            Phase::Spin(t) => {
-                self.looks = self.looks.wrapping_add(1);
-                if self.looks % SPIN_BATCH != 0 {
-                    std::hint::spin_loop();
-                    return false;
-                }
-                let now = Instant::now();
-                if now < t {
-                    std::thread::yield_now();
-                } else {
-                    *phase = if shm.futex {
-                        Phase::Nap(now + Duration::from_millis(SERVER_NAP_MS))
-                    } else {
-                        Phase::Sleep
-                    };
-                }
-                false
-            }
-            Phase::Nap(t) => {
-                let now = Instant::now();
-                if now >= t {
-                    *phase = Phase::Sleep;
-                    return false;
-                }
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_FUTEX, Ordering::SeqCst);
-                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) == shm.seq {
-                    let left = (t - now).as_millis() as u64;
-                    shm.nap(left.clamp(1, SERVER_NAP_MS));
-                }
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                // A request, or else a socket message (or the nap ran out).
-                shm.load(SHM_REQ_SEQ, Ordering::Acquire) == shm.seq && socket_readable(self.fd.as_raw_fd(), 0)
-            }
-            Phase::Sleep => {
-                // Say so, look once more, then wait for either side.
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_POLL, Ordering::SeqCst);
-                if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
-                    shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                    return false;
-                }
-                let mut fds = [
-                    PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(shm.kick_server.as_fd(), PollFlags::POLLIN),
-                ];
-                // TIMEOUT: none needed: the client's kick or its socket
-                // (a message, or its end) wakes it.
-                let _ = poll(&mut fds, PollTimeout::NONE);
-                let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
-                shm.store(SHM_SERVER_SLEEPING, SLEEP_AWAKE, Ordering::SeqCst);
-                drain(&shm.kick_server);
-                sock
-            }
-        }
-    }
-
-    /// Receives and serves one socket message: true once served (or
-    /// refused), false when the client is gone.
-    fn socket_request(&mut self, buf: &mut [u8]) -> bool {
-        let n = match recv_msg(self.fd.as_raw_fd(), buf) {
-            Ok(Some(n)) => n,
-            Ok(None) => return false,
-            Err(Truncated) => {
-                self.reply_err(libc::EINVAL);
-                return true;
-            }
-        };
-        let (msg, fds) = (&buf[..n.0], n.1);
-        let Some(h) = ReqHeader::from_slice(msg) else {
-            self.reply_err(libc::EINVAL);
-            return true;
-        };
-        let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
-        let payload = payload.get(..h.len as usize).unwrap_or(payload);
-        self.handle(h.op, payload, fds);
-        true
-    }
-}
-
-/// Whether the socket has a message (or hung up), waiting `ms` (-1:
-/// until it does).
-fn socket_readable(fd: RawFd, ms: i32) -> bool {
+/// Whether the socket has a message (or hung up), waiting `ms`.
+fn socket_readable(fd: RawFd, ms: u16) -> bool {
     // SAFETY: fd is the connection's socket, open for the call.
     let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let mut fds = [PollFd::new(b, PollFlags::POLLIN)];
-    let t = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
-    // TIMEOUT: the caller's `ms`; forever only where the socket is the one
-    // thing to wait for (its end makes it readable).
-    poll(&mut fds, t).is_ok_and(|n| n > 0)
+    poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
 }
 
 struct Truncated;
@@ -625,14 +522,7 @@ impl Conn {
         };
         if h.flags & HELLO_SHM != 0 {
             match take_shm(&h, fds) {
-                Ok(mut shm) => {
-                    shm.futex = self.version >= PROTO_VERSION_BATCH;
-                    if shm.futex {
-                        shm.store(SHM_WAKE, 0, Ordering::SeqCst);
-                        let _ = self.waker.shm.set(Arc::clone(&shm.map));
-                    }
-                    self.shm = Some(shm);
-                }
+                Ok(shm) => self.shm = Some(shm),
                 Err(e) => return self.reply_err(e),
             }
         }
@@ -725,7 +615,9 @@ impl Conn {
         }
         shm.seq = seq;
         shm.store(SHM_RESP_SEQ, seq, Ordering::SeqCst);
-        shm.wake_client();
+        if shm.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) != 0 {
+            kick(&shm.kick_client);
+        }
         true
     }
 
@@ -925,13 +817,12 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
     let map = vm_memory::MmapRegion::from_file(vm_memory::FileOffset::new(file, 0), h.shm_len as usize)
         .map_err(|_| libc::ENOMEM)?;
     let shm = Shm {
-        map: Arc::new(map),
+        map,
         client_base: h.shm_base,
         len: h.shm_len,
         kick_server,
         kick_client,
         seq: 0,
-        futex: false,
     };
     let seq = shm.load(SHM_REQ_SEQ, Ordering::Acquire);
     Ok(Shm { seq, ..shm })
