@@ -8,7 +8,7 @@ use std::io::IoSliceMut;
 use std::time::{Duration, Instant};
 
 use libmic::MicRoot;
-use libmic::vdev::{DeviceBlock, Transport, VirtioFile, Wake};
+use libmic::vdev::{BATCH_MAX, DeviceBlock, Transport, VirtioFile, Wake};
 use mic_core::abi::MIC_MAGIC;
 use mic_core::abi::virtio::{id, status};
 use mic_core::card::CardDevice;
@@ -375,7 +375,7 @@ fn arena_buffers_take_the_shared_path_in_both_modes() {
             })
         );
         // The arena runs out: the next buffers come from the heap and work.
-        let more: Vec<_> = (0..80).map(|_| f.alloc_buf(64 << 10)).collect();
+        let more: Vec<_> = (0..400).map(|_| f.alloc_buf(64 << 10)).collect();
         assert!(more.iter().any(|b| !b.is_shared()));
         drop(f);
         drop(inst);
@@ -406,4 +406,369 @@ fn a_client_waiting_on_the_fast_path_sees_the_emulator_go() {
         }
     }
     drop(dir);
+}
+
+/// Chains of `len` bytes on vring `vr` of the played card, readable (TX)
+/// or writable (RX) by the host, at `base + i·64 KiB`, tokens from 100;
+/// readable ones carry byte `i + 1` throughout.
+fn post(inst: &Instance, v: &mut CardVdev, vr: u8, base: u64, n: usize, len: u32) {
+    let emu = inst.emulator();
+    let hw = emu.card_hw(0).unwrap();
+    let q = v.queue(vr).unwrap();
+    for i in 0..n {
+        let addr = base + (i as u64) * 0x1_0000;
+        if vr == 1 {
+            hw.phys.write(addr, &vec![i as u8 + 1; len as usize]).unwrap();
+        }
+        let b = Buf {
+            addr,
+            len,
+            write: vr == 0,
+        };
+        q.add(&hw.phys, &[b], 100 + i as u32).unwrap();
+    }
+}
+
+#[test]
+fn a_batch_moves_one_chain_per_buffer_and_stops_where_the_ring_ends() {
+    // Direct mode with heap and arena buffers, inline mode with arena ones
+    // (one request each time), inline with heap ones (one COPY_DESC per
+    // chain inside libmic): the same outcome.
+    for (inline, arena) in [(false, false), (false, true), (true, true), (true, false)] {
+        let what = format!("inline={inline} arena={arena}");
+        let (dir, inst) = fleet(1);
+        let root = MicRoot::new(dir.path());
+        let mut f = if inline {
+            VirtioFile::open_inline(&root, 0).unwrap()
+        } else {
+            VirtioFile::open(&root, 0).unwrap()
+        };
+        f.add_device(&console()).unwrap();
+        let mut v = card_up(&inst, 0);
+        let emu = inst.emulator();
+        let hw = emu.card_hw(0).unwrap();
+        let mut bufs: Vec<libmic::vdev::IoBuf> = (0..8)
+            .map(|_| {
+                if arena {
+                    f.alloc_buf(4096)
+                } else {
+                    vec![0u8; 4096].into()
+                }
+            })
+            .collect();
+        // Card → host: 5 chains of 3000 bytes for 8 buffers.
+        post(&inst, &mut v, 1, 0x2100_0000, 5, 3000);
+        let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let b = f.copy_desc_batch(1, &mut io, true).unwrap();
+        drop(io);
+        assert!(b.error.is_none(), "{what}: {:?}", b.error);
+        assert_eq!(b.chains, 5, "{what}");
+        assert_eq!(&b.lens[..6], &[3000, 3000, 3000, 3000, 3000, 0], "{what}");
+        for (i, buf) in bufs.iter().take(5).enumerate() {
+            assert!(
+                buf[..3000].iter().all(|&x| x == i as u8 + 1),
+                "{what}: buffer {i}"
+            );
+            assert!(
+                buf[3000..].iter().all(|&x| x == 0),
+                "{what}: buffer {i} past its chain"
+            );
+        }
+        assert!(bufs[5].iter().all(|&x| x == 0), "{what}: no sixth chain");
+        let q = v.queue(1).unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                q.pop_used(&hw.phys).unwrap(),
+                Some(UsedBuf {
+                    token: 100 + i,
+                    len: 3000
+                }),
+                "{what}"
+            );
+        }
+        assert_eq!(q.pop_used(&hw.phys).unwrap(), None, "{what}");
+
+        // Host → card: 3 receive buffers for 4 frames of different sizes.
+        post(&inst, &mut v, 0, 0x2200_0000, 3, 2048);
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            buf.fill(0xB0 + i as u8);
+        }
+        let sizes = [100usize, 2000, 1514, 64];
+        let mut io: Vec<IoSliceMut<'_>> = bufs
+            .iter_mut()
+            .zip(sizes)
+            .map(|(b, n)| IoSliceMut::new(&mut b[..n]))
+            .collect();
+        let b = f.copy_desc_batch(0, &mut io, true).unwrap();
+        assert!(b.error.is_none(), "{what}: {:?}", b.error);
+        assert_eq!(b.chains, 3, "{what}: the fourth frame found no buffer");
+        assert_eq!(&b.lens[..4], &[100, 2000, 1514, 0], "{what}");
+        let q = v.queue(0).unwrap();
+        for (i, n) in sizes.iter().take(3).enumerate() {
+            let u = q.pop_used(&hw.phys).unwrap().unwrap();
+            assert_eq!(
+                u,
+                UsedBuf {
+                    token: 100 + i as u32,
+                    len: *n as u32
+                },
+                "{what}"
+            );
+            let mut got = vec![0u8; *n];
+            hw.phys
+                .read(0x2200_0000 + (i as u64) * 0x1_0000, &mut got)
+                .unwrap();
+            assert!(got.iter().all(|&x| x == 0xB0 + i as u8), "{what}: frame {i}");
+        }
+        drop(f);
+        drop(inst);
+    }
+}
+
+#[test]
+fn a_refused_chain_stops_the_batch_with_its_errno_after_the_chains_before_it() {
+    let (dir, inst) = fleet(1);
+    let root = MicRoot::new(dir.path());
+    let mut f = VirtioFile::open(&root, 0).unwrap();
+    f.add_device(&console()).unwrap();
+    let mut v = card_up(&inst, 0);
+    let emu = inst.emulator();
+    let hw = emu.card_hw(0).unwrap();
+    // Two good chains, then one whose buffer lies outside card memory.
+    post(&inst, &mut v, 1, 0x2100_0000, 2, 512);
+    let outside = Buf {
+        addr: 0x8000_0000,
+        len: 512,
+        write: false,
+    };
+    v.queue(1).unwrap().add(&hw.phys, &[outside], 7).unwrap();
+    post(&inst, &mut v, 1, 0x2300_0000, 1, 512);
+    let mut bufs: Vec<libmic::vdev::IoBuf> = (0..4).map(|_| f.alloc_buf(1024)).collect();
+    let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+    let b = f.copy_desc_batch(1, &mut io, true).unwrap();
+    drop(io);
+    assert_eq!(b.chains, 2);
+    assert_eq!(&b.lens[..3], &[512, 512, 0]);
+    let e = b.error.expect("the bad chain's error");
+    assert!(e.errno().is_some(), "{e}");
+    // The ring is broken now, and every later copy says so.
+    let again = f
+        .copy_desc(1, &mut [IoSliceMut::new(&mut bufs[3])], true)
+        .unwrap_err();
+    assert_eq!(again.errno(), Some(libc::EIO), "{again}");
+    assert!(bufs[0][..512].iter().all(|&x| x == 1));
+    assert!(bufs[1][..512].iter().all(|&x| x == 2));
+    drop(inst);
+}
+
+/// A raw SEQPACKET client of card 0's socket.
+fn raw_client(dir: &std::path::Path) -> std::os::fd::OwnedFd {
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::UnixAddr::new(&dir.join("dev/mic0")).unwrap(),
+    )
+    .unwrap();
+    fd
+}
+
+/// One request (op, payload) and its reply: (result, payload).
+fn raw_call(fd: &std::os::fd::OwnedFd, op: u32, payload: &[u8]) -> (i32, Vec<u8>) {
+    use mic_core::abi::emu_dev::{MSG_REPLY, MsgHeader, ReqHeader};
+    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+    let mut msg = ReqHeader {
+        op,
+        len: payload.len() as u32,
+    }
+    .to_bytes()
+    .to_vec();
+    msg.extend_from_slice(payload);
+    nix::sys::socket::send(raw, &msg, nix::sys::socket::MsgFlags::empty()).unwrap();
+    loop {
+        let mut r = vec![0u8; 64 << 10];
+        let n = nix::sys::socket::recv(raw, &mut r, nix::sys::socket::MsgFlags::empty()).unwrap();
+        let h = MsgHeader::from_slice(&r[..n]).unwrap();
+        if h.kind == MSG_REPLY {
+            return (h.result, r[MsgHeader::SIZE..n].to_vec());
+        }
+    }
+}
+
+/// HELLO with `version` (no shared region): (result, the server's version).
+fn hello(fd: &std::os::fd::OwnedFd, version: u32) -> (i32, u32) {
+    use mic_core::abi::emu_dev::{Hello, HelloReply, OP_HELLO};
+    static PROBE: u8 = 1;
+    let h = Hello {
+        version,
+        flags: 0,
+        probe: std::ptr::addr_of!(PROBE) as u64,
+        shm_base: 0,
+        shm_len: 0,
+    };
+    let (r, body) = raw_call(fd, OP_HELLO, &h.to_bytes());
+    (r, HelloReply::from_slice(&body).map_or(0, |h| h.version))
+}
+
+/// A batch's bytes: entries of (vring, iovecs).
+fn batch_bytes(entries: &[(u8, &[(u64, u64)])]) -> Vec<u8> {
+    use mic_core::abi::MicCopyDesc;
+    use mic_core::abi::emu_dev::{BatchReq, Iovec};
+    let mut b = BatchReq {
+        count: entries.len() as u32,
+        flags: 0,
+    }
+    .to_bytes()
+    .to_vec();
+    for (vr, iovs) in entries {
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: iovs.len() as u32,
+            vr_idx: *vr,
+            update_used: 1,
+            out_len: 0,
+        };
+        b.extend_from_slice(&cd.to_bytes());
+        for &(base, len) in *iovs {
+            b.extend_from_slice(&Iovec { base, len }.to_bytes());
+        }
+    }
+    b
+}
+
+#[test]
+fn batches_are_negotiated_and_malformed_ones_are_refused_whole() {
+    use mic_core::abi::emu_dev::{
+        BATCH_MAX as WIRE_MAX, BatchReply, BatchResult, OP_COPY_BATCH, PROTO_VERSION, batch_reply_len,
+    };
+    assert_eq!(BATCH_MAX, WIRE_MAX as usize);
+    let (dir, inst) = fleet(1);
+    // Version 0 is refused; a version-1 client is served without batches.
+    let old = raw_client(dir.path());
+    assert_eq!(hello(&old, 0).0, -libc::EPROTO);
+    assert_eq!(hello(&old, 1), (0, 1));
+    let one = batch_bytes(&[(1, &[(0x1000, 16)])]);
+    assert_eq!(
+        raw_call(&old, OP_COPY_BATCH, &one).0,
+        -libc::ENOTTY,
+        "not in version 1"
+    );
+    drop(old);
+    // A client from the future is answered with ours.
+    let c = raw_client(dir.path());
+    assert_eq!(hello(&c, PROTO_VERSION + 5), (0, PROTO_VERSION));
+    let mut buf = vec![0u8; 4096];
+    let addr = buf.as_mut_ptr() as u64;
+    // Malformed: each refused with EINVAL before anything runs.
+    let none: &[(u64, u64)] = &[];
+    let too_many: Vec<(u8, &[(u64, u64)])> = (0..=WIRE_MAX).map(|_| (1u8, none)).collect();
+    let mut flagged = one.clone();
+    flagged[4] = 1;
+    let mut short = one.clone();
+    short.truncate(one.len() - 3);
+    let mut trailing = one.clone();
+    trailing.push(0);
+    let mut huge_iovcnt = one.clone();
+    huge_iovcnt[8 + 8..8 + 12].copy_from_slice(&5000u32.to_le_bytes());
+    let mut count_lies = one.clone();
+    count_lies[..4].copy_from_slice(&2u32.to_le_bytes());
+    for (what, b) in [
+        ("empty", vec![]),
+        ("too many entries", batch_bytes(&too_many)),
+        ("reserved flags", flagged),
+        ("an entry cut short", short),
+        ("bytes after the last entry", trailing),
+        ("too many iovecs", huge_iovcnt),
+        ("a count beyond the entries", count_lies),
+    ] {
+        assert_eq!(raw_call(&c, OP_COPY_BATCH, &b).0, -libc::EINVAL, "{what}");
+    }
+    // Well formed, on a file without a device: the first entry's errno.
+    let (r, body) = raw_call(
+        &c,
+        OP_COPY_BATCH,
+        &batch_bytes(&[(1, &[(addr, 16)]), (1, &[(addr, 16)])]),
+    );
+    assert_eq!(r, 0);
+    assert_eq!(body.len(), batch_reply_len(2));
+    assert_eq!(BatchReply::from_slice(&body).unwrap().done, 1);
+    let first = BatchResult::from_slice(&body[BatchReply::SIZE..]).unwrap();
+    assert_eq!(first.result, -libc::EINVAL, "no device on this file");
+    // With a device and chains: entry 0 moves one, entry 1 names a vring
+    // the device does not have (EINVAL), entry 2 never runs.
+    assert_eq!(
+        raw_call(&c, mic_core::abi::MIC_VIRTIO_ADD_DEVICE, &console().to_bytes()).0,
+        0
+    );
+    let mut v = card_up(&inst, 0);
+    post(&inst, &mut v, 1, 0x2100_0000, 2, 16);
+    let b = batch_bytes(&[(1, &[(addr, 16)]), (9, &[(addr, 16)]), (1, &[(addr, 16)])]);
+    let (r, body) = raw_call(&c, OP_COPY_BATCH, &b);
+    assert_eq!(r, 0);
+    assert_eq!(BatchReply::from_slice(&body).unwrap().done, 2);
+    let res: Vec<BatchResult> = body[BatchReply::SIZE..]
+        .chunks_exact(BatchResult::SIZE)
+        .filter_map(BatchResult::from_slice)
+        .collect();
+    assert_eq!(
+        res[0],
+        BatchResult {
+            result: 0,
+            out_len: 16
+        }
+    );
+    assert_eq!(res[1].result, -libc::EINVAL);
+    assert_eq!(res[2], BatchResult::default());
+    assert!(buf[..16].iter().all(|&x| x == 1), "the first chain's bytes");
+    // Another client is served meanwhile (its file has no device).
+    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
+    let mut io = [IoSliceMut::new(&mut buf)];
+    let e = f.copy_desc_batch(0, &mut io, true).unwrap().error.unwrap();
+    assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
+    drop(f);
+    drop(c);
+    drop(inst);
+}
+
+#[test]
+fn acknowledged_wake_ups_lose_no_doorbell() {
+    // At most one MSG_WAKE is outstanding until the client acknowledges
+    // it: doorbells meanwhile coalesce; one after the client saw it wakes
+    // it again.
+    let (dir, inst) = fleet(1);
+    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
+    f.add_device(&console()).unwrap();
+    let v = card_up(&inst, 0);
+    let emu = inst.emulator();
+    let hw = emu.card_hw(0).unwrap();
+    // The bring-up's doorbells: at least one wake, then quiet.
+    assert_eq!(f.wait(Some(Duration::from_secs(5))).unwrap(), Wake::Doorbell);
+    while f.wait(Some(Duration::from_millis(50))).unwrap() == Wake::Doorbell {}
+    for round in 0..20 {
+        // Three doorbells before the client looks: one wake (or more).
+        for _ in 0..3 {
+            v.notify(&hw.mmio, &hw.phys);
+        }
+        assert_eq!(
+            f.wait(Some(Duration::from_secs(5))).unwrap(),
+            Wake::Doorbell,
+            "round {round}"
+        );
+        while f.wait(Some(Duration::ZERO)).unwrap() == Wake::Doorbell {}
+        // The next one, after the client saw the last, wakes it again.
+        v.notify(&hw.mmio, &hw.phys);
+        assert_eq!(
+            f.wait(Some(Duration::from_secs(5))).unwrap(),
+            Wake::Doorbell,
+            "round {round}: a doorbell after the acknowledgement was lost"
+        );
+        while f.wait(Some(Duration::from_millis(20))).unwrap() == Wake::Doorbell {}
+    }
+    drop(f);
+    drop(inst);
 }

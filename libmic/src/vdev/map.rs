@@ -361,6 +361,17 @@ impl RingMap {
         }
     }
 
+    /// How many chains the card says it made available that the driver
+    /// has not consumed: the card's word, so at most the ring's size only
+    /// if the card is honest (bound it before sizing anything by it).
+    #[must_use]
+    pub fn available(&self, vr: usize) -> u16 {
+        match (self.avail_idx(vr), self.info_avail_idx(vr)) {
+            (Some(a), Some(i)) => a.wrapping_sub(i),
+            _ => 0,
+        }
+    }
+
     /// Whether the card made chains available that the driver has not
     /// consumed (what mpssd checks before COPY_DESC).
     #[must_use]

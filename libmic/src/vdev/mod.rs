@@ -131,6 +131,55 @@ pub enum Wake {
     TimedOut,
 }
 
+/// What a [`VirtioFile::copy_desc_batch`] did.
+#[derive(Debug)]
+pub struct Batch {
+    /// Chains moved, one per buffer from the first: `lens[..chains]` are
+    /// their byte counts.
+    pub chains: usize,
+    /// Bytes each chain moved (COPY_DESC's `out_len`).
+    pub lens: [u32; BATCH_MAX],
+    /// The driver's refusal that stopped the batch at buffer `chains`.
+    pub error: Option<VdevError>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            chains: 0,
+            lens: [0; BATCH_MAX],
+            error: None,
+        }
+    }
+}
+
+/// Most buffers one [`VirtioFile::copy_desc_batch`] uses.
+pub const BATCH_MAX: usize = mic_core::abi::emu_dev::BATCH_MAX as usize;
+
+/// A batch as one COPY_DESC per buffer, with the batch's stop rule: after
+/// the first that fails (as the driver refused it) or moves no bytes.
+fn batch_by_one(
+    bufs: &mut [IoSliceMut<'_>],
+    mut one: impl FnMut(&mut IoSliceMut<'_>) -> Result<u32, VdevError>,
+) -> Result<Batch, VdevError> {
+    let mut out = Batch::default();
+    for (i, b) in bufs.iter_mut().take(BATCH_MAX).enumerate() {
+        match one(b) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.lens[i] = n;
+                out.chains = i + 1;
+            }
+            Err(e) if e.errno().is_some() => {
+                out.error = Some(e);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// A virtio device's descriptor block for ADD_DEVICE, as mpssd builds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceBlock {
@@ -278,6 +327,29 @@ impl VirtioFile {
         }
     }
 
+    /// Up to [`BATCH_MAX`] COPY_DESCs on vring `vr_idx`, one chain per
+    /// buffer in order, each exactly as [`VirtioFile::copy_desc`] with that
+    /// one buffer would have done; they stop after the first that moves no
+    /// bytes (the ring had no chain) or that the driver refuses (its error
+    /// is in [`Batch::error`]; an error reaching the driver at all is the
+    /// `Err`). On micemu the whole batch is one request (the hand-off
+    /// between the two processes is what a COPY_DESC costs most), and the
+    /// card's doorbell rings once after it; on the real character device it
+    /// is one ioctl per chain.
+    pub fn copy_desc_batch(
+        &mut self,
+        vr_idx: u8,
+        bufs: &mut [IoSliceMut<'_>],
+        update_used: bool,
+    ) -> Result<Batch, VdevError> {
+        match &mut self.inner {
+            Inner::Char(c) => batch_by_one(bufs, |b| {
+                c.copy_desc(vr_idx, std::slice::from_mut(b), update_used)
+            }),
+            Inner::Socket(s) => s.copy_desc_batch(vr_idx, bufs, update_used),
+        }
+    }
+
     /// A buffer of `len` bytes for [`VirtioFile::copy_desc`]. On micemu it
     /// comes from the arena shared with the emulator (its copies are then a
     /// plain memcpy), as long as the arena has room; otherwise, and on the
@@ -367,6 +439,44 @@ mod tests {
         assert_eq!(u16::from_le_bytes([bytes[24], bytes[25]]), 128);
         assert_eq!(&bytes[56..60], &0x41u32.to_le_bytes());
         assert_eq!(&bytes[60..64], &[0; 4], "guest features start cleared");
+    }
+
+    #[test]
+    fn a_batch_by_one_stops_after_an_empty_ring_or_a_refusal() {
+        let mut store = [[0u8; 4]; 5];
+        let mut bufs: Vec<IoSliceMut<'_>> = store.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let mut calls = 0;
+        let b = batch_by_one(&mut bufs, |_| {
+            calls += 1;
+            Ok(if calls < 3 { 10 * calls } else { 0 })
+        })
+        .unwrap();
+        assert_eq!((b.chains, &b.lens[..3], calls), (2, &[10, 20, 0][..], 3));
+        let mut calls = 0;
+        let b = batch_by_one(&mut bufs, |_| {
+            calls += 1;
+            if calls == 2 {
+                Err(VdevError::Driver {
+                    card: 0,
+                    op: "COPY_DESC",
+                    errno: libc::EIO,
+                    meaning: "",
+                })
+            } else {
+                Ok(7)
+            }
+        })
+        .unwrap();
+        assert_eq!((b.chains, calls), (1, 2));
+        assert_eq!(b.error.and_then(|e| e.errno()), Some(libc::EIO));
+        // An error that never reached the driver is the batch's own.
+        let e = batch_by_one(&mut bufs, |_| {
+            Err(VdevError::BadReply {
+                path: PathBuf::from("x"),
+                op: "COPY_DESC",
+            })
+        });
+        assert!(e.is_err());
     }
 
     #[test]

@@ -16,8 +16,10 @@ use mic_core::abi::emu_dev::{
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-/// Default size of the shared region (control slots and a 4 MiB arena).
-pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (4 << 20);
+/// Default size of the shared region (control slots and a 16 MiB arena:
+/// room for a batch of the largest frames each way; only the pages
+/// buffers touch are ever backed).
+pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
 
 /// How long the client spins for an answer before it sleeps.
 const CLIENT_SPIN: Duration = Duration::from_micros(200);

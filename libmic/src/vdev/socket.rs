@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mic_core::abi::emu_dev::{
-    CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT,
-    MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP, PROTO_VERSION, Piece,
-    ReqHeader,
+    BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello,
+    HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader,
+    OP_ACK_WAKE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROTO_VERSION, PROTO_VERSION_BATCH, PROTO_VERSION_MIN,
+    Piece, ReqHeader, batch_reply_len,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use nix::sys::socket::{
@@ -19,7 +20,7 @@ use nix::sys::socket::{
 
 use super::map::Mapping;
 use super::shm::{self, IoBuf, Shm};
-use super::{Transport, VdevError, Wake, meaning, poll_ms};
+use super::{Batch, Transport, VdevError, Wake, meaning, poll_ms};
 
 /// A byte whose address the server reads to learn whether it can reach
 /// our memory (direct mode).
@@ -31,6 +32,8 @@ pub(super) struct SockFile {
     path: PathBuf,
     card: u32,
     direct: bool,
+    /// The protocol version HELLO settled on.
+    version: u32,
     /// A wake (or the end) seen while waiting for a reply.
     wake: bool,
     gone: bool,
@@ -73,6 +76,7 @@ impl SockFile {
             path: path.to_path_buf(),
             card,
             direct: false,
+            version: PROTO_VERSION_MIN,
             wake: false,
             gone: false,
             buf: vec![0; MAX_MSG],
@@ -106,7 +110,7 @@ impl SockFile {
             });
         }
         let hr = HelloReply::from_slice(&me.buf[..r.len]).ok_or_else(|| me.bad("HELLO"))?;
-        if hr.version != PROTO_VERSION {
+        if !(PROTO_VERSION_MIN..=PROTO_VERSION).contains(&hr.version) {
             return Err(VdevError::Protocol {
                 path: me.path,
                 theirs: hr.version,
@@ -114,6 +118,7 @@ impl SockFile {
             });
         }
         me.direct = hr.mode == MODE_DIRECT;
+        me.version = hr.version;
         me.shm = shm;
         Ok(me)
     }
@@ -379,6 +384,104 @@ impl SockFile {
         }
         let out = MicCopyDesc::from_slice(&reply[MsgHeader::SIZE..]).ok_or_else(|| self.bad("COPY_DESC"))?;
         Ok(out.out_len)
+    }
+
+    /// Several COPY_DESCs on vring `vr_idx`, one chain per buffer, in one
+    /// request when the emulator takes batches and can reach every buffer
+    /// directly (direct mode, or the arena); one request each otherwise.
+    pub(super) fn copy_desc_batch(
+        &mut self,
+        vr_idx: u8,
+        bufs: &mut [IoSliceMut<'_>],
+        update_used: bool,
+    ) -> Result<Batch, VdevError> {
+        let n = bufs.len().min(BATCH_MAX as usize);
+        let bufs = &mut bufs[..n];
+        let reachable = self.direct
+            || self
+                .shm
+                .as_ref()
+                .is_some_and(|s| bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
+        if self.version < PROTO_VERSION_BATCH || !reachable {
+            return super::batch_by_one(bufs, |b| {
+                self.copy_desc(vr_idx, std::slice::from_mut(b), update_used)
+            });
+        }
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: 1,
+            vr_idx,
+            update_used: u8::from(update_used),
+            out_len: 0,
+        }
+        .to_bytes();
+        let head = BatchReq {
+            count: bufs.len() as u32,
+            flags: 0,
+        }
+        .to_bytes();
+        let mut req = Vec::with_capacity(head.len() + bufs.len() * (cd.len() + Iovec::SIZE));
+        req.extend_from_slice(&head);
+        for b in bufs.iter() {
+            req.extend_from_slice(&cd);
+            let v = Iovec {
+                base: b.as_ptr() as u64,
+                len: b.len() as u64,
+            };
+            req.extend_from_slice(&v.to_bytes());
+        }
+        let want = batch_reply_len(bufs.len() as u32);
+        let mut reply = [0u8; MsgHeader::SIZE + batch_reply_len(BATCH_MAX)];
+        let (result, body) = if let Some(mut shm) = self.shm.take() {
+            let h = ReqHeader {
+                op: OP_COPY_BATCH,
+                len: req.len() as u32,
+            }
+            .to_bytes();
+            let sock = self.fd.as_raw_fd();
+            let res = shm.call(&[&h, &req], &mut reply[..MsgHeader::SIZE + want], sock, || {
+                let (m, _, _) = self.recv("COPY_DESC")?;
+                self.note(m.kind)
+            });
+            self.shm = Some(shm);
+            res?;
+            let head = MsgHeader::from_slice(&reply).ok_or_else(|| self.bad("COPY_DESC"))?;
+            (head.result, &reply[MsgHeader::SIZE..MsgHeader::SIZE + want])
+        } else {
+            let r = self.call("COPY_DESC", OP_COPY_BATCH, &[&req])?;
+            if r.result >= 0 && r.len != want {
+                return Err(self.bad("COPY_DESC"));
+            }
+            reply[..want.min(r.len)].copy_from_slice(&self.buf[..want.min(r.len)]);
+            (r.result, &reply[..want])
+        };
+        if result < 0 {
+            return Err(self.driver("COPY_DESC", result));
+        }
+        let done = BatchReply::from_slice(body)
+            .ok_or_else(|| self.bad("COPY_DESC"))?
+            .done as usize;
+        if done > bufs.len() {
+            return Err(self.bad("COPY_DESC"));
+        }
+        let mut out = Batch::default();
+        for (i, raw) in body[BatchReply::SIZE..]
+            .chunks_exact(BatchResult::SIZE)
+            .take(done)
+            .enumerate()
+        {
+            let r = BatchResult::from_slice(raw).ok_or_else(|| self.bad("COPY_DESC"))?;
+            if r.result < 0 {
+                out.error = Some(self.driver("COPY_DESC", r.result));
+                break;
+            }
+            if r.out_len == 0 {
+                break;
+            }
+            out.lens[i] = r.out_len;
+            out.chains = i + 1;
+        }
+        Ok(out)
     }
 
     pub(super) fn map(&mut self, len: usize) -> Result<Mapping, VdevError> {

@@ -16,6 +16,8 @@
 //!   CONFIG_CHANGE  config_len bytes               → REPLY
 //!   OP_MMAP        MmapReq                        → REPLY n × Piece + the fd (SCM_RIGHTS)
 //!   OP_ACK_WAKE    (nothing)                      → no reply
+//!   OP_COPY_BATCH  BatchReq, count × (MicCopyDesc, → REPLY BatchReply,
+//!                  iovcnt × Iovec)                  count × BatchResult
 //! server → client  MsgHeader { kind, result } + payload
 //!   MSG_REPLY      result 0 or −errno, then the payload above
 //!   MSG_WAKE       poll's POLLIN: a card doorbell or reset for this device;
@@ -41,11 +43,32 @@
 //! side they wait for may be waiting for their core. iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
+//!
+//! Batches (protocol 2). One hand-off between the two threads costs far
+//! more than walking and copying a chain, so [`OP_COPY_BATCH`] carries up
+//! to [`BATCH_MAX`] COPY_DESCs, each its own chain with its own iovecs and
+//! its own result, exactly as that many ioctls in a row would have done:
+//! they run in order, and the batch stops after the first that fails or
+//! moves no bytes (its ring had no chain). [`BatchReply::done`] counts the
+//! entries run, the last of them the one that stopped it; the results of
+//! the others are zero. A malformed batch (a count above [`BATCH_MAX`], an
+//! entry that does not parse or runs past the request, an iovec count
+//! above the driver's limit, a buffer the server cannot reach directly) is
+//! refused whole with `EINVAL` before any entry runs. The doorbells the
+//! entries would ring are rung once, after the batch. Only direct mode and
+//! arena buffers: inline copies go one COPY_DESC at a time. It travels
+//! through the slot or the socket alike; HELLO negotiates it: the server
+//! answers with the lower of the two versions, and a client sends batches
+//! only when that is 2 or more.
 
 use super::layout::abi_struct;
 
-/// Protocol version.
-pub const PROTO_VERSION: u32 = 1;
+/// Protocol version: the highest this side speaks.
+pub const PROTO_VERSION: u32 = 2;
+/// The oldest version a server still serves (1: no [`OP_COPY_BATCH`]).
+pub const PROTO_VERSION_MIN: u32 = 1;
+/// The first version with [`OP_COPY_BATCH`].
+pub const PROTO_VERSION_BATCH: u32 = 2;
 
 /// Handshake: version and the direct-mode probe.
 pub const OP_HELLO: u32 = 0x4D45_0001;
@@ -53,6 +76,11 @@ pub const OP_HELLO: u32 = 0x4D45_0001;
 pub const OP_MMAP: u32 = 0x4D45_0002;
 /// The client consumed a `MSG_WAKE`.
 pub const OP_ACK_WAKE: u32 = 0x4D45_0003;
+/// Several COPY_DESCs in one request (protocol 2).
+pub const OP_COPY_BATCH: u32 = 0x4D45_0004;
+
+/// Most COPY_DESCs one [`OP_COPY_BATCH`] carries.
+pub const BATCH_MAX: u32 = 64;
 
 /// A reply to the request before it.
 pub const MSG_REPLY: u32 = 1;
@@ -194,3 +222,43 @@ abi_struct! {
         len: u64 => PIECE_LEN = 16,
     }
 }
+
+abi_struct! {
+    /// `OP_COPY_BATCH` payload head; `count` entries follow, each a
+    /// `MicCopyDesc` (its `iov` ignored) and its `iovcnt` × [`Iovec`].
+    pub struct BatchReq: size 8, repr(C, align(4)) {
+        /// Entries, at most [`BATCH_MAX`].
+        count: u32 => BATCH_COUNT = 0,
+        /// Reserved, 0.
+        flags: u32 => BATCH_FLAGS = 4,
+    }
+}
+
+abi_struct! {
+    /// `OP_COPY_BATCH` reply head; `count` [`BatchResult`]s follow.
+    pub struct BatchReply: size 8, repr(C, align(4)) {
+        /// Entries run, the one that stopped the batch included.
+        done: u32 => BATCH_REPLY_DONE = 0,
+        /// Reserved, 0.
+        flags: u32 => BATCH_REPLY_FLAGS = 4,
+    }
+}
+
+abi_struct! {
+    /// The outcome of one entry of a batch.
+    pub struct BatchResult: size 8, repr(C, align(4)) {
+        /// 0, or the negative errno the ioctl would have failed with.
+        result: i32 => BATCH_RESULT = 0,
+        /// The `out_len` the ioctl would have returned.
+        out_len: u32 => BATCH_OUT_LEN = 4,
+    }
+}
+
+/// Bytes of a batch reply for `count` entries (fits the response slot
+/// for every count up to [`BATCH_MAX`]).
+#[must_use]
+pub const fn batch_reply_len(count: u32) -> usize {
+    BatchReply::SIZE + count as usize * BatchResult::SIZE
+}
+
+const _: () = assert!(MsgHeader::SIZE + batch_reply_len(BATCH_MAX) <= SHM_RESP_MAX);

@@ -134,15 +134,35 @@ impl VdevFile {
         user: &mut impl UserBuffers,
         update_used: bool,
     ) -> Result<Copied, Errno> {
+        let bells = self.doorbells();
+        let r = self.copy_desc_deferred(&bells, vr_idx, user, update_used);
+        bells.ring();
+        r
+    }
+
+    /// Doorbells to the card held back over several COPY_DESCs (a batch)
+    /// and rung once each by [`Doorbells::ring`].
+    #[must_use]
+    pub fn doorbells(&self) -> Doorbells<'_> {
+        Doorbells::new(self.card().host_mmio())
+    }
+
+    /// MIC_VIRTIO_COPY_DESC whose doorbell to the card waits in `bells`.
+    pub fn copy_desc_deferred(
+        &self,
+        bells: &Doorbells<'_>,
+        vr_idx: u8,
+        user: &mut impl UserBuffers,
+        update_used: bool,
+    ) -> Result<Copied, Errno> {
         let card = self.card();
-        // The card's doorbell is rung once the device's lock is released:
-        // the card OS's answer (on the event loop) needs that lock next.
-        let mmio = Deferred::new(card.host_mmio());
+        // The card's doorbell is rung once the device's lock is released
+        // (by the caller, after the batch): the card OS's answer (on the
+        // event loop) needs that lock next.
         let mut dev = self.vdev.lock();
-        let res = dev.copy_desc(&mmio, &card.host_ram, &card.gddr, vr_idx, user, update_used);
+        let res = dev.copy_desc(bells, &card.host_ram, &card.gddr, vr_idx, user, update_used);
         let ty = dev.desc().ty;
         drop(dev);
-        mmio.flush();
         res.map_err(|e| {
             // The error that broke the ring is logged; the EIO of every
             // later copy until the card resets the device is not.
@@ -282,15 +302,17 @@ impl Drop for VdevFile {
     }
 }
 
-/// Register access whose writes wait for [`Deferred::flush`] (reads go
-/// through): a doorbell rung by code that runs under a lock, sent after it.
-struct Deferred<'a> {
+/// Register access whose writes wait for [`Doorbells::ring`] (reads go
+/// through): doorbells rung by code that runs under a lock, sent after it,
+/// each distinct one once however many COPY_DESCs rang it.
+#[derive(Debug)]
+pub struct Doorbells<'a> {
     mmio: crate::hw::MmioView<'a>,
-    // INVARIANT: only COPY_DESC's notification writes (one doorbell).
+    // INVARIANT: only COPY_DESC's notification writes (a few doorbells).
     writes: std::cell::RefCell<Vec<(u32, u32)>>,
 }
 
-impl<'a> Deferred<'a> {
+impl<'a> Doorbells<'a> {
     fn new(mmio: crate::hw::MmioView<'a>) -> Self {
         Self {
             mmio,
@@ -298,7 +320,8 @@ impl<'a> Deferred<'a> {
         }
     }
 
-    fn flush(self) {
+    /// Rings what the copies asked for.
+    pub fn ring(self) {
         use mic_core::hw::Mmio as _;
         for (off, v) in self.writes.into_inner() {
             self.mmio.write32(off, v);
@@ -306,12 +329,15 @@ impl<'a> Deferred<'a> {
     }
 }
 
-impl mic_core::hw::Mmio for Deferred<'_> {
+impl mic_core::hw::Mmio for Doorbells<'_> {
     fn read32(&self, offset: u32) -> u32 {
         self.mmio.read32(offset)
     }
     fn write32(&self, offset: u32, value: u32) {
-        self.writes.borrow_mut().push((offset, value));
+        let mut w = self.writes.borrow_mut();
+        if !w.contains(&(offset, value)) {
+            w.push((offset, value));
+        }
     }
 }
 

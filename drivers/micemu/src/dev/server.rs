@@ -18,10 +18,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::emu_dev::{
-    CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT,
-    MODE_INLINE, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_HELLO, OP_MMAP,
-    PROT_WRITE, PROTO_VERSION, Piece, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ,
-    SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
+    BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello,
+    HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq,
+    MsgHeader, OP_ACK_WAKE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_BATCH,
+    PROTO_VERSION_MIN, Piece, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ, SHM_REQ_MAX,
+    SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -292,10 +293,13 @@ struct Conn {
     mode: u32,
     shm: Option<Shm>,
     /// Reused across requests: no allocation per COPY_DESC.
-    ops: Vec<Op>,
-    out: Vec<u8>,
-    iovs: Vec<Iovec>,
+    scratch: Scratch,
     req: Vec<u8>,
+    /// The protocol version HELLO settled on.
+    version: u32,
+    /// A batch's parsed entries and its reply, reused.
+    batch: Vec<(MicCopyDesc, std::ops::Range<usize>)>,
+    batch_out: Vec<u8>,
 }
 
 fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
@@ -315,10 +319,11 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         pid,
         mode: MODE_INLINE,
         shm: None,
-        ops: Vec::new(),
-        out: Vec::new(),
-        iovs: Vec::new(),
+        scratch: Scratch::default(),
         req: Vec::new(),
+        version: PROTO_VERSION_MIN,
+        batch: Vec::new(),
+        batch_out: Vec::new(),
     };
     let mut buf = vec![0u8; MAX_MSG];
     let mut spin_until: Option<Instant> = None;
@@ -472,11 +477,22 @@ impl Conn {
                 let r = self.file.config_change(payload);
                 self.done(r);
             }
+            OP_COPY_BATCH if self.version >= PROTO_VERSION_BATCH => {
+                let r = self.copy_batch(payload);
+                match r {
+                    Ok(()) => self.reply(0, &[&self.batch_out], None),
+                    Err(e) => self.reply_err(e),
+                }
+            }
             MIC_VIRTIO_COPY_DESC => {
                 let (result, cd, tail) = self.copy_desc(payload);
                 match result {
                     Ok(()) => {
-                        let out: &[u8] = if self.mode == MODE_DIRECT { &[] } else { &self.out };
+                        let out: &[u8] = if self.mode == MODE_DIRECT {
+                            &[]
+                        } else {
+                            &self.scratch.out
+                        };
                         self.reply(0, &[&cd, &tail, out], None);
                     }
                     Err(e) => self.reply_err(e),
@@ -491,9 +507,12 @@ impl Conn {
         let Some(h) = Hello::from_slice(payload) else {
             return self.reply_err(libc::EINVAL);
         };
-        if h.version != PROTO_VERSION {
+        // Any client from the oldest version served on; both then speak
+        // the lower of the two versions.
+        if h.version < PROTO_VERSION_MIN {
             return self.reply_err(libc::EPROTO);
         }
+        self.version = h.version.min(PROTO_VERSION);
         let mut byte = [0u8; 1];
         let inline = h.flags & HELLO_FORCE_INLINE != 0;
         self.mode = if !inline && self.pid > 0 && remote_read(self.pid, h.probe, &mut byte) {
@@ -508,7 +527,7 @@ impl Conn {
             }
         }
         let r = HelloReply {
-            version: PROTO_VERSION,
+            version: self.version,
             mode: self.mode,
         };
         self.reply(0, &[&r.to_bytes()], None);
@@ -561,32 +580,38 @@ impl Conn {
             req.resize(ReqHeader::SIZE + h.len as usize, 0);
             ok = read(&mut req[ReqHeader::SIZE..], ReqHeader::SIZE);
         }
-        let reply = match head {
+        // The reply: its result, and its payload's parts.
+        let mut cd_reply = [0u8; MicCopyDesc::SIZE];
+        let result = match head {
             Some(h) if ok && h.op == MIC_VIRTIO_COPY_DESC => {
                 let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
-                let (r, cd, tail) = self.copy_desc(payload);
-                match r {
-                    Ok(()) => (0, Some((cd, tail))),
-                    Err(e) => (-e, None),
-                }
+                let (r, cd, _) = self.copy_desc(payload);
+                cd_reply = cd;
+                r.map(|()| false)
             }
-            _ => (-libc::EINVAL, None),
+            Some(h) if ok && h.op == OP_COPY_BATCH && self.version >= PROTO_VERSION_BATCH => {
+                let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
+                self.copy_batch(payload).map(|()| true)
+            }
+            _ => Err(libc::EINVAL),
         };
         self.req = req;
         let Some(shm) = &mut self.shm else { return false };
         let head = MsgHeader {
             kind: MSG_REPLY,
-            result: reply.0,
+            result: result.map_or_else(|e| -e, |_| 0),
         }
         .to_bytes();
+        let body: &[u8] = match result {
+            Ok(true) => &self.batch_out,
+            Ok(false) => &cd_reply,
+            Err(_) => &[],
+        };
         if let Some(s) = shm.slice(SHM_RESP, SHM_RESP_MAX) {
-            let mut out = [0u8; MsgHeader::SIZE + MicCopyDesc::SIZE + CopyReply::SIZE];
-            out[..MsgHeader::SIZE].copy_from_slice(&head);
-            if let Some((cd, tail)) = reply.1 {
-                out[MsgHeader::SIZE..MsgHeader::SIZE + MicCopyDesc::SIZE].copy_from_slice(&cd);
-                out[MsgHeader::SIZE + MicCopyDesc::SIZE..].copy_from_slice(&tail);
+            let _ = vm_memory::Bytes::write_slice(&s, &head, 0);
+            if body.len() <= SHM_RESP_MAX - MsgHeader::SIZE {
+                let _ = vm_memory::Bytes::write_slice(&s, body, MsgHeader::SIZE);
             }
-            let _ = vm_memory::Bytes::write_slice(&s, &out, 0);
         }
         shm.seq = seq;
         shm.store(SHM_RESP_SEQ, seq, Ordering::SeqCst);
@@ -603,58 +628,23 @@ impl Conn {
         payload: &[u8],
     ) -> (Result<(), Errno>, [u8; MicCopyDesc::SIZE], [u8; CopyReply::SIZE]) {
         let fail = |e| (Err(e), [0; MicCopyDesc::SIZE], [0; CopyReply::SIZE]);
-        let Some(mut cd) = MicCopyDesc::from_slice(payload) else {
-            return fail(libc::EFAULT);
+        let (mut cd, iov_end) = match parse_copy(payload) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
         };
-        if cd.iovcnt > MAX_IOVECS {
-            return fail(libc::EINVAL);
-        }
-        let iov_end = MicCopyDesc::SIZE + cd.iovcnt as usize * Iovec::SIZE;
-        let Some(raw) = payload.get(MicCopyDesc::SIZE..iov_end) else {
-            return fail(libc::EFAULT);
-        };
-        self.iovs.clear();
-        self.iovs
-            .extend(raw.chunks_exact(Iovec::SIZE).filter_map(Iovec::from_slice));
-        let Some(total) = self.iovs.iter().try_fold(0u64, |a, v| a.checked_add(v.len)) else {
-            return fail(libc::EINVAL);
-        };
-        self.ops.clear();
-        let gddr = &self.file.card().gddr;
-        let arena_only = self.shm.as_ref().is_some_and(|s| {
-            self.iovs
-                .iter()
-                .all(|v| s.arena(v.base, v.len as usize).is_some())
-        });
-        let result = if self.mode == MODE_DIRECT || arena_only {
-            let mut user = RemoteBuffers {
-                pid: self.pid,
-                iovs: &self.iovs,
-                total,
-                ops: &mut self.ops,
-                gddr,
-                shm: self.shm.as_ref(),
-            };
-            self.file
-                .copy_desc(cd.vr_idx, &mut user, cd.update_used != 0)
-                .map(|c| (c, 0))
-        } else {
-            let data = &payload[iov_end..];
-            if total > MAX_INLINE as u64 || data.len() as u64 != total {
-                return fail(libc::EINVAL);
-            }
-            self.out.clear();
-            let mut user = InlineBuffers {
-                data,
-                out: &mut self.out,
-                gddr,
-            };
-            let r = self.file.copy_desc(cd.vr_idx, &mut user, cd.update_used != 0);
-            r.map(|c| (c, self.out.len()))
-        };
-        match result {
-            Ok((copied, to_user)) => {
-                cd.out_len = copied.out_len;
+        let bells = self.file.doorbells();
+        let r = self.scratch.run_copy(
+            &self.file,
+            &bells,
+            (self.mode, self.pid, self.shm.as_ref()),
+            &cd,
+            &payload[MicCopyDesc::SIZE..iov_end],
+            Some(&payload[iov_end..]),
+        );
+        bells.ring();
+        match r {
+            Ok((out_len, to_user)) => {
+                cd.out_len = out_len;
                 let tail = CopyReply {
                     to_user: to_user as u32,
                     flags: 0,
@@ -664,6 +654,153 @@ impl Conn {
             Err(e) => fail(e),
         }
     }
+
+    /// OP_COPY_BATCH: the reply payload (a [`BatchReply`] and one
+    /// [`BatchResult`] per entry) in `self.batch_out`, or the errno that
+    /// refused the whole batch before any entry ran.
+    fn copy_batch(&mut self, payload: &[u8]) -> Result<(), Errno> {
+        let head = BatchReq::from_slice(payload).ok_or(libc::EINVAL)?;
+        if head.count > BATCH_MAX || head.flags != 0 {
+            return Err(libc::EINVAL);
+        }
+        // Every entry parses, and every buffer is reachable, before any runs.
+        let mut entries = std::mem::take(&mut self.batch);
+        entries.clear();
+        let mut at = BatchReq::SIZE;
+        for _ in 0..head.count {
+            let rest = payload.get(at..).ok_or(libc::EINVAL)?;
+            let (cd, iov_end) = parse_copy(rest).map_err(|_| libc::EINVAL)?;
+            entries.push((cd, at + MicCopyDesc::SIZE..at + iov_end));
+            at += iov_end;
+        }
+        let reachable = self.mode == MODE_DIRECT
+            || entries.iter().all(|(_, r)| {
+                self.shm.as_ref().is_some_and(|s| {
+                    payload[r.clone()]
+                        .chunks_exact(Iovec::SIZE)
+                        .filter_map(Iovec::from_slice)
+                        .all(|v| s.arena(v.base, v.len as usize).is_some())
+                })
+            });
+        if at != payload.len() || !reachable {
+            self.batch = entries;
+            return Err(libc::EINVAL);
+        }
+        let mut results = [BatchResult::default(); BATCH_MAX as usize];
+        let mut done = 0;
+        let bells = self.file.doorbells();
+        for (i, (cd, r)) in entries.iter().enumerate() {
+            done = i + 1;
+            let peer = (self.mode, self.pid, self.shm.as_ref());
+            match self
+                .scratch
+                .run_copy(&self.file, &bells, peer, cd, &payload[r.clone()], None)
+            {
+                Ok((0, _)) => break,
+                Ok((n, _)) => results[i].out_len = n,
+                Err(e) => {
+                    results[i].result = -e;
+                    break;
+                }
+            }
+        }
+        bells.ring();
+        self.batch = entries;
+        self.batch_out.clear();
+        self.batch_out.extend_from_slice(
+            &BatchReply {
+                done: done as u32,
+                flags: 0,
+            }
+            .to_bytes(),
+        );
+        for r in &results[..head.count as usize] {
+            self.batch_out.extend_from_slice(&r.to_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// What one COPY_DESC needs besides the device, reused across requests.
+#[derive(Default)]
+struct Scratch {
+    ops: Vec<Op>,
+    out: Vec<u8>,
+    iovs: Vec<Iovec>,
+}
+
+impl Scratch {
+    /// One COPY_DESC with its iovecs (`raw`), its doorbell left in `bells`,
+    /// for the client (`peer`: mode, pid, shared region): (out_len, bytes
+    /// for the caller in `out`). `inline` is the caller's data when the
+    /// message carries it (`None` in a batch: its buffers must be
+    /// reachable directly).
+    fn run_copy(
+        &mut self,
+        file: &VdevFile,
+        bells: &super::Doorbells<'_>,
+        (mode, pid, shm): (u32, i32, Option<&Shm>),
+        cd: &MicCopyDesc,
+        raw: &[u8],
+        inline: Option<&[u8]>,
+    ) -> Result<(u32, usize), Errno> {
+        self.iovs.clear();
+        self.iovs
+            .extend(raw.chunks_exact(Iovec::SIZE).filter_map(Iovec::from_slice));
+        let total = self
+            .iovs
+            .iter()
+            .try_fold(0u64, |a, v| a.checked_add(v.len))
+            .ok_or(libc::EINVAL)?;
+        self.ops.clear();
+        let gddr = &file.card().gddr;
+        let update = cd.update_used != 0;
+        let arena_only = shm.is_some_and(|s| {
+            self.iovs
+                .iter()
+                .all(|v| s.arena(v.base, v.len as usize).is_some())
+        });
+        if mode == MODE_DIRECT || arena_only {
+            let mut user = RemoteBuffers {
+                pid,
+                iovs: &self.iovs,
+                total,
+                ops: &mut self.ops,
+                gddr,
+                shm,
+            };
+            return file
+                .copy_desc_deferred(bells, cd.vr_idx, &mut user, update)
+                .map(|c| (c.out_len, 0));
+        }
+        let data = inline.ok_or(libc::EINVAL)?;
+        if total > MAX_INLINE as u64 || data.len() as u64 != total {
+            return Err(libc::EINVAL);
+        }
+        self.out.clear();
+        let mut user = InlineBuffers {
+            data,
+            out: &mut self.out,
+            gddr,
+        };
+        let c = file.copy_desc_deferred(bells, cd.vr_idx, &mut user, update)?;
+        Ok((c.out_len, self.out.len()))
+    }
+}
+
+/// A COPY_DESC's argument and where its iovecs end in `payload` (the
+/// original's errno: EFAULT for a short argument or iovec array, EINVAL for
+/// more iovecs than the driver takes).
+fn parse_copy(payload: &[u8]) -> Result<(MicCopyDesc, usize), Errno> {
+    let cd = MicCopyDesc::from_slice(payload).ok_or(libc::EFAULT)?;
+    if cd.iovcnt > MAX_IOVECS {
+        return Err(libc::EINVAL);
+    }
+    let iov_end = MicCopyDesc::SIZE + cd.iovcnt as usize * Iovec::SIZE;
+    if payload.len() < iov_end {
+        return Err(libc::EFAULT);
+    }
+    Ok((cd, iov_end))
 }
 
 /// Maps the client's shared region from the HELLO's descriptors.

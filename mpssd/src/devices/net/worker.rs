@@ -2,10 +2,13 @@
 //! the TAP and a stop eventfd; COPY_DESC (which blocks) only here, never on
 //! the runtime's threads.
 //!
-//! Each wake-up serves both rings in batches of at most [`BUDGET`] frames
-//! per direction, draining what the card made available (the driver wakes
-//! once per doorbell, so everything pending is served before sleeping, and
-//! the card's doorbells coalesce while we work). Before sleeping, a wake
+//! Each wake-up serves both rings, at most [`BUDGET`] frames per direction
+//! before the other gets a look, draining what the card made available
+//! (the driver wakes once per doorbell, so everything pending is served
+//! before sleeping, and the card's doorbells coalesce while we work).
+//! Frames move [`BATCH`] chains to a `copy_desc_batch`: on micemu one
+//! hand-off between the processes for them all, which costs far more than
+//! the copies (one ioctl each on the real device). Before sleeping, a wake
 //! absorbed during a COPY_DESC is collected, so none is lost.
 //!
 //! Notification suppression is the driver's half, as the ABI has it (the
@@ -18,11 +21,13 @@
 //! already there. Host → card, the card's `VRING_AVAIL_F_NO_INTERRUPT` (or
 //! `used_event`) decides, in the driver too.
 //!
-//! Back-pressure: at most one frame read from the TAP waits for a card
-//! buffer. While it waits the TAP is not polled at all, so a card that
-//! never replenishes its receive ring costs nothing — the kernel's TAP
-//! queue fills and drops — and the next kick (the card posting buffers)
-//! resumes delivery.
+//! Back-pressure: frames are read from the TAP only for receive chains
+//! the card says it has posted (at most [`BATCH`]), or one when it has
+//! none, so at most [`BATCH`] frames wait for card buffers, in buffers
+//! allocated once. While any waits the TAP is not polled at all, so a
+//! card that never replenishes its receive ring costs nothing — the
+//! kernel's TAP queue fills and drops — and the next kick (the card
+//! posting buffers) resumes delivery.
 
 use std::io::IoSliceMut;
 use std::os::fd::AsFd;
@@ -42,14 +47,15 @@ use super::tap::Tap;
 /// request) gets a look.
 pub(super) const BUDGET: usize = 64;
 
+/// Chains per `copy_desc_batch`, and buffers per direction (each holds the
+/// largest frame: 2 × 32 × 64 KiB of address space, of which only the
+/// pages frames touch are ever backed).
+pub(super) const BATCH: usize = 32;
+
 /// vring 0: host → card (the card's receive queue).
 const RX: u8 = 0;
 /// vring 1: card → host.
 const TX: u8 = 1;
-
-/// A TAP frame waiting for a card buffer, at most one.
-#[derive(Debug, Clone, Copy)]
-struct Held(usize);
 
 /// What a batch found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +74,14 @@ pub(super) struct Worker {
     pub(super) stop: Arc<EventFd>,
     pub(super) stopping: Arc<AtomicBool>,
     pub(super) stats: Arc<NetStats>,
-    /// Header + the largest frame: a TAP read.
-    pub(super) rx_buf: IoBuf,
-    /// Header + the largest frame + 1 (to see a chain that is longer).
-    pub(super) tx_buf: IoBuf,
-    held: Option<Held>,
+    /// [`BATCH`] × header + the largest frame: TAP reads.
+    pub(super) rx_bufs: Vec<IoBuf>,
+    /// [`BATCH`] × header + the largest frame + 1 (to see a chain that is
+    /// longer).
+    pub(super) tx_bufs: Vec<IoBuf>,
+    /// Lengths of the TAP frames waiting for card buffers, in
+    /// `rx_bufs[..held.len()]`, oldest first.
+    held: Vec<usize>,
     /// What the card acknowledged, while its driver is up.
     acked: Option<u32>,
     /// The card broke a ring; waiting for it to reset the device.
@@ -83,13 +92,16 @@ pub(super) struct Worker {
     logged: u32,
 }
 
-/// The worker's buffers: a TAP read, and a card chain with one byte more
-/// than any valid one.
-pub(super) fn buffers(file: &mut VirtioFile) -> (IoBuf, IoBuf) {
-    (
-        file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME),
-        file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME + 1),
-    )
+/// The worker's buffers, [`BATCH`] of each: TAP reads, and card chains
+/// with one byte more than any valid one.
+pub(super) fn buffers(file: &mut VirtioFile) -> (Vec<IoBuf>, Vec<IoBuf>) {
+    let rx = (0..BATCH)
+        .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME))
+        .collect();
+    let tx = (0..BATCH)
+        .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME + 1))
+        .collect();
+    (rx, tx)
 }
 
 /// Why the worker ended.
@@ -110,7 +122,7 @@ impl Worker {
         stop: Arc<EventFd>,
         stopping: Arc<AtomicBool>,
         stats: Arc<NetStats>,
-        (rx_buf, tx_buf): (IoBuf, IoBuf),
+        (rx_bufs, tx_bufs): (Vec<IoBuf>, Vec<IoBuf>),
     ) -> Self {
         Self {
             card,
@@ -120,9 +132,9 @@ impl Worker {
             stop,
             stopping,
             stats,
-            rx_buf,
-            tx_buf,
-            held: None,
+            rx_bufs,
+            tx_bufs,
+            held: Vec::with_capacity(BATCH),
             acked: None,
             broken: false,
             rx_blocked: false,
@@ -237,43 +249,37 @@ impl Worker {
 
     /// Card → TAP: drain the card's transmit chains.
     fn tx_batch(&mut self) -> Result<Batch, String> {
-        let acked = self.acked.unwrap_or(0);
-        for _ in 0..BUDGET {
+        let mut served = 0;
+        while served < BUDGET {
             if self.broken || !self.map.pending(usize::from(TX)) {
                 return Ok(Batch::Done);
             }
-            let n = match self
-                .file
-                .copy_desc(TX, &mut [IoSliceMut::new(&mut self.tx_buf)], true)
-            {
-                Ok(0) => return Ok(Batch::Done),
-                Ok(n) => n as usize,
+            // The card's count, bounded by our buffers: a lie costs at
+            // most one batch that stops early.
+            let want = usize::from(self.map.available(usize::from(TX))).clamp(1, BATCH);
+            let mut io: Vec<IoSliceMut<'_>> = self.tx_bufs[..want]
+                .iter_mut()
+                .map(|b| IoSliceMut::new(b))
+                .collect();
+            let b = self.file.copy_desc_batch(TX, &mut io, true);
+            drop(io);
+            let b = match b {
+                Ok(b) => b,
                 Err(e) => {
                     self.copy_failed(TX, &e)?;
                     return Ok(Batch::Done);
                 }
             };
-            let frame = &mut self.tx_buf[..n];
-            match hdr::sanitize_tx(frame, acked) {
-                Ok(changed) => {
-                    if changed {
-                        bump(&self.stats.tx_sanitised, 1);
-                    }
-                    match self.tap.send(frame) {
-                        Ok(()) => {
-                            bump(&self.stats.tx_frames, 1);
-                            bump(&self.stats.tx_bytes, (n - HDR) as u64);
-                        }
-                        Err(e) => {
-                            bump(&self.stats.tx_drop_tap, 1);
-                            self.once(0, || format!("the TAP refused a frame from the card: {e}"));
-                        }
-                    }
-                }
-                Err(why) => {
-                    self.stats.dropped(why);
-                    self.once(1 + why as u32, || format!("dropped a frame from the card: {why}"));
-                }
+            for i in 0..b.chains {
+                self.forward(i, b.lens[i] as usize);
+            }
+            served += b.chains;
+            if let Some(e) = b.error {
+                self.copy_failed(TX, &e)?;
+                return Ok(Batch::Done);
+            }
+            if b.chains < want {
+                return Ok(Batch::Done);
             }
         }
         Ok(if self.map.pending(usize::from(TX)) {
@@ -283,50 +289,100 @@ impl Worker {
         })
     }
 
+    /// The `n` bytes of transmit buffer `i` (a header and a frame) go to
+    /// the TAP, sanitised, or are dropped and counted.
+    fn forward(&mut self, i: usize, n: usize) {
+        let acked = self.acked.unwrap_or(0);
+        let frame = &mut self.tx_bufs[i][..n];
+        match hdr::sanitize_tx(frame, acked) {
+            Ok(changed) => {
+                if changed {
+                    bump(&self.stats.tx_sanitised, 1);
+                }
+                match self.tap.send(frame) {
+                    Ok(()) => {
+                        bump(&self.stats.tx_frames, 1);
+                        bump(&self.stats.tx_bytes, (n - HDR) as u64);
+                    }
+                    Err(e) => {
+                        bump(&self.stats.tx_drop_tap, 1);
+                        self.once(0, || format!("the TAP refused a frame from the card: {e}"));
+                    }
+                }
+            }
+            Err(why) => {
+                self.stats.dropped(why);
+                self.once(1 + why as u32, || format!("dropped a frame from the card: {why}"));
+            }
+        }
+    }
+
     /// TAP → card: fill the card's posted receive buffers.
     fn rx_batch(&mut self) -> Result<Batch, String> {
-        for _ in 0..BUDGET {
+        let mut served = 0;
+        while served < BUDGET {
             if self.broken {
                 return Ok(Batch::Done);
             }
-            let len = match self.held.take() {
-                Some(Held(n)) => n,
-                None => match self.tap.recv(&mut self.rx_buf) {
-                    Ok(Some(n)) if n > HDR => n,
-                    Ok(Some(_)) => continue,
-                    Ok(None) => return Ok(Batch::Done),
+            // Frames for the buffers the card says it has (one if none, to
+            // hold while the TAP is left alone).
+            let room = usize::from(self.map.available(usize::from(RX))).clamp(1, BATCH);
+            while self.held.len() < room {
+                let buf = &mut self.rx_bufs[self.held.len()];
+                match self.tap.recv(buf) {
+                    Ok(Some(n)) if n > HDR => {
+                        hdr::mark_rx(&mut buf[..n]);
+                        self.held.push(n);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
                     Err(e) => return Err(format!("reading the TAP: {e}")),
-                },
-            };
+                }
+            }
+            if self.held.is_empty() {
+                return Ok(Batch::Done);
+            }
             if !self.map.pending(usize::from(RX)) {
-                self.held = Some(Held(len));
                 self.ring_full();
                 return Ok(Batch::Done);
             }
-            hdr::mark_rx(&mut self.rx_buf[..len]);
-            match self
-                .file
-                .copy_desc(RX, &mut [IoSliceMut::new(&mut self.rx_buf[..len])], true)
-            {
-                Ok(0) => {
-                    // The driver saw no chain after all: keep the frame.
-                    self.held = Some(Held(len));
-                    self.ring_full();
-                    return Ok(Batch::Done);
-                }
-                Ok(moved) => {
-                    if (moved as usize) < len {
-                        bump(&self.stats.rx_truncated, 1);
-                    }
-                    bump(&self.stats.rx_frames, 1);
-                    bump(&self.stats.rx_bytes, (len - HDR) as u64);
-                    self.rx_blocked = false;
-                }
+            let mut io: Vec<IoSliceMut<'_>> = self
+                .rx_bufs
+                .iter_mut()
+                .zip(&self.held)
+                .map(|(b, &n)| IoSliceMut::new(&mut b[..n]))
+                .collect();
+            let b = self.file.copy_desc_batch(RX, &mut io, true);
+            drop(io);
+            let b = match b {
+                Ok(b) => b,
                 Err(e) => {
-                    self.held = Some(Held(len));
                     self.copy_failed(RX, &e)?;
                     return Ok(Batch::Done);
                 }
+            };
+            for (i, &len) in self.held.iter().take(b.chains).enumerate() {
+                if (b.lens[i] as usize) < len {
+                    bump(&self.stats.rx_truncated, 1);
+                }
+                bump(&self.stats.rx_frames, 1);
+                bump(&self.stats.rx_bytes, (len - HDR) as u64);
+            }
+            if b.chains > 0 {
+                self.rx_blocked = false;
+            }
+            // The frames still waiting move to the front, in order.
+            self.held.drain(..b.chains);
+            self.rx_bufs.rotate_left(b.chains);
+            served += b.chains;
+            if let Some(e) = b.error {
+                self.copy_failed(RX, &e)?;
+                return Ok(Batch::Done);
+            }
+            if !self.held.is_empty() {
+                // The driver saw fewer chains than the card announced.
+                self.ring_full();
+                return Ok(Batch::Done);
             }
         }
         Ok(Batch::More)
@@ -346,7 +402,7 @@ impl Worker {
         let serving = self.acked.is_some() && !self.broken;
         // Only watched while a frame could go somewhere: a held frame
         // waits for the card's kick, not for more frames.
-        let want_tap = serving && self.held.is_none();
+        let want_tap = serving && self.held.is_empty();
         let file = self.file.as_fd();
         let stop = self.stop.as_fd();
         let tap = self.tap.as_fd();
