@@ -653,6 +653,12 @@ impl App {
         self.start_op(kind, ids)
     }
 
+    /// Shows `text` in the footer (until the next key).
+    pub fn say(&mut self, text: String) {
+        self.status = Some(text);
+        self.dirty = true;
+    }
+
     // ---- keys --------------------------------------------------------------
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {

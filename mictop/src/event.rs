@@ -45,14 +45,11 @@ use crate::actions;
 use crate::app::{Action, App, Effect};
 use crate::components::console::ConsoleOp;
 use crate::config::Config;
+use crate::console::broker::BrokerConsoles;
 use crate::console::{Access, Console, ConsoleError, ConsoleEvent, ConsoleSource, Sink};
 use crate::model::{CardView, Detail, HostInfo, Mpssd, MpssdUpdate};
 use crate::theme::Theme;
 use crate::ui;
-
-/// What the console pane says when mictop has nowhere to get consoles.
-pub const NO_CONSOLE_SOURCE: &str = "no console source: card consoles come from mpssd's console broker, \
-     which this mictop cannot reach yet (mictop --demo serves its own cards' consoles)";
 
 /// The shortest time between two frames (a 60 Hz cap).
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
@@ -93,8 +90,9 @@ pub struct Runtime {
     mouse: Option<MouseControl>,
     /// The tasks watching the current cards' `state`.
     watching: Watching,
-    /// Where card consoles come from, if anywhere.
-    console_source: Option<Box<dyn ConsoleSource>>,
+    /// Where card consoles come from (mpssd's broker for the root, unless
+    /// told otherwise).
+    console_source: Box<dyn ConsoleSource>,
     /// The consoles attached, by card.
     consoles: BTreeMap<u32, Box<dyn Console>>,
     /// A probe for the driver's return is running.
@@ -145,6 +143,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         fleet.views,
         now,
     );
+    let consoles = BrokerConsoles::new(&root);
     let runtime = Runtime {
         root,
         cards: fleet.cards.into_iter().map(|c| (c.id(), c)).collect(),
@@ -156,7 +155,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         post_inflight: Arc::new(AtomicBool::new(false)),
         mouse: None,
         watching: fleet.watching,
-        console_source: None,
+        console_source: Box::new(consoles),
         consoles: BTreeMap::new(),
         reconnecting: false,
         frames: Arc::new(AtomicU64::new(0)),
@@ -248,10 +247,10 @@ impl Runtime {
         Arc::clone(&self.frames)
     }
 
-    /// Where the console pane's consoles come from (without one, the pane
-    /// says there is none).
+    /// Where the console pane's consoles come from, instead of mpssd's
+    /// broker for the root.
     pub fn set_console_source(&mut self, source: Box<dyn ConsoleSource>) {
-        self.console_source = Some(source);
+        self.console_source = source;
     }
 
     /// Lets the `mouse` key turn terminal mouse capture on and off.
@@ -383,15 +382,9 @@ impl Runtime {
                 if let Some(old) = self.consoles.remove(&card) {
                     old.detach();
                 }
-                let Some(source) = &mut self.console_source else {
-                    return Some(Action::Console {
-                        card,
-                        event: ConsoleEvent::Ended(NO_CONSOLE_SOURCE.into()),
-                    });
-                };
                 let tx = self.tx.clone();
                 let sink: Sink = Box::new(move |event| tx.send(Action::Console { card, event }).is_ok());
-                let attached = source.attach(card, access, size, sink).map(|c| {
+                let attached = self.console_source.attach(card, access, size, sink).map(|c| {
                     self.consoles.insert(card, c);
                 });
                 (card, attached)
@@ -414,6 +407,8 @@ impl Runtime {
                 access: Access::ReadOnly,
                 writer: None,
             },
+            // Refused for now; the console stays.
+            e @ ConsoleError::Busy { .. } => ConsoleEvent::Notice(e.to_string()),
             e => {
                 self.consoles.remove(&card);
                 ConsoleEvent::Ended(e.to_string())

@@ -133,6 +133,8 @@ fn title<'a>(app: &App, consoles: &Consoles, view: &ConsoleView) -> Line<'a> {
     let mut spans = vec![Span::styled(format!(" console {} ", view.name), t.title)];
     let state = if let Some(why) = &view.ended {
         Span::styled(format!("ended: {} ", crate::ui::ellipsize(why, 60)), t.error)
+    } else if let Some(why) = &view.waiting {
+        Span::styled(format!("waiting: {} ", crate::ui::ellipsize(why, 60)), t.warn)
     } else if consoles.typing() && view.access == Access::ReadWrite {
         Span::styled(
             format!("typing · {} stops ", keys.hint(Command::ConsoleLeave)),
