@@ -659,6 +659,12 @@ impl App {
         self.dirty = true;
     }
 
+    /// What the header says of the root (the demo: what it brought up).
+    pub fn set_root_label(&mut self, label: String) {
+        self.header.root = label;
+        self.dirty = true;
+    }
+
     // ---- keys --------------------------------------------------------------
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {

@@ -44,19 +44,28 @@ pub fn run(cards: u32, config: Config, theme: Theme, source: &ConfigSource) -> a
         }
     };
     let pid = daemon.pid().unwrap_or(0);
-    let said = match &no_net {
+    let label = match &no_net {
         None => format!(
-            "demo: mpssd (pid {pid}) serves every card's console, network and disk; \
-             the network lives in its namespace (nsenter -t {pid} -n ping 172.31.0.1)"
+            "{} · demo: micemu, mpssd pid {pid} (its network namespace: nsenter -t {pid} -n ping 172.31.0.1)",
+            instance.root().display()
         ),
-        Some(why) => format!("demo: mpssd (pid {pid}) serves consoles and disks, no network: {why}"),
+        Some(_) => format!(
+            "{} · demo: micemu, mpssd pid {pid} (no network devices)",
+            instance.root().display()
+        ),
     };
     let result = crate::run_tui(&root, config, theme, source, |app| {
         let ids = app.cards().iter().map(|c| c.id).collect();
         let effects = app.run_now(OpKind::Boot, ids);
-        app.say(said);
+        app.set_root_label(label);
+        if let Some(why) = &no_net {
+            app.say(format!("demo: the cards have no network: {why}"));
+        }
         effects
     });
+    if let Some(why) = &no_net {
+        eprintln!("mictop --demo: the cards had no network: {why}");
+    }
     // mpssd first (it removes the cards' devices), then the cards.
     let daemon = daemon.stop().context("stopping the demo's mpssd");
     let stopped = instance.stop().context("stopping the emulated cards");
