@@ -233,10 +233,8 @@ fn failure_text(e: &ClientError) -> String {
 #[must_use]
 pub fn not_running_text(root: &MicRoot) -> String {
     format!(
-        "mpssd is not running for {} (no {}): card consoles come from its console broker; \
-         attaching as soon as it runs",
-        root.path().display(),
-        root.mpssd_socket().display()
+        "mpssd is not running for {}: consoles come from its broker; attaching when it starts",
+        root.path().display()
     )
 }
 
