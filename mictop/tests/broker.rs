@@ -131,9 +131,10 @@ fn waits_for_mpssd_then_views_types_and_hands_the_write_side_around() {
 
     // No mpssd yet: said, and the console attaches once it runs.
     let (mut v0, mut c0) = attach(&mut src, 0);
-    v0.until("waiting for mpssd", |e, _| {
-        matches!(e, ConsoleEvent::Waiting(w) if w.contains("mpssd is not running for"))
-    });
+    v0.until(
+        "waiting for mpssd",
+        |e, _| matches!(e, ConsoleEvent::Waiting(w) if w.contains("mpssd is not running for")),
+    );
     let daemon = support::mpssd(fleet.root(), 2);
     v0.access("the viewer attached", &read_only());
     boot(&root, 0);
@@ -141,7 +142,10 @@ fn waits_for_mpssd_then_views_types_and_hands_the_write_side_around() {
     v0.expect("root@mic0:~# ");
 
     // Read-only: typing is refused (by mictop, before mpssd would).
-    assert!(matches!(c0.send(b"uname\r"), Err(ConsoleError::ReadOnly { card: 0 })));
+    assert!(matches!(
+        c0.send(b"uname\r"),
+        Err(ConsoleError::ReadOnly { card: 0 })
+    ));
     c0.set_access(Access::ReadWrite).unwrap();
     v0.access("the write side", &read_write());
     // The window's size went with it, and follows the pane.
@@ -217,18 +221,19 @@ fn waits_for_mpssd_then_views_types_and_hands_the_write_side_around() {
     c1.send(b"echo only on one\r").unwrap();
     v1.expect("only on one\r\n");
     assert!(
-        !v0.pending()
-            .iter()
-            .any(|e| matches!(e, ConsoleEvent::Output(b) if String::from_utf8_lossy(b).contains("only on one"))),
+        !v0.pending().iter().any(
+            |e| matches!(e, ConsoleEvent::Output(b) if String::from_utf8_lossy(b).contains("only on one"))
+        ),
         "mic1's output on mic0's console"
     );
 
     // mpssd stops: every console ends, saying so.
     daemon.stop().unwrap();
     for v in [&mut v0, &mut v1, &mut late] {
-        v.until("the end", |e, _| {
-            matches!(e, ConsoleEvent::Ended(why) if why.starts_with("mpssd stopped"))
-        });
+        v.until(
+            "the end",
+            |e, _| matches!(e, ConsoleEvent::Ended(why) if why.starts_with("mpssd stopped")),
+        );
     }
     drop((c0, c1, late_c));
 }

@@ -332,8 +332,13 @@ fn the_demo_brings_up_mpssd_and_its_console_and_tears_it_all_down() {
     // The card's network reaches mpssd's end of its TAP (172.31.0.254, in
     // mpssd's namespace: none of it in this one).
     tmux.keys(&["ping -c 1 172.31.0.254", "Enter"]);
-    tmux.wait_for("the ping's answer", t, |s| s.contains("1 packets transmitted, 1 received"));
-    assert!(!Path::new("/sys/class/net/mic0").exists(), "a TAP in the host's namespace");
+    tmux.wait_for("the ping's answer", t, |s| {
+        s.contains("1 packets transmitted, 1 received")
+    });
+    assert!(
+        !Path::new("/sys/class/net/mic0").exists(),
+        "a TAP in the host's namespace"
+    );
     // q goes to the card while typing (the shell says so), ctrl-] stops.
     tmux.keys(&["q", "Enter"]);
     tmux.wait_for("the shell's answer to q", t, |s| s.contains("sh: q: not found"));
@@ -346,7 +351,11 @@ fn the_demo_brings_up_mpssd_and_its_console_and_tears_it_all_down() {
     assert_eq!(processes_mentioning(&tmp), vec![]);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(&tmp.display().to_string()), "{mounts}");
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the demo's root is left");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the demo's root is left"
+    );
 }
 
 #[test]
@@ -364,13 +373,17 @@ fn the_console_pane_waits_for_mpssd_watches_read_only_and_takes_the_write_side()
     // No mpssd: the pane says so, and attaches once mpssd runs.
     tmux.keys(&["c"]);
     tmux.wait_for("waiting for mpssd", t, |s| {
-        s.contains("console mic0 waiting: mpssd is not running") && s.contains("consoles come from its broker")
+        s.contains("console mic0 waiting: mpssd is not running")
+            && s.contains("consoles come from its broker")
     });
     let daemon = support::mpssd(fleet.root(), 1);
     tmux.wait_for("attached", t, |s| s.contains("console mic0 read-only"));
     let card = root.card_by_id(0);
-    card.boot_with(&libmic::BootRequest::defaults_for(&card), Some(&root.system_map()))
-        .unwrap();
+    card.boot_with(
+        &libmic::BootRequest::defaults_for(&card),
+        Some(&root.system_map()),
+    )
+    .unwrap();
     tmux.wait_for("the prompt", t, |s| s.contains("root@mic0:~#"));
 
     // Another client holds the write side: attached again, the pane says
@@ -438,7 +451,8 @@ fn the_console_pane_waits_for_mpssd_watches_read_only_and_takes_the_write_side()
         )
         .unwrap();
     tmux.wait_for("taken over", t, |s| {
-        s.contains("typing stopped: \"second writer\"") && s.contains("console mic0 read-only, \"second writer\"")
+        s.contains("typing stopped: \"second writer\"")
+            && s.contains("console mic0 read-only, \"second writer\"")
     });
 
     // mpssd stops: the pane says so.

@@ -29,7 +29,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use libmic::MicRoot;
-use libmic::mpssd::{AttachOptions, Client, ClientError, ConsoleEnd, ConsoleInput, ConsoleItem, ConsoleOutput, Replay};
+use libmic::mpssd::{
+    AttachOptions, Client, ClientError, ConsoleEnd, ConsoleInput, ConsoleItem, ConsoleOutput, Replay,
+};
 
 use crate::console::{Access, Console, ConsoleError, ConsoleEvent, ConsoleSource, Sink, TermSize};
 
@@ -83,10 +85,8 @@ impl ConsoleSource for BrokerConsoles {
             wake: Condvar::new(),
         });
         let s = Arc::clone(&shared);
-        spawn(format!("console-mic{card}"), move || view(&s)).map_err(|message| ConsoleError::Failed {
-            card,
-            message,
-        })?;
+        spawn(format!("console-mic{card}"), move || view(&s))
+            .map_err(|message| ConsoleError::Failed { card, message })?;
         let mut console = BrokerConsole { shared };
         if access == Access::ReadWrite {
             console.set_access(Access::ReadWrite)?;
@@ -387,7 +387,11 @@ fn write_side(shared: &Shared, generation: u64) {
     {
         let mut st = shared.lock();
         let detached = st.detached;
-        if let Some(w) = st.writer.as_mut().filter(|w| w.generation == generation && !detached) {
+        if let Some(w) = st
+            .writer
+            .as_mut()
+            .filter(|w| w.generation == generation && !detached)
+        {
             w.input = Some(tx);
             w.socket = socket_of(&output);
         } else {
@@ -423,7 +427,10 @@ fn write_side(shared: &Shared, generation: u64) {
                     let writer = match &end {
                         ConsoleEnd::TakenOver { by, message } => {
                             shared.say(ConsoleEvent::Notice(message.clone()));
-                            Some(by.as_ref().map_or_else(|| "another client".to_owned(), ToString::to_string))
+                            Some(
+                                by.as_ref()
+                                    .map_or_else(|| "another client".to_owned(), ToString::to_string),
+                            )
                         }
                         _ => None,
                     };
@@ -527,12 +534,13 @@ impl Console for BrokerConsole {
                 drop(st);
                 let s = Arc::clone(&self.shared);
                 let card = self.shared.card;
-                spawn(format!("console-mic{card}-write"), move || write_side(&s, generation)).map_err(
-                    |message| {
-                        self.shared.lock().writer = None;
-                        ConsoleError::Failed { card, message }
-                    },
-                )
+                spawn(format!("console-mic{card}-write"), move || {
+                    write_side(&s, generation)
+                })
+                .map_err(|message| {
+                    self.shared.lock().writer = None;
+                    ConsoleError::Failed { card, message }
+                })
             }
             Access::ReadOnly => {
                 let Some(w) = st.writer.take() else {

@@ -85,8 +85,9 @@ fn own_netns() -> Result<(), String> {
         return unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"));
     }
     let gid = nix::unistd::getegid();
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {e} (not root, and no user namespaces)"))?;
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(|e| {
+        format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {e} (not root, and no user namespaces)")
+    })?;
     let write = |file: &str, text: String| {
         std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("/proc/self/{file}: {e}"))
     };
@@ -256,7 +257,11 @@ impl Mpssd {
         let deadline = Instant::now() + STOP_LIMIT;
         loop {
             if let Some(status) = child.try_wait()? {
-                anyhow::ensure!(status.success(), "mpssd stopped with {status}: {}", self.log_tail());
+                anyhow::ensure!(
+                    status.success(),
+                    "mpssd stopped with {status}: {}",
+                    self.log_tail()
+                );
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -283,7 +288,12 @@ impl Drop for Mpssd {
 /// The demo's mpssd for `root` with `cards`: its configuration written,
 /// started in a network namespace of its own, or, if none can be made,
 /// without network devices (the second value says why).
-pub fn start_demo(exe: &Path, root: &Path, cards: u32, log: &Path) -> anyhow::Result<(Mpssd, Option<String>)> {
+pub fn start_demo(
+    exe: &Path,
+    root: &Path,
+    cards: u32,
+    log: &Path,
+) -> anyhow::Result<(Mpssd, Option<String>)> {
     prepare(root, cards, true)?;
     match Mpssd::start(exe, root, log, true) {
         Ok(m) => Ok((m, None)),

@@ -262,4 +262,3 @@ impl Console {
         self.hold.len()
     }
 }
-
