@@ -45,6 +45,9 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How long mpssd has to answer an attach.
 const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
+/// Output already received is joined into one event up to this size.
+const COALESCE: usize = 64 << 10;
+
 /// Keys (and resizes) queued for the write side; past it typing is
 /// refused as busy (a card that reads no input holds them up).
 const INPUT_QUEUE: usize = 256;
@@ -189,23 +192,17 @@ fn socket_of(output: &ConsoleOutput) -> Option<OwnedFd> {
     nix::unistd::dup(output.as_fd()).ok()
 }
 
-/// Whether `e` says that nothing serves the control socket (rather than
-/// mpssd failing).
-fn not_running(e: &ClientError) -> bool {
-    match e {
-        ClientError::Connect { source, .. } => matches!(
-            source.raw_os_error(),
-            Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTDIR)
-        ),
-        _ => false,
-    }
+/// A connection to mpssd, its connect and its first answer (the attach)
+/// within [`ANSWER_LIMIT`].
+fn connect(root: &MicRoot) -> Result<Client, ClientError> {
+    Client::connect_within(root, ANSWER_LIMIT)
 }
 
-/// A connection to mpssd whose answers come within [`ANSWER_LIMIT`].
-fn connect(root: &MicRoot) -> Result<Client, ClientError> {
-    let mut c = Client::connect(root)?;
-    c.set_timeout(Some(ANSWER_LIMIT))?;
-    Ok(c)
+/// After the attach: the stream has no deadline (its reader waits for the
+/// card as long as the console is attached; a detach shuts it down).
+fn unbounded(output: &mut ConsoleOutput) -> Result<(), ClientError> {
+    output.set_deadline(None);
+    output.set_timeout(None)
 }
 
 /// Why an attachment ended, for the pane.
@@ -238,25 +235,24 @@ pub fn not_running_text(root: &MicRoot) -> String {
     )
 }
 
-/// The viewer's thread: reaches mpssd (waiting for it if it is not
-/// running), attaches read-only with the whole scrollback, and forwards
-/// the output until the attachment ends or the console is detached.
-fn view(shared: &Shared) {
-    let card = shared.card;
+/// A connection to mpssd for a viewer: waited for while mpssd is not
+/// running (said once); `None` once the console is detached or mpssd
+/// failed (said).
+fn reach(shared: &Shared) -> Option<Client> {
     let mut told = false;
-    let client = loop {
+    loop {
         match connect(&shared.root) {
-            Ok(c) => break c,
-            Err(e) if not_running(&e) => {
+            Ok(c) => return Some(c),
+            Err(e) if e.is_not_running() => {
                 if !told {
                     told = true;
                     if !shared.say(ConsoleEvent::Waiting(not_running_text(&shared.root))) {
-                        return;
+                        return None;
                     }
                 }
                 let st = shared.lock();
                 if st.detached {
-                    return;
+                    return None;
                 }
                 // TIMEOUT: RETRY, then mpssd is looked for again (a
                 // detach wakes it at once).
@@ -265,17 +261,25 @@ fn view(shared: &Shared) {
                     .wait_timeout(st, RETRY)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if st.detached {
-                    return;
+                    return None;
                 }
             }
             Err(e) => {
                 if !shared.detached() {
                     shared.say(ConsoleEvent::Ended(failure_text(&e)));
                 }
-                return;
+                return None;
             }
         }
-    };
+    }
+}
+
+/// The viewer's thread: reaches mpssd (waiting for it if it is not
+/// running), attaches read-only with the whole scrollback, and forwards
+/// the output until the attachment ends or the console is detached.
+fn view(shared: &Shared) {
+    let card = shared.card;
+    let Some(client) = reach(shared) else { return };
     let opts = AttachOptions::read_only().named(CLIENT_NAME);
     let (attached, mut output, _input) = match client.attach_console(card, &opts) {
         Ok(c) => c.split(),
@@ -286,7 +290,7 @@ fn view(shared: &Shared) {
             return;
         }
     };
-    if output.set_timeout(None).is_err() {
+    if unbounded(&mut output).is_err() {
         return;
     }
     {
@@ -310,13 +314,29 @@ fn view(shared: &Shared) {
             "mic{card}'s console is down (the card is not running); it comes up with the card"
         )));
     }
+    let mut next = None;
     loop {
-        let item = output.next_item();
+        let item = next.take().unwrap_or_else(|| output.next_item());
         if shared.detached() {
             return;
         }
         let event = match item {
-            Ok(ConsoleItem::Output { data, .. }) => ConsoleEvent::Output(data),
+            Ok(ConsoleItem::Output { mut data, .. }) => {
+                // What else has come already goes with it: a card printing
+                // as fast as it can is a few events a frame, not one per
+                // ring buffer.
+                while data.len() < COALESCE {
+                    match output.try_next_item() {
+                        Ok(Some(ConsoleItem::Output { data: more, .. })) => data.extend(more),
+                        Ok(None) => break,
+                        other => {
+                            next = other.transpose();
+                            break;
+                        }
+                    }
+                }
+                ConsoleEvent::Output(data)
+            }
             Ok(ConsoleItem::Lagged { missed }) => ConsoleEvent::Notice(format!(
                 "{missed} bytes of output lost here (mictop fell behind); mpssd's console log has them"
             )),
@@ -367,7 +387,7 @@ fn write_side(shared: &Shared, generation: u64) {
     };
     let client = match connect(&shared.root) {
         Ok(c) => c,
-        Err(e) if not_running(&e) => return fail(not_running_text(&shared.root)),
+        Err(e) if e.is_not_running() => return fail(not_running_text(&shared.root)),
         Err(e) => return fail(failure_text(&e)),
     };
     let size = shared.lock().size;
@@ -380,7 +400,7 @@ fn write_side(shared: &Shared, generation: u64) {
         Ok(c) => c.split(),
         Err(e) => return fail(failure_text(&e)),
     };
-    if let Err(e) = output.set_timeout(None) {
+    if let Err(e) = unbounded(&mut output) {
         return fail(failure_text(&e));
     }
     let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE);
@@ -535,7 +555,7 @@ impl Console for BrokerConsole {
                 let s = Arc::clone(&self.shared);
                 let card = self.shared.card;
                 spawn(format!("console-mic{card}-write"), move || {
-                    write_side(&s, generation)
+                    write_side(&s, generation);
                 })
                 .map_err(|message| {
                     self.shared.lock().writer = None;
@@ -613,20 +633,5 @@ mod tests {
             "taken over: the message"
         );
         assert!(end_text(&ConsoleEnd::Disconnected).starts_with("mpssd stopped: "));
-    }
-
-    #[test]
-    fn a_missing_socket_is_mpssd_not_running() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = MicRoot::new(dir.path());
-        let e = connect(&root).unwrap_err();
-        assert!(not_running(&e), "{e:?}");
-        // A socket file nobody listens on: not running either.
-        let path = root.mpssd_socket();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let e = connect(&root).unwrap_err();
-        assert!(not_running(&e), "{e:?}");
-        assert!(not_running_text(&root).contains("mpssd is not running for"));
     }
 }
