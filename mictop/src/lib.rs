@@ -19,6 +19,8 @@
 //! * [`demo`] — `mictop --demo`, emulated cards in-process and an mpssd
 //!   for them (this executable run again: [`demo::mpssd::child_main`]).
 
+#![forbid(unsafe_code)]
+
 pub mod actions;
 pub mod app;
 pub mod cli;
