@@ -9,9 +9,11 @@
 //!   draw);
 //! * resident memory with 256 cards;
 //! * card log decode + follow + render throughput without loss;
-//! * the console pane: 10 MB of output through vt100 and drawn, without loss.
+//! * the console pane alone: 10 MB of output through vt100 and drawn,
+//!   without loss (the whole path, card to pane: `benches/console.rs`).
 //!
-//! `cargo bench -p mictop` (about 20 s).
+//! `cargo bench -p mictop --bench mictop` (about 20 s; `cargo bench -p
+//! mictop` runs `benches/console.rs` too).
 
 #![allow(clippy::cast_precision_loss, reason = "figures for display")]
 
@@ -284,9 +286,9 @@ fn one_card_app() -> App {
     app
 }
 
-/// 10 MB of console output (coloured lines, 4 KiB at a time as the demo's
-/// source delivers them) into an attached console pane, a frame drawn per
-/// 64 KiB (60 frames a second at 3.8 MB/s). Returns MB per second, the
+/// 10 MB of console output (coloured 75-byte lines, 4 KiB at a time) into
+/// an attached console pane in-process (no card, no broker: the pane's own
+/// cost; `--bench console` has the whole path), a frame drawn per 64 KiB (60 frames a second at 3.8 MB/s). Returns MB per second, the
 /// bytes the console did not count, and the lines its scrollback holds.
 fn console_rate() -> (f64, u64, usize) {
     const TOTAL: usize = 10 << 20;

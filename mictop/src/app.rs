@@ -653,17 +653,33 @@ impl App {
         self.start_op(kind, ids)
     }
 
+    /// Shows `text` in the footer (until the next key).
+    pub fn say(&mut self, text: String) {
+        self.status = Some(text);
+        self.dirty = true;
+    }
+
+    /// What the header says of the root (the demo: what it brought up).
+    pub fn set_root_label(&mut self, label: String) {
+        self.header.root = label;
+        self.dirty = true;
+    }
+
     // ---- keys --------------------------------------------------------------
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         if key.kind == KeyEventKind::Release {
             return vec![];
         }
-        self.dirty = true;
-        self.status = None;
         if self.consoles.typing() {
+            // A key typed into a console changes nothing on screen until
+            // the card echoes it: a frame now would only hold the echo's
+            // frame back (frames are FRAME_INTERVAL apart).
+            self.dirty = self.status.take().is_some();
             return self.type_key(&key);
         }
+        self.dirty = true;
+        self.status = None;
         if self.dialogs.is_open() {
             let msg = self.dialogs.key(&key);
             return self.apply(msg);
@@ -692,11 +708,17 @@ impl App {
         let msg = if self.config.keys.command(key) == Some(Command::ConsoleLeave) {
             let ops = self.consoles.leave();
             self.dialogs.show_pending();
+            self.dirty = true;
             Msg::Console(ops)
         } else {
+            // Typing returns a scrolled-back console to the live screen.
+            self.dirty |= self.consoles.shown().is_some_and(|c| c.scrolled() > 0);
             match self.consoles.key(key) {
                 Ok(ops) => Msg::Console(ops),
-                Err(why) => Msg::Status(why),
+                Err(why) => {
+                    self.dirty = true;
+                    Msg::Status(why)
+                }
             }
         };
         self.apply(msg)

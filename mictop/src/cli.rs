@@ -8,12 +8,13 @@ use clap::Parser;
 use crate::config::parse_interval;
 
 /// Live TUI for Intel MIC X100 cards: fleet, details, card logs, lifecycle
-/// actions, card consoles.
+/// actions, card consoles (through mpssd's console broker).
 #[derive(Debug, Parser)]
 #[command(
     name = "mictop",
     version,
-    after_help = "Press ? in mictop for the key bindings."
+    after_help = "Press ? in mictop for the key bindings. Card consoles (c) come from the mpssd \
+serving the root; without one the console pane says so and waits for it."
 )]
 pub struct Cli {
     /// Directory all card paths are resolved under [env: MIC_ROOT; default /]
@@ -33,9 +34,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Start emulated cards (micemu, in-process) under a temporary root, boot
-    /// them, watch them and serve their consoles (c attaches one); quitting
-    /// tears it all down. Needs FUSE
+    /// Start emulated cards (micemu, in-process) under a temporary root and an
+    /// mpssd for them (their consoles, network and disks; its network in a
+    /// namespace of its own), boot them and watch them; c attaches a card's
+    /// console through mpssd's broker. Quitting tears it all down. Needs FUSE
     #[arg(long)]
     pub demo: bool,
 

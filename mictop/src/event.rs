@@ -45,17 +45,48 @@ use crate::actions;
 use crate::app::{Action, App, Effect};
 use crate::components::console::ConsoleOp;
 use crate::config::Config;
+use crate::console::broker::BrokerConsoles;
 use crate::console::{Access, Console, ConsoleError, ConsoleEvent, ConsoleSource, Sink};
 use crate::model::{CardView, Detail, HostInfo, Mpssd, MpssdUpdate};
 use crate::theme::Theme;
 use crate::ui;
 
-/// What the console pane says when mictop has nowhere to get consoles.
-pub const NO_CONSOLE_SOURCE: &str = "no console source: card consoles come from mpssd's console broker, \
-     which this mictop cannot reach yet (mictop --demo serves its own cards' consoles)";
-
-/// The shortest time between two frames (a 60 Hz cap).
+/// Frames come at most one per this on average (a 60 Hz cap)...
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(16);
+
+/// ... in bursts of at most this many: a frame drawn for something else
+/// (the clock) just before a console's echo does not hold the echo back.
+pub const FRAME_BURST: f64 = 2.0;
+
+/// Frames allowed: a token bucket of [`FRAME_BURST`] filled one token per
+/// [`FRAME_INTERVAL`].
+#[derive(Debug)]
+struct FramePacer {
+    tokens: f64,
+    at: Instant,
+}
+
+impl FramePacer {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: FRAME_BURST,
+            at: now,
+        }
+    }
+
+    /// `None`: draw now (the token is taken); else when a frame may be drawn.
+    fn ask(&mut self, now: Instant) -> Option<Instant> {
+        let filled = now.saturating_duration_since(self.at).as_secs_f64() / FRAME_INTERVAL.as_secs_f64();
+        self.tokens = (self.tokens + filled).min(FRAME_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(now + FRAME_INTERVAL.mul_f64(1.0 - self.tokens))
+        }
+    }
+}
 
 /// The longest one access to the driver's files may take: a driver that
 /// does not answer by then is hung, and the access fails naming the file.
@@ -93,8 +124,9 @@ pub struct Runtime {
     mouse: Option<MouseControl>,
     /// The tasks watching the current cards' `state`.
     watching: Watching,
-    /// Where card consoles come from, if anywhere.
-    console_source: Option<Box<dyn ConsoleSource>>,
+    /// Where card consoles come from (mpssd's broker for the root, unless
+    /// told otherwise).
+    console_source: Box<dyn ConsoleSource>,
     /// The consoles attached, by card.
     consoles: BTreeMap<u32, Box<dyn Console>>,
     /// A probe for the driver's return is running.
@@ -145,6 +177,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         fleet.views,
         now,
     );
+    let consoles = BrokerConsoles::new(&root);
     let runtime = Runtime {
         root,
         cards: fleet.cards.into_iter().map(|c| (c.id(), c)).collect(),
@@ -156,7 +189,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         post_inflight: Arc::new(AtomicBool::new(false)),
         mouse: None,
         watching: fleet.watching,
-        console_source: None,
+        console_source: Box::new(consoles),
         consoles: BTreeMap::new(),
         reconnecting: false,
         frames: Arc::new(AtomicU64::new(0)),
@@ -248,10 +281,10 @@ impl Runtime {
         Arc::clone(&self.frames)
     }
 
-    /// Where the console pane's consoles come from (without one, the pane
-    /// says there is none).
+    /// Where the console pane's consoles come from, instead of mpssd's
+    /// broker for the root.
     pub fn set_console_source(&mut self, source: Box<dyn ConsoleSource>) {
-        self.console_source = Some(source);
+        self.console_source = source;
     }
 
     /// Lets the `mouse` key turn terminal mouse capture on and off.
@@ -275,7 +308,7 @@ impl Runtime {
         let mut pending: VecDeque<Effect> = app.update(Action::Resize(size.width, size.height)).into();
         pending.extend(app.start());
         pending.extend(initial);
-        let mut last_frame: Option<Instant> = None;
+        let mut pacer = FramePacer::new(Instant::now());
         loop {
             while let Some(effect) = pending.pop_front() {
                 pending.extend(self.apply(effect, app));
@@ -283,20 +316,19 @@ impl Runtime {
             if app.quitting() {
                 return Ok(());
             }
-            // At most one frame per FRAME_INTERVAL: a burst of changes
-            // (every card's attributes arriving at start) is one frame.
+            // At most one frame per FRAME_INTERVAL on average: a burst of
+            // changes (every card's attributes arriving at start, a card
+            // printing as fast as it can) is a frame at a time.
             let mut due = None;
             if app.needs_redraw() {
-                let next = last_frame.map(|t| t + FRAME_INTERVAL);
-                if next.is_none_or(|n| n <= Instant::now()) {
-                    terminal.draw(|f| ui::draw(f, app))?;
-                    app.drawn();
-                    let now = Instant::now();
-                    last_frame = Some(now);
-                    self.frames.fetch_add(1, Ordering::Relaxed);
-                    self.first_frame.get_or_insert(now);
-                } else {
-                    due = next;
+                match pacer.ask(Instant::now()) {
+                    None => {
+                        terminal.draw(|f| ui::draw(f, app))?;
+                        app.drawn();
+                        self.frames.fetch_add(1, Ordering::Relaxed);
+                        self.first_frame.get_or_insert_with(Instant::now);
+                    }
+                    Some(at) => due = Some(at),
                 }
             }
             let action = match due {
@@ -308,8 +340,15 @@ impl Runtime {
             };
             let Some(action) = action else { return Ok(()) };
             pending.extend(app.update(action));
+            // Whatever else is queued, for at most a frame interval: a
+            // flood (a card printing as fast as it can) still gets its
+            // frames.
+            let batch = Instant::now() + FRAME_INTERVAL;
             while let Ok(action) = rx.try_recv() {
                 pending.extend(app.update(action));
+                if Instant::now() >= batch {
+                    break;
+                }
             }
         }
     }
@@ -383,15 +422,9 @@ impl Runtime {
                 if let Some(old) = self.consoles.remove(&card) {
                     old.detach();
                 }
-                let Some(source) = &mut self.console_source else {
-                    return Some(Action::Console {
-                        card,
-                        event: ConsoleEvent::Ended(NO_CONSOLE_SOURCE.into()),
-                    });
-                };
                 let tx = self.tx.clone();
                 let sink: Sink = Box::new(move |event| tx.send(Action::Console { card, event }).is_ok());
-                let attached = source.attach(card, access, size, sink).map(|c| {
+                let attached = self.console_source.attach(card, access, size, sink).map(|c| {
                     self.consoles.insert(card, c);
                 });
                 (card, attached)
@@ -414,6 +447,8 @@ impl Runtime {
                 access: Access::ReadOnly,
                 writer: None,
             },
+            // Refused for now; the console stays.
+            e @ ConsoleError::Busy { .. } => ConsoleEvent::Notice(e.to_string()),
             e => {
                 self.consoles.remove(&card);
                 ConsoleEvent::Ended(e.to_string())
@@ -851,5 +886,38 @@ impl HostStats {
             mem_used: sys.used_memory(),
             mem_total: sys.total_memory(),
         }
+    }
+}
+
+#[cfg(test)]
+mod pacer {
+    use super::*;
+
+    #[test]
+    fn frames_come_in_bursts_of_two_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut p = FramePacer::new(t0);
+        // Two at once (a clock frame, then an echo), the third waits.
+        assert_eq!(p.ask(t0), None);
+        assert_eq!(p.ask(t0), None);
+        let due = p.ask(t0).expect("the third waits");
+        assert_eq!(due, t0 + FRAME_INTERVAL);
+        // Sustained: one per interval, never two.
+        let mut drawn = 0;
+        for i in 1..=100u32 {
+            if p.ask(t0 + FRAME_INTERVAL * i).is_none() {
+                drawn += 1;
+            }
+            assert!(
+                p.ask(t0 + FRAME_INTERVAL * i).is_some(),
+                "two in one interval at {i}"
+            );
+        }
+        assert_eq!(drawn, 100);
+        // Idle for a while: the burst is back, no more.
+        let later = t0 + FRAME_INTERVAL * 1000;
+        assert_eq!(p.ask(later), None);
+        assert_eq!(p.ask(later), None);
+        assert!(p.ask(later).is_some());
     }
 }

@@ -11,12 +11,15 @@
 //! * [`ui`] — drawing, one module per component, a pure function of the
 //!   state; [`theme`] — its styles;
 //! * [`actions`] — lifecycle operations on worker threads through libmic;
-//! * [`console`] — where card consoles come from (the source trait, the
-//!   demo's source, keys as bytes);
+//! * [`console`] — where card consoles come from (the source trait,
+//!   mpssd's console broker, keys as bytes);
 //! * [`config`] — the TOML configuration and key bindings; [`reload`] —
 //!   reading it again when its file changes;
 //! * [`terminal`] — taking and restoring the terminal;
-//! * [`demo`] — `mictop --demo`, emulated cards in-process.
+//! * [`demo`] — `mictop --demo`, emulated cards in-process and an mpssd
+//!   for them (this executable run again: [`demo::mpssd::child_main`]).
+
+#![forbid(unsafe_code)]
 
 pub mod actions;
 pub mod app;
@@ -40,7 +43,6 @@ use libmic::MicRoot;
 use crate::app::{App, Effect};
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::console::ConsoleSource;
 use crate::reload::ConfigSource;
 use crate::theme::Theme;
 
@@ -57,19 +59,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         return demo::run(cli.demo_cards, config, theme, &source);
     }
     let root = MicRoot::from_env_or(cli.root.clone());
-    run_tui(&root, config, theme, &source, None, |_| Vec::new())
+    run_tui(&root, config, theme, &source, |_| Vec::new())
 }
 
 /// Runs the TUI on the cards under `root` until the user quits, reading
 /// the configuration again from `source` whenever its file changes; card
-/// consoles come from `consoles`, if given. `initial` may start actions
-/// once the cards are known.
+/// consoles come from the mpssd serving `root`. `initial` may start
+/// actions once the cards are known.
 pub fn run_tui(
     root: &MicRoot,
     config: Config,
     theme: Theme,
     source: &ConfigSource,
-    consoles: Option<Box<dyn ConsoleSource>>,
     initial: impl FnOnce(&mut App) -> Vec<Effect>,
 ) -> anyhow::Result<()> {
     let mouse = config.mouse;
@@ -84,9 +85,6 @@ pub fn run_tui(
             mut runtime,
             mut rx,
         } = event::session(root, config, theme)?;
-        if let Some(c) = consoles {
-            runtime.set_console_source(c);
-        }
         let init = initial(&mut app);
         // Watched before the first frame, so no edit after it is missed. A
         // file whose directory cannot be watched is read at start only.

@@ -432,3 +432,121 @@ fn the_card_cannot_reach_the_real_terminal() {
         "{text}"
     );
 }
+
+/// The pane in each state mpssd's broker puts it in, as the broker source
+/// words them.
+#[test]
+fn the_pane_through_mpssds_broker() {
+    use libmic::mpssd::ConsoleEnd;
+    use mictop::console::broker::{end_text, not_running_text};
+    let holder = "\"micctl console\" (pid 4242, uid 0)";
+
+    // mpssd not running: said, and waited for.
+    let mut s = Screen::new(1);
+    s.key(KeyCode::Char('c'));
+    s.event(0, ConsoleEvent::Waiting(not_running_text(&MicRoot::new("/r"))));
+    let text = s.text();
+    assert!(
+        text.contains("console mic0 waiting: mpssd is not running for /r"),
+        "{text}"
+    );
+    insta::assert_snapshot!("console_mpssd_not_running", text);
+
+    // Attached read-only while another client writes: the title says who.
+    s.event(
+        0,
+        ConsoleEvent::Access {
+            access: Access::ReadOnly,
+            writer: Some(holder.into()),
+        },
+    );
+    s.out(0, b"root@mic0:~# echo hi\r\nhi\r\nroot@mic0:~# ");
+    let text = s.text();
+    assert!(!text.contains("waiting"), "{text}");
+    // (The title is cut at the pane's width.)
+    assert!(
+        text.contains("read-only, \"micctl console\" (pid 4242,"),
+        "{text}"
+    );
+    assert_eq!(
+        s.app.consoles().shown().and_then(|c| c.writer.as_deref()),
+        Some(holder)
+    );
+    insta::assert_snapshot!("console_read_only_beside_a_writer", text);
+
+    // w takes it (forced): typing, and whose it was, in the pane.
+    s.key(KeyCode::Char('w'));
+    s.event(
+        0,
+        ConsoleEvent::Access {
+            access: Access::ReadWrite,
+            writer: None,
+        },
+    );
+    s.event(
+        0,
+        ConsoleEvent::Notice(format!("took the write side from {holder}")),
+    );
+    let text = s.text();
+    assert!(text.contains("console mic0 typing"), "{text}");
+    insta::assert_snapshot!("console_write_side_taken", text);
+
+    // Taken over in turn: read-only, and by whom.
+    s.event(
+        0,
+        ConsoleEvent::Notice(format!("{holder} took mic0's console read-write (forced)")),
+    );
+    s.event(
+        0,
+        ConsoleEvent::Access {
+            access: Access::ReadOnly,
+            writer: Some(holder.into()),
+        },
+    );
+    let text = s.text();
+    assert!(
+        text.contains(&format!("typing stopped: {holder} took the write side")),
+        "{text}"
+    );
+    insta::assert_snapshot!("console_taken_over", text);
+
+    // The card down for good: the console ends, saying why.
+    s.event(
+        0,
+        ConsoleEvent::Ended(end_text(&ConsoleEnd::CardDown {
+            message: "mic0 is down (halted); mpssd is not booting it again".into(),
+        })),
+    );
+    let text = s.text();
+    assert!(text.contains("ended: card down: mic0 is down (halted)"), "{text}");
+    insta::assert_snapshot!("console_ended_card_down", text);
+}
+
+/// A key typed into a console draws nothing until the card's echo: the
+/// echo's frame is not held back behind a frame of the key's own.
+#[test]
+fn a_typed_key_waits_for_its_echo_to_be_drawn() {
+    let mut s = Screen::new(1);
+    s.attach(0);
+    s.key(KeyCode::Char('w'));
+    s.event(
+        0,
+        ConsoleEvent::Access {
+            access: Access::ReadWrite,
+            writer: None,
+        },
+    );
+    s.render();
+    s.app.drawn();
+    let effects = s.chars("x");
+    assert_eq!(
+        effects,
+        vec![Effect::Console(ConsoleOp::Send {
+            card: 0,
+            bytes: b"x".to_vec()
+        })]
+    );
+    assert!(!s.app.needs_redraw(), "a frame for the key itself");
+    s.out(0, b"x");
+    assert!(s.app.needs_redraw(), "no frame for the echo");
+}

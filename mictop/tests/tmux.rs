@@ -273,21 +273,53 @@ fn reloads_its_configuration_and_shows_a_bad_one() {
     tmux.wait_gone("mictop did not quit on x", t);
 }
 
+/// The processes whose command line mentions `path`: (pid, command line).
+fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
+    let needle = path.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// The network namespace of process `pid` (`self` for this one).
+fn netns(pid: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()
+}
+
 #[test]
-fn types_into_a_cards_console_in_the_demo() {
+fn the_demo_brings_up_mpssd_and_its_console_and_tears_it_all_down() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let tmux = Tmux::new("console");
     tmux.start(&format!(
-        "{} --demo --demo-cards 1 --no-mouse --config {}",
+        "env TMPDIR={} {} --demo --demo-cards 1 --no-mouse --config {}",
+        tmp.display(),
         env!("CARGO_BIN_EXE_mictop"),
         config.display()
     ));
     // The demo boots its card at realistic speed.
-    tmux.wait_for("mic0 up", Duration::from_secs(60), |s| {
+    let screen = tmux.wait_for("mic0 up", Duration::from_secs(60), |s| {
         row(s, "mic0").contains("card OS up")
     });
+    assert!(screen.contains("demo: micemu, mpssd pid"), "{screen}");
+    // mpssd runs for the demo's root, in a network namespace of its own.
+    let mpssd: Vec<_> = processes_mentioning(&tmp)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.starts_with("mpssd --root "))
+        .collect();
+    assert_eq!(mpssd.len(), 1, "{mpssd:?}");
+    assert_ne!(netns(&mpssd[0].0.to_string()), netns("self"));
+
     let t = Duration::from_secs(20);
     tmux.keys(&["c"]);
     tmux.wait_for("the console's prompt", t, |s| {
@@ -297,11 +329,135 @@ fn types_into_a_cards_console_in_the_demo() {
     tmux.wait_for("typing", t, |s| s.contains("console mic0 typing"));
     tmux.keys(&["uname -a", "Enter"]);
     tmux.wait_for("the card's answer", t, |s| s.contains("Linux mic0 3.10.0-micemu"));
+    // The card's network reaches mpssd's end of its TAP (172.31.0.254, in
+    // mpssd's namespace: none of it in this one).
+    tmux.keys(&["ping -c 1 172.31.0.254", "Enter"]);
+    tmux.wait_for("the ping's answer", t, |s| {
+        s.contains("1 packets transmitted, 1 received")
+    });
+    assert!(
+        !Path::new("/sys/class/net/mic0").exists(),
+        "a TAP in the host's namespace"
+    );
     // q goes to the card while typing (the shell says so), ctrl-] stops.
     tmux.keys(&["q", "Enter"]);
     tmux.wait_for("the shell's answer to q", t, |s| s.contains("sh: q: not found"));
     tmux.keys(&["C-]"]);
     tmux.wait_for("read-only again", t, |s| s.contains("console mic0 read-only"));
+    tmux.keys(&["q"]);
+    tmux.wait_gone("mictop did not quit", t);
+
+    // Nothing left: no process, no mount, no root.
+    assert_eq!(processes_mentioning(&tmp), vec![]);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&tmp.display().to_string()), "{mounts}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the demo's root is left"
+    );
+}
+
+#[test]
+fn the_console_pane_waits_for_mpssd_watches_read_only_and_takes_the_write_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = support::fast_fleet(dir.path(), 1);
+    let root = libmic::MicRoot::new(fleet.root());
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let tmux = Tmux::new("broker");
+    tmux.start(&mictop_cmd(fleet.root(), &config));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("mic0 offline", t, |s| row(s, "mic0").contains("offline"));
+
+    // No mpssd: the pane says so, and attaches once mpssd runs.
+    tmux.keys(&["c"]);
+    tmux.wait_for("waiting for mpssd", t, |s| {
+        s.contains("console mic0 waiting: mpssd is not running")
+            && s.contains("consoles come from its broker")
+    });
+    let daemon = support::mpssd(fleet.root(), 1);
+    tmux.wait_for("attached", t, |s| s.contains("console mic0 read-only"));
+    let card = root.card_by_id(0);
+    card.boot_with(
+        &libmic::BootRequest::defaults_for(&card),
+        Some(&root.system_map()),
+    )
+    .unwrap();
+    tmux.wait_for("the prompt", t, |s| s.contains("root@mic0:~#"));
+
+    // Another client holds the write side: attached again, the pane says
+    // who.
+    let other = libmic::mpssd::Client::connect(&root)
+        .unwrap()
+        .attach_console(
+            0,
+            &libmic::mpssd::AttachOptions::read_write()
+                .replay(libmic::mpssd::Replay::Bytes(0))
+                .named("test writer"),
+        )
+        .unwrap();
+    let (_, mut other_out, mut other_in) = other.split();
+    other_out.set_timeout(Some(t)).unwrap();
+    tmux.keys(&["C"]);
+    tmux.wait_for("detached", t, |s| !s.contains("console mic0"));
+    tmux.keys(&["c"]);
+    tmux.wait_for("the writer named", t, |s| {
+        s.contains("console mic0 read-only, \"test writer\" (pid")
+    });
+    // Read-only, the keys are mictop's (x, y, z are bound to nothing; the
+    // help after them shows they were all taken): none reaches the card,
+    // whose next line is the other writer's alone.
+    tmux.keys(&["x", "y", "z", "?"]);
+    tmux.wait_for("the keys taken", t, |s| s.contains("mictop help"));
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the help closed", t, |s| !s.contains("mictop help"));
+    other_in.send(b"echo marker\r").unwrap();
+    let screen = tmux.wait_for("the other writer's line", t, |s| {
+        s.lines()
+            .any(|l| l.trim_end_matches([' ', '│']).ends_with("│marker"))
+    });
+    assert!(
+        screen.contains("root@mic0:~# echo marker") && !screen.contains("xyz"),
+        "{screen}"
+    );
+
+    // w takes the write side (forced), naming whose it was; the other
+    // client is told mictop took it.
+    tmux.keys(&["w"]);
+    tmux.wait_for("typing, and whose it was", t, |s| {
+        s.contains("console mic0 typing") && s.contains("took the write side from \"test writer\"")
+    });
+    let by = loop {
+        match other_out.next_item().unwrap() {
+            libmic::mpssd::ConsoleItem::Ended(libmic::mpssd::ConsoleEnd::TakenOver { by, .. }) => break by,
+            libmic::mpssd::ConsoleItem::Ended(e) => panic!("{e:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(by.and_then(|b| b.name).as_deref(), Some("mictop"));
+    tmux.keys(&["uname -a", "Enter"]);
+    tmux.wait_for("the card's answer", t, |s| s.contains("Linux mic0 3.10.0-micemu"));
+
+    // Taken over in turn: typing stops, and the pane says by whom.
+    let _again = libmic::mpssd::Client::connect(&root)
+        .unwrap()
+        .attach_console(
+            0,
+            &libmic::mpssd::AttachOptions::read_write()
+                .force()
+                .replay(libmic::mpssd::Replay::Bytes(0))
+                .named("second writer"),
+        )
+        .unwrap();
+    tmux.wait_for("taken over", t, |s| {
+        s.contains("typing stopped: \"second writer\"")
+            && s.contains("console mic0 read-only, \"second writer\"")
+    });
+
+    // mpssd stops: the pane says so.
+    daemon.stop().unwrap();
+    tmux.wait_for("the end", t, |s| s.contains("console mic0 ended: mpssd stopped"));
     tmux.keys(&["q"]);
     tmux.wait_gone("mictop did not quit", t);
 }

@@ -23,7 +23,7 @@ set edit:completion:arg-completer[mictop] = {|@words|
             cand --config 'Configuration file, read again whenever it is saved [default: $XDG_CONFIG_HOME/mictop/config.toml]'
             cand --demo-cards 'Number of emulated cards for --demo'
             cand --no-mouse 'Do not capture the mouse (keeps the terminal''s own selection)'
-            cand --demo 'Start emulated cards (micemu, in-process) under a temporary root, boot them, watch them and serve their consoles (c attaches one); quitting tears it all down. Needs FUSE'
+            cand --demo 'Start emulated cards (micemu, in-process) under a temporary root and an mpssd for them (their consoles, network and disks; its network in a namespace of its own), boot them and watch them; c attaches a card''s console through mpssd''s broker. Quitting tears it all down. Needs FUSE'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

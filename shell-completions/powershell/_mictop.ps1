@@ -26,7 +26,7 @@ Register-ArgumentCompleter -Native -CommandName 'mictop' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file, read again whenever it is saved [default: $XDG_CONFIG_HOME/mictop/config.toml]')
             [CompletionResult]::new('--demo-cards', '--demo-cards', [CompletionResultType]::ParameterName, 'Number of emulated cards for --demo')
             [CompletionResult]::new('--no-mouse', '--no-mouse', [CompletionResultType]::ParameterName, 'Do not capture the mouse (keeps the terminal''s own selection)')
-            [CompletionResult]::new('--demo', '--demo', [CompletionResultType]::ParameterName, 'Start emulated cards (micemu, in-process) under a temporary root, boot them, watch them and serve their consoles (c attaches one); quitting tears it all down. Needs FUSE')
+            [CompletionResult]::new('--demo', '--demo', [CompletionResultType]::ParameterName, 'Start emulated cards (micemu, in-process) under a temporary root and an mpssd for them (their consoles, network and disks; its network in a namespace of its own), boot them and watch them; c attaches a card''s console through mpssd''s broker. Quitting tears it all down. Needs FUSE')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

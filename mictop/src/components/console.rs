@@ -79,6 +79,9 @@ pub struct ConsoleView {
     pub asked_write: bool,
     /// Who else holds the write side, if someone does.
     pub writer: Option<String>,
+    /// Why the console cannot be reached yet (mpssd is not running), while
+    /// the source keeps trying.
+    pub waiting: Option<String>,
     /// Why the console ended, if it did.
     pub ended: Option<String>,
     /// Bytes received.
@@ -178,6 +181,7 @@ impl Consoles {
             }
             // Ended: attach afresh, the old screen kept above.
             self.open[i].ended = None;
+            self.open[i].waiting = None;
             self.open[i].access = Access::ReadOnly;
             self.open[i].note("attaching again");
         } else {
@@ -188,6 +192,7 @@ impl Consoles {
                 access: Access::ReadOnly,
                 asked_write: false,
                 writer: None,
+                waiting: None,
                 ended: None,
                 received: 0,
             });
@@ -351,6 +356,10 @@ impl Consoles {
         };
         let shown = i == self.shown;
         let v = &mut self.open[i];
+        if !matches!(event, ConsoleEvent::Waiting(_)) {
+            // Anything else comes from an attached console.
+            v.waiting = None;
+        }
         match event {
             ConsoleEvent::Output(bytes) => {
                 v.received += bytes.len() as u64;
@@ -367,6 +376,12 @@ impl Consoles {
                 }
             }
             ConsoleEvent::Notice(text) => v.note(&text),
+            ConsoleEvent::Waiting(why) => {
+                if v.waiting.is_none() {
+                    v.note(&why);
+                }
+                v.waiting = Some(why);
+            }
             ConsoleEvent::Ended(why) => {
                 v.note(&format!("console ended: {why}"));
                 v.ended = Some(why);

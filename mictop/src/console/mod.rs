@@ -4,10 +4,9 @@
 //! to a card's console (read-only or holding the write side), and gets a
 //! [`Console`] to type into, resize, change access on and detach from;
 //! what the console says arrives as [`ConsoleEvent`]s on the [`Sink`] given
-//! at attach. mpssd's console broker is one source (its client plugs in
-//! here); `mictop --demo`, which has no mpssd, serves its emulated cards'
-//! consoles itself ([`demo::DemoConsoles`], through libmic's `VirtioFile`
-//! on `dev/micN`).
+//! at attach. The source is mpssd's console broker ([`broker::BrokerConsoles`],
+//! over its control socket), for a real host and for `mictop --demo`,
+//! which runs an mpssd of its own; the tests script others.
 //!
 //! The contract, for every source:
 //! * no method blocks for long: work that waits (a socket, a ring) is
@@ -19,7 +18,7 @@
 //! * the card's bytes are untrusted: mictop runs them through its own
 //!   terminal emulator and never writes them to the real terminal.
 
-pub mod demo;
+pub mod broker;
 pub mod keys;
 
 /// Whether a console client may type into it.
@@ -47,8 +46,12 @@ pub enum ConsoleEvent {
     /// side when it is someone else.
     Access { access: Access, writer: Option<String> },
     /// Something about the console itself, not the card's bytes (the card
-    /// removed it at shutdown; it is back).
+    /// removed it at shutdown; it is back; who took the write side).
     Notice(String),
+    /// The console cannot be reached yet (mpssd is not running), why; the
+    /// source keeps trying and attaches once it can (then
+    /// [`ConsoleEvent::Access`]).
+    Waiting(String),
     /// The console is gone for good for this client (the card or the
     /// broker went away, the client was detached); why.
     Ended(String),
@@ -65,6 +68,10 @@ pub enum ConsoleError {
     NoConsole { card: u32 },
     #[error("mic{card}'s console is read-only for this viewer: take the write side first")]
     ReadOnly { card: u32 },
+    /// The console cannot take this now (the card is not reading its
+    /// input); the console stays attached.
+    #[error("mic{card}'s console is busy: {message}")]
+    Busy { card: u32, message: String },
     #[error("mic{card}'s console: {message}")]
     Failed { card: u32, message: String },
 }

@@ -77,6 +77,14 @@ fn cell_style(cell: &vt100::Cell, colours: bool) -> Style {
     style.add_modifier(m)
 }
 
+/// No contents, default colours, no attributes.
+fn is_blank(cell: &vt100::Cell) -> bool {
+    !cell.has_contents()
+        && cell.fgcolor() == vt100::Color::Default
+        && cell.bgcolor() == vt100::Color::Default
+        && !(cell.bold() || cell.dim() || cell.italic() || cell.underline() || cell.inverse())
+}
+
 impl Widget for TermView<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let (rows, cols) = self.screen.size();
@@ -86,7 +94,9 @@ impl Widget for TermView<'_> {
                 let Some(cell) = self.screen.cell(r, c) else {
                     continue;
                 };
-                if cell.is_wide_continuation() {
+                // A blank cell in the default colours is what the buffer
+                // holds already: most of a console's screen, not redrawn.
+                if cell.is_wide_continuation() || is_blank(cell) {
                     continue;
                 }
                 let out = &mut buf[(area.x + c, area.y + r)];
@@ -133,6 +143,8 @@ fn title<'a>(app: &App, consoles: &Consoles, view: &ConsoleView) -> Line<'a> {
     let mut spans = vec![Span::styled(format!(" console {} ", view.name), t.title)];
     let state = if let Some(why) = &view.ended {
         Span::styled(format!("ended: {} ", crate::ui::ellipsize(why, 60)), t.error)
+    } else if let Some(why) = &view.waiting {
+        Span::styled(format!("waiting: {} ", crate::ui::ellipsize(why, 60)), t.warn)
     } else if consoles.typing() && view.access == Access::ReadWrite {
         Span::styled(
             format!("typing · {} stops ", keys.hint(Command::ConsoleLeave)),

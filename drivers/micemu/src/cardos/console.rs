@@ -9,6 +9,7 @@
 //! (a host that never reads the console cannot make the card grow).
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 use mic_core::abi::virtio::{VirtioConsoleConfig, console_features, feature};
 use mic_core::card::virtio::VirtioError;
@@ -47,6 +48,8 @@ pub struct ShellState {
     pub busy: bool,
     /// Lines typed while busy.
     pub queued: VecDeque<String>,
+    /// A running `seq`: the next number and the last.
+    pub seq: Option<(u64, u64)>,
 }
 
 /// Lines typed ahead while a command runs, at most.
@@ -194,6 +197,27 @@ impl Console {
             self.stats.dropped += lost as u64;
             self.dropping = true;
         }
+    }
+
+    /// Prints more of a running `seq` while the hold buffer is under half
+    /// full (so nothing of it is ever dropped); whether it printed its last
+    /// number now.
+    pub fn pump(&mut self) -> bool {
+        let Some((next, last)) = &mut self.shell.seq else {
+            return false;
+        };
+        let mut line = String::with_capacity(24);
+        while self.hold.len() < HOLD / 2 {
+            if *next > *last {
+                self.shell.seq = None;
+                return true;
+            }
+            line.clear();
+            let _ = write!(line, "{next}\r\n");
+            self.hold.extend(line.as_bytes());
+            *next += 1;
+        }
+        false
     }
 
     /// Whether output was dropped since the last call (for a log line).

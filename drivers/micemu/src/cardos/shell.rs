@@ -65,6 +65,10 @@ pub enum Reply {
     Logout,
     /// The system is going down: no prompt follows.
     Down(String),
+    /// `seq`: the numbers `next..=last`, a line each, printed as fast as
+    /// the host takes them (the system prints them as the console drains);
+    /// the prompt follows the last.
+    Seq { next: u64, last: u64 },
 }
 
 /// What the shell's commands need from the card OS.
@@ -117,6 +121,8 @@ Built-in commands:
   echo [ARG...] [> FILE]    print; > /proc/sysrq-trigger, > /sys/bus/virtio/drivers/D/(un)bind
   ip addr                   network interfaces
   ping [-c N] HOST          ICMP echo (IPv4 addresses)
+  seq [FIRST] LAST          print the numbers FIRST (default 1) to LAST, as fast
+                            as the host reads them (ctrl-C stops)
   blk [vdX] info            disk capacity, serial, features
   blk [vdX] read SECTOR [N] hex dump of N sectors (at most 8)
   blk [vdX] write SECTOR TEXT
@@ -186,6 +192,10 @@ pub fn run(line: &str, sys: &mut impl System) -> Reply {
                 Err(e) => Reply::Done(format!("ping: {e}\n")),
             },
             Err(e) => Reply::Done(format!("ping: {e}\n")),
+        },
+        "seq" => match seq_args(&args) {
+            Ok((next, last)) => Reply::Seq { next, last },
+            Err(e) => Reply::Done(format!("seq: {e}\n")),
         },
         "blk" => match blk_args(&args) {
             Ok((dev, op)) => sys
@@ -439,6 +449,14 @@ fn ping_args(args: &[&str]) -> Result<(Ipv4Addr, u32), String> {
         }
     }
     Ok((target.ok_or("usage: ping [-c COUNT] HOST")?, count))
+}
+
+fn seq_args(args: &[&str]) -> Result<(u64, u64), String> {
+    match args {
+        [last] => Ok((1, num(Some(last), "LAST")?)),
+        [first, last] => Ok((num(Some(first), "FIRST")?, num(Some(last), "LAST")?)),
+        _ => Err("usage: seq [FIRST] LAST".to_owned()),
+    }
 }
 
 fn num(s: Option<&&str>, what: &str) -> Result<u64, String> {
@@ -733,6 +751,15 @@ mod tests {
             "sh: can't create /etc/passwd: Read-only file system\n"
         );
         assert_eq!(out("echo x >", &mut f), "sh: syntax error: bad redirection\n");
+    }
+
+    #[test]
+    fn seq_parses_its_range() {
+        let mut sys = Fake::default();
+        assert_eq!(run("seq 3", &mut sys), Reply::Seq { next: 1, last: 3 });
+        assert_eq!(run("seq 5 7", &mut sys), Reply::Seq { next: 5, last: 7 });
+        assert_eq!(out("seq x", &mut sys), "seq: LAST 'x' is not a number\n");
+        assert_eq!(out("seq 1 2 3", &mut sys), "seq: usage: seq [FIRST] LAST\n");
     }
 
     #[test]

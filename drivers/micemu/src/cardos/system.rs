@@ -40,6 +40,7 @@ impl CardOs {
                 self.begin_shutdown(how);
                 continue;
             }
+            let worked = self.pump_consoles(hw) || worked;
             self.flush_consoles(hw);
             let moved = self.shutdown_progress(hw);
             if self.phase == Phase::Down {
@@ -81,6 +82,32 @@ impl CardOs {
             }
         }
         true
+    }
+
+    /// Prints more of every running `seq` (while the OS runs); a finished
+    /// one gets its prompt. Whether one finished.
+    fn pump_consoles<M: Mmio, P: Memory>(&mut self, hw: &CardHw<M, P>) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let consoles = self
+            .virtio
+            .as_ref()
+            .map(super::virtio::Virtio::consoles)
+            .unwrap_or_default();
+        let mut finished = false;
+        for index in consoles {
+            if self
+                .virtio
+                .as_mut()
+                .and_then(|v| v.console_mut(index))
+                .is_some_and(super::console::Console::pump)
+            {
+                self.command_output(index, "", true, hw);
+                finished = true;
+            }
+        }
+        finished
     }
 
     /// Sends what every console holds, and logs dropped output.
@@ -248,6 +275,7 @@ impl CardOs {
         match ev {
             TtyEvent::Interrupt => {
                 c.shell.queued.clear();
+                c.shell.seq = None;
                 if busy {
                     c.shell.busy = false;
                     let text = self
@@ -313,6 +341,10 @@ impl CardOs {
                 c.write(&shell::prompt(&host));
             }
             Reply::Down(text) => c.write(&text),
+            Reply::Seq { next, last } => {
+                c.shell.seq = Some((next, last));
+                c.shell.busy = true;
+            }
         }
     }
 

@@ -138,3 +138,32 @@ fn output_the_host_does_not_read_is_bounded_and_counted() {
     assert_eq!(fleet.read(0, "state"), "online\n");
     fleet.wait_state(0, MicState::Online);
 }
+
+#[test]
+fn seq_prints_as_fast_as_the_host_reads_and_loses_nothing() {
+    let fleet = Fleet::start(1);
+    let mut con = Console::add(&fleet, 0);
+    fleet.boot(0);
+    con.expect(&con.prompt());
+    // Far more than the hold buffer: printed as the host reads it, every
+    // line there, in order, then the prompt.
+    let out = con.run("seq 200000");
+    let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 200_000);
+    assert!(
+        lines.iter().zip(1u64..).all(|(l, n)| l.parse() == Ok(n)),
+        "a line missing or out of order"
+    );
+    assert_eq!(con.run("seq 7 9"), "7\r\n8\r\n9\r\n");
+    assert_eq!(con.run("seq"), "seq: usage: seq [FIRST] LAST\r\n");
+    // ctrl-C stops one that would run for ever, and the shell answers.
+    con.dev.send(b"seq 18446744073709551615\r");
+    con.expect("\r\n100000\r\n");
+    con.dev.send(b"\x03");
+    con.expect(&format!("^C\r\n{}", con.prompt()));
+    assert_eq!(con.run("echo after"), "after\r\n");
+    assert!(
+        !fleet.log(0).iter().any(|l| l.contains("not reading the console")),
+        "output dropped"
+    );
+}
