@@ -168,15 +168,25 @@ impl Shared {
         !st.detached && st.writer.as_ref().is_some_and(|w| w.generation == generation)
     }
 
-    /// Write side `generation` is over: forgotten if it is the current
-    /// one; whether it was.
-    fn writer_over(&self, generation: u64) -> bool {
+    /// Write side `generation` is over: if it is the current one, it is
+    /// forgotten and `events` are said (under the lock, so that no later
+    /// change of the write side is said before them).
+    fn writer_over(&self, generation: u64, events: Vec<ConsoleEvent>) {
         let mut st = self.lock();
-        let current = !st.detached && st.writer.as_ref().is_some_and(|w| w.generation == generation);
-        if current {
+        if !st.detached && st.writer.as_ref().is_some_and(|w| w.generation == generation) {
             st.writer = None;
+            for e in events {
+                self.say(e);
+            }
         }
-        current
+    }
+}
+
+/// Read-only, and who writes (if someone else does).
+fn read_only(writer: Option<String>) -> ConsoleEvent {
+    ConsoleEvent::Access {
+        access: Access::ReadOnly,
+        writer,
     }
 }
 
@@ -302,11 +312,7 @@ fn view(shared: &Shared) {
         // The pane's access is the write side's business once it is
         // asked for; the viewer only says who else writes.
         if st.writer.is_none() {
-            drop(st);
-            shared.say(ConsoleEvent::Access {
-                access: Access::ReadOnly,
-                writer: attached.writer.as_ref().map(ToString::to_string),
-            });
+            shared.say(read_only(attached.writer.as_ref().map(ToString::to_string)));
         }
     }
     if !attached.device_up {
@@ -377,13 +383,13 @@ fn end_write_side(shared: &Shared) {
 fn write_side(shared: &Shared, generation: u64) {
     let card = shared.card;
     let fail = |why: String| {
-        if shared.writer_over(generation) {
-            shared.say(ConsoleEvent::Access {
-                access: Access::ReadOnly,
-                writer: None,
-            });
-            shared.say(ConsoleEvent::Notice(format!("cannot take the write side: {why}")));
-        }
+        shared.writer_over(
+            generation,
+            vec![
+                read_only(None),
+                ConsoleEvent::Notice(format!("cannot take the write side: {why}")),
+            ],
+        );
     };
     let client = match connect(&shared.root) {
         Ok(c) => c,
@@ -414,6 +420,13 @@ fn write_side(shared: &Shared, generation: u64) {
         {
             w.input = Some(tx);
             w.socket = socket_of(&output);
+            shared.say(ConsoleEvent::Access {
+                access: Access::ReadWrite,
+                writer: None,
+            });
+            if let Some(from) = &attached.taken_from {
+                shared.say(ConsoleEvent::Notice(format!("took the write side from {from}")));
+            }
         } else {
             // Given back (or detached) while it was being taken: mpssd is
             // told at once.
@@ -426,13 +439,6 @@ fn write_side(shared: &Shared, generation: u64) {
     if spawn(format!("console-mic{card}-keys"), move || typist(input, &rx)).is_err() {
         return fail("cannot start its thread".into());
     }
-    shared.say(ConsoleEvent::Access {
-        access: Access::ReadWrite,
-        writer: None,
-    });
-    if let Some(from) = &attached.taken_from {
-        shared.say(ConsoleEvent::Notice(format!("took the write side from {from}")));
-    }
     loop {
         match output.next_item() {
             // The viewer shows the output; this copy is not looked at.
@@ -442,33 +448,14 @@ fn write_side(shared: &Shared, generation: u64) {
                     shared.say(ConsoleEvent::Notice(format!("mpssd: {}", body.message)));
                 }
             }
-            Ok(ConsoleItem::Ended(end)) => {
-                if shared.writer_over(generation) {
-                    let writer = match &end {
-                        ConsoleEnd::TakenOver { by, message } => {
-                            shared.say(ConsoleEvent::Notice(message.clone()));
-                            Some(
-                                by.as_ref()
-                                    .map_or_else(|| "another client".to_owned(), ToString::to_string),
-                            )
-                        }
-                        _ => None,
-                    };
-                    shared.say(ConsoleEvent::Access {
-                        access: Access::ReadOnly,
-                        writer,
-                    });
-                }
-                return;
+            Ok(ConsoleItem::Ended(ConsoleEnd::TakenOver { by, message })) => {
+                let by = by.map_or_else(|| "another client".to_owned(), |b| b.to_string());
+                let events = vec![ConsoleEvent::Notice(message), read_only(Some(by))];
+                return shared.writer_over(generation, events);
             }
-            Err(_) => {
-                if shared.writer_over(generation) {
-                    shared.say(ConsoleEvent::Access {
-                        access: Access::ReadOnly,
-                        writer: None,
-                    });
-                }
-                return;
+            // Given back, or the console's end (the viewer says why).
+            Ok(ConsoleItem::Ended(_)) | Err(_) => {
+                return shared.writer_over(generation, vec![read_only(None)]);
             }
         }
     }
@@ -566,6 +553,7 @@ impl Console for BrokerConsole {
                 let Some(w) = st.writer.take() else {
                     return Ok(());
                 };
+                self.shared.say(read_only(None));
                 drop(st);
                 // Detached cleanly by the typist; shut down at once if it
                 // is held up. Still being taken: its thread detaches it.
@@ -574,10 +562,6 @@ impl Console for BrokerConsole {
                 {
                     shut(w.socket.as_ref());
                 }
-                self.shared.say(ConsoleEvent::Access {
-                    access: Access::ReadOnly,
-                    writer: None,
-                });
                 Ok(())
             }
         }

@@ -58,7 +58,9 @@ pub enum ConsoleEvent {
 }
 
 /// Where one attached console's events go. Returns `false` once nobody
-/// listens any more (the source may then detach).
+/// listens any more (the source may then detach). Called from the source's
+/// own threads, possibly with its state locked: it hands the event on and
+/// never calls back into the source.
 pub type Sink = Box<dyn Fn(ConsoleEvent) -> bool + Send + Sync>;
 
 /// Why a console operation failed at once.
