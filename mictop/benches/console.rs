@@ -221,6 +221,11 @@ fn run() -> anyhow::Result<()> {
         f.mictop.as_secs_f64() * 1e3 / mib
     );
     println!(
+        "  (the emulator's work is per line: each line scrolled off is trimmed into the scrollback and \
+         a row of the pane's width made anew; seq's {:.0}-byte lines are its worst case per byte)",
+        f.expected as f64 / LAST as f64
+    );
+    println!(
         "  beside it: mpssd {:.1} %, the emulator (card and driver) {:.1} %",
         f.mpssd.as_secs_f64() / secs * 100.0,
         f.emulator.as_secs_f64() / secs * 100.0

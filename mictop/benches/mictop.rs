@@ -3,8 +3,10 @@
 //!
 //! * idle CPU of the real event loop (headless: a `TestBackend` instead of a
 //!   terminal) watching 8 and 256 online emulated cards at the default
-//!   intervals; the emulator runs in a child process (this executable
-//!   re-run), so the process CPU time measured is mictop's alone;
+//!   intervals, and 8 with mpssd running (its status asked every second,
+//!   its events followed); the emulator and mpssd run in child processes
+//!   (this executable re-run), so the process CPU time measured is
+//!   mictop's alone;
 //! * time to the first frame (enumerate, open every `state` for polling,
 //!   draw);
 //! * resident memory with 256 cards;
@@ -39,6 +41,10 @@ const EMU_ENV: &str = "MICTOP_BENCH_EMULATOR";
 const IDLE_SECS: u64 = 4;
 
 fn main() {
+    // mpssd for the idle run beside it: this executable again.
+    if let Some(code) = mictop::demo::mpssd::child_main() {
+        std::process::exit(i32::from(code));
+    }
     if let Some(root) = std::env::var_os(EMU_ENV) {
         let cards = std::env::var("MICTOP_BENCH_CARDS")
             .ok()
@@ -49,8 +55,18 @@ fn main() {
     }
     println!("mictop benchmarks (one run; figure, goal, and figure/goal)");
     println!();
-    for cards in [8, 256] {
-        match idle(cards) {
+    for (cards, mpssd) in [(8, false), (8, true), (256, false)] {
+        match idle(cards, mpssd) {
+            Ok(r) if mpssd => {
+                // mictop asks mpssd's status every second and follows its
+                // events: still idle.
+                row(
+                    &format!("idle CPU, {cards} online cards and mpssd"),
+                    &format!("{:.2}% of a core", r.cpu_percent),
+                    "< 1.0%",
+                    r.cpu_percent,
+                );
+            }
             Ok(r) => {
                 let goal = if cards == 8 { 1.0 } else { 3.0 };
                 row(
@@ -76,7 +92,7 @@ fn main() {
                     );
                 }
             }
-            Err(e) => println!("idle CPU, {cards} cards: skipped: {e:#}"),
+            Err(e) => println!("idle CPU, {cards} cards (mpssd: {mpssd}): skipped: {e:#}"),
         }
     }
     let (rate, follow_rate, lost) = log_rate();
@@ -218,10 +234,23 @@ fn rss_kib() -> u64 {
 }
 
 /// Runs the real loop headless against `cards` online cards.
-fn idle(cards: u32) -> anyhow::Result<Idle> {
+fn idle(cards: u32, mpssd: bool) -> anyhow::Result<Idle> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("root");
     let _emu = start_emulator(&root, cards)?;
+    // mpssd in a process of its own (no network devices: no namespace).
+    let _daemon = if mpssd {
+        mictop::demo::mpssd::prepare(&root, cards, false)?;
+        let exe = std::env::current_exe()?;
+        Some(mictop::demo::mpssd::Mpssd::start(
+            &exe,
+            &root,
+            &dir.path().join("mpssd.log"),
+            false,
+        )?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

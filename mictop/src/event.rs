@@ -765,6 +765,9 @@ fn spawn_mpssd_events(root: MicRoot, tx: Tx) {
                 let sub = libmic::mpssd::Client::connect_within(&root, MPSSD_LIMIT)
                     .and_then(libmic::mpssd::Client::subscribe);
                 if let Ok(mut events) = sub {
+                    // The connect's deadline is over once subscribed: past
+                    // it every read would fail at once, and this loop spin.
+                    events.set_deadline(None);
                     if events.set_timeout(Some(MPSSD_RETRY)).is_err() {
                         continue;
                     }
