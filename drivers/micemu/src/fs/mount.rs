@@ -192,6 +192,19 @@ impl Mount {
             // Unmounted behind our back (`umount`, `fusermount -u`): the
             // threads have ended or will with the connection.
             Some(libc::EINVAL | libc::ENOENT) if !self.still_mounted() => Ok(()),
+            // The unmount went through and the threads were joined, but one
+            // of them had taken a request (a RELEASE of a file closed just
+            // before) off the device as the kernel tore the connection
+            // down: the kernel answers that read ECONNABORTED, not ENODEV,
+            // although nobody aborted anything. The connection ended as
+            // asked.
+            Some(libc::ECONNABORTED) if !self.still_mounted() => {
+                log::debug!(
+                    "{}: a FUSE thread was reading as the connection closed",
+                    self.path.display()
+                );
+                Ok(())
+            }
             _ => Err(err),
         }
     }
