@@ -704,6 +704,15 @@ impl ConsoleOutput {
         std::os::fd::AsFd::as_fd(&self.client.stream)
     }
 
+    /// Whether a frame has already been received (with an earlier answer,
+    /// in the same read): polling the socket would not show it. An event
+    /// loop takes [`try_next_item`](Self::try_next_item) first while this
+    /// holds.
+    #[must_use]
+    pub fn has_buffered(&self) -> bool {
+        !self.ended && self.client.decoder.has_frame()
+    }
+
     /// The next item if it has arrived, read without waiting; `None` if
     /// nothing whole is there yet. Call it until `None` each time the
     /// socket is readable.

@@ -405,3 +405,111 @@ fn without_mpssd_or_with_it_stopping() {
     assert!(end.contains("micctl: error: mpssd stopped ("), "{end}");
     assert_eq!(tty.exit_code(), 10, "{}", tty.text());
 }
+
+/// The frames a fake mpssd sends, given the id of the request answered.
+type Script = Box<dyn Fn(Option<u64>) -> Vec<mpssd_proto::ServerFrame> + Send>;
+
+/// An mpssd of the test's own on the control socket: each connection, in
+/// turn, answers its first request with the next of `scripts` (the frames
+/// it sends, given the request's id), then waits for the client to hang up.
+fn fake_mpssd(root: &Path, scripts: Vec<Script>) -> std::thread::JoinHandle<Vec<mpssd_proto::Request>> {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let path = MicRoot::new(root).mpssd_socket();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let mut asked = Vec::new();
+        for script in scripts {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(HANG)).unwrap();
+            let mut line = Vec::new();
+            BufReader::new(&conn).read_until(b'\n', &mut line).unwrap();
+            let frame = mpssd_proto::decode_request(&line).unwrap();
+            for answer in script(frame.id) {
+                conn.write_all(&mpssd_proto::encode(&answer)).unwrap();
+            }
+            asked.push(frame.request);
+            // Until micctl hangs up (what it sends meanwhile is not looked at).
+            let _ = std::io::copy(&mut (&conn).take(1 << 20), &mut std::io::sink());
+        }
+        asked
+    })
+}
+
+#[test]
+fn a_console_mpssd_does_not_have_or_removes_ends_with_the_console_gone_code() {
+    use mpssd_proto::{
+        ConsoleAttached, ConsoleEvent, ConsoleFrame, ConsoleMode, EndReason, ErrorBody, ErrorCode, Response,
+        ServerBody, ServerFrame, VERSION,
+    };
+    // mpssd answers as it does for a card whose console it could not make,
+    // then as it does when it drops a card's devices under an attachment.
+    let fleet = Fleet::start(1);
+    let card = fleet.card(0);
+    let map = MicRoot::new(fleet.root()).system_map();
+    card.boot_with(&BootRequest::defaults_for(&card), Some(&map))
+        .unwrap();
+    card.wait_os_up(Some(HANG)).unwrap();
+    let server = fake_mpssd(
+        fleet.root(),
+        vec![
+            Box::new(|id| {
+                vec![ServerFrame::error(
+                    id,
+                    ErrorBody::new(ErrorCode::NotAvailable, "mic0 has no console".to_owned()),
+                )]
+            }),
+            Box::new(|id| {
+                vec![
+                    ServerFrame::ok(
+                        id,
+                        Response::ConsoleAttached(ConsoleAttached {
+                            card: 0,
+                            mode: ConsoleMode::ReadWrite,
+                            replay_bytes: 0,
+                            pty: None,
+                            device_up: true,
+                            writer: None,
+                            taken_from: None,
+                        }),
+                    ),
+                    ServerFrame {
+                        v: VERSION,
+                        id: None,
+                        body: ServerBody::Console(ConsoleFrame {
+                            card: 0,
+                            event: ConsoleEvent::Ended {
+                                reason: EndReason::ConsoleRemoved,
+                                by: None,
+                                message: "mic0's console was removed".to_owned(),
+                            },
+                        }),
+                    },
+                ]
+            }),
+        ],
+    );
+    // Idle and timeout far beyond the test's wait: only the end ends it.
+    let long = ["--idle", "0", "--timeout", "60s"];
+    let (code, out, err) = script(fleet.root(), "", &long);
+    assert_eq!(code, 13, "{out}\n{err}");
+    assert!(err.contains("mic0 has no console"), "{err}");
+    let (code, out, err) = script(fleet.root(), "", &long);
+    assert_eq!(code, 13, "{out}\n{err}");
+    assert!(
+        err.contains("mic0's console went away: mic0's console was removed; detached"),
+        "{err}"
+    );
+    let asked = server.join().unwrap();
+    assert!(
+        asked.iter().all(|r| matches!(
+            r,
+            mpssd_proto::Request::ConsoleAttach {
+                card: 0,
+                mode: ConsoleMode::ReadWrite,
+                ..
+            }
+        )),
+        "{asked:?}"
+    );
+}

@@ -54,6 +54,14 @@ impl LineDecoder {
         !self.buf.is_empty()
     }
 
+    /// Whether a whole frame has been received and waits to be taken
+    /// (a reader that polls its socket takes it first: no more bytes may
+    /// come to wake it).
+    #[must_use]
+    pub fn has_frame(&self) -> bool {
+        self.buf[self.scanned..].contains(&b'\n')
+    }
+
     /// The next whole frame without its newline (a trailing `\r` is
     /// dropped too); `Ok(None)` if none is complete yet; an error once the
     /// unfinished frame is over the limit.
@@ -91,9 +99,13 @@ mod tests {
         assert_eq!(d.next_frame().unwrap().unwrap(), b"cd");
         assert_eq!(d.next_frame().unwrap(), None);
         assert!(d.has_partial());
-        d.push(b"g\n");
+        assert!(!d.has_frame());
+        d.push(b"g\nh\n");
+        assert!(d.has_frame());
         assert_eq!(d.next_frame().unwrap().unwrap(), b"efg");
-        assert!(!d.has_partial());
+        assert!(d.has_frame(), "h waits");
+        assert_eq!(d.next_frame().unwrap().unwrap(), b"h");
+        assert!(!d.has_frame() && !d.has_partial());
     }
 
     #[test]

@@ -218,10 +218,18 @@ impl Session {
             // TIMEOUT: the nearest of --timeout, --idle and the drain of
             // an ending session; none: wait for the card, the operator or
             // a signal.
-            let timeout = wait.map_or(PollTimeout::NONE, |w| {
-                // Rounded up: never woken just before the deadline.
-                PollTimeout::try_from(w.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
-            });
+            // Frames that came with the attach answer (the scrollback, an
+            // end) are in the reader's buffer, not on the socket: the poll
+            // only looks, and the socket counts as ready.
+            let buffered = self.conn.has_buffered();
+            let timeout = if buffered {
+                PollTimeout::ZERO
+            } else {
+                wait.map_or(PollTimeout::NONE, |w| {
+                    // Rounded up: never woken just before the deadline.
+                    PollTimeout::try_from(w.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+                })
+            };
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return End::Failed(anyhow::Error::from(io::Error::from(e)).context("poll")),
@@ -231,7 +239,7 @@ impl Session {
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
             drop(fds);
-            let ready = |i: usize| ready.get(i).copied().unwrap_or(false);
+            let ready = |i: usize| ready.get(i).copied().unwrap_or(false) || (i == 1 && buffered);
             let end = None
                 .or_else(|| ready(0).then(|| self.signals(signals)).flatten())
                 .or_else(|| ready(2).then(|| self.states(states)).flatten())
