@@ -320,3 +320,76 @@ fn config_reload_good_and_bad() {
     assert!(!d.client().reload_config().unwrap().changed);
     assert_eq!(d.stop(), 0);
 }
+
+/// The state of card 0's net device in mpssd's status (`None`: it has none).
+fn net_state(d: &Daemon) -> Option<String> {
+    let st = d.client().card_status(0).unwrap();
+    st.devices
+        .into_iter()
+        .find(|dev| dev.kind == "net")
+        .map(|dev| dev.state)
+}
+
+/// Whether `mic0` is a link in the test's network namespace (mpssd's).
+fn tap_exists() -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", "dev", "mic0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("ip (iproute2)")
+        .success()
+}
+
+/// Re-reads card 0's net state until `want` (the card's driver takes a
+/// device some time after it is added).
+fn wait_net_state(d: &Daemon, want: Option<&str>) {
+    let start = std::time::Instant::now();
+    while net_state(d).as_deref() != want {
+        assert!(
+            start.elapsed() < common::HANG,
+            "net stayed {:?}, not {want:?}",
+            net_state(d)
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_reload_turns_a_running_cards_network_off_and_on() {
+    let fleet = Fleet::start(1);
+    fleet.write_config("[defaults]\nnet = false\n");
+    let d = Daemon::start(fleet.root(), &[]);
+    let mut ev = d.events();
+    fleet.boot(0);
+    wait_event(&mut ev, "running", to_state(0, S::Running));
+    assert_eq!(net_state(&d), None);
+    assert!(!tap_exists(), "no TAP yet");
+    // On: added at once, the card's driver takes it, the TAP is there.
+    fleet.write_config("[defaults]\nnet = true\n");
+    let e = wait_event(
+        &mut ev,
+        "net added",
+        |e| matches!(&e.kind, EventKind::DevicesAdded { devices } if devices == &["net"]),
+    );
+    assert_eq!(e.card, Some(0));
+    wait_net_state(&d, Some("up"));
+    assert!(tap_exists());
+    // Off: removed at once, the TAP goes with it; the card stays up.
+    fleet.write_config("[defaults]\nnet = false\n");
+    wait_event(
+        &mut ev,
+        "net removed",
+        |e| matches!(&e.kind, EventKind::DevicesRemoved { devices } if devices == &["net"]),
+    );
+    assert_eq!(net_state(&d), None);
+    assert!(!tap_exists(), "the TAP went");
+    assert_eq!(fleet.card(0).state().unwrap(), MicState::Online);
+    // Across a reset the setting in force is the one used: still off.
+    fleet.card(0).reset().unwrap();
+    wait_event(&mut ev, "idle", to_state(0, S::Idle));
+    fleet.boot(0);
+    wait_event(&mut ev, "running again", to_state(0, S::Running));
+    assert_eq!(net_state(&d), None);
+    assert_eq!(d.stop(), 0);
+}

@@ -5,8 +5,8 @@
 //! slots (in the order the card probes them: console `virtio0`/`hvc0`,
 //! then net, then the disk), a [`CardDevices`] over them for the
 //! supervisor, a [`CardView`] for everyone else, and a task that applies
-//! configuration changes (console limits; a changed disk section swaps the
-//! disk).
+//! configuration changes (console limits; `net` turned off or on removes or
+//! adds the network; a changed disk section swaps the disk).
 //!
 //! Adding goes slot by slot in that order (a slot that fails is reported,
 //! the others are added); removing stops them all at once, each bounded.
@@ -20,6 +20,7 @@ use super::block::BlockSlot;
 use super::block::device::SwapError;
 use super::console::{Broker, ConsoleSlot};
 use super::net::NetSlot;
+use super::net::slot::NetChange;
 use super::{BoxFuture, DeviceContext, DeviceError, DeviceSet, DeviceView, Slot};
 use crate::shared::Shared;
 
@@ -43,7 +44,8 @@ impl super::Backends for CardBackends {
                 None
             }
         };
-        slots.push(Arc::new(NetSlot::new(&shared.root, card.id())) as Arc<dyn Slot>);
+        let net = Arc::new(NetSlot::new(&shared.root, card.id()));
+        slots.push(Arc::clone(&net) as Arc<dyn Slot>);
         let block = Arc::new(BlockSlot::new(&shared.root, card.id(), &cfg.block));
         slots.push(Arc::clone(&block) as Arc<dyn Slot>);
         let view = Arc::new(CardView {
@@ -51,18 +53,30 @@ impl super::Backends for CardBackends {
             console: console.as_ref().map(|c| Arc::clone(c.broker())),
             block: Some(Arc::clone(&block)),
         });
-        tokio::spawn(follow_config(Arc::clone(shared), card.id(), Arc::clone(&view)));
+        tokio::spawn(follow_config(
+            Arc::clone(shared),
+            card.id(),
+            net,
+            Arc::clone(&view),
+        ));
         Box::new(CardDevices { slots, view })
     }
 }
 
 /// Applies configuration changes to a card's devices.
-async fn follow_config(shared: Arc<Shared>, card: u32, view: Arc<CardView>) {
+async fn follow_config(shared: Arc<Shared>, card: u32, net: Arc<NetSlot>, view: Arc<CardView>) {
     let mut rx = shared.config_rx();
     while rx.changed().await.is_ok() {
         let cfg = rx.borrow_and_update().card(card);
         if let Some(b) = &view.console {
             b.configure(&cfg.console);
+        }
+        let (slot, new) = (Arc::clone(&net), cfg.clone());
+        // TIMEOUT: bounded inside (the data thread's stop, ADD_DEVICE).
+        match tokio::task::spawn_blocking(move || slot.config_changed(&new)).await {
+            Ok(Some(change)) => report_net(&shared, card, change),
+            Ok(None) => {}
+            Err(e) => log::error!(target: "mpssd", "mic{card}: changing the network failed: {e}"),
         }
         let Some(block) = view.block.clone() else { continue };
         let new = cfg.block.clone();
@@ -72,6 +86,27 @@ async fn follow_config(shared: Arc<Shared>, card: u32, view: Arc<CardView>) {
             Ok(None) => {}
             Err(e) => log::error!(target: "mpssd", "mic{card}: the disk swap failed: {e}"),
         }
+    }
+}
+
+/// Events for a network turned off or on by a reload.
+fn report_net(shared: &Shared, card: u32, change: NetChange) {
+    let devices = vec!["net".to_owned()];
+    match change {
+        NetChange::Removed => {
+            log::info!(target: "mpssd", "mic{card}: network removed (net = false)");
+            shared.emit(Some(card), EventKind::DevicesRemoved { devices });
+        }
+        NetChange::Added => {
+            log::info!(target: "mpssd", "mic{card}: network added (net = true)");
+            shared.emit(Some(card), EventKind::DevicesAdded { devices });
+        }
+        NetChange::Failed(e) => shared.emit(
+            Some(card),
+            EventKind::Error {
+                message: format!("adding the network (net = true): {e}"),
+            },
+        ),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The net device as one of a card's slots ([`crate::devices::Slot`]):
 //! started with the card's devices when the configuration gives the card
-//! a network (`net = true`, the default), stopped with them. The TAP's
-//! host address follows what the card's cmdline gives it at that moment
+//! a network (`net = true`, the default), stopped with them; a reload that
+//! turns `net` off or on removes or adds it at once while the card's
+//! devices are up ([`NetSlot::config_changed`]). The TAP's host address
+//! follows what the card's cmdline gives it at that moment
 //! ([`NetConfig::resolve`]); the counters live as long as mpssd.
 
 use std::sync::{Arc, Mutex};
@@ -11,12 +13,17 @@ use libmic::vdev::VirtioFile;
 use mpssd_proto::DeviceStatus;
 
 use super::{NetConfig, NetDevice, NetStats, status_of};
+use crate::config::CardConfig;
 use crate::devices::dataplane::lock;
 use crate::devices::{DeviceContext, DeviceError, Slot};
 
 #[derive(Debug, Default)]
 struct Inner {
     dev: Option<NetDevice>,
+    /// While the card's devices are added (between the supervisor's add
+    /// and remove): what they were added with, for a reload that turns
+    /// the network on.
+    added: Option<DeviceContext>,
     /// What the device was last started with (kept for the status).
     config: Option<NetConfig>,
     /// Why the last start failed.
@@ -51,6 +58,78 @@ impl Slot for NetSlot {
 
     fn add(&self, ctx: &DeviceContext) -> Result<bool, DeviceError> {
         let mut inner = lock(&self.inner);
+        inner.added = Some(ctx.clone());
+        self.start(&mut inner, ctx)
+    }
+
+    fn remove(&self, _why: &str) -> bool {
+        let mut inner = lock(&self.inner);
+        inner.added = None;
+        let dev = inner.dev.take();
+        drop(inner);
+        let had = dev.is_some();
+        if let Some(d) = dev {
+            d.stop();
+        }
+        had
+    }
+
+    fn status(&self) -> Option<DeviceStatus> {
+        let inner = lock(&self.inner);
+        let config = inner.config.as_ref()?;
+        let mut st = status_of(config, &self.stats);
+        if let Some(e) = &inner.error {
+            "error".clone_into(&mut st.state);
+            st.target = format!("{} ({e})", st.target);
+        }
+        Some(st)
+    }
+}
+
+/// What a reload did to a card's network.
+#[derive(Debug)]
+pub enum NetChange {
+    Removed,
+    Added,
+    /// `net = true` now, but the device could not be started.
+    Failed(DeviceError),
+}
+
+impl NetSlot {
+    /// The configuration changed: with the card's devices up, `net` turned
+    /// off removes the device (the card sees it unplugged) and turned on
+    /// adds it; otherwise the next add follows the new setting. `None`:
+    /// nothing to do now.
+    pub fn config_changed(&self, cfg: &CardConfig) -> Option<NetChange> {
+        let mut inner = lock(&self.inner);
+        let ctx = inner.added.as_mut()?;
+        let was = std::mem::replace(&mut ctx.config, cfg.clone()).net;
+        if was == cfg.net {
+            return None;
+        }
+        let ctx = ctx.clone();
+        match (cfg.net, inner.dev.is_some()) {
+            (false, true) => {
+                let dev = inner.dev.take();
+                inner.config = None;
+                inner.error = None;
+                drop(inner);
+                if let Some(d) = dev {
+                    d.stop();
+                }
+                Some(NetChange::Removed)
+            }
+            (true, false) => Some(match self.start(&mut inner, &ctx) {
+                Ok(_) => NetChange::Added,
+                Err(e) => NetChange::Failed(e),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Starts the device if `ctx` gives the card a network; `Ok(false)`:
+    /// it does not.
+    fn start(&self, inner: &mut Inner, ctx: &DeviceContext) -> Result<bool, DeviceError> {
         if inner.dev.is_some() {
             return Ok(true);
         }
@@ -78,25 +157,5 @@ impl Slot for NetSlot {
                 Err(e)
             }
         }
-    }
-
-    fn remove(&self, _why: &str) -> bool {
-        let dev = lock(&self.inner).dev.take();
-        let had = dev.is_some();
-        if let Some(d) = dev {
-            d.stop();
-        }
-        had
-    }
-
-    fn status(&self) -> Option<DeviceStatus> {
-        let inner = lock(&self.inner);
-        let config = inner.config.as_ref()?;
-        let mut st = status_of(config, &self.stats);
-        if let Some(e) = &inner.error {
-            "error".clone_into(&mut st.state);
-            st.target = format!("{} ({e})", st.target);
-        }
-        Some(st)
     }
 }
