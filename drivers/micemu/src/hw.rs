@@ -188,16 +188,35 @@ impl SharedMem {
     /// A zeroed sparse memfd named `name` of `size` bytes, sealed against
     /// growing and shrinking (nothing can SIGBUS the mapping), mapped.
     pub fn new(name: &str, size: u64) -> std::io::Result<Self> {
+        Self::sealed(name, size, SealFlag::empty())
+    }
+
+    /// As [`new`](Self::new), and written only through this process's own
+    /// mapping from now on (`F_SEAL_FUTURE_WRITE`): a client handed the
+    /// memfd ([`read_only_fd`](Self::read_only_fd)) cannot write it by
+    /// opening it again read-write (`/proc/self/fd/N`), `write(2)`,
+    /// `fallocate` or a new shared writable mapping. The host RAM that
+    /// `dev/micN` clients map is made so: the original's mmap was
+    /// read-only. (Such memory can no longer be [`scrub`](Self::scrub)bed.)
+    pub fn private_writes(name: &str, size: u64) -> std::io::Result<Self> {
+        Self::sealed(name, size, SealFlag::F_SEAL_FUTURE_WRITE)
+    }
+
+    fn sealed(name: &str, size: u64, extra: SealFlag) -> std::io::Result<Self> {
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         let file = File::from(fd);
         file.set_len(size)?;
-        fcntl(
-            &file,
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
-        )?;
         let len = usize::try_from(size).map_err(std::io::Error::other)?;
+        // Mapped before the seals: F_SEAL_FUTURE_WRITE leaves this
+        // mapping writable and refuses every later way to write.
         let map = MmapRegion::from_file(FileOffset::new(file.try_clone()?, 0), len)
             .map_err(|e| std::io::Error::other(format!("mapping {name}: {e}")))?;
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL | extra,
+            ),
+        )?;
         Ok(Self { file, map, size })
     }
 
@@ -376,7 +395,7 @@ impl HostRam {
     pub fn new(card: u32, dma_base: u64, len: u64) -> std::io::Result<Self> {
         Ok(Self {
             dma_base,
-            mem: SharedMem::new(&format!("mic{card}-host-ram"), len)?,
+            mem: SharedMem::private_writes(&format!("mic{card}-host-ram"), len)?,
         })
     }
 

@@ -71,6 +71,40 @@ fn add_map_and_close_a_device_on_an_offline_card() {
     let mut magic = [0u8; 4];
     std::os::unix::fs::FileExt::read_exact_at(&plan.fd, &mut magic, plan.pieces[0].1).unwrap();
     assert_eq!(u32::from_le_bytes(magic), mic_core::abi::MIC_MAGIC);
+    // The memory behind the mapping cannot be written by other means
+    // either: not opened again read-write, not mapped shared-writable.
+    {
+        use std::os::fd::AsRawFd as _;
+        let again = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", plan.fd.as_raw_fd()));
+        if let Ok(rw) = again {
+            let e = std::os::unix::fs::FileExt::write_at(&rw, &[0xff; 4], plan.pieces[0].1).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+            // SAFETY: a new mapping of an fd of ours (nothing aliases it),
+            // unmapped at once if it was made.
+            let mapped = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    rw.as_raw_fd(),
+                    0,
+                )
+            };
+            let err = std::io::Error::last_os_error();
+            if mapped != libc::MAP_FAILED {
+                // SAFETY: the mapping just made, 4096 bytes.
+                unsafe { libc::munmap(mapped, 4096) };
+            }
+            assert_eq!(mapped, libc::MAP_FAILED, "a writable shared mapping was made");
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&plan.fd, &mut magic, plan.pieces[0].1).unwrap();
+        assert_eq!(u32::from_le_bytes(magic), mic_core::abi::MIC_MAGIC);
+    }
     // COPY_DESC before the card started the device: ENODEV.
     let mut buf = [0u8; 16];
     let mut user = micemu::dev::LocalBuffers::new(&file, &mut buf);
