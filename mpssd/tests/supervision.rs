@@ -356,7 +356,7 @@ fn wait_net_state(d: &Daemon, want: Option<&str>) {
 }
 
 #[test]
-fn a_reload_turns_a_running_cards_network_off_and_on() {
+fn a_reload_turns_a_running_cards_network_off_and_on_and_host_tools_reach_it() {
     let fleet = Fleet::start(1);
     fleet.write_config("[defaults]\nnet = false\n");
     let d = Daemon::start(fleet.root(), &[]);
@@ -375,6 +375,27 @@ fn a_reload_turns_a_running_cards_network_off_and_on() {
     assert_eq!(e.card, Some(0));
     wait_net_state(&d, Some("up"));
     assert!(tap_exists());
+    // Host tools reach the card through mpssd's TAP (set up by netlink at
+    // the add): ping, and curl for the card's own view of its eth0.
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .arg("30")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e} (.ci/run installs it)"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let ping = tool(&["ping", "-c", "2", "-i", "0.2", "-W", "5", "172.31.0.1"]);
+    assert!(ping.contains("2 packets transmitted, 2 received"), "{ping}");
+    let status = tool(&["curl", "-sS", "--max-time", "20", "http://172.31.0.1/"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["net"][0]["ipv4"], "172.31.0.1/24", "{status}");
     // Off: removed at once, the TAP goes with it; the card stays up.
     fleet.write_config("[defaults]\nnet = false\n");
     wait_event(
