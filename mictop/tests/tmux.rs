@@ -461,3 +461,106 @@ fn the_console_pane_waits_for_mpssd_watches_read_only_and_takes_the_write_side()
     tmux.keys(&["q"]);
     tmux.wait_gone("mictop did not quit", t);
 }
+
+/// Makes `fleet_process_child` serve two cards under this root.
+const FLEET_ROOT_ENV: &str = "MICTOP_TEST_FLEET_ROOT";
+
+/// The body of the killed fleet (this test binary, run again): serves two
+/// cards, mic1 booted, until killed. Without the variable it does nothing.
+#[test]
+#[ignore = "the child process of a test's fleet; runs only when one starts it"]
+fn fleet_process_child() {
+    use std::io::{Read as _, Write as _};
+    let Some(root) = std::env::var_os(FLEET_ROOT_ENV) else {
+        return;
+    };
+    let config = micemu::Config {
+        cards: 2,
+        timing: micemu::Timing::FAST,
+        ..Default::default()
+    };
+    let inst = micemu::Instance::start(Path::new(&root), config).unwrap();
+    let mic_root = libmic::MicRoot::new(inst.root());
+    let mic1 = mic_root.card("mic1").unwrap();
+    mic1.boot_with(
+        &libmic::BootRequest::defaults_for(&mic1),
+        Some(&mic_root.system_map()),
+    )
+    .unwrap();
+    mic1.wait_os_up(Some(Duration::from_secs(20))).unwrap();
+    println!("fleet-ready");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(inst);
+}
+
+#[test]
+fn recovers_from_a_killed_emulator_restarted_with_force() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "fleet_process_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FLEET_ROOT_ENV, &root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // libtest prints its own lines first; EOF means the child failed.
+    while !line.trim_end().ends_with("fleet-ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the fleet did not start");
+    }
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, "").unwrap();
+    let tmux = Tmux::new("killed");
+    tmux.start(&mictop_cmd(&root, &conf));
+    let t = Duration::from_secs(20);
+    tmux.wait_for("mic1 online", t, |s| {
+        row(s, "mic0").contains("offline") && row(s, "mic1").contains("online")
+    });
+
+    // kill -9: nothing unmounts; the mount stays, dead (ENOTCONN).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let screen = tmux.wait_for("the banner", t, |s| s.contains("driver gone — reconnecting"));
+    assert!(
+        !row(&screen, "mic1").contains("online"),
+        "no stale state: {screen}"
+    );
+
+    // `micemu --force` proves the mount dead, detaches it and serves again.
+    let fleet = micemu::Instance::start_with(
+        &root,
+        micemu::Config {
+            cards: 2,
+            timing: micemu::Timing::FAST,
+            ..Default::default()
+        },
+        micemu::StartOptions { force: true },
+    )
+    .unwrap();
+    tmux.wait_for("the new cards, as they are", t, |s| {
+        !s.contains("driver gone") && row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
+    });
+    let mic_root = libmic::MicRoot::new(fleet.root());
+    let mic0 = mic_root.card("mic0").unwrap();
+    mic0.boot_with(
+        &libmic::BootRequest::defaults_for(&mic0),
+        Some(&mic_root.system_map()),
+    )
+    .unwrap();
+    tmux.wait_for("mic0 online on the new instance", t, |s| {
+        row(s, "mic0").contains("online")
+    });
+    tmux.keys(&["q"]);
+}
