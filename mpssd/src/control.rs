@@ -58,8 +58,11 @@ pub const OUT_QUEUE: usize = 256;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the control socket: removes a stale one, sets mode 0660 and the
-/// group. (Another live daemon is excluded earlier, by the lock file.)
+/// group, and only then listens (until `listen` a connect is refused, so
+/// no client gets in while the socket still has the umask's mode).
+/// (Another live daemon is excluded earlier, by the lock file.)
 pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, listen, socket};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -68,7 +71,16 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing the stale {}", path.display())),
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .context("creating the control socket")?;
+    let addr = UnixAddr::new(path).with_context(|| format!("socket path {}", path.display()))?;
+    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
+        .with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
     if let Some(g) = group {
@@ -78,7 +90,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
             .gid;
         nix::unistd::chown(path, None, Some(gid)).with_context(|| format!("chgrp {g} {}", path.display()))?;
     }
-    Ok(listener)
+    listen(&fd, Backlog::MAXCONN).with_context(|| format!("listening on {}", path.display()))?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+        .with_context(|| format!("registering {}", path.display()))
 }
 
 /// The server's parts (mini-redis's `Listener`).
