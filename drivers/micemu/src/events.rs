@@ -3,10 +3,20 @@
 //! schedule the card's reset, the card OS's boot steps and the host driver's
 //! reset polls. Nothing is handled re-entrantly from a register write, so no
 //! card lock is ever taken twice; when nothing is due the loop blocks.
+//!
+//! A thread that holds no card lock may deliver the side effects of its
+//! own register writes itself ([`Emulator::deliver_here`]): a `dev/micN`
+//! connection ringing the card after a COPY_DESC runs the card's interrupt
+//! handler, and the host interrupt the card answers with, in its own
+//! thread, instead of waking the loop to do it (one thread wake-up less
+//! each way of a doorbell round trip). The events are still queued and
+//! handled one at a time after the write, each under the card's lock, as
+//! the loop would; past [`LOCAL_MAX`] of them the rest go to the loop.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use mic_core::host::ResetPoll;
@@ -42,7 +52,67 @@ pub(crate) enum Timer {
     Os { epoch: u64, which: OsTimer },
 }
 
+/// Most hardware events one [`Emulator::deliver_here`] handles itself (a
+/// doorbell, the card's answer, the host's interrupt are three); a chain
+/// of events longer than this continues on the event loop.
+const LOCAL_MAX: usize = 64;
+
+thread_local! {
+    /// Hardware events raised by this thread while it delivers its own.
+    static LOCAL: RefCell<Option<VecDeque<(u32, HwEvent)>>> = const { RefCell::new(None) };
+}
+
+/// The register files' event sink: the events of a thread inside
+/// [`Emulator::deliver_here`] wait for it, the others go to the loop.
+pub(crate) fn raise(tx: &Sender<Msg>, card: u32, ev: HwEvent) {
+    let kept = LOCAL.with(|l| l.borrow_mut().as_mut().map(|q| q.push_back((card, ev))).is_some());
+    if !kept {
+        let _ = tx.send(Msg::Hw(card, ev));
+    }
+}
+
+/// Ends local delivery on this thread however `deliver_here` is left;
+/// events still waiting go to the loop.
+struct LocalGuard<'a>(&'a Sender<Msg>);
+
+impl Drop for LocalGuard<'_> {
+    fn drop(&mut self) {
+        for (card, ev) in LOCAL.with(|l| l.borrow_mut().take()).into_iter().flatten() {
+            let _ = self.0.send(Msg::Hw(card, ev));
+        }
+    }
+}
+
 impl Emulator {
+    /// Runs `writes` (register writes by a thread holding no card lock),
+    /// then handles in this thread the hardware events they raised and the
+    /// ones those raised in turn, in order, each under its card's lock.
+    pub(crate) fn deliver_here(&self, writes: impl FnOnce()) {
+        let nested = LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let nested = l.is_some();
+            l.get_or_insert_with(VecDeque::new);
+            nested
+        });
+        if nested {
+            // Already delivering (cannot happen from a lock-free caller,
+            // but stays correct): the outer call handles these too.
+            writes();
+            return;
+        }
+        // A chain longer than LOCAL_MAX (a card answering every doorbell
+        // with one) carries on in the loop when the guard goes.
+        let _guard = LocalGuard(&self.tx);
+        writes();
+        for _ in 0..LOCAL_MAX {
+            let Some((card, ev)) = LOCAL.with(|l| l.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+            else {
+                return;
+            };
+            self.on_hw(card, ev);
+        }
+    }
+
     pub(crate) fn schedule(&self, after: Duration, card: u32, t: Timer) {
         let _ = self.tx.send(Msg::At(Instant::now() + after, card, t));
     }
