@@ -83,34 +83,41 @@ impl Drop for LocalGuard<'_> {
     }
 }
 
+/// Runs `writes`, then hands `handle` the events raised meanwhile on this
+/// thread and the ones those raise in turn, in order, at most
+/// [`LOCAL_MAX`]; the rest, and every event raised by a nested call, go to
+/// the loop through `tx`.
+fn deliver_local(tx: &Sender<Msg>, writes: impl FnOnce(), mut handle: impl FnMut(u32, HwEvent)) {
+    let nested = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let nested = l.is_some();
+        l.get_or_insert_with(VecDeque::new);
+        nested
+    });
+    if nested {
+        // Already delivering (cannot happen from a lock-free caller, but
+        // stays correct): the outer call handles these too.
+        writes();
+        return;
+    }
+    // A chain longer than LOCAL_MAX (a card answering every doorbell with
+    // one) carries on in the loop when the guard goes.
+    let _guard = LocalGuard(tx);
+    writes();
+    for _ in 0..LOCAL_MAX {
+        let Some((card, ev)) = LOCAL.with(|l| l.borrow_mut().as_mut().and_then(VecDeque::pop_front)) else {
+            return;
+        };
+        handle(card, ev);
+    }
+}
+
 impl Emulator {
     /// Runs `writes` (register writes by a thread holding no card lock),
     /// then handles in this thread the hardware events they raised and the
     /// ones those raised in turn, in order, each under its card's lock.
     pub(crate) fn deliver_here(&self, writes: impl FnOnce()) {
-        let nested = LOCAL.with(|l| {
-            let mut l = l.borrow_mut();
-            let nested = l.is_some();
-            l.get_or_insert_with(VecDeque::new);
-            nested
-        });
-        if nested {
-            // Already delivering (cannot happen from a lock-free caller,
-            // but stays correct): the outer call handles these too.
-            writes();
-            return;
-        }
-        // A chain longer than LOCAL_MAX (a card answering every doorbell
-        // with one) carries on in the loop when the guard goes.
-        let _guard = LocalGuard(&self.tx);
-        writes();
-        for _ in 0..LOCAL_MAX {
-            let Some((card, ev)) = LOCAL.with(|l| l.borrow_mut().as_mut().and_then(VecDeque::pop_front))
-            else {
-                return;
-            };
-            self.on_hw(card, ev);
-        }
+        deliver_local(&self.tx, writes, |card, ev| self.on_hw(card, ev));
     }
 
     pub(crate) fn schedule(&self, after: Duration, card: u32, t: Timer) {
@@ -278,4 +285,86 @@ impl Emulator {
 
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(rx: &Receiver<Msg>) -> Vec<(u32, HwEvent)> {
+        rx.try_iter()
+            .filter_map(|m| match m {
+                Msg::Hw(c, e) => Some((c, e)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_thread_delivering_its_own_events_handles_them_in_order_and_bounded() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Outside: to the loop.
+        raise(&tx, 0, HwEvent::Reset);
+        assert_eq!(sent(&rx), [(0, HwEvent::Reset)]);
+        // Inside: handled here, after the writes, in order; an event a
+        // handler raises comes after the ones before it.
+        let mut seen = Vec::new();
+        deliver_local(
+            &tx,
+            || {
+                raise(&tx, 1, HwEvent::CardDoorbell(2));
+                raise(&tx, 1, HwEvent::CardDoorbell(3));
+            },
+            |c, e| {
+                if e == HwEvent::CardDoorbell(2) {
+                    raise(&tx, c, HwEvent::HostDoorbell(0));
+                }
+                seen.push((c, e));
+            },
+        );
+        assert_eq!(
+            seen,
+            [
+                (1, HwEvent::CardDoorbell(2)),
+                (1, HwEvent::CardDoorbell(3)),
+                (1, HwEvent::HostDoorbell(0)),
+            ]
+        );
+        assert!(sent(&rx).is_empty(), "nothing went to the loop");
+        // Done: the thread's events go to the loop again.
+        raise(&tx, 0, HwEvent::Bootstrap);
+        assert_eq!(sent(&rx), [(0, HwEvent::Bootstrap)]);
+        // A handler answering every event with another: LOCAL_MAX handled
+        // here, the one left to the loop, and the call returns.
+        let mut n = 0;
+        deliver_local(
+            &tx,
+            || raise(&tx, 0, HwEvent::HostDoorbell(1)),
+            |c, e| {
+                n += 1;
+                raise(&tx, c, e);
+            },
+        );
+        assert_eq!(n, LOCAL_MAX);
+        assert_eq!(sent(&rx), [(0, HwEvent::HostDoorbell(1))]);
+    }
+
+    #[test]
+    fn a_handler_that_panics_leaves_the_thread_sending_to_the_loop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deliver_local(
+                &tx,
+                || {
+                    raise(&tx, 0, HwEvent::CardDoorbell(1));
+                    raise(&tx, 0, HwEvent::CardDoorbell(2));
+                },
+                |_, _| panic!("handler"),
+            );
+        }));
+        assert!(r.is_err());
+        // The event not handled went to the loop; later ones go there too.
+        raise(&tx, 0, HwEvent::Reset);
+        assert_eq!(sent(&rx), [(0, HwEvent::CardDoorbell(2)), (0, HwEvent::Reset)]);
+    }
 }

@@ -11,7 +11,9 @@
 //! Locks: a file's device has its own mutex; ADD_DEVICE and removal also
 //! take the card's (for the SMPT, the host doorbells and the ring arena),
 //! always card first. COPY_DESC takes only the device's, so data moves
-//! while the card OS runs. Handshake waits hold no lock.
+//! while the card OS runs; the doorbell it rings waits until that lock is
+//! gone (and, on the socket, until the client has its answer). Handshake
+//! waits hold no lock.
 
 pub mod server;
 
