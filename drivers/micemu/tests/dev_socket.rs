@@ -778,6 +778,10 @@ fn a_batch_larger_than_the_request_slot_is_served_over_the_socket_and_one_past_t
     use mic_core::abi::emu_dev::{
         BatchReply, BatchResult, MAX_MSG, OP_COPY_BATCH, PROTO_VERSION, SHM_REQ_MAX, batch_reply_len,
     };
+    // 40 chains of 64 bytes, each taken by an entry of 64 one-byte iovecs:
+    // a request well past the shared region's slot.
+    const CHAINS: usize = 40;
+    const LEN: usize = 64;
     let (dir, inst) = fleet(1);
     let c = raw_client(dir.path());
     assert_eq!(hello(&c, PROTO_VERSION), (0, PROTO_VERSION));
@@ -786,10 +790,6 @@ fn a_batch_larger_than_the_request_slot_is_served_over_the_socket_and_one_past_t
         0
     );
     let mut v = card_up(&inst, 0);
-    // 40 chains of 64 bytes, each taken by an entry of 64 one-byte iovecs:
-    // a request well past the shared region's slot.
-    const CHAINS: usize = 40;
-    const LEN: usize = 64;
     post(&inst, &mut v, 1, 0x2100_0000, CHAINS, LEN as u32);
     let mut buf = vec![0u8; CHAINS * LEN];
     let base = buf.as_mut_ptr() as u64;
