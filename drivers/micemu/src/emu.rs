@@ -74,9 +74,7 @@ impl Emulator {
         let mut cards = Vec::with_capacity(config.cards as usize);
         for id in 0..config.cards {
             let sink = tx.clone();
-            let regs = RegFile::new(id, move |card, ev| {
-                let _ = sink.send(Msg::Hw(card, ev));
-            });
+            let regs = RegFile::new(id, move |card, ev| crate::events::raise(&sink, card, ev));
             let gddr = Gddr::new(id, config.memory)?;
             let host_ram = HostRam::new(id, HOST_RAM_BASE + u64::from(id) * HOST_RAM_LEN, HOST_RAM_LEN)?;
             // Power-on: the bootstrap has run and waits for a download.

@@ -3,10 +3,20 @@
 //! schedule the card's reset, the card OS's boot steps and the host driver's
 //! reset polls. Nothing is handled re-entrantly from a register write, so no
 //! card lock is ever taken twice; when nothing is due the loop blocks.
+//!
+//! A thread that holds no card lock may deliver the side effects of its
+//! own register writes itself ([`Emulator::deliver_here`]): a `dev/micN`
+//! connection ringing the card after a COPY_DESC runs the card's interrupt
+//! handler, and the host interrupt the card answers with, in its own
+//! thread, instead of waking the loop to do it (one thread wake-up less
+//! each way of a doorbell round trip). The events are still queued and
+//! handled one at a time after the write, each under the card's lock, as
+//! the loop would; past [`LOCAL_MAX`] of them the rest go to the loop.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use mic_core::host::ResetPoll;
@@ -42,7 +52,74 @@ pub(crate) enum Timer {
     Os { epoch: u64, which: OsTimer },
 }
 
+/// Most hardware events one [`Emulator::deliver_here`] handles itself (a
+/// doorbell, the card's answer, the host's interrupt are three); a chain
+/// of events longer than this continues on the event loop.
+const LOCAL_MAX: usize = 64;
+
+thread_local! {
+    /// Hardware events raised by this thread while it delivers its own.
+    static LOCAL: RefCell<Option<VecDeque<(u32, HwEvent)>>> = const { RefCell::new(None) };
+}
+
+/// The register files' event sink: the events of a thread inside
+/// [`Emulator::deliver_here`] wait for it, the others go to the loop.
+pub(crate) fn raise(tx: &Sender<Msg>, card: u32, ev: HwEvent) {
+    let kept = LOCAL.with(|l| l.borrow_mut().as_mut().map(|q| q.push_back((card, ev))).is_some());
+    if !kept {
+        let _ = tx.send(Msg::Hw(card, ev));
+    }
+}
+
+/// Ends local delivery on this thread however `deliver_here` is left;
+/// events still waiting go to the loop.
+struct LocalGuard<'a>(&'a Sender<Msg>);
+
+impl Drop for LocalGuard<'_> {
+    fn drop(&mut self) {
+        for (card, ev) in LOCAL.with(|l| l.borrow_mut().take()).into_iter().flatten() {
+            let _ = self.0.send(Msg::Hw(card, ev));
+        }
+    }
+}
+
+/// Runs `writes`, then hands `handle` the events raised meanwhile on this
+/// thread and the ones those raise in turn, in order, at most
+/// [`LOCAL_MAX`]; the rest, and every event raised by a nested call, go to
+/// the loop through `tx`.
+fn deliver_local(tx: &Sender<Msg>, writes: impl FnOnce(), mut handle: impl FnMut(u32, HwEvent)) {
+    let nested = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let nested = l.is_some();
+        l.get_or_insert_with(VecDeque::new);
+        nested
+    });
+    if nested {
+        // Already delivering (cannot happen from a lock-free caller, but
+        // stays correct): the outer call handles these too.
+        writes();
+        return;
+    }
+    // A chain longer than LOCAL_MAX (a card answering every doorbell with
+    // one) carries on in the loop when the guard goes.
+    let _guard = LocalGuard(tx);
+    writes();
+    for _ in 0..LOCAL_MAX {
+        let Some((card, ev)) = LOCAL.with(|l| l.borrow_mut().as_mut().and_then(VecDeque::pop_front)) else {
+            return;
+        };
+        handle(card, ev);
+    }
+}
+
 impl Emulator {
+    /// Runs `writes` (register writes by a thread holding no card lock),
+    /// then handles in this thread the hardware events they raised and the
+    /// ones those raised in turn, in order, each under its card's lock.
+    pub(crate) fn deliver_here(&self, writes: impl FnOnce()) {
+        deliver_local(&self.tx, writes, |card, ev| self.on_hw(card, ev));
+    }
+
     pub(crate) fn schedule(&self, after: Duration, card: u32, t: Timer) {
         let _ = self.tx.send(Msg::At(Instant::now() + after, card, t));
     }
@@ -208,4 +285,86 @@ impl Emulator {
 
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(rx: &Receiver<Msg>) -> Vec<(u32, HwEvent)> {
+        rx.try_iter()
+            .filter_map(|m| match m {
+                Msg::Hw(c, e) => Some((c, e)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_thread_delivering_its_own_events_handles_them_in_order_and_bounded() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Outside: to the loop.
+        raise(&tx, 0, HwEvent::Reset);
+        assert_eq!(sent(&rx), [(0, HwEvent::Reset)]);
+        // Inside: handled here, after the writes, in order; an event a
+        // handler raises comes after the ones before it.
+        let mut seen = Vec::new();
+        deliver_local(
+            &tx,
+            || {
+                raise(&tx, 1, HwEvent::CardDoorbell(2));
+                raise(&tx, 1, HwEvent::CardDoorbell(3));
+            },
+            |c, e| {
+                if e == HwEvent::CardDoorbell(2) {
+                    raise(&tx, c, HwEvent::HostDoorbell(0));
+                }
+                seen.push((c, e));
+            },
+        );
+        assert_eq!(
+            seen,
+            [
+                (1, HwEvent::CardDoorbell(2)),
+                (1, HwEvent::CardDoorbell(3)),
+                (1, HwEvent::HostDoorbell(0)),
+            ]
+        );
+        assert!(sent(&rx).is_empty(), "nothing went to the loop");
+        // Done: the thread's events go to the loop again.
+        raise(&tx, 0, HwEvent::Bootstrap);
+        assert_eq!(sent(&rx), [(0, HwEvent::Bootstrap)]);
+        // A handler answering every event with another: LOCAL_MAX handled
+        // here, the one left to the loop, and the call returns.
+        let mut n = 0;
+        deliver_local(
+            &tx,
+            || raise(&tx, 0, HwEvent::HostDoorbell(1)),
+            |c, e| {
+                n += 1;
+                raise(&tx, c, e);
+            },
+        );
+        assert_eq!(n, LOCAL_MAX);
+        assert_eq!(sent(&rx), [(0, HwEvent::HostDoorbell(1))]);
+    }
+
+    #[test]
+    fn a_handler_that_panics_leaves_the_thread_sending_to_the_loop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deliver_local(
+                &tx,
+                || {
+                    raise(&tx, 0, HwEvent::CardDoorbell(1));
+                    raise(&tx, 0, HwEvent::CardDoorbell(2));
+                },
+                |_, _| panic!("handler"),
+            );
+        }));
+        assert!(r.is_err());
+        // The event not handled went to the loop; later ones go there too.
+        raise(&tx, 0, HwEvent::Reset);
+        assert_eq!(sent(&rx), [(0, HwEvent::CardDoorbell(2)), (0, HwEvent::Reset)]);
+    }
 }

@@ -772,3 +772,97 @@ fn acknowledged_wake_ups_lose_no_doorbell() {
     drop(f);
     drop(inst);
 }
+
+#[test]
+fn a_batch_larger_than_the_request_slot_is_served_over_the_socket_and_one_past_the_message_limit_refused() {
+    use mic_core::abi::emu_dev::{
+        BatchReply, BatchResult, MAX_MSG, OP_COPY_BATCH, PROTO_VERSION, SHM_REQ_MAX, batch_reply_len,
+    };
+    // 40 chains of 64 bytes, each taken by an entry of 64 one-byte iovecs:
+    // a request well past the shared region's slot.
+    const CHAINS: usize = 40;
+    const LEN: usize = 64;
+    let (dir, inst) = fleet(1);
+    let c = raw_client(dir.path());
+    assert_eq!(hello(&c, PROTO_VERSION), (0, PROTO_VERSION));
+    assert_eq!(
+        raw_call(&c, mic_core::abi::MIC_VIRTIO_ADD_DEVICE, &console().to_bytes()).0,
+        0
+    );
+    let mut v = card_up(&inst, 0);
+    post(&inst, &mut v, 1, 0x2100_0000, CHAINS, LEN as u32);
+    let mut buf = vec![0u8; CHAINS * LEN];
+    let base = buf.as_mut_ptr() as u64;
+    let iovs: Vec<Vec<(u64, u64)>> = (0..CHAINS)
+        .map(|i| (0..LEN).map(|j| (base + (i * LEN + j) as u64, 1)).collect())
+        .collect();
+    let entries: Vec<(u8, &[(u64, u64)])> = iovs.iter().map(|v| (1u8, v.as_slice())).collect();
+    let big = batch_bytes(&entries);
+    assert!(big.len() > SHM_REQ_MAX && big.len() < MAX_MSG, "{}", big.len());
+    let (r, body) = raw_call(&c, OP_COPY_BATCH, &big);
+    assert_eq!(r, 0);
+    assert_eq!(body.len(), batch_reply_len(CHAINS as u32));
+    assert_eq!(BatchReply::from_slice(&body).unwrap().done, CHAINS as u32);
+    for (i, raw) in body[BatchReply::SIZE..]
+        .chunks_exact(BatchResult::SIZE)
+        .enumerate()
+    {
+        let res = BatchResult::from_slice(raw).unwrap();
+        assert_eq!(
+            res,
+            BatchResult {
+                result: 0,
+                out_len: LEN as u32
+            },
+            "entry {i}"
+        );
+        assert!(
+            buf[i * LEN..(i + 1) * LEN].iter().all(|&x| x == i as u8 + 1),
+            "chain {i}'s bytes, one an iovec"
+        );
+    }
+    // Past the message limit (but within the socket's send buffer): cut
+    // on receipt, refused with EINVAL, and nothing of it runs.
+    post(&inst, &mut v, 1, 0x2200_0000, 1, LEN as u32);
+    let wide: Vec<(u64, u64)> = (0..170).map(|j| (base + j, 1)).collect();
+    let entries: Vec<(u8, &[(u64, u64)])> = (0..64).map(|_| (1u8, wide.as_slice())).collect();
+    let huge = batch_bytes(&entries);
+    assert!(huge.len() > MAX_MSG, "{}", huge.len());
+    assert_eq!(raw_call(&c, OP_COPY_BATCH, &huge).0, -libc::EINVAL);
+    // The connection still serves, and the chain posted is still there.
+    let one: Vec<(u64, u64)> = vec![(base, LEN as u64)];
+    let (r, body) = raw_call(&c, OP_COPY_BATCH, &batch_bytes(&[(1, &one)]));
+    assert_eq!(r, 0);
+    let res = BatchResult::from_slice(&body[BatchReply::SIZE..]).unwrap();
+    assert_eq!(res.out_len, LEN as u32, "the refused batch took no chain");
+    assert!(buf[..LEN].iter().all(|&x| x == 1));
+    drop(c);
+    drop(inst);
+}
+
+#[test]
+fn a_copy_whose_request_outgrows_the_slot_is_an_error_not_a_panic() {
+    // Through libmic's client on the fast path: more iovecs than the slot
+    // holds go over the socket, and the driver's limit answers (EINVAL).
+    use mic_core::abi::emu_dev::{Iovec, SHM_REQ_MAX};
+    use mic_core::host::vop::MAX_IOVECS;
+    let (dir, inst) = fleet(1);
+    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
+    f.add_device(&console()).unwrap();
+    let mut v = card_up(&inst, 0);
+    post(&inst, &mut v, 1, 0x2100_0000, 1, 16);
+    let n = SHM_REQ_MAX / Iovec::SIZE + 1;
+    let mut bytes = vec![0u8; n];
+    let mut io: Vec<IoSliceMut<'_>> = bytes.chunks_mut(1).map(IoSliceMut::new).collect();
+    let e = f.copy_desc(1, &mut io, true).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
+    // Within the slot, within the limit: the chain comes, the file is fine.
+    let mut io: Vec<IoSliceMut<'_>> = bytes[..MAX_IOVECS as usize]
+        .chunks_mut(1)
+        .map(IoSliceMut::new)
+        .collect();
+    assert_eq!(f.copy_desc(1, &mut io, true).unwrap(), 16);
+    assert!(bytes[..16].iter().all(|&x| x == 1));
+    drop(f);
+    drop(inst);
+}

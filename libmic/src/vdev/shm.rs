@@ -152,6 +152,12 @@ impl Shm {
         &self.region
     }
 
+    /// Whether a request of `len` bytes (header included) fits the slot;
+    /// [`Shm::call`] takes only those.
+    pub(super) fn fits(len: usize) -> bool {
+        len <= SHM_REQ_MAX
+    }
+
     /// Whether `addr .. addr + len` lies in the arena.
     pub(super) fn in_arena(&self, addr: u64, len: usize) -> bool {
         let base = self.region.base() + SHM_ARENA as u64;

@@ -323,10 +323,12 @@ impl SockFile {
             inline = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             parts.push(&inline);
         }
-        let fast = self
-            .shm
-            .as_ref()
-            .is_some_and(|s| self.direct || bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
+        // A request too large for the slot goes over the socket.
+        let fast = Shm::fits(ReqHeader::SIZE + cdb.len() + iovs.len())
+            && self
+                .shm
+                .as_ref()
+                .is_some_and(|s| self.direct || bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
         if fast {
             return self.copy_desc_fast(&cdb, &iovs);
         }
@@ -432,7 +434,8 @@ impl SockFile {
         }
         let want = batch_reply_len(bufs.len() as u32);
         let mut reply = [0u8; MsgHeader::SIZE + batch_reply_len(BATCH_MAX)];
-        let (result, body) = if let Some(mut shm) = self.shm.take() {
+        let slot = Shm::fits(ReqHeader::SIZE + req.len());
+        let (result, body) = if let Some(mut shm) = self.shm.take_if(|_| slot) {
             let h = ReqHeader {
                 op: OP_COPY_BATCH,
                 len: req.len() as u32,

@@ -60,6 +60,13 @@
 //! through the slot or the socket alike; HELLO negotiates it: the server
 //! answers with the lower of the two versions, and a client sends batches
 //! only when that is 2 or more.
+//!
+//! Requests larger than the slot. The request slot holds [`SHM_REQ_MAX`]
+//! bytes, header included; a client sends a larger request (a COPY_DESC
+//! or a batch with many iovecs) over the socket instead, where the limit
+//! is [`MAX_MSG`]. A slot whose header announces more than the slot holds
+//! is answered `EINVAL`, as is a socket message longer than [`MAX_MSG`]
+//! (cut short on receipt); nothing of either runs.
 
 use super::layout::abi_struct;
 

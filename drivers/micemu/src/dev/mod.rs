@@ -11,7 +11,9 @@
 //! Locks: a file's device has its own mutex; ADD_DEVICE and removal also
 //! take the card's (for the SMPT, the host doorbells and the ring arena),
 //! always card first. COPY_DESC takes only the device's, so data moves
-//! while the card OS runs. Handshake waits hold no lock.
+//! while the card OS runs; the doorbell it rings waits until that lock is
+//! gone (and, on the socket, until the client has its answer). Handshake
+//! waits hold no lock.
 
 pub mod server;
 
@@ -136,15 +138,33 @@ impl VdevFile {
     ) -> Result<Copied, Errno> {
         let bells = self.doorbells();
         let r = self.copy_desc_deferred(&bells, vr_idx, user, update_used);
-        bells.ring();
+        // The card answers on the event loop, as a card runs beside its
+        // host: a caller here that drains a ring until it is empty sees it
+        // empty once it outruns the card, never one refilled by its own
+        // call.
+        bells.into_pending().write(&self.card().host_mmio());
         r
     }
 
     /// Doorbells to the card held back over several COPY_DESCs (a batch)
-    /// and rung once each by [`Doorbells::ring`].
+    /// and rung once each when the caller is done.
     #[must_use]
     pub fn doorbells(&self) -> Doorbells<'_> {
         Doorbells::new(self.card().host_mmio())
+    }
+
+    /// Rings the doorbells COPY_DESCs asked for, and runs the card's
+    /// interrupt handler, and the host interrupt it may answer with, in
+    /// this thread ([`Emulator::deliver_here`]) rather than waking the
+    /// event loop to do it. For a server that has answered its client
+    /// already (the client goes on beside the card, as beside a real one);
+    /// call it holding no lock.
+    pub fn ring_here(&self, bells: PendingBells) {
+        if bells.0.is_empty() {
+            return;
+        }
+        let mmio = self.card().host_mmio();
+        self.emu.deliver_here(|| bells.write(&mmio));
     }
 
     /// MIC_VIRTIO_COPY_DESC whose doorbell to the card waits in `bells`.
@@ -302,7 +322,7 @@ impl Drop for VdevFile {
     }
 }
 
-/// Register access whose writes wait for [`Doorbells::ring`] (reads go
+/// Register access whose writes wait until the caller rings them (reads go
 /// through): doorbells rung by code that runs under a lock, sent after it,
 /// each distinct one once however many COPY_DESCs rang it.
 #[derive(Debug)]
@@ -320,11 +340,23 @@ impl<'a> Doorbells<'a> {
         }
     }
 
-    /// Rings what the copies asked for.
-    pub fn ring(self) {
+    /// What the copies asked for, to ring once the lock is gone (a server
+    /// answers its client first: [`VdevFile::ring_here`]).
+    pub fn into_pending(self) -> PendingBells {
+        PendingBells(self.writes.into_inner())
+    }
+}
+
+/// Doorbell writes held back: (register, value), each distinct one once.
+#[derive(Debug, Default)]
+#[must_use = "doorbells not rung are lost"]
+pub struct PendingBells(Vec<(u32, u32)>);
+
+impl PendingBells {
+    fn write(self, mmio: &crate::hw::MmioView<'_>) {
         use mic_core::hw::Mmio as _;
-        for (off, v) in self.writes.into_inner() {
-            self.mmio.write32(off, v);
+        for (off, v) in self.0 {
+            mmio.write32(off, v);
         }
     }
 }

@@ -300,6 +300,9 @@ struct Conn {
     /// A batch's parsed entries and its reply, reused.
     batch: Vec<(MicCopyDesc, std::ops::Range<usize>)>,
     batch_out: Vec<u8>,
+    /// The doorbells the last COPY_DESC or batch asked for, rung once its
+    /// answer is out: the client goes on while this thread plays the card.
+    bells: super::PendingBells,
 }
 
 fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
@@ -324,6 +327,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         version: PROTO_VERSION_MIN,
         batch: Vec::new(),
         batch_out: Vec::new(),
+        bells: super::PendingBells::default(),
     };
     let mut buf = vec![0u8; MAX_MSG];
     let mut spin_until: Option<Instant> = None;
@@ -385,6 +389,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
         let payload = payload.get(..h.len as usize).unwrap_or(payload);
         conn.handle(h.op, payload, fds);
+        conn.file.ring_here(std::mem::take(&mut conn.bells));
     }
     // close(2): the removal handshake, bounded.
     conn.file.close();
@@ -618,6 +623,7 @@ impl Conn {
         if shm.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) != 0 {
             kick(&shm.kick_client);
         }
+        self.file.ring_here(std::mem::take(&mut self.bells));
         true
     }
 
@@ -641,7 +647,7 @@ impl Conn {
             &payload[MicCopyDesc::SIZE..iov_end],
             Some(&payload[iov_end..]),
         );
-        bells.ring();
+        self.bells = bells.into_pending();
         match r {
             Ok((out_len, to_user)) => {
                 cd.out_len = out_len;
@@ -704,7 +710,7 @@ impl Conn {
                 }
             }
         }
-        bells.ring();
+        self.bells = bells.into_pending();
         self.batch = entries;
         self.batch_out.clear();
         self.batch_out.extend_from_slice(
