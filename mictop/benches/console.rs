@@ -505,7 +505,7 @@ fn pane(root: &MicRoot, emulator: u32, mpssd: u32) -> anyhow::Result<Pane> {
             .consoles()
             .shown()
             .ok_or_else(|| anyhow::anyhow!("no console"))?;
-        flood.scrollback = view.term().screen().scrollback_len();
+        flood.scrollback = view.term().scrollback_len();
         Ok(Pane { trips, flood })
     })
 }
