@@ -106,6 +106,10 @@ impl Ground {
     /// The state after `bytes`.
     #[must_use]
     pub fn feed(mut self, bytes: &[u8]) -> Self {
+        // Plain text stays plain (most of a flood).
+        if self == Ground::Ground && bytes.is_ascii() && !bytes.contains(&0x1b) {
+            return self;
+        }
         for &b in bytes {
             self = self.step(b);
         }
@@ -142,7 +146,9 @@ impl Ground {
 #[derive(Debug)]
 enum Entry {
     Output(Vec<u8>),
-    Resize(NonZeroU16, NonZeroU16),
+    /// A new size, and how many of the last lines scrolled off it pulled
+    /// back onto the screen (it grew).
+    Resize(NonZeroU16, NonZeroU16, usize),
 }
 
 /// Output since a checkpoint.
@@ -150,6 +156,8 @@ struct Generation {
     start: vt100::Screen,
     /// The live parser's line count at the checkpoint.
     first: u64,
+    /// Lines pulled back onto the screen since (each resize's).
+    pulled: u64,
     log: Vec<Entry>,
     bytes: usize,
 }
@@ -179,6 +187,9 @@ pub struct Term {
     depth: usize,
     /// At most two; the oldest one's checkpoint is where a replay starts.
     generations: VecDeque<Generation>,
+    /// Lines vt100's own scrollback would hold: up to `depth`, less those
+    /// a taller screen pulled back (the older ones do not come back).
+    kept: usize,
     view: Option<View>,
 }
 
@@ -204,6 +215,7 @@ impl Term {
             ground: Ground::Ground,
             depth,
             generations: VecDeque::new(),
+            kept: 0,
             view: None,
         };
         term.checkpoint();
@@ -226,12 +238,14 @@ impl Term {
 
     /// Runs the card's `bytes` through the emulator.
     pub fn process(&mut self, bytes: &[u8]) {
+        let before = self.live.callbacks().lines;
         self.live.process(bytes);
         self.ground = self.ground.feed(bytes);
         if self.depth == 0 {
             return;
         }
         let lines = self.live.callbacks().lines;
+        self.scrolled_off(lines - before);
         let Some(g) = self.generations.back_mut() else {
             return;
         };
@@ -243,6 +257,11 @@ impl Term {
         }
     }
 
+    fn scrolled_off(&mut self, lines: u64) {
+        let lines = usize::try_from(lines).unwrap_or(usize::MAX);
+        self.kept = self.kept.saturating_add(lines).min(self.depth);
+    }
+
     /// Starts a generation at the live screen as it is; the one before the
     /// last is dropped.
     fn checkpoint(&mut self) {
@@ -252,6 +271,7 @@ impl Term {
         self.generations.push_back(Generation {
             start: self.live.screen().clone(),
             first: self.live.callbacks().lines,
+            pulled: 0,
             log: Vec::new(),
             bytes: 0,
         });
@@ -262,11 +282,52 @@ impl Term {
 
     /// The terminal is now `rows` × `cols` (the view goes back to the live
     /// screen, as xterm's does).
+    ///
+    /// A taller screen pulls the last lines scrolled off back onto it, as
+    /// vt100 does from its own scrollback: here vt100 leaves blank rows
+    /// for them (it has none), which are written with the lines from the
+    /// scrollback, and the lines leave the scrollback.
     pub fn set_size(&mut self, rows: NonZeroU16, cols: NonZeroU16) {
+        let (row0, _) = self.live.screen().cursor_position();
+        let before = self.live.callbacks().lines;
         self.live.set_size(rows, cols);
         self.view = None;
+        let lines = self.live.callbacks().lines;
+        self.scrolled_off(lines - before);
+        let Some(g) = self.generations.back_mut() else {
+            return;
+        };
+        g.log.push(Entry::Resize(rows, cols, 0));
+        let (row, col) = self.live.screen().cursor_position();
+        // The rows vt100 put above the screen's old top.
+        let blank = usize::from(row.saturating_sub(row0));
+        if blank == 0 {
+            return;
+        }
+        let (lines, _) = self.history();
+        let pulled = blank.min(lines.len());
+        if pulled == 0 {
+            return;
+        }
+        self.kept -= pulled;
+        let mut fill = Vec::new();
+        for (i, line) in lines.iter().skip(lines.len() - pulled).enumerate() {
+            let r = blank - pulled + i + 1;
+            fill.extend_from_slice(format!("\x1b[{r};1H\x1b[m").as_bytes());
+            fill.extend_from_slice(line.as_bytes());
+        }
+        // The cursor and the attributes back as they were.
+        fill.extend_from_slice(format!("\x1b[{};{}H", row + 1, col + 1).as_bytes());
+        fill.extend_from_slice(self.live.screen().attributes_formatted().as_bytes());
         if let Some(g) = self.generations.back_mut() {
-            g.log.push(Entry::Resize(rows, cols));
+            if let Some(Entry::Resize(_, _, n)) = g.log.last_mut() {
+                *n = pulled;
+            }
+            g.pulled += pulled as u64;
+        }
+        self.live.process(&fill);
+        if let Some(g) = self.generations.back_mut() {
+            g.push(&fill);
         }
     }
 
@@ -276,8 +337,9 @@ impl Term {
         let Some(first) = self.generations.front() else {
             return 0;
         };
-        let lines = self.live.callbacks().lines - first.first;
-        usize::try_from(lines).unwrap_or(usize::MAX).min(self.depth)
+        let pulled: u64 = self.generations.iter().map(|g| g.pulled).sum();
+        let lines = self.live.callbacks().lines - first.first - pulled;
+        usize::try_from(lines).unwrap_or(usize::MAX).min(self.kept)
     }
 
     /// Lines scrolled back (0: the live screen). A view scrolled back
@@ -322,11 +384,14 @@ impl Term {
             return (VecDeque::new(), self.live.screen().size().1.get());
         };
         let total = self.live.callbacks().lines - first.first;
+        let pulled: u64 = self.generations.iter().map(|g| g.pulled).sum();
+        // Of the lines after those skipped, the last `depth` not pulled
+        // back are kept (a pull takes the newest lines, captured ones).
         let tally = Tally {
             lines: 0,
             capture: Some(Capture {
-                skip: total.saturating_sub(self.depth as u64),
-                keep: self.depth,
+                skip: total.saturating_sub(self.depth as u64 + pulled),
+                keep: usize::MAX,
                 rows: VecDeque::new(),
             }),
         };
@@ -337,9 +402,13 @@ impl Term {
         for e in self.generations.iter().flat_map(|g| &g.log) {
             match e {
                 Entry::Output(bytes) => p.process(bytes),
-                Entry::Resize(rows, cols) => {
+                Entry::Resize(rows, cols, pulled) => {
                     widest = widest.max(cols.get());
                     p.set_size(*rows, *cols);
+                    if let Some(c) = &mut p.callbacks_mut().capture {
+                        let keep = c.rows.len().saturating_sub(*pulled);
+                        c.rows.truncate(keep);
+                    }
                 }
             }
         }
@@ -490,17 +559,26 @@ mod tests {
     /// Our terminal beside vt100 with its own scrollback, fed the same
     /// bytes in random chunks (cutting sequences and characters); every
     /// scrolled-back view must show the same cells.
-    fn same_as_vt100(size: (u16, u16), shrink: Option<(u16, u16)>, depth: usize, bytes: &[u8], seed: u64) {
+    fn same_as_vt100(size: (u16, u16), resize: Option<(u16, u16)>, depth: usize, bytes: &[u8], seed: u64) {
         let (mut rows, mut cols) = size;
         let mut ours = Term::new(nz(rows), nz(cols), depth);
         let mut theirs = vt100::Parser::new(nz(rows), nz(cols), depth);
         let mut seed = seed;
         let mut at = 0;
         while at < bytes.len() {
-            if let Some((r, c)) = shrink.filter(|&(r, _)| at >= bytes.len() / 2 && rows != r) {
-                ours.set_size(nz(r), nz(c));
-                theirs.set_size(nz(r), nz(c));
-                (rows, cols) = (r, c);
+            // The new size halfway, the old one back at three quarters
+            // (a pane zoomed and back).
+            let want = match resize {
+                Some(_) if at >= bytes.len() * 3 / 4 => size,
+                Some(new) if at >= bytes.len() / 2 => new,
+                _ => size,
+            };
+            if want != (rows, cols) {
+                ours.set_size(nz(want.0), nz(want.1));
+                theirs.set_size(nz(want.0), nz(want.1));
+                (rows, cols) = want;
+                same_cells(ours.screen(), theirs.screen(), rows, cols, "the resized screen");
+                assert_eq!(ours.scrollback_len(), theirs.screen().scrollback_len(), "resized");
             }
             let n = (lcg(&mut seed) % 97 + 1).min(bytes.len() - at);
             ours.process(&bytes[at..at + n]);
@@ -535,9 +613,13 @@ mod tests {
             same_as_vt100((24, 40), None, 40, &bytes, seed);
         }
         same_as_vt100((10, 30), None, 1000, &bytes, 7);
-        // A terminal made smaller pushes rows into the scrollback too.
+        // A terminal made smaller pushes rows into the scrollback, a
+        // taller one pulls them back.
         same_as_vt100((24, 40), Some((20, 40)), 40, &bytes, 8);
         same_as_vt100((24, 40), Some((20, 40)), 1000, &bytes, 9);
+        same_as_vt100((20, 40), Some((30, 40)), 40, &bytes, 10);
+        same_as_vt100((20, 40), Some((30, 40)), 1000, &bytes, 11);
+        same_as_vt100((20, 40), Some((30, 40)), 5, &bytes, 12);
     }
 
     #[test]
