@@ -119,25 +119,26 @@ impl Ground {
     fn step(self, b: u8) -> Self {
         use Ground as G;
         match (self, b) {
-            // Anywhere: ESC starts a sequence; CAN and SUB cancel one.
+            // Anywhere: ESC starts a sequence (and CAN or SUB, below,
+            // cancels one).
             (_, 0x1b) => G::Escape,
-            (_, 0x18 | 0x1a) => G::Ground,
             (G::Ground, 0xc0..=0xdf) => G::Utf8(1),
             (G::Ground, 0xe0..=0xef) => G::Utf8(2),
             (G::Ground, 0xf0..=0xf7) => G::Utf8(3),
-            (G::Ground, _) => G::Ground,
             (G::Utf8(n), 0x80..=0xbf) if n > 1 => G::Utf8(n - 1),
-            (G::Utf8(_), 0x80..=0xbf) => G::Ground,
-            // A broken character: what vte does next is not worth
-            // mirroring; not ground until a sequence starts and ends.
-            (G::Utf8(n), _) => G::Utf8(n),
             (G::Escape, b'[') => G::Csi,
             (G::Escape, b']') => G::Osc,
             (G::Escape, b'P' | b'X' | b'^' | b'_') => G::String,
             (G::Escape | G::EscapeIntermediate, 0x20..=0x2f) => G::EscapeIntermediate,
-            (G::Escape | G::EscapeIntermediate, 0x30..=0x7e) => G::Ground,
-            (G::Csi, 0x40..=0x7e) => G::Ground,
-            (G::Osc, 0x07) => G::Ground,
+            (_, 0x18 | 0x1a)
+            | (G::Ground, _)
+            | (G::Utf8(_), 0x80..=0xbf)
+            | (G::Escape | G::EscapeIntermediate, 0x30..=0x7e)
+            | (G::Csi, 0x40..=0x7e)
+            | (G::Osc, 0x07) => G::Ground,
+            // A broken UTF-8 character stays unknown (what vte does next
+            // is not worth mirroring) until a sequence starts and ends;
+            // controls inside a sequence do not end it.
             (s, _) => s,
         }
     }
@@ -288,7 +289,7 @@ impl Term {
     /// for them (it has none), which are written with the lines from the
     /// scrollback, and the lines leave the scrollback.
     pub fn set_size(&mut self, rows: NonZeroU16, cols: NonZeroU16) {
-        let (row0, _) = self.live.screen().cursor_position();
+        let (cursor_before, _) = self.live.screen().cursor_position();
         let before = self.live.callbacks().lines;
         self.live.set_size(rows, cols);
         self.view = None;
@@ -300,7 +301,7 @@ impl Term {
         g.log.push(Entry::Resize(rows, cols, 0));
         let (row, col) = self.live.screen().cursor_position();
         // The rows vt100 put above the screen's old top.
-        let blank = usize::from(row.saturating_sub(row0));
+        let blank = usize::from(row.saturating_sub(cursor_before));
         if blank == 0 {
             return;
         }
@@ -473,6 +474,8 @@ impl Term {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn nz(n: u16) -> NonZeroU16 {
@@ -625,7 +628,10 @@ mod tests {
     #[test]
     fn a_flood_keeps_exactly_the_last_lines() {
         let mut t = Term::new(nz(5), nz(20), 100);
-        let text: String = (1..=100_000).map(|n| format!("{n}\r\n")).collect();
+        let mut text = String::new();
+        for n in 1..=100_000 {
+            write!(text, "{n}\r\n").expect("to a string");
+        }
         for chunk in text.as_bytes().chunks(4093) {
             t.process(chunk);
         }
@@ -643,7 +649,10 @@ mod tests {
     #[test]
     fn a_view_scrolled_back_stays_on_its_lines_while_output_arrives() {
         let mut t = Term::new(nz(5), nz(20), 100);
-        let text: String = (1..=50).map(|n| format!("line {n}\r\n")).collect();
+        let mut text = String::new();
+        for n in 1..=50 {
+            write!(text, "line {n}\r\n").expect("to a string");
+        }
         t.process(text.as_bytes());
         t.scroll_to(10);
         let before = cells(t.screen(), 5, 20);
