@@ -305,9 +305,12 @@ impl Term {
         if blank == 0 {
             return;
         }
-        let (lines, _) = self.history();
+        let (lines, widest) = self.history();
         let pulled = blank.min(lines.len());
-        if pulled == 0 {
+        // A line from when the terminal was wider would wrap over the
+        // screen: then the rows stay blank (as vt100's would with nothing
+        // to pull) and the lines stay in the scrollback.
+        if pulled == 0 || widest > cols.get() {
             return;
         }
         self.kept -= pulled;
@@ -690,6 +693,18 @@ mod tests {
             .filter_map(|c| t.screen().cell(0, c).map(|c| c.contents().to_owned()))
             .collect();
         assert_eq!(top, "a line of ");
+    }
+
+    #[test]
+    fn a_taller_screen_after_a_wider_one_leaves_its_rows_blank() {
+        let mut t = Term::new(nz(3), nz(30), 100);
+        t.process(b"a line of twenty-six chars\r\nb\r\nc\r\nd");
+        t.set_size(nz(3), nz(10));
+        t.set_size(nz(5), nz(10));
+        let rows: Vec<String> = t.screen().rows(0, 10).collect();
+        // One line had scrolled off: one row above, blank, one below.
+        assert_eq!(rows, ["", "b", "c", "d", ""]);
+        assert_eq!(t.scrollback_text(), ["a line of twenty-six chars"]);
     }
 
     #[test]
