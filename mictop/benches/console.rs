@@ -162,6 +162,19 @@ fn quantiles(mut v: Vec<Duration>) -> (f64, f64) {
     (q(0.5), q(0.99))
 }
 
+/// Whether `lines` are consecutive numbers: which, or what is not.
+fn numbers(lines: &[String]) -> String {
+    let n: Vec<Option<u64>> = lines.iter().map(|l| l.parse().ok()).collect();
+    match (n.first().copied().flatten(), n.last().copied().flatten()) {
+        (Some(a), Some(b)) if n.iter().zip(a..).all(|(x, i)| *x == Some(i)) => format!("{a}..={b}"),
+        _ => format!(
+            "NOT consecutive numbers (first {:?}, last {:?})",
+            lines.first(),
+            lines.last()
+        ),
+    }
+}
+
 /// Bytes `seq 1 last` prints (`\r\n` after each number).
 fn seq_bytes(last: u64) -> u64 {
     (1..=last).map(|n| n.to_string().len() as u64 + 2).sum()
@@ -221,14 +234,21 @@ fn run() -> anyhow::Result<()> {
         f.mictop.as_secs_f64() * 1e3 / mib
     );
     println!(
-        "  (the emulator's work is per line: each line scrolled off is trimmed into the scrollback and \
-         a row of the pane's width made anew; seq's {:.0}-byte lines are its worst case per byte)",
+        "  (the emulator's work is per line: each line scrolled off clears a row of the pane's width, \
+         the scrollback being the output kept and replayed when looked at; seq's {:.0}-byte lines are \
+         its worst case per byte)",
         f.expected as f64 / LAST as f64
     );
     println!(
         "  beside it: mpssd {:.1} %, the emulator (card and driver) {:.1} %",
         f.mpssd.as_secs_f64() / secs * 100.0,
         f.emulator.as_secs_f64() / secs * 100.0
+    );
+    println!(
+        "  the scrollback replayed: {} lines, {} in order, in {:.1} ms",
+        f.scrollback,
+        f.kept,
+        f.replay.as_secs_f64() * 1e3
     );
     let lost = f.expected.saturating_sub(f.received);
     println!(
@@ -435,6 +455,9 @@ struct Flood {
     received: u64,
     notices: u64,
     scrollback: usize,
+    /// What the scrollback's lines are (the numbers, in order?).
+    kept: String,
+    replay: Duration,
 }
 
 struct Pane {
@@ -505,7 +528,11 @@ fn pane(root: &MicRoot, emulator: u32, mpssd: u32) -> anyhow::Result<Pane> {
             .consoles()
             .shown()
             .ok_or_else(|| anyhow::anyhow!("no console"))?;
-        flood.scrollback = view.term().screen().scrollback_len();
+        flood.scrollback = view.term().scrollback_len();
+        let t = Instant::now();
+        let lines = view.term().scrollback_text();
+        flood.replay = t.elapsed();
+        flood.kept = numbers(&lines);
         Ok(Pane { trips, flood })
     })
 }
@@ -588,6 +615,8 @@ fn drive(
         received: bytes.load(Ordering::Relaxed) - b0,
         notices: notices.load(Ordering::Relaxed) - n0,
         scrollback: 0,
+        kept: String::new(),
+        replay: Duration::ZERO,
     };
     Ok((trips, flood))
 }

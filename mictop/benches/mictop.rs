@@ -352,7 +352,7 @@ fn console_rate() -> (f64, u64, usize) {
     let secs = start.elapsed().as_secs_f64();
     let view = app.consoles().shown().expect("the console");
     let lost = text.len() as u64 - view.received;
-    let kept = view.term().screen().scrollback_len();
+    let kept = view.term().scrollback_len();
     (text.len() as f64 / secs / 1e6, lost, kept)
 }
 

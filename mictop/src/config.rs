@@ -10,7 +10,7 @@
 //! layout = "auto"            # auto, full, compact
 //! compact_threshold = 32     # auto: compact above this many cards
 //! scrollback = 10000         # log lines kept
-//! console_scrollback = 10000 # lines each attached console keeps
+//! console_scrollback = 10000 # lines each attached console keeps (of its last 16 MiB)
 //! action_timeout_secs = 300
 //!
 //! [keys]

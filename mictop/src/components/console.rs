@@ -39,32 +39,10 @@ pub enum ConsoleOp {
     },
 }
 
-/// A terminal emulator's screen and scrollback.
-pub struct Term(vt100::Parser);
-
-impl std::fmt::Debug for Term {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (rows, cols) = self.0.screen().size();
-        f.debug_struct("Term")
-            .field("rows", &rows)
-            .field("cols", &cols)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::console::term::Term;
 
 fn nz(n: u16) -> NonZeroU16 {
     NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN)
-}
-
-impl Term {
-    fn new(size: TermSize, scrollback: usize) -> Self {
-        Term(vt100::Parser::new(nz(size.rows), nz(size.cols), scrollback))
-    }
-
-    #[must_use]
-    pub fn screen(&self) -> &vt100::Screen {
-        self.0.screen()
-    }
 }
 
 /// One attached console.
@@ -97,7 +75,7 @@ impl ConsoleView {
     /// Lines scrolled back (0: the live screen).
     #[must_use]
     pub fn scrolled(&self) -> usize {
-        self.term.screen().scrollback()
+        self.term.scrolled()
     }
 
     /// A line of mictop's own in the console's scrollback (reverse video,
@@ -105,7 +83,6 @@ impl ConsoleView {
     fn note(&mut self, text: &str) {
         let safe = libmic::attrs::escape_untrusted(text);
         self.term
-            .0
             .process(format!("\r\n\x1b[0;7m── {safe} ──\x1b[0m\r\n").as_bytes());
     }
 }
@@ -188,7 +165,7 @@ impl Consoles {
             self.open.push(ConsoleView {
                 card,
                 name: name.to_owned(),
-                term: Term::new(self.size, self.scrollback),
+                term: Term::new(nz(self.size.rows), nz(self.size.cols), self.scrollback),
                 access: Access::ReadOnly,
                 asked_write: false,
                 writer: None,
@@ -283,7 +260,7 @@ impl Consoles {
         let Some(view) = self.open.get(self.shown) else {
             return Ok(vec![]);
         };
-        let app_cursor = view.term.screen().application_cursor();
+        let app_cursor = view.term.live().application_cursor();
         match keys::encode(key, app_cursor) {
             Some(bytes) => self.send(bytes),
             None => Ok(vec![]),
@@ -296,7 +273,7 @@ impl Consoles {
         let Some(view) = self.open.get(self.shown) else {
             return Ok(vec![]);
         };
-        let bytes = if view.term.screen().bracketed_paste() {
+        let bytes = if view.term.live().bracketed_paste() {
             format!("\x1b[200~{text}\x1b[201~").into_bytes()
         } else {
             text.replace("\r\n", "\r").replace('\n', "\r").into_bytes()
@@ -321,7 +298,7 @@ impl Consoles {
             });
         }
         // Typing returns to the live screen, as terminals do.
-        view.term.0.screen_mut().set_scrollback(0);
+        view.term.scroll_to(0);
         Ok(vec![ConsoleOp::Send {
             card: view.card,
             bytes,
@@ -332,17 +309,15 @@ impl Consoles {
     /// back in time).
     pub fn scroll(&mut self, delta: isize) {
         if let Some(v) = self.open.get_mut(self.shown) {
-            let screen = v.term.0.screen_mut();
-            let to = screen.scrollback().saturating_add_signed(delta);
-            screen.set_scrollback(to);
+            let to = v.term.scrolled().saturating_add_signed(delta);
+            v.term.scroll_to(to);
         }
     }
 
     /// To the oldest line kept (`true`) or the live screen.
     pub fn scroll_to(&mut self, oldest: bool) {
         if let Some(v) = self.open.get_mut(self.shown) {
-            let screen = v.term.0.screen_mut();
-            screen.set_scrollback(if oldest { usize::MAX } else { 0 });
+            v.term.scroll_to(if oldest { usize::MAX } else { 0 });
         }
     }
 
@@ -363,7 +338,7 @@ impl Consoles {
         match event {
             ConsoleEvent::Output(bytes) => {
                 v.received += bytes.len() as u64;
-                v.term.0.process(&bytes);
+                v.term.process(&bytes);
             }
             ConsoleEvent::Access { access, writer } => {
                 v.asked_write = false;
@@ -407,7 +382,7 @@ impl Consoles {
         self.size = size;
         let mut ops = Vec::new();
         for v in &mut self.open {
-            v.term.0.set_size(nz(size.rows), nz(size.cols));
+            v.term.set_size(nz(size.rows), nz(size.cols));
             if v.ended.is_none() {
                 ops.push(ConsoleOp::Resize { card: v.card, size });
             }

@@ -20,6 +20,7 @@
 
 pub mod broker;
 pub mod keys;
+pub mod term;
 
 /// Whether a console client may type into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
