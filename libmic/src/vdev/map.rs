@@ -300,15 +300,25 @@ impl RingMap {
     /// offered by mpssd). `Ok(None)`: nothing available.
     ///
     /// Valid only while no chain is held half-copied on the ring (the
-    /// driver moves `info.avail_idx` when it completes a chain).
+    /// driver moves `info.avail_idx` when it completes a chain); while one
+    /// is, [`RingMap::peek_chain_after`] with `skip` 1 sees the next.
     pub fn peek_chain(&self, vr: usize) -> Result<Option<ChainShape>, ChainError> {
+        self.peek_chain_after(vr, 0)
+    }
+
+    /// Like [`RingMap::peek_chain`], for the chain `skip` places after the
+    /// one at `info.avail_idx` (`Ok(None)`: the card made fewer available).
+    /// A caller holding a half-copied chain peeks the next with `skip` 1.
+    pub fn peek_chain_after(&self, vr: usize, skip: u16) -> Result<Option<ChainShape>, ChainError> {
         let &(at, num) = self.rings.get(vr).ok_or(ChainError::NoRing(vr))?;
-        if !self.pending(vr) {
+        // The card's count: a lie only changes which entry is read (every
+        // entry read is checked below).
+        if self.available(vr) <= skip {
             return Ok(None);
         }
         let last = self.info_avail_idx(vr).ok_or(ChainError::Unreadable)?;
         // `num` is a power of two (the driver refused the device otherwise).
-        let slot = last & num.wrapping_sub(1);
+        let slot = last.wrapping_add(skip) & num.wrapping_sub(1);
         let avail = at + 16 * usize::from(num);
         let head = self
             .map
@@ -443,6 +453,29 @@ mod tests {
         );
         assert_eq!(r.peek_chain(0).unwrap().unwrap().total(), 4113);
         assert_eq!(r.peek_chain(1), Err(ChainError::NoRing(1)));
+    }
+
+    #[test]
+    fn the_chain_after_a_held_one_is_peeked_by_skipping_it() {
+        // Two chains at slots 6 and 7 (info.avail_idx = 6): a read of 512
+        // bytes, then a write of 1024.
+        let descs = [
+            (16, N, 1),
+            (512, N | W, 2),
+            (1, W, 0),
+            (16, N, 4),
+            (1024, N, 5),
+            (1, W, 0),
+        ];
+        let r = ring(&descs, &[0, 3], 6);
+        assert_eq!(r.peek_chain_after(0, 0).unwrap().unwrap().writable, 513);
+        let next = r.peek_chain_after(0, 1).unwrap().unwrap();
+        assert_eq!((next.readable, next.writable, next.descriptors), (1040, 1, 3));
+        assert_eq!(r.peek_chain_after(0, 2), Ok(None), "only two are available");
+        assert_eq!(r.peek_chain_after(1, 1), Err(ChainError::NoRing(1)));
+        // A bad head past the held chain is reported like any other.
+        let r = ring(&descs, &[0, 9], 6);
+        assert_eq!(r.peek_chain_after(0, 1), Err(ChainError::BadHead(9)));
     }
 
     #[test]

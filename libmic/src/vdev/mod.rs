@@ -160,11 +160,12 @@ pub const BATCH_MAX: usize = mic_core::abi::emu_dev::BATCH_MAX as usize;
 /// the first that fails (as the driver refused it) or moves no bytes.
 fn batch_by_one(
     bufs: &mut [IoSliceMut<'_>],
-    mut one: impl FnMut(&mut IoSliceMut<'_>) -> Result<u32, VdevError>,
+    update_used: &[bool],
+    mut one: impl FnMut(&mut IoSliceMut<'_>, bool) -> Result<u32, VdevError>,
 ) -> Result<Batch, VdevError> {
     let mut out = Batch::default();
-    for (i, b) in bufs.iter_mut().take(BATCH_MAX).enumerate() {
-        match one(b) {
+    for (i, (b, &u)) in bufs.iter_mut().zip(update_used).take(BATCH_MAX).enumerate() {
+        match one(b, u) {
             Ok(0) => break,
             Ok(n) => {
                 out.lens[i] = n;
@@ -342,9 +343,26 @@ impl VirtioFile {
         bufs: &mut [IoSliceMut<'_>],
         update_used: bool,
     ) -> Result<Batch, VdevError> {
+        self.copy_desc_each(vr_idx, bufs, &[update_used; BATCH_MAX])
+    }
+
+    /// [`VirtioFile::copy_desc_batch`] with each buffer's own
+    /// `update_used` (`update_used[i]` for `bufs[i]`; as many COPY_DESCs as
+    /// both slices have entries, at most [`BATCH_MAX`]). One hand-off can
+    /// so complete the chain a backend holds half-copied and start the
+    /// next one, still held: what a backend whose answer depends on a
+    /// request's first bytes (a disk) needs to move one chain per hand-off.
+    pub fn copy_desc_each(
+        &mut self,
+        vr_idx: u8,
+        bufs: &mut [IoSliceMut<'_>],
+        update_used: &[bool],
+    ) -> Result<Batch, VdevError> {
+        let n = bufs.len().min(update_used.len());
+        let (bufs, update_used) = (&mut bufs[..n], &update_used[..n]);
         match &mut self.inner {
-            Inner::Char(c) => batch_by_one(bufs, |b| {
-                c.copy_desc(vr_idx, std::slice::from_mut(b), update_used)
+            Inner::Char(c) => batch_by_one(bufs, update_used, |b, u| {
+                c.copy_desc(vr_idx, std::slice::from_mut(b), u)
             }),
             Inner::Socket(s) => s.copy_desc_batch(vr_idx, bufs, update_used),
         }
@@ -446,14 +464,14 @@ mod tests {
         let mut store = [[0u8; 4]; 5];
         let mut bufs: Vec<IoSliceMut<'_>> = store.iter_mut().map(|b| IoSliceMut::new(b)).collect();
         let mut calls = 0;
-        let b = batch_by_one(&mut bufs, |_| {
+        let b = batch_by_one(&mut bufs, &[true; 5], |_, _| {
             calls += 1;
             Ok(if calls < 3 { 10 * calls } else { 0 })
         })
         .unwrap();
         assert_eq!((b.chains, &b.lens[..3], calls), (2, &[10, 20, 0][..], 3));
         let mut calls = 0;
-        let b = batch_by_one(&mut bufs, |_| {
+        let b = batch_by_one(&mut bufs, &[true; 5], |_, _| {
             calls += 1;
             if calls == 2 {
                 Err(VdevError::Driver {
@@ -470,13 +488,21 @@ mod tests {
         assert_eq!((b.chains, calls), (1, 2));
         assert_eq!(b.error.and_then(|e| e.errno()), Some(libc::EIO));
         // An error that never reached the driver is the batch's own.
-        let e = batch_by_one(&mut bufs, |_| {
+        let e = batch_by_one(&mut bufs, &[true; 5], |_, _| {
             Err(VdevError::BadReply {
                 path: PathBuf::from("x"),
                 op: "COPY_DESC",
             })
         });
         assert!(e.is_err());
+        // Each buffer its own update_used, and no more copies than flags.
+        let mut seen = Vec::new();
+        let b = batch_by_one(&mut bufs, &[true, false, true], |_, u| {
+            seen.push(u);
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!((b.chains, seen), (3, vec![true, false, true]));
     }
 
     #[test]

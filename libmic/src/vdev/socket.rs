@@ -395,37 +395,39 @@ impl SockFile {
         &mut self,
         vr_idx: u8,
         bufs: &mut [IoSliceMut<'_>],
-        update_used: bool,
+        update_used: &[bool],
     ) -> Result<Batch, VdevError> {
-        let n = bufs.len().min(BATCH_MAX as usize);
-        let bufs = &mut bufs[..n];
+        let n = bufs.len().min(update_used.len()).min(BATCH_MAX as usize);
+        let (bufs, update_used) = (&mut bufs[..n], &update_used[..n]);
         let reachable = self.direct
             || self
                 .shm
                 .as_ref()
                 .is_some_and(|s| bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
         if self.version < PROTO_VERSION_BATCH || !reachable {
-            return super::batch_by_one(bufs, |b| {
-                self.copy_desc(vr_idx, std::slice::from_mut(b), update_used)
+            return super::batch_by_one(bufs, update_used, |b, u| {
+                self.copy_desc(vr_idx, std::slice::from_mut(b), u)
             });
         }
-        let cd = MicCopyDesc {
-            iov: 0,
-            iovcnt: 1,
-            vr_idx,
-            update_used: u8::from(update_used),
-            out_len: 0,
-        }
-        .to_bytes();
+        let cd = |u: bool| {
+            MicCopyDesc {
+                iov: 0,
+                iovcnt: 1,
+                vr_idx,
+                update_used: u8::from(u),
+                out_len: 0,
+            }
+            .to_bytes()
+        };
         let head = BatchReq {
             count: bufs.len() as u32,
             flags: 0,
         }
         .to_bytes();
-        let mut req = Vec::with_capacity(head.len() + bufs.len() * (cd.len() + Iovec::SIZE));
+        let mut req = Vec::with_capacity(head.len() + bufs.len() * (MicCopyDesc::SIZE + Iovec::SIZE));
         req.extend_from_slice(&head);
-        for b in bufs.iter() {
-            req.extend_from_slice(&cd);
+        for (b, &u) in bufs.iter().zip(update_used) {
+            req.extend_from_slice(&cd(u));
             let v = Iovec {
                 base: b.as_ptr() as u64,
                 len: b.len() as u64,

@@ -9,14 +9,16 @@
 //! a doorbell that arrives while draining wakes the next `poll`. micemu's
 //! socket may note a wake while a COPY_DESC waits for its reply, so
 //! [`drain_wakes`] runs after every service round and before the thread
-//! blocks.
+//! blocks. A ring whose chains are complete in one copy each (the card's
+//! transmit rings) is emptied with [`drain`], in batches.
 
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use libmic::vdev::{VdevError, VirtioFile, Wake};
+use libmic::vdev::{BATCH_MAX, IoBuf, RingMap, VdevError, VirtioFile, Wake};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -105,6 +107,68 @@ pub fn end_round(file: &mut VirtioFile, what: &str) -> Result<bool, String> {
         Ok((_, true)) => Err(format!("the card removed its {what}")),
         Err(e) => Err(format!("dev/micN: {e}")),
     }
+}
+
+/// What [`drain`] did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Chains moved (and completed).
+    pub chains: usize,
+    /// The budget ran out with chains left.
+    pub more: bool,
+    /// The COPY_DESC that stopped the drain (the chains before it moved):
+    /// the driver's refusal, or a failure to reach it.
+    pub error: Option<VdevError>,
+}
+
+/// Drains the card's chains on vring `vr`, each completed, into `bufs`: a
+/// `copy_desc_batch` of up to `bufs.len()` chains at a time (on micemu
+/// one hand-off for them all), sized by what the card says it made
+/// available (its word: a lie costs at most one batch that stops early).
+/// `each` hears of every chain's bytes, in ring order. Stops when the ring
+/// is empty, after `budget` chains, or at an error.
+pub fn drain(
+    file: &mut VirtioFile,
+    map: &RingMap,
+    vr: u8,
+    bufs: &mut [IoBuf],
+    budget: usize,
+    mut each: impl FnMut(&mut [u8]),
+) -> Drained {
+    let mut out = Drained::default();
+    let ring = usize::from(vr);
+    let most = bufs.len().min(BATCH_MAX);
+    while out.chains < budget && most > 0 {
+        if !map.pending(ring) {
+            return out;
+        }
+        let want = usize::from(map.available(ring))
+            .min(budget - out.chains)
+            .clamp(1, most);
+        let mut io: Vec<IoSliceMut<'_>> = bufs[..want].iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let b = file.copy_desc_batch(vr, &mut io, true);
+        drop(io);
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        for (buf, &len) in bufs.iter_mut().zip(&b.lens[..b.chains]) {
+            each(&mut buf[..len as usize]);
+        }
+        out.chains += b.chains;
+        if b.error.is_some() {
+            out.error = b.error;
+            return out;
+        }
+        if b.chains < want {
+            return out;
+        }
+    }
+    out.more = out.chains >= budget && map.pending(ring);
+    out
 }
 
 /// A data thread: spawned with a stop [`Waker`], stopped with a bound.

@@ -1,7 +1,8 @@
 //! The disk's data thread: `poll(2)` over the `dev/micN` file and the stop
 //! waker; on every wake, every available request is served (at most
-//! [`BUDGET`] per round, then the round repeats without blocking), each
-//! completed before the next is fetched.
+//! [`BUDGET`] per round, then the round repeats without blocking), one
+//! hand-off per request: the copy that completes one request travels with
+//! the copy that fetches the next ([`super::queue`]).
 //!
 //! A chain the ring walker would refuse, or one the card rewrote in
 //! flight, stops the round: the device is served again at the card's next
@@ -9,32 +10,22 @@
 //! cannot make this thread spin. It works again once the card resets the
 //! device.
 
-use std::io::IoSliceMut;
 use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libmic::vdev::{IoBuf, RingMap, VdevError, VirtioFile};
+use libmic::vdev::{RingMap, VirtioFile};
 use mic_core::abi::virtio::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, id, status};
 use nix::poll::{PollFd, PollFlags};
 
 use super::image::Image;
 use super::metrics as m;
-use super::request::{self, Abort, BUF_LEN, Kind, Ring};
+use super::queue::{End, FileQueue, Server};
+use super::request::{self, Abort, BUF_LEN, Kind};
 use crate::devices::dataplane::{DevState, Stats, Waker, end_round, poll, readable};
 
 /// Requests served per round.
 pub const BUDGET: usize = 64;
-
-/// COPY_DESC on the request queue.
-struct FileRing<'a>(&'a mut VirtioFile);
-
-impl Ring for FileRing<'_> {
-    type Error = VdevError;
-    fn copy(&mut self, bufs: &mut [IoSliceMut<'_>], complete: bool) -> Result<u32, VdevError> {
-        self.0.copy_desc(0, bufs, complete)
-    }
-}
 
 /// The data path of one disk.
 pub struct BlockPath {
@@ -43,7 +34,7 @@ pub struct BlockPath {
     image: Arc<Image>,
     stats: Arc<Stats>,
     name: String,
-    buf: IoBuf,
+    server: Server,
     ready: bool,
     gone: bool,
     /// The ring refused a chain or one changed in flight: one attempt per
@@ -68,17 +59,18 @@ impl BlockPath {
         stats: Arc<Stats>,
         name: String,
     ) -> Self {
-        let buf = file.alloc_buf(BUF_LEN);
-        if !buf.is_shared() {
-            log::debug!(target: "mpssd", "{name}: I/O buffer on the heap (no shared arena)");
+        let (input, out) = (file.alloc_buf(BUF_LEN), file.alloc_buf(BUF_LEN));
+        if !(input.is_shared() && out.is_shared()) {
+            log::debug!(target: "mpssd", "{name}: I/O buffers on the heap (no shared arena)");
         }
+        let server = Server::new(input, out);
         Self {
             file,
             map,
             image,
             stats,
             name,
-            buf,
+            server,
             ready: false,
             gone: false,
             wedged: false,
@@ -131,54 +123,55 @@ impl BlockPath {
             self.wedged = false;
             self.stats.set_state(DevState::Up);
         }
-        let mut served = 0;
-        while served < BUDGET {
-            let shape = match self.map.peek_chain(0) {
-                Ok(None) => {
-                    if self.wedged {
-                        self.wedged = false;
-                        self.stats.set_state(DevState::Up);
-                    }
-                    return false;
+        let mut queue = FileQueue {
+            file: &mut self.file,
+            map: &self.map,
+        };
+        let (stats, name) = (&*self.stats, self.name.as_str());
+        let mut any = false;
+        let r = self.server.round(&mut queue, &*self.image, BUDGET, &mut |s| {
+            any = true;
+            count(stats, name, s);
+        });
+        if any && self.wedged {
+            self.wedged = false;
+            self.stats.set_state(DevState::Up);
+        }
+        match r {
+            Ok(End::Empty) => {
+                if self.wedged {
+                    self.wedged = false;
+                    self.stats.set_state(DevState::Up);
                 }
-                Ok(Some(s)) => s,
-                Err(e) => {
-                    self.wedge(&format!("the card offered a bad chain: {e}"));
-                    return false;
-                }
-            };
-            let mut ring = FileRing(&mut self.file);
-            match request::serve(&mut ring, shape, &*self.image, &mut self.buf) {
-                Ok(s) => {
-                    self.count(s);
-                    served += 1;
-                    if self.wedged {
-                        self.wedged = false;
-                        self.stats.set_state(DevState::Up);
-                    }
-                }
-                Err(Abort::Ring(e)) if e.errno() == Some(nix::errno::Errno::ENODEV as i32) => {
-                    // The card reset the device: wait for DRIVER_OK again.
-                    self.ready = false;
-                    self.stats.set_state(DevState::Waiting);
-                    return false;
-                }
-                Err(Abort::Ring(e)) => {
-                    self.wedge(&format!("COPY_DESC: {e}"));
-                    return false;
-                }
-                Err(Abort::Changed { completed }) => {
-                    self.wedge(if completed {
-                        "the card rewrote a request in flight (answered IOERR)"
-                    } else {
-                        "the card rewrote a request in flight; the ring is stuck until the card resets the disk"
-                    });
-                    return false;
-                }
+                false
+            }
+            Ok(End::Budget) => {
+                self.stats.add(m::RING_FULL, 1);
+                true
+            }
+            Ok(End::BadChain(e)) => {
+                self.wedge(&format!("the card offered a bad chain: {e}"));
+                false
+            }
+            Err(Abort::Ring(e)) if e.errno() == Some(nix::errno::Errno::ENODEV as i32) => {
+                // The card reset the device: wait for DRIVER_OK again.
+                self.ready = false;
+                self.stats.set_state(DevState::Waiting);
+                false
+            }
+            Err(Abort::Ring(e)) => {
+                self.wedge(&format!("COPY_DESC: {e}"));
+                false
+            }
+            Err(Abort::Changed { completed }) => {
+                self.wedge(if completed {
+                    "the card rewrote a request in flight (answered IOERR)"
+                } else {
+                    "the card rewrote a request in flight; the ring is stuck until the card resets the disk"
+                });
+                false
             }
         }
-        self.stats.add(m::RING_FULL, 1);
-        true
     }
 
     fn wedge(&mut self, why: &str) {
@@ -189,29 +182,29 @@ impl BlockPath {
         }
         self.wedged = true;
     }
+}
 
-    fn count(&self, s: request::Served) {
-        let st = &self.stats;
-        st.add(m::REQUESTS, 1);
-        match s.status {
-            Some(VIRTIO_BLK_S_IOERR) => st.add(m::IO_ERRORS, 1),
-            Some(VIRTIO_BLK_S_UNSUPP) => st.add(m::UNSUPPORTED, 1),
-            None => st.add(m::MALFORMED, 1),
-            Some(_) => match s.kind {
-                Kind::Read => {
-                    st.add(m::READS, 1);
-                    st.add(m::READ_BYTES, s.bytes);
-                }
-                Kind::Write => {
-                    st.add(m::WRITES, 1);
-                    st.add(m::WRITE_BYTES, s.bytes);
-                }
-                Kind::Flush => st.add(m::FLUSHES, 1),
-                Kind::GetId | Kind::Unsupported(_) | Kind::Malformed => {}
-            },
-        }
-        if let Some(why) = s.why {
-            log::debug!(target: "mpssd", "{}: {why} ({:?})", self.name, s.kind);
-        }
+/// Counts a completed request.
+fn count(st: &Stats, name: &str, s: request::Served) {
+    st.add(m::REQUESTS, 1);
+    match s.status {
+        Some(VIRTIO_BLK_S_IOERR) => st.add(m::IO_ERRORS, 1),
+        Some(VIRTIO_BLK_S_UNSUPP) => st.add(m::UNSUPPORTED, 1),
+        None => st.add(m::MALFORMED, 1),
+        Some(_) => match s.kind {
+            Kind::Read => {
+                st.add(m::READS, 1);
+                st.add(m::READ_BYTES, s.bytes);
+            }
+            Kind::Write => {
+                st.add(m::WRITES, 1);
+                st.add(m::WRITE_BYTES, s.bytes);
+            }
+            Kind::Flush => st.add(m::FLUSHES, 1),
+            Kind::GetId | Kind::Unsupported(_) | Kind::Malformed => {}
+        },
+    }
+    if let Some(why) = s.why {
+        log::debug!(target: "mpssd", "{name}: {why} ({:?})", s.kind);
     }
 }

@@ -4,6 +4,7 @@
 //! - [`device`]: the slot (which image, adding and removing the device,
 //!   hot swap, its status);
 //! - [`event_handler`]: the data thread that serves the request queue;
+//! - [`queue`]: the request queue, one hand-off per request;
 //! - [`request`]: one request, parsed, bounds-checked and answered;
 //! - [`image`]: the image file;
 //! - [`metrics`]: the counters.
@@ -12,6 +13,7 @@ pub mod device;
 pub mod event_handler;
 pub mod image;
 pub mod metrics;
+pub mod queue;
 pub mod request;
 
 use std::path::PathBuf;

@@ -217,27 +217,152 @@ pub fn serve<R: Ring, D: Disk>(
         out_len: readable - HDR,
         in_len: writable - 1,
     };
-    match hdr.ty {
-        VIRTIO_BLK_T_IN => read(&mut cur, req, disk, meta, data),
-        VIRTIO_BLK_T_OUT => write(&mut cur, req, disk, meta, data),
-        VIRTIO_BLK_T_FLUSH => {
-            let (status, why) = match disk.flush() {
-                Ok(()) => (VIRTIO_BLK_S_OK, None),
-                Err(_) => (VIRTIO_BLK_S_IOERR, Some("fdatasync failed")),
-            };
+    match classify(hdr.ty, req, disk) {
+        (_, Action::Read(off)) => read(&mut cur, req, off, disk, meta, data),
+        (_, Action::Write(off)) => write(&mut cur, req, off, disk, meta, data),
+        (_, Action::Flush) => {
+            let (status, why) = flush(disk);
             cur.skip(req.out_len, data)?;
             cur.zeros_then(req.in_len, status, data, meta)?;
             Ok(served(Kind::Flush, Some(status), 0, why))
         }
-        VIRTIO_BLK_T_GET_ID => get_id(&mut cur, req, disk, meta, data),
-        other => refuse(
-            &mut cur,
-            req,
-            (meta, data),
-            Kind::Unsupported(other),
-            VIRTIO_BLK_S_UNSUPP,
-            "an unknown request type",
+        (_, Action::GetId) => get_id(&mut cur, req, disk, meta, data),
+        (kind, Action::Refuse(status, why)) => refuse(&mut cur, req, (meta, data), kind, status, why),
+    }
+}
+
+/// Whether a chain of `shape` is served in two copies, by [`answer`]
+/// between them: a whole header, room for a status, and at most a
+/// [`CHUNK`] of data each way (every request of the card's driver). The
+/// first copy fetches the readable bytes into a buffer of [`BUF_LEN`],
+/// the second completes the chain with the writable bytes from another.
+#[must_use]
+pub fn fits(shape: ChainShape) -> bool {
+    let (r, w) = (u64::from(shape.readable), u64::from(shape.writable));
+    (HDR..=HDR + CHUNK as u64).contains(&r) && (1..=CHUNK as u64 + 1).contains(&w)
+}
+
+/// Serves a request from all its readable bytes, `input` (the header,
+/// then a write's data), into all its writable bytes, `out` (a read's or
+/// GET_ID's data, then the status, last): what [`serve`] does over a
+/// chain, with the same checks and answers, for a chain that [`fits`].
+/// The image is read, written or flushed before this returns, so the
+/// status in `out` is true once the card sees it.
+pub fn answer<D: Disk>(input: &[u8], out: &mut [u8], disk: &D) -> Served {
+    let Some((status, data)) = out.split_last_mut() else {
+        return served(Kind::Malformed, None, 0, Some("no status byte"));
+    };
+    let Some(raw) = input.first_chunk::<{ VirtioBlkOutHdr::SIZE }>() else {
+        data.fill(0);
+        *status = VIRTIO_BLK_S_IOERR;
+        return served(
+            Kind::Malformed,
+            Some(VIRTIO_BLK_S_IOERR),
+            0,
+            Some("header shorter than 16 bytes"),
+        );
+    };
+    let hdr = VirtioBlkOutHdr::from_bytes(raw);
+    let payload = &input[raw.len()..];
+    let req = Req {
+        sector: hdr.sector,
+        out_len: payload.len() as u64,
+        in_len: data.len() as u64,
+    };
+    let (kind, action) = classify(hdr.ty, req, disk);
+    let (st, bytes, why) = match action {
+        Action::Read(off) => {
+            if disk.read_at(data, off).is_ok() {
+                (VIRTIO_BLK_S_OK, req.in_len, None)
+            } else {
+                data.fill(0);
+                (VIRTIO_BLK_S_IOERR, req.in_len, Some("reading the image failed"))
+            }
+        }
+        Action::Write(off) => match disk.write_at(payload, off) {
+            Ok(()) => (VIRTIO_BLK_S_OK, req.out_len, None),
+            Err(_) => (VIRTIO_BLK_S_IOERR, req.out_len, Some("writing the image failed")),
+        },
+        Action::Flush => {
+            data.fill(0);
+            let (st, why) = flush(disk);
+            (st, 0, why)
+        }
+        Action::GetId => {
+            let (id, rest) = data.split_at_mut(VIRTIO_BLK_ID_BYTES);
+            id.copy_from_slice(&disk.serial());
+            rest.fill(0);
+            (VIRTIO_BLK_S_OK, 0, None)
+        }
+        Action::Refuse(st, why) => {
+            data.fill(0);
+            (st, 0, Some(why))
+        }
+    };
+    *status = st;
+    served(kind, Some(st), bytes, why)
+}
+
+/// What a request asks for, once its header is read and checked against
+/// its shape and the image: the one place these checks live.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// The request's room filled from the image at this byte offset.
+    Read(u64),
+    /// The request's data written to the image at this byte offset.
+    Write(u64),
+    Flush,
+    GetId,
+    /// Answered with this status and nothing else: the readable bytes
+    /// dropped, the writable ones zeroed.
+    Refuse(u8, &'static str),
+}
+
+fn classify<D: Disk>(ty: u32, req: Req, disk: &D) -> (Kind, Action) {
+    let ioerr = |why| Action::Refuse(VIRTIO_BLK_S_IOERR, why);
+    match ty {
+        VIRTIO_BLK_T_IN => (
+            Kind::Read,
+            if req.out_len != 0 {
+                ioerr("a read with readable data")
+            } else if !in_bounds(req.sector, req.in_len, disk.size()) {
+                ioerr("a read beyond the image or not in sectors")
+            } else {
+                Action::Read(req.sector * SECTOR)
+            },
         ),
+        VIRTIO_BLK_T_OUT => (
+            Kind::Write,
+            if req.in_len != 0 {
+                ioerr("a write with writable data")
+            } else if !in_bounds(req.sector, req.out_len, disk.size()) {
+                ioerr("a write beyond the image or not in sectors")
+            } else if disk.read_only() {
+                ioerr("a write to a read-only image")
+            } else {
+                Action::Write(req.sector * SECTOR)
+            },
+        ),
+        VIRTIO_BLK_T_FLUSH => (Kind::Flush, Action::Flush),
+        VIRTIO_BLK_T_GET_ID => (
+            Kind::GetId,
+            if req.out_len != 0 || req.in_len < VIRTIO_BLK_ID_BYTES as u64 {
+                ioerr("GET_ID without 20 bytes of room")
+            } else {
+                Action::GetId
+            },
+        ),
+        other => (
+            Kind::Unsupported(other),
+            Action::Refuse(VIRTIO_BLK_S_UNSUPP, "an unknown request type"),
+        ),
+    }
+}
+
+fn flush<D: Disk>(disk: &D) -> (u8, Option<&'static str>) {
+    match disk.flush() {
+        Ok(()) => (VIRTIO_BLK_S_OK, None),
+        Err(_) => (VIRTIO_BLK_S_IOERR, Some("fdatasync failed")),
     }
 }
 
@@ -278,22 +403,13 @@ fn refuse<R: Ring>(
 fn read<R: Ring, D: Disk>(
     cur: &mut Cursor<'_, R>,
     req: Req,
+    mut off: u64,
     disk: &D,
     meta: &mut [u8],
     data: &mut [u8],
 ) -> Result<Served, Abort<R::Error>> {
-    let ioerr = |cur: &mut Cursor<'_, R>, meta, data, why| {
-        refuse(cur, req, (meta, data), Kind::Read, VIRTIO_BLK_S_IOERR, why)
-    };
-    if req.out_len != 0 {
-        return ioerr(cur, meta, data, "a read with readable data");
-    }
-    if !in_bounds(req.sector, req.in_len, disk.size()) {
-        return ioerr(cur, meta, data, "a read beyond the image or not in sectors");
-    }
     let mut status = VIRTIO_BLK_S_OK;
     let mut why = None;
-    let mut off = req.sector * SECTOR;
     let mut left = req.in_len;
     while left > 0 {
         let k = left.min(data.len() as u64) as usize;
@@ -324,25 +440,13 @@ fn read<R: Ring, D: Disk>(
 fn write<R: Ring, D: Disk>(
     cur: &mut Cursor<'_, R>,
     req: Req,
+    mut off: u64,
     disk: &D,
     meta: &mut [u8],
     data: &mut [u8],
 ) -> Result<Served, Abort<R::Error>> {
-    let ioerr = |cur: &mut Cursor<'_, R>, meta, data, why| {
-        refuse(cur, req, (meta, data), Kind::Write, VIRTIO_BLK_S_IOERR, why)
-    };
-    if req.in_len != 0 {
-        return ioerr(cur, meta, data, "a write with writable data");
-    }
-    if !in_bounds(req.sector, req.out_len, disk.size()) {
-        return ioerr(cur, meta, data, "a write beyond the image or not in sectors");
-    }
-    if disk.read_only() {
-        return ioerr(cur, meta, data, "a write to a read-only image");
-    }
     let mut status = VIRTIO_BLK_S_OK;
     let mut why = None;
-    let mut off = req.sector * SECTOR;
     let mut left = req.out_len;
     while left > 0 {
         let k = left.min(data.len() as u64) as usize;
@@ -366,16 +470,6 @@ fn get_id<R: Ring, D: Disk>(
     meta: &mut [u8],
     data: &mut [u8],
 ) -> Result<Served, Abort<R::Error>> {
-    if req.out_len != 0 || req.in_len < VIRTIO_BLK_ID_BYTES as u64 {
-        return refuse(
-            cur,
-            req,
-            (meta, data),
-            Kind::GetId,
-            VIRTIO_BLK_S_IOERR,
-            "GET_ID without 20 bytes of room",
-        );
-    }
     let serial = disk.serial();
     let n = serial.len();
     data[..n].copy_from_slice(&serial);
@@ -392,4 +486,4 @@ fn get_id<R: Ring, D: Disk>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

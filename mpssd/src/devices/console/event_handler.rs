@@ -1,8 +1,9 @@
 //! The console's data thread: `poll(2)` over the `dev/micN` file, the pty
 //! master, the broker's waker and the stop waker.
 //!
-//! - card → host (vring 1): every chain drained per wake (at most
-//!   [`BUDGET`] per round, then the round repeats without blocking),
+//! - card → host (vring 1): every chain drained per wake, [`TX_BATCH`] a
+//!   hand-off (at most [`BUDGET`] per round, then the round repeats
+//!   without blocking),
 //!   published to the broker, written to the pty. The card is never held
 //!   back by a slow reader: the broker and the log take everything; the
 //!   pty gets what it can take and [`PTY_BACKLOG`] more, and the rest is
@@ -27,7 +28,7 @@ use nix::poll::{PollFd, PollFlags};
 use super::broker::Broker;
 use super::metrics as m;
 use super::pty::Pty;
-use crate::devices::dataplane::{DevState, Stats, Waker, end_round, poll, readable};
+use crate::devices::dataplane::{DevState, Stats, Waker, drain, end_round, poll, readable};
 
 /// Chains moved per direction per round before other descriptors get a
 /// look.
@@ -36,6 +37,9 @@ pub const BUDGET: usize = 256;
 /// writes at most a page; anything longer is cut at this and counted as an
 /// error).
 pub const TX_BUF: usize = 64 << 10;
+/// Output chains moved per hand-off (buffers of [`TX_BUF`], allocated
+/// once; only the pages chains touch are ever backed).
+pub const TX_BATCH: usize = 16;
 /// Bytes read from the pty at once.
 pub const RX_BUF: usize = 4096;
 /// Output held for a pty that is not being read.
@@ -51,7 +55,7 @@ pub struct ConsolePath {
     pub pty: Option<Arc<Pty>>,
     pub stats: Arc<Stats>,
     pub name: String,
-    tx: IoBuf,
+    tx: Vec<IoBuf>,
     /// Read from the pty, not yet taken by the card: `pty_in[at..len]`.
     pty_in: IoBuf,
     pty_in_at: usize,
@@ -88,7 +92,7 @@ impl ConsolePath {
         stats: Arc<Stats>,
         name: String,
     ) -> Self {
-        let tx = file.alloc_buf(TX_BUF);
+        let tx = (0..TX_BATCH).map(|_| file.alloc_buf(TX_BUF)).collect();
         let pty_in = file.alloc_buf(RX_BUF);
         let inbox = file.alloc_buf(RX_BUF);
         Self {
@@ -237,26 +241,18 @@ impl ConsolePath {
         }
     }
 
-    /// Card → host.
+    /// Card → host, [`TX_BATCH`] chains a hand-off.
     fn output(&mut self) -> bool {
         let mut out = Vec::new();
-        let mut chains = 0;
-        while chains < BUDGET && self.map.pending(1) {
-            match self.file.copy_desc(1, &mut [IoSliceMut::new(&mut self.tx)], true) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let n = n as usize;
-                    if n == TX_BUF {
-                        self.stats.add(m::ERRORS, 1);
-                    }
-                    out.extend_from_slice(&self.tx[..n]);
-                    chains += 1;
-                }
-                Err(e) => {
-                    self.copy_failed("reading the card's output", &e);
-                    break;
-                }
+        let stats = &*self.stats;
+        let d = drain(&mut self.file, &self.map, 1, &mut self.tx, BUDGET, |chain| {
+            if chain.len() == TX_BUF {
+                stats.add(m::ERRORS, 1);
             }
+            out.extend_from_slice(chain);
+        });
+        if let Some(e) = d.error {
+            self.copy_failed("reading the card's output", &e);
         }
         if !out.is_empty() {
             self.stats.add(m::OUTPUT_BYTES, out.len() as u64);
@@ -265,7 +261,7 @@ impl ConsolePath {
                 self.write_pty(&p, &out);
             }
         }
-        chains == BUDGET
+        d.more
     }
 
     /// Host → card, while the card has receive buffers.

@@ -42,6 +42,7 @@ use nix::sys::eventfd::EventFd;
 use super::hdr::{self, HDR};
 use super::metrics::{NetState, NetStats, bump};
 use super::tap::Tap;
+use crate::devices::dataplane::drain;
 
 /// Frames served per direction before the other direction (and the stop
 /// request) gets a look.
@@ -139,14 +140,6 @@ impl Worker {
             broken: false,
             rx_blocked: false,
             logged: 0,
-        }
-    }
-
-    /// Logs `what` the first time reason `bit` happens.
-    fn once(&mut self, bit: u32, what: impl FnOnce() -> String) {
-        if self.logged & (1 << bit) == 0 {
-            self.logged |= 1 << bit;
-            log::warn!(target: "mpssd", "mic{}: net: {} (counted; logged once)", self.card, what());
         }
     }
 
@@ -249,72 +242,26 @@ impl Worker {
 
     /// Card → TAP: drain the card's transmit chains.
     fn tx_batch(&mut self) -> Result<Batch, String> {
-        let mut served = 0;
-        while served < BUDGET {
-            if self.broken || !self.map.pending(usize::from(TX)) {
-                return Ok(Batch::Done);
-            }
-            // The card's count, bounded by our buffers: a lie costs at
-            // most one batch that stops early.
-            let want = usize::from(self.map.available(usize::from(TX))).clamp(1, BATCH);
-            let mut io: Vec<IoSliceMut<'_>> = self.tx_bufs[..want]
-                .iter_mut()
-                .map(|b| IoSliceMut::new(b))
-                .collect();
-            let b = self.file.copy_desc_batch(TX, &mut io, true);
-            drop(io);
-            let b = match b {
-                Ok(b) => b,
-                Err(e) => {
-                    self.copy_failed(TX, &e)?;
-                    return Ok(Batch::Done);
-                }
-            };
-            for i in 0..b.chains {
-                self.forward(i, b.lens[i] as usize);
-            }
-            served += b.chains;
-            if let Some(e) = b.error {
-                self.copy_failed(TX, &e)?;
-                return Ok(Batch::Done);
-            }
-            if b.chains < want {
-                return Ok(Batch::Done);
-            }
+        if self.broken {
+            return Ok(Batch::Done);
         }
-        Ok(if self.map.pending(usize::from(TX)) {
-            Batch::More
-        } else {
-            Batch::Done
-        })
-    }
-
-    /// The `n` bytes of transmit buffer `i` (a header and a frame) go to
-    /// the TAP, sanitised, or are dropped and counted.
-    fn forward(&mut self, i: usize, n: usize) {
         let acked = self.acked.unwrap_or(0);
-        let frame = &mut self.tx_bufs[i][..n];
-        match hdr::sanitize_tx(frame, acked) {
-            Ok(changed) => {
-                if changed {
-                    bump(&self.stats.tx_sanitised, 1);
-                }
-                match self.tap.send(frame) {
-                    Ok(()) => {
-                        bump(&self.stats.tx_frames, 1);
-                        bump(&self.stats.tx_bytes, (n - HDR) as u64);
-                    }
-                    Err(e) => {
-                        bump(&self.stats.tx_drop_tap, 1);
-                        self.once(0, || format!("the TAP refused a frame from the card: {e}"));
-                    }
-                }
-            }
-            Err(why) => {
-                self.stats.dropped(why);
-                self.once(1 + why as u32, || format!("dropped a frame from the card: {why}"));
-            }
+        let (card, tap, stats, logged) = (self.card, &self.tap, &*self.stats, &mut self.logged);
+        let d = drain(
+            &mut self.file,
+            &self.map,
+            TX,
+            &mut self.tx_bufs,
+            BUDGET,
+            |frame| {
+                forward(frame, acked, tap, stats, (card, logged));
+            },
+        );
+        if let Some(e) = d.error {
+            self.copy_failed(TX, &e)?;
+            return Ok(Batch::Done);
         }
+        Ok(if d.more { Batch::More } else { Batch::Done })
     }
 
     /// TAP → card: fill the card's posted receive buffers.
@@ -419,6 +366,46 @@ impl Worker {
         match nix::poll::poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(format!("poll: {e}")),
+        }
+    }
+}
+
+/// Logs `what` the first time reason `bit` happens (`logged`: the reasons
+/// already logged, each once per device life).
+fn log_once(logged: &mut u32, card: u32, bit: u32, what: impl FnOnce() -> String) {
+    if *logged & (1 << bit) == 0 {
+        *logged |= 1 << bit;
+        log::warn!(target: "mpssd", "mic{card}: net: {} (counted; logged once)", what());
+    }
+}
+
+/// A transmit chain's bytes (a header and a frame) go to the TAP,
+/// sanitised, or are dropped and counted (a reason logged once per card).
+fn forward(frame: &mut [u8], acked: u32, tap: &Tap, stats: &NetStats, (card, logged): (u32, &mut u32)) {
+    let n = frame.len();
+    match hdr::sanitize_tx(frame, acked) {
+        Ok(changed) => {
+            if changed {
+                bump(&stats.tx_sanitised, 1);
+            }
+            match tap.send(frame) {
+                Ok(()) => {
+                    bump(&stats.tx_frames, 1);
+                    bump(&stats.tx_bytes, (n - HDR) as u64);
+                }
+                Err(e) => {
+                    bump(&stats.tx_drop_tap, 1);
+                    log_once(logged, card, 0, || {
+                        format!("the TAP refused a frame from the card: {e}")
+                    });
+                }
+            }
+        }
+        Err(why) => {
+            stats.dropped(why);
+            log_once(logged, card, 1 + why as u32, || {
+                format!("dropped a frame from the card: {why}")
+            });
         }
     }
 }

@@ -10,18 +10,18 @@ use super::*;
 /// A chain: segments in order (readable ones first), moved as the
 /// driver's ring walker moves them.
 #[derive(Debug, Clone)]
-struct Fake {
+pub(crate) struct Fake {
     segs: Vec<(Vec<u8>, bool)>,
     pos: usize,
     off: usize,
     moved: u32,
     /// The used entry's length, once completed.
-    used: Option<u32>,
-    copies: u32,
+    pub(crate) used: Option<u32>,
+    pub(crate) copies: u32,
 }
 
 impl Fake {
-    fn new(segs: Vec<(Vec<u8>, bool)>) -> Self {
+    pub(crate) fn new(segs: Vec<(Vec<u8>, bool)>) -> Self {
         Self {
             segs,
             pos: 0,
@@ -32,7 +32,7 @@ impl Fake {
         }
     }
 
-    fn shape(&self) -> ChainShape {
+    pub(crate) fn shape(&self) -> ChainShape {
         let sum = |w: bool| {
             self.segs
                 .iter()
@@ -48,7 +48,7 @@ impl Fake {
     }
 
     /// The writable bytes, as the card sees them after the request.
-    fn written(&self) -> Vec<u8> {
+    pub(crate) fn written(&self) -> Vec<u8> {
         self.segs
             .iter()
             .filter(|s| s.1)
@@ -56,7 +56,7 @@ impl Fake {
             .collect()
     }
 
-    fn status(&self) -> Option<u8> {
+    pub(crate) fn status(&self) -> Option<u8> {
         self.written().last().copied()
     }
 }
@@ -95,15 +95,15 @@ impl Ring for Fake {
     }
 }
 
-struct Img {
-    data: RefCell<Vec<u8>>,
-    ro: bool,
-    fail: bool,
-    flushes: Cell<u32>,
+pub(crate) struct Img {
+    pub(crate) data: RefCell<Vec<u8>>,
+    pub(crate) ro: bool,
+    pub(crate) fail: bool,
+    pub(crate) flushes: Cell<u32>,
 }
 
 impl Img {
-    fn new(sectors: usize) -> Self {
+    pub(crate) fn new(sectors: usize) -> Self {
         Self {
             data: RefCell::new((0..sectors * 512).map(|i| (i % 251) as u8).collect()),
             ro: false,
@@ -147,9 +147,9 @@ impl Disk for Img {
     }
 }
 
-type Seg = (Vec<u8>, bool);
+pub(crate) type Seg = (Vec<u8>, bool);
 
-fn hdr(ty: u32, sector: u64) -> Vec<u8> {
+pub(crate) fn hdr(ty: u32, sector: u64) -> Vec<u8> {
     VirtioBlkOutHdr {
         ty,
         ioprio: 0,
@@ -159,15 +159,15 @@ fn hdr(ty: u32, sector: u64) -> Vec<u8> {
     .to_vec()
 }
 
-fn r(b: Vec<u8>) -> (Vec<u8>, bool) {
+pub(crate) fn r(b: Vec<u8>) -> (Vec<u8>, bool) {
     (b, false)
 }
 
-fn w(n: usize) -> (Vec<u8>, bool) {
+pub(crate) fn w(n: usize) -> (Vec<u8>, bool) {
     (vec![0xAA; n], true)
 }
 
-fn run(f: &mut Fake, disk: &Img) -> Served {
+pub(crate) fn run(f: &mut Fake, disk: &Img) -> Served {
     let mut buf = vec![0u8; BUF_LEN];
     let shape = f.shape();
     let s = serve(f, shape, disk, &mut buf).unwrap();
