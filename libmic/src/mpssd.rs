@@ -302,9 +302,15 @@ impl Client {
 
     /// The next frame mpssd sends (an answer or an event).
     pub fn next_frame(&mut self) -> Result<ServerFrame> {
+        let line = self.next_line()?;
+        mpssd_proto::decode_server(&line).map_err(ClientError::Decode)
+    }
+
+    /// The next frame's line, undecoded.
+    fn next_line(&mut self) -> Result<Vec<u8>> {
         loop {
             if let Some(line) = self.decoder.next_frame().map_err(ClientError::Frame)? {
-                return mpssd_proto::decode_server(&line).map_err(ClientError::Decode);
+                return Ok(line);
             }
             let mut buf = [0u8; 8192];
             let want = buf.len().min(self.decoder.room().max(1));
@@ -489,6 +495,7 @@ impl Client {
                 client: self,
                 card,
                 ended: false,
+                skip: None,
             },
             input,
         })
@@ -675,9 +682,37 @@ pub struct ConsoleOutput {
     client: Client,
     card: u32,
     ended: bool,
+    /// [`skip_output`](Self::skip_output): the line an output frame of
+    /// this card starts with, as mpssd encodes it.
+    skip: Option<Vec<u8>>,
 }
 
 impl ConsoleOutput {
+    /// The card's output is not wanted here (a write side whose viewer
+    /// shows it): [`next_item`](Self::next_item) passes over output frames
+    /// without decoding them (a card printing as fast as it can is
+    /// otherwise decoded twice). Lines that merely look otherwise are
+    /// decoded as ever; only [`ConsoleItem::Output`] is left out.
+    pub fn skip_output(&mut self) {
+        let prefix = mpssd_proto::encode(&ServerFrame {
+            v: mpssd_proto::VERSION,
+            id: None,
+            body: ServerBody::Console(mpssd_proto::ConsoleFrame {
+                card: self.card,
+                event: ConsoleEvent::Output {
+                    data: mpssd_proto::Bytes(Vec::new()),
+                    replay: false,
+                },
+            }),
+        });
+        // `…"kind":"output",` of `…"kind":"output","data":""}}`.
+        let cut = prefix
+            .windows(8)
+            .position(|w| w == b"\"data\":\"")
+            .unwrap_or(prefix.len());
+        self.skip = Some(prefix[..cut].to_vec());
+    }
+
     /// Bounds the wait for the next item (`None`: block). Shared with the
     /// writer's socket.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
@@ -771,13 +806,22 @@ impl ConsoleOutput {
             return Err(ClientError::Closed);
         }
         loop {
-            let frame = match self.client.next_frame() {
-                Ok(f) => f,
+            let line = match self.client.next_line() {
+                Ok(l) => l,
                 Err(ClientError::Closed) => {
                     return Ok(self.ended(ConsoleItem::Ended(ConsoleEnd::Disconnected)));
                 }
                 Err(e) => return Err(e),
             };
+            if self.skip.as_ref().is_some_and(|p| line.starts_with(p)) {
+                continue;
+            }
+            let frame = mpssd_proto::decode_server(&line).map_err(ClientError::Decode)?;
+            if self.skip.is_some()
+                && matches!(&frame.body, ServerBody::Console(c) if matches!(c.event, ConsoleEvent::Output { .. }))
+            {
+                continue;
+            }
             if let Some(item) = self.item(frame) {
                 return Ok(self.ended(item));
             }
@@ -1147,5 +1191,70 @@ mod tests {
             ]
         );
         assert!(matches!(console.output.try_next_item(), Err(ClientError::Closed)));
+    }
+
+    /// A write side that skips the output still gets everything else, in
+    /// order; output in any encoding is left out.
+    #[test]
+    fn skip_output_passes_over_the_output_and_nothing_else() {
+        let (_d, r) = root();
+        let listener = UnixListener::bind(r.mpssd_socket()).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let (conn, _) = listener.accept().unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut lines = std::io::BufReader::new(conn).lines();
+            let line = lines.next().unwrap().unwrap();
+            let id = mpssd_proto::decode_request(line.as_bytes()).unwrap().id;
+            w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+                id,
+                attached(ConsoleMode::ReadWrite, None),
+            )))
+            .unwrap();
+            let output = |card, replay| {
+                mpssd_proto::encode(&ServerFrame::console(
+                    card,
+                    ConsoleEvent::Output {
+                        data: Bytes(b"hello".to_vec()),
+                        replay,
+                    },
+                ))
+            };
+            w.write_all(&output(0, false)).unwrap();
+            w.write_all(&output(0, true)).unwrap();
+            w.write_all(&output(10, false)).unwrap();
+            // The same output, its keys in another order.
+            w.write_all(b"{\"console\":{\"kind\":\"output\",\"card\":0,\"data\":\"aGk=\"},\"v\":1}\n")
+                .unwrap();
+            w.write_all(&mpssd_proto::encode(&ServerFrame::console(
+                0,
+                ConsoleEvent::Device {
+                    up: false,
+                    reason: "the card resets".into(),
+                },
+            )))
+            .unwrap();
+            w.write_all(&mpssd_proto::encode(&ServerFrame::error(
+                Some(10),
+                ErrorBody::new(ErrorCode::ReadOnly, "read-only"),
+            )))
+            .unwrap();
+        });
+        let c = Client::connect(&r).unwrap();
+        let mut console = c.attach_console(0, &AttachOptions::read_write()).unwrap();
+        console.output.skip_output();
+        server.join().unwrap();
+        let items: Vec<_> = console.output.by_ref().map(Result::unwrap).collect();
+        assert_eq!(
+            items,
+            [
+                ConsoleItem::Device {
+                    up: false,
+                    reason: "the card resets".into()
+                },
+                ConsoleItem::Refused(ErrorBody::new(ErrorCode::ReadOnly, "read-only")),
+                ConsoleItem::Ended(ConsoleEnd::Disconnected),
+            ]
+        );
     }
 }

@@ -234,9 +234,9 @@ fn run() -> anyhow::Result<()> {
         f.mictop.as_secs_f64() * 1e3 / mib
     );
     println!(
-        "  (the emulator's work is per line: each line scrolled off clears a row of the pane's width, \
-         the scrollback being the output kept and replayed when looked at; seq's {:.0}-byte lines are \
-         its worst case per byte)",
+        "  (plain lines the screen would scroll past unseen are counted, not drawn, and kept as output \
+         for the scrollback; what is left per MB is decoding mpssd's frames, and per frame drawing the \
+         pane, which dominates a flood this short; seq's {:.0}-byte lines)",
         f.expected as f64 / LAST as f64
     );
     println!(

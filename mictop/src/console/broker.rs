@@ -409,6 +409,8 @@ fn write_side(shared: &Shared, generation: u64) {
     if let Err(e) = unbounded(&mut output) {
         return fail(failure_text(&e));
     }
+    // The viewer decodes the output; this copy is passed over undecoded.
+    output.skip_output();
     let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE);
     {
         let mut st = shared.lock();

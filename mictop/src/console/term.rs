@@ -192,6 +192,129 @@ pub struct Term {
     /// a taller screen pulled back (the older ones do not come back).
     kept: usize,
     view: Option<View>,
+    /// Whether the card may have set a scroll region (a CSI ending in `r`
+    /// was seen; only a full reset clears it): then a line feed at the
+    /// bottom need not scroll, and plain text is never skipped.
+    region: Region,
+}
+
+/// Watches the stream for DECSTBM (`CSI top;bottom r`) and RIS (`ESC c`),
+/// across chunks: a region is set unless the last DECSTBM named the whole
+/// screen (no parameters, or `1;N` with N at least the screen's rows).
+#[derive(Debug, Clone, Copy, Default)]
+struct Region {
+    maybe_set: bool,
+    state: RegionScan,
+    /// The parameters of the CSI being read (at most 15 bytes; longer ones
+    /// count as a region set).
+    params: [u8; 15],
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum RegionScan {
+    #[default]
+    Text,
+    Escape,
+    Csi,
+}
+
+impl Region {
+    fn feed(&mut self, bytes: &[u8], rows: u16) {
+        if self.state == RegionScan::Text && !bytes.contains(&0x1b) {
+            return;
+        }
+        for &b in bytes {
+            self.state = match (self.state, b) {
+                (_, 0x1b) => RegionScan::Escape,
+                (RegionScan::Escape, b'[') => {
+                    self.len = 0;
+                    RegionScan::Csi
+                }
+                (RegionScan::Escape, b'c') => {
+                    self.maybe_set = false;
+                    RegionScan::Text
+                }
+                (RegionScan::Csi, 0x40..=0x7e) => {
+                    if b == b'r' {
+                        self.maybe_set = !self.whole_screen(rows);
+                    }
+                    RegionScan::Text
+                }
+                (RegionScan::Csi, _) => {
+                    if let Some(p) = self.params.get_mut(self.len) {
+                        *p = b;
+                    }
+                    self.len = self.len.saturating_add(1);
+                    RegionScan::Csi
+                }
+                _ => RegionScan::Text,
+            };
+        }
+    }
+
+    /// Whether the DECSTBM just read names the whole screen.
+    fn whole_screen(&self, rows: u16) -> bool {
+        let Some(params) = self.params.get(..self.len) else {
+            return false;
+        };
+        let number = |p: &[u8]| -> Option<u32> {
+            if p.is_empty() {
+                return Some(0);
+            }
+            std::str::from_utf8(p).ok()?.parse().ok()
+        };
+        let mut parts = params.split(|&b| b == b';');
+        let top = parts.next().map_or(Some(0), number);
+        let bottom = parts.next().map_or(Some(0), number);
+        match (top, bottom, parts.next()) {
+            (Some(top), Some(bottom), None) => top <= 1 && (bottom == 0 || bottom >= u32::from(rows)),
+            _ => false,
+        }
+    }
+}
+
+/// How much of `bytes` a terminal of `rows` × `cols` whose cursor is at
+/// the start of its bottom row may skip, and how many lines that part
+/// scrolls off: when `bytes` is plain printable ASCII in lines ended by
+/// `\r\n`, none reaching the right edge (no wrap), each line feed scrolls
+/// exactly one line, and the last `rows` lines and what follows them write
+/// every row of the screen — what came before leaves nothing on it. The
+/// cut is after a `\r\n`, so the rest starts where the skipped part left
+/// the cursor. `(0, 0)`: not such output, or too little of it to matter.
+fn skippable(bytes: &[u8], rows: u16, cols: u16) -> (usize, u64) {
+    let mut feeds = 0u64;
+    let mut run = 0u16;
+    let mut prev = b'\n';
+    for &b in bytes {
+        match b {
+            b'\r' => run = 0,
+            b'\n' if prev == b'\r' => feeds += 1,
+            0x20..=0x7e => {
+                run += 1;
+                if run >= cols {
+                    return (0, 0);
+                }
+            }
+            _ => return (0, 0),
+        }
+        prev = b;
+    }
+    let keep = u64::from(rows) + 1;
+    if feeds <= 2 * keep {
+        return (0, 0);
+    }
+    let skip = feeds - keep;
+    let mut seen = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            seen += 1;
+            if seen == skip {
+                return (i + 1, skip);
+            }
+        }
+    }
+    (0, 0)
 }
 
 impl std::fmt::Debug for Term {
@@ -218,6 +341,7 @@ impl Term {
             generations: VecDeque::new(),
             kept: 0,
             view: None,
+            region: Region::default(),
         };
         term.checkpoint();
         term
@@ -237,11 +361,39 @@ impl Term {
         self.live.screen()
     }
 
-    /// Runs the card's `bytes` through the emulator.
+    /// Runs the card's `bytes` through the emulator. A flood of plain lines
+    /// is parsed only as far as the screen shows it ([`skippable`]): what
+    /// scrolls past unseen is counted and kept for the scrollback, not
+    /// drawn (the cost of a card printing as fast as it can is then per
+    /// chunk, not per line).
     pub fn process(&mut self, bytes: &[u8]) {
         let before = self.live.callbacks().lines;
-        self.live.process(bytes);
-        self.ground = self.ground.feed(bytes);
+        // A chunk rarely starts at a line's start: its first line is drawn
+        // as it comes, then the rest may be skipped through.
+        let head = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        self.live.process(&bytes[..head]);
+        let rows = self.live.screen().size().0.get();
+        self.region.feed(&bytes[..head], rows);
+        self.ground = self.ground.feed(&bytes[..head]);
+        let rest = &bytes[head..];
+        let screen = self.live.screen();
+        let (rows, cols) = screen.size();
+        let (skip, lines) = if self.ground == Ground::Ground
+            && screen.cursor_position() == (rows.get() - 1, 0)
+            && !self.region.maybe_set
+            && !screen.alternate_screen()
+        {
+            skippable(rest, rows.get(), cols.get())
+        } else {
+            (0, 0)
+        };
+        self.live.callbacks_mut().lines += lines;
+        self.live.process(&rest[skip..]);
+        self.region.feed(rest, rows.get());
+        self.ground = self.ground.feed(rest);
         if self.depth == 0 {
             return;
         }
@@ -566,6 +718,18 @@ mod tests {
     /// bytes in random chunks (cutting sequences and characters); every
     /// scrolled-back view must show the same cells.
     fn same_as_vt100(size: (u16, u16), resize: Option<(u16, u16)>, depth: usize, bytes: &[u8], seed: u64) {
+        same_as_vt100_in(size, resize, depth, bytes, seed, 97);
+    }
+
+    /// [`same_as_vt100`] with chunks of up to `chunk` bytes.
+    fn same_as_vt100_in(
+        size: (u16, u16),
+        resize: Option<(u16, u16)>,
+        depth: usize,
+        bytes: &[u8],
+        seed: u64,
+        chunk: usize,
+    ) {
         let (mut rows, mut cols) = size;
         let mut ours = Term::new(nz(rows), nz(cols), depth);
         let mut theirs = vt100::Parser::new(nz(rows), nz(cols), depth);
@@ -586,10 +750,19 @@ mod tests {
                 same_cells(ours.screen(), theirs.screen(), rows, cols, "the resized screen");
                 assert_eq!(ours.scrollback_len(), theirs.screen().scrollback_len(), "resized");
             }
-            let n = (lcg(&mut seed) % 97 + 1).min(bytes.len() - at);
+            let n = (lcg(&mut seed) % chunk + 1).min(bytes.len() - at);
             ours.process(&bytes[at..at + n]);
             theirs.process(&bytes[at..at + n]);
             at += n;
+            // The live screen after every chunk (a flood skipped past
+            // shows the same screen at once, not only by the end).
+            same_cells(
+                ours.screen(),
+                theirs.screen(),
+                rows,
+                cols,
+                &format!("at byte {at}"),
+            );
         }
         assert_eq!(ours.scrollback_len(), theirs.screen().scrollback_len());
         same_cells(ours.screen(), theirs.screen(), rows, cols, "the live screen");
@@ -626,6 +799,74 @@ mod tests {
         same_as_vt100((20, 40), Some((30, 40)), 40, &bytes, 10);
         same_as_vt100((20, 40), Some((30, 40)), 1000, &bytes, 11);
         same_as_vt100((20, 40), Some((30, 40)), 5, &bytes, 12);
+    }
+
+    /// Floods of plain lines (which [`skippable`] lets the live screen skip)
+    /// in big chunks, between and after everything else: a partial line
+    /// the cursor went back over, colours in force, a scroll region set and
+    /// reset, the alternate screen, lines at and past the right edge.
+    #[test]
+    fn a_flood_skipped_past_shows_what_vt100_shows() {
+        let flood = |from: usize, n: usize| -> Vec<u8> {
+            let mut v = Vec::new();
+            for i in from..from + n {
+                v.extend_from_slice(format!("{i}\r\n").as_bytes());
+            }
+            v
+        };
+        let mut bytes = flood(0, 300);
+        bytes.extend_from_slice(b"half a line\r");
+        bytes.extend_from_slice(&flood(300, 200));
+        bytes.extend_from_slice(b"\x1b[1;33m");
+        bytes.extend_from_slice(&flood(500, 200));
+        bytes.extend_from_slice(b"\x1b[0m");
+        bytes.extend_from_slice(&stream(60));
+        bytes.extend_from_slice(&flood(600, 300));
+        bytes.extend_from_slice(b"\x1b[3;10r\x1b[10H");
+        bytes.extend_from_slice(&flood(900, 200));
+        bytes.extend_from_slice(b"\x1b[r\x1b[24H");
+        bytes.extend_from_slice(&flood(1100, 200));
+        bytes.extend_from_slice(&flood(1300, 300));
+        bytes.extend_from_slice(b"\x1b[?1049h");
+        bytes.extend_from_slice(&flood(1600, 200));
+        bytes.extend_from_slice(b"\x1b[?1049l");
+        for i in 0..200 {
+            bytes.extend_from_slice(format!("{}{i}\r\n", "x".repeat(i % 45)).as_bytes());
+        }
+        bytes.extend_from_slice(&flood(2000, 300));
+        for seed in 1..5 {
+            same_as_vt100_in((24, 40), None, 40, &bytes, seed, 8192);
+            same_as_vt100_in((24, 40), None, 1000, &bytes, seed, 4096);
+        }
+        same_as_vt100_in((24, 40), Some((30, 40)), 100, &bytes, 5, 8192);
+        same_as_vt100_in((24, 40), Some((20, 30)), 100, &bytes, 6, 8192);
+    }
+
+    #[test]
+    fn a_flood_skips_the_lines_that_scroll_past_unseen() {
+        // A screen of 5 rows fed 1000 plain lines at once draws few of them:
+        // the rest are counted, and the screen is the last ones.
+        let mut t = Term::new(nz(5), nz(20), 100);
+        // The cursor at the start of the bottom row, one line scrolled off.
+        t.process(b"a\r\nb\r\nc\r\nd\r\ne\r\n");
+        assert_eq!(t.live.callbacks().lines, 1);
+        let mut text = String::new();
+        for n in 1..=1000 {
+            write!(text, "{n}\r\n").expect("to a string");
+        }
+        // All but the last 6 lines (the screen's 5 and one more).
+        assert_eq!(
+            skippable(text.as_bytes(), 5, 20),
+            (text.find("995\r\n").unwrap(), 994)
+        );
+        t.process(text.as_bytes());
+        assert_eq!(t.live.callbacks().lines, 1001);
+        assert_eq!(t.live.screen().contents(), "997\n998\n999\n1000");
+        assert_eq!(t.scrollback_text().last().map(String::as_str), Some("996"));
+        // Not plain, or a line reaching the edge: nothing is skipped.
+        assert_eq!(skippable(b"a\x1b[mb\r\n", 5, 20).0, 0);
+        assert_eq!(skippable(&b"x\n".repeat(100), 5, 20).0, 0);
+        assert_eq!(skippable(&b"0123456789012345678901\r\n".repeat(100), 5, 20).0, 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -39,19 +39,26 @@ impl std::ops::Deref for Bytes {
 /// `bytes` in base64.
 #[must_use]
 pub fn encode_base64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    let sym = |n: u32, i: u32| ALPHABET[(n >> (18 - 6 * i)) as usize & 63];
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+        out.extend_from_slice(&[sym(n, 0), sym(n, 1), sym(n, 2), sym(n, 3)]);
     }
-    out
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[sym(n, 0), sym(n, 1), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = (u32::from(a) << 16) | (u32::from(b) << 8);
+            out.extend_from_slice(&[sym(n, 0), sym(n, 1), sym(n, 2), b'=']);
+        }
+        _ => {}
+    }
+    // Only ALPHABET's ASCII and '=' were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Why a base64 string was refused.
@@ -63,15 +70,23 @@ pub enum Base64Error {
     Char(usize),
 }
 
+/// Each byte's 6-bit value, or `INVALID`.
+const DECODE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+const INVALID: u8 = 0xff;
+
 fn value(c: u8) -> Option<u32> {
-    Some(u32::from(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    }))
+    match DECODE[usize::from(c)] {
+        INVALID => None,
+        v => Some(u32::from(v)),
+    }
 }
 
 /// Decodes standard base64 with padding.
@@ -82,7 +97,18 @@ pub fn decode_base64(s: &str) -> Result<Vec<u8>, Base64Error> {
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     let quads = s.len() / 4;
-    for (q, quad) in s.chunks(4).enumerate() {
+    // Every quad but the last has no padding: four table lookups.
+    let body = quads.saturating_sub(1);
+    for (q, quad) in s[..body * 4].chunks_exact(4).enumerate() {
+        let v = [quad[0], quad[1], quad[2], quad[3]].map(|c| DECODE[usize::from(c)]);
+        if let Some(i) = v.iter().position(|&x| x == INVALID) {
+            return Err(Base64Error::Char(q * 4 + i));
+        }
+        let n = (u32::from(v[0]) << 18) | (u32::from(v[1]) << 12) | (u32::from(v[2]) << 6) | u32::from(v[3]);
+        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    }
+    for (q, quad) in s[body * 4..].chunks(4).enumerate() {
+        let q = body + q;
         let last = q + 1 == quads;
         let pad = if last {
             quad.iter().rev().take_while(|&&c| c == b'=').count()
@@ -115,8 +141,19 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(de)?;
-        decode_base64(&s).map(Bytes).map_err(D::Error::custom)
+        /// Decodes the string where the deserializer has it (a console
+        /// frame's 16 KiB are not copied into a `String` first).
+        struct Base64;
+        impl serde::de::Visitor<'_> for Base64 {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Bytes, E> {
+                decode_base64(s).map(Bytes).map_err(E::custom)
+            }
+        }
+        de.deserialize_str(Base64)
     }
 }
 
@@ -154,5 +191,7 @@ mod tests {
         assert_eq!(decode_base64("ab!d"), Err(Base64Error::Char(2)));
         assert_eq!(decode_base64("a==="), Err(Base64Error::Char(1)));
         assert_eq!(decode_base64("ab==abcd"), Err(Base64Error::Char(2)));
+        assert_eq!(decode_base64("AAAAAAA!AAAA"), Err(Base64Error::Char(7)));
+        assert_eq!(decode_base64("AAAAAAAAAA!A"), Err(Base64Error::Char(10)));
     }
 }

@@ -997,6 +997,14 @@ pub fn decode_request(line: &[u8]) -> Result<ClientFrame, (Option<u64>, DecodeEr
 
 /// Decodes one daemon frame (without its newline).
 pub fn decode_server(line: &[u8]) -> Result<ServerFrame, DecodeError> {
+    // The common case in one pass (console output is most of the stream);
+    // anything it does not take is decoded again the careful way, for the
+    // error that says what is wrong.
+    if let Ok(frame) = serde_json::from_slice::<ServerFrame>(line) {
+        if frame.v == VERSION {
+            return Ok(frame);
+        }
+    }
     let (_, value) = probe(line)?;
     ServerFrame::deserialize(value).map_err(|e| DecodeError::BadRequest(e.to_string()))
 }
