@@ -1130,17 +1130,7 @@ mod tests {
         let (go, from_test) = std::sync::mpsc::channel::<()>();
         let listener = UnixListener::bind(r.mpssd_socket()).unwrap();
         let server = std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let (conn, _) = listener.accept().unwrap();
-            let mut w = conn.try_clone().unwrap();
-            let mut lines = std::io::BufReader::new(conn).lines();
-            let line = lines.next().unwrap().unwrap();
-            let id = mpssd_proto::decode_request(line.as_bytes()).unwrap().id;
-            w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
-                id,
-                attached(ConsoleMode::ReadWrite, None),
-            )))
-            .unwrap();
+            let mut w = accept_attach(&listener);
             let out = mpssd_proto::encode(&ServerFrame::console(
                 0,
                 ConsoleEvent::Output {
@@ -1193,6 +1183,25 @@ mod tests {
         assert!(matches!(console.output.try_next_item(), Err(ClientError::Closed)));
     }
 
+    /// A fake mpssd's side: takes one connection and answers its attach
+    /// read-write; returns the connection to write the rest on.
+    fn accept_attach(listener: &UnixListener) -> std::os::unix::net::UnixStream {
+        use std::io::BufRead as _;
+        let (conn, _) = listener.accept().unwrap();
+        let mut w = conn.try_clone().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(conn).read_line(&mut line).unwrap();
+        let id = mpssd_proto::decode_request(line.trim_end().as_bytes())
+            .unwrap()
+            .id;
+        w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
+            id,
+            attached(ConsoleMode::ReadWrite, None),
+        )))
+        .unwrap();
+        w
+    }
+
     /// A write side that skips the output still gets everything else, in
     /// order; output in any encoding is left out.
     #[test]
@@ -1200,17 +1209,7 @@ mod tests {
         let (_d, r) = root();
         let listener = UnixListener::bind(r.mpssd_socket()).unwrap();
         let server = std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let (conn, _) = listener.accept().unwrap();
-            let mut w = conn.try_clone().unwrap();
-            let mut lines = std::io::BufReader::new(conn).lines();
-            let line = lines.next().unwrap().unwrap();
-            let id = mpssd_proto::decode_request(line.as_bytes()).unwrap().id;
-            w.write_all(&mpssd_proto::encode(&ServerFrame::ok(
-                id,
-                attached(ConsoleMode::ReadWrite, None),
-            )))
-            .unwrap();
+            let mut w = accept_attach(&listener);
             let output = |card, replay| {
                 mpssd_proto::encode(&ServerFrame::console(
                     card,

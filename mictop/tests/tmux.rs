@@ -219,19 +219,32 @@ fn notices_the_driver_going_and_shows_the_truth_when_it_is_back() {
     // It comes back on the same root, its cards offline: mictop shows them
     // as they are, and keeps watching the new files.
     let fleet = micemu::Instance::start(&root, config()).unwrap();
+    shows_the_new_instance(&tmux, fleet.root(), t);
+}
+
+/// A fleet back on the root, its cards offline: mictop shows them as they
+/// are, and follows the new files (mic0 booted shows online).
+fn shows_the_new_instance(tmux: &Tmux, root: &Path, t: Duration) {
     tmux.wait_for("the cards back, as they are", t, |s| {
         !s.contains("driver gone") && row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
     });
-    let mic0 = libmic::MicRoot::new(fleet.root()).card("mic0").unwrap();
-    mic0.boot_with(
-        &libmic::BootRequest::defaults_for(&mic0),
-        Some(&mic_root.system_map()),
-    )
-    .unwrap();
+    boot_card(root, "mic0");
     tmux.wait_for("mic0 online on the new instance", t, |s| {
         row(s, "mic0").contains("online")
     });
     tmux.keys(&["q"]);
+}
+
+/// Boots card `name` under `root` with micctrl's defaults.
+fn boot_card(root: &Path, name: &str) -> libmic::Card {
+    let mic_root = libmic::MicRoot::new(root);
+    let card = mic_root.card(name).unwrap();
+    card.boot_with(
+        &libmic::BootRequest::defaults_for(&card),
+        Some(&mic_root.system_map()),
+    )
+    .unwrap();
+    card
 }
 
 #[test]
@@ -480,13 +493,7 @@ fn fleet_process_child() {
         ..Default::default()
     };
     let inst = micemu::Instance::start(Path::new(&root), config).unwrap();
-    let mic_root = libmic::MicRoot::new(inst.root());
-    let mic1 = mic_root.card("mic1").unwrap();
-    mic1.boot_with(
-        &libmic::BootRequest::defaults_for(&mic1),
-        Some(&mic_root.system_map()),
-    )
-    .unwrap();
+    let mic1 = boot_card(inst.root(), "mic1");
     mic1.wait_os_up(Some(Duration::from_secs(20))).unwrap();
     println!("fleet-ready");
     std::io::stdout().flush().unwrap();
@@ -549,18 +556,5 @@ fn recovers_from_a_killed_emulator_restarted_with_force() {
         micemu::StartOptions { force: true },
     )
     .unwrap();
-    tmux.wait_for("the new cards, as they are", t, |s| {
-        !s.contains("driver gone") && row(s, "mic0").contains("offline") && row(s, "mic1").contains("offline")
-    });
-    let mic_root = libmic::MicRoot::new(fleet.root());
-    let mic0 = mic_root.card("mic0").unwrap();
-    mic0.boot_with(
-        &libmic::BootRequest::defaults_for(&mic0),
-        Some(&mic_root.system_map()),
-    )
-    .unwrap();
-    tmux.wait_for("mic0 online on the new instance", t, |s| {
-        row(s, "mic0").contains("online")
-    });
-    tmux.keys(&["q"]);
+    shows_the_new_instance(&tmux, fleet.root(), t);
 }

@@ -325,14 +325,7 @@ fn hostile_clients_get_errors_and_the_server_keeps_serving() {
 #[test]
 fn arena_buffers_take_the_shared_path_in_both_modes() {
     for inline in [false, true] {
-        let (dir, inst) = fleet(1);
-        let root = MicRoot::new(dir.path());
-        let mut f = if inline {
-            VirtioFile::open_inline(&root, 0).unwrap()
-        } else {
-            VirtioFile::open(&root, 0).unwrap()
-        };
-        f.add_device(&console()).unwrap();
+        let (_dir, inst, mut f) = console_on(inline);
         let mut v = card_up(&inst, 0);
         let emu = inst.emulator();
         let hw = emu.card_hw(0).unwrap();
@@ -429,6 +422,33 @@ fn post(inst: &Instance, v: &mut CardVdev, vr: u8, base: u64, n: usize, len: u32
     }
 }
 
+/// A fleet of one card and a console on its `dev/mic0` (inline mode or
+/// direct).
+fn console_on(inline: bool) -> (tempfile::TempDir, Instance, VirtioFile) {
+    let (dir, inst) = fleet(1);
+    let root = MicRoot::new(dir.path());
+    let mut f = if inline {
+        VirtioFile::open_inline(&root, 0).unwrap()
+    } else {
+        VirtioFile::open(&root, 0).unwrap()
+    };
+    f.add_device(&console()).unwrap();
+    (dir, inst, f)
+}
+
+/// `n` buffers of 4 KiB: in the shared arena, or on the heap.
+fn buffers(f: &mut VirtioFile, arena: bool, n: usize) -> Vec<libmic::vdev::IoBuf> {
+    (0..n)
+        .map(|_| {
+            if arena {
+                f.alloc_buf(4096)
+            } else {
+                vec![0u8; 4096].into()
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn a_batch_moves_one_chain_per_buffer_and_stops_where_the_ring_ends() {
     // Direct mode with heap and arena buffers, inline mode with arena ones
@@ -436,26 +456,11 @@ fn a_batch_moves_one_chain_per_buffer_and_stops_where_the_ring_ends() {
     // chain inside libmic): the same outcome.
     for (inline, arena) in [(false, false), (false, true), (true, true), (true, false)] {
         let what = format!("inline={inline} arena={arena}");
-        let (dir, inst) = fleet(1);
-        let root = MicRoot::new(dir.path());
-        let mut f = if inline {
-            VirtioFile::open_inline(&root, 0).unwrap()
-        } else {
-            VirtioFile::open(&root, 0).unwrap()
-        };
-        f.add_device(&console()).unwrap();
+        let (_dir, inst, mut f) = console_on(inline);
         let mut v = card_up(&inst, 0);
         let emu = inst.emulator();
         let hw = emu.card_hw(0).unwrap();
-        let mut bufs: Vec<libmic::vdev::IoBuf> = (0..8)
-            .map(|_| {
-                if arena {
-                    f.alloc_buf(4096)
-                } else {
-                    vec![0u8; 4096].into()
-                }
-            })
-            .collect();
+        let mut bufs = buffers(&mut f, arena, 8);
         // Card → host: 5 chains of 3000 bytes for 8 buffers.
         post(&inst, &mut v, 1, 0x2100_0000, 5, 3000);
         let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
@@ -531,26 +536,11 @@ fn each_copy_of_a_batch_completes_its_chain_or_leaves_it_held_as_asked() {
     // the next, left held. Every transport, the same used entries.
     for (inline, arena) in [(false, false), (false, true), (true, true), (true, false)] {
         let what = format!("inline={inline} arena={arena}");
-        let (dir, inst) = fleet(1);
-        let root = MicRoot::new(dir.path());
-        let mut f = if inline {
-            VirtioFile::open_inline(&root, 0).unwrap()
-        } else {
-            VirtioFile::open(&root, 0).unwrap()
-        };
-        f.add_device(&console()).unwrap();
+        let (_dir, inst, mut f) = console_on(inline);
         let mut v = card_up(&inst, 0);
         let emu = inst.emulator();
         let hw = emu.card_hw(0).unwrap();
-        let mut bufs: Vec<libmic::vdev::IoBuf> = (0..2)
-            .map(|_| {
-                if arena {
-                    f.alloc_buf(4096)
-                } else {
-                    vec![0u8; 4096].into()
-                }
-            })
-            .collect();
+        let mut bufs = buffers(&mut f, arena, 2);
         post(&inst, &mut v, 1, 0x2100_0000, 2, 3000);
         let q = v.queue(1).unwrap();
         let b = f
@@ -797,9 +787,7 @@ fn acknowledged_wake_ups_lose_no_doorbell() {
     // At most one MSG_WAKE is outstanding until the client acknowledges
     // it: doorbells meanwhile coalesce; one after the client saw it wakes
     // it again.
-    let (dir, inst) = fleet(1);
-    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
-    f.add_device(&console()).unwrap();
+    let (_dir, inst, mut f) = console_on(false);
     let v = card_up(&inst, 0);
     let emu = inst.emulator();
     let hw = emu.card_hw(0).unwrap();
@@ -903,9 +891,7 @@ fn a_copy_whose_request_outgrows_the_slot_is_an_error_not_a_panic() {
     // holds go over the socket, and the driver's limit answers (EINVAL).
     use mic_core::abi::emu_dev::{Iovec, SHM_REQ_MAX};
     use mic_core::host::vop::MAX_IOVECS;
-    let (dir, inst) = fleet(1);
-    let mut f = VirtioFile::open(&MicRoot::new(dir.path()), 0).unwrap();
-    f.add_device(&console()).unwrap();
+    let (_dir, inst, mut f) = console_on(false);
     let mut v = card_up(&inst, 0);
     post(&inst, &mut v, 1, 0x2100_0000, 1, 16);
     let n = SHM_REQ_MAX / Iovec::SIZE + 1;
