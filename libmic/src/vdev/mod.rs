@@ -63,6 +63,10 @@ pub enum VdevError {
     /// A reply that does not parse.
     #[error("{}: malformed reply to {op}", path.display())]
     BadReply { path: PathBuf, op: &'static str },
+    /// The driver reported more bytes moved than the caller's buffers
+    /// hold (a broken driver; the bytes are not trusted).
+    #[error("mic{card}: the driver reports {moved} bytes of COPY_DESC in buffers of {room}")]
+    Overrun { card: u32, moved: u32, room: usize },
     /// The caller's buffers are too large for one inline copy.
     #[error("mic{card}: COPY_DESC buffers of {len} bytes exceed the {max} an inline copy carries")]
     TooLarge { card: u32, len: usize, max: usize },
@@ -155,6 +159,15 @@ impl Default for Batch {
 
 /// Most buffers one [`VirtioFile::copy_desc_batch`] uses.
 pub const BATCH_MAX: usize = mic_core::abi::emu_dev::BATCH_MAX as usize;
+
+/// `moved` bytes as the driver reported them, checked against the `room`
+/// the caller's buffers have: callers slice their buffers by it.
+fn within(card: u32, moved: u32, room: usize) -> Result<(), VdevError> {
+    if moved as usize > room {
+        return Err(VdevError::Overrun { card, moved, room });
+    }
+    Ok(())
+}
 
 /// A batch as one COPY_DESC per buffer, with the batch's stop rule: after
 /// the first that fails (as the driver refused it) or moves no bytes.
@@ -322,10 +335,12 @@ impl VirtioFile {
         bufs: &mut [IoSliceMut<'_>],
         update_used: bool,
     ) -> Result<u32, VdevError> {
-        match &mut self.inner {
+        let n = match &mut self.inner {
             Inner::Char(c) => c.copy_desc(vr_idx, bufs, update_used),
             Inner::Socket(s) => s.copy_desc(vr_idx, bufs, update_used),
-        }
+        }?;
+        within(self.card, n, bufs.iter().map(|b| b.len()).sum())?;
+        Ok(n)
     }
 
     /// Up to [`BATCH_MAX`] COPY_DESCs on vring `vr_idx`, one chain per
@@ -360,12 +375,16 @@ impl VirtioFile {
     ) -> Result<Batch, VdevError> {
         let n = bufs.len().min(update_used.len());
         let (bufs, update_used) = (&mut bufs[..n], &update_used[..n]);
-        match &mut self.inner {
+        let batch = match &mut self.inner {
             Inner::Char(c) => batch_by_one(bufs, update_used, |b, u| {
                 c.copy_desc(vr_idx, std::slice::from_mut(b), u)
             }),
             Inner::Socket(s) => s.copy_desc_batch(vr_idx, bufs, update_used),
+        }?;
+        for (b, &moved) in bufs.iter().zip(&batch.lens[..batch.chains]) {
+            within(self.card, moved, b.len())?;
         }
+        Ok(batch)
     }
 
     /// A buffer of `len` bytes for [`VirtioFile::copy_desc`]. On micemu it
@@ -457,6 +476,24 @@ mod tests {
         assert_eq!(u16::from_le_bytes([bytes[24], bytes[25]]), 128);
         assert_eq!(&bytes[56..60], &0x41u32.to_le_bytes());
         assert_eq!(&bytes[60..64], &[0; 4], "guest features start cleared");
+    }
+
+    #[test]
+    fn a_driver_reporting_more_than_the_buffers_hold_is_refused() {
+        assert!(within(0, 4096, 4096).is_ok());
+        let e = within(3, 4097, 4096).unwrap_err();
+        assert!(matches!(
+            e,
+            VdevError::Overrun {
+                card: 3,
+                moved: 4097,
+                room: 4096
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "mic3: the driver reports 4097 bytes of COPY_DESC in buffers of 4096"
+        );
     }
 
     #[test]
