@@ -112,6 +112,10 @@ fn fmt_wait(d: Duration) -> String {
 /// queue is full fails with EAGAIN until a slot frees).
 const CONNECT_RETRY: Duration = Duration::from_millis(10);
 
+/// The most read from mpssd's socket at once (a console frame is about
+/// 22 KB of JSON: one read, not three).
+const READ_CHUNK: usize = 64 << 10;
+
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// A connection to mpssd.
@@ -303,25 +307,34 @@ impl Client {
     /// The next frame mpssd sends (an answer or an event).
     pub fn next_frame(&mut self) -> Result<ServerFrame> {
         let line = self.next_line()?;
-        mpssd_proto::decode_server(&line).map_err(ClientError::Decode)
+        mpssd_proto::decode_server(line).map_err(ClientError::Decode)
     }
 
-    /// The next frame's line, undecoded.
-    fn next_line(&mut self) -> Result<Vec<u8>> {
+    /// The next frame's line, undecoded, where it was received.
+    fn next_line(&mut self) -> Result<&[u8]> {
+        while !self.decoder.ready().map_err(ClientError::Frame)? {
+            self.read_some()?;
+        }
+        Ok(self
+            .decoder
+            .next_frame_ref()
+            .map_err(ClientError::Frame)?
+            .unwrap_or_default())
+    }
+
+    /// Reads what has come (waiting for it, until the deadline) straight
+    /// into the decoder.
+    fn read_some(&mut self) -> Result<()> {
         loop {
-            if let Some(line) = self.decoder.next_frame().map_err(ClientError::Frame)? {
-                return Ok(line);
-            }
-            let mut buf = [0u8; 8192];
-            let want = buf.len().min(self.decoder.room().max(1));
             self.arm()?;
-            let n = match self.stream.read(&mut buf[..want]) {
+            let want = READ_CHUNK.min(self.decoder.room().max(1));
+            let stream = &self.stream;
+            match self.decoder.fill(want, |b| (&*stream).read(b)) {
                 Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.io(e)),
-            };
-            self.decoder.push(&buf[..n]);
+            }
         }
     }
 
@@ -332,22 +345,20 @@ impl Client {
         use nix::errno::Errno;
         use nix::sys::socket::{MsgFlags, recv};
         loop {
-            if let Some(line) = self.decoder.next_frame().map_err(ClientError::Frame)? {
-                return mpssd_proto::decode_server(&line)
+            if self.decoder.ready().map_err(ClientError::Frame)? {
+                let line = self.decoder.next_frame_ref().map_err(ClientError::Frame)?;
+                return mpssd_proto::decode_server(line.unwrap_or_default())
                     .map(Some)
                     .map_err(ClientError::Decode);
             }
-            let mut buf = [0u8; 8192];
-            let want = buf.len().min(self.decoder.room().max(1));
+            let want = READ_CHUNK.min(self.decoder.room().max(1));
             let fd = std::os::fd::AsRawFd::as_raw_fd(&self.stream);
-            let n = match recv(fd, &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
+            match self.decoder.fill(want, |b| recv(fd, b, MsgFlags::MSG_DONTWAIT)) {
                 Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
+                Ok(_) | Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(self.io(io::Error::from(e))),
-            };
-            self.decoder.push(&buf[..n]);
+            }
         }
     }
 
@@ -816,7 +827,7 @@ impl ConsoleOutput {
             if self.skip.as_ref().is_some_and(|p| line.starts_with(p)) {
                 continue;
             }
-            let frame = mpssd_proto::decode_server(&line).map_err(ClientError::Decode)?;
+            let frame = mpssd_proto::decode_server(line).map_err(ClientError::Decode)?;
             if self.skip.is_some()
                 && matches!(&frame.body, ServerBody::Console(c) if matches!(c.event, ConsoleEvent::Output { .. }))
             {

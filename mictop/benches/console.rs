@@ -229,14 +229,15 @@ fn run() -> anyhow::Result<()> {
     );
     println!(
         "  of which the console's threads (mpssd's frames decoded, the write side) {:.1} %; \
-         {:.0} ms of mictop's CPU per MB",
+         {:.1} ms of mictop's CPU per MB",
         f.console_threads.as_secs_f64() / secs * 100.0,
         f.mictop.as_secs_f64() * 1e3 / mib
     );
     println!(
-        "  (plain lines the screen would scroll past unseen are counted, not drawn, and kept as output \
-         for the scrollback; what is left per MB is decoding mpssd's frames, and per frame drawing the \
-         pane, which dominates a flood this short; seq's {:.0}-byte lines)",
+        "  (output waits for the next frame and goes through the pane's terminal once a frame; plain \
+         lines the screen would scroll past unseen are counted, not drawn, and kept as output for the \
+         scrollback; what is left per MB is reading and decoding mpssd's frames and finding those \
+         lines, and per frame drawing the pane; seq's {:.0}-byte lines)",
         f.expected as f64 / LAST as f64
     );
     println!(

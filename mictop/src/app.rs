@@ -92,6 +92,12 @@ pub enum Action {
         card: u32,
         event: ConsoleEvent,
     },
+    /// The event loop's own: card `card`'s console has events waiting in
+    /// its mailbox, which the loop hands on as [`Action::Console`] (the
+    /// app itself passes over this).
+    ConsoleMail {
+        card: u32,
+    },
     /// The configuration file was read again: the new configuration and
     /// its theme, or why it cannot be used.
     Config(Box<Result<(Config, Theme), String>>),
@@ -454,6 +460,7 @@ impl App {
             Action::Config(loaded) => self.on_config(*loaded),
             Action::Mpssd(u) => self.on_mpssd(u),
             Action::Quit => self.quit(),
+            Action::ConsoleMail { .. } => vec![],
         }
     }
 

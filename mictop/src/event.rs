@@ -89,6 +89,114 @@ impl FramePacer {
     }
 }
 
+/// One card's console events on their way to the loop. The console's
+/// threads put them in; the loop is woken only when the box was empty
+/// (and once more when much output has piled up), and takes them all at
+/// once when it draws its next frame: a card printing as fast as it can
+/// costs the loop a wake-up and one pass of its terminal a frame, not one
+/// per chunk (the lines its screen ends up showing are parsed once).
+#[derive(Debug, Default)]
+struct Mailbox(std::sync::Mutex<Mail>);
+
+#[derive(Debug, Default)]
+struct Mail {
+    /// In arrival order; adjacent output joined.
+    events: VecDeque<ConsoleEvent>,
+    /// Output bytes waiting.
+    bytes: usize,
+    /// The loop was told of what waits.
+    woken: bool,
+    /// ... and told again that it is much.
+    urged: bool,
+}
+
+/// Output waiting past this is handed to the app at once.
+const HELD_LIMIT: usize = 4 << 20;
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts `event` in; whether the loop is to be told.
+    fn put(&self, event: ConsoleEvent) -> bool {
+        let mut m = self.lock();
+        if let ConsoleEvent::Output(b) = &event {
+            m.bytes += b.len();
+        }
+        match (m.events.back_mut(), event) {
+            (Some(ConsoleEvent::Output(held)), ConsoleEvent::Output(more)) => held.extend_from_slice(&more),
+            (_, event) => m.events.push_back(event),
+        }
+        let much = m.bytes >= HELD_LIMIT;
+        let wake = !m.woken || (much && !m.urged);
+        m.urged |= m.woken && much;
+        m.woken = true;
+        wake
+    }
+
+    /// Whether so much output waits that it goes to the app now.
+    fn full(&self) -> bool {
+        self.lock().bytes >= HELD_LIMIT
+    }
+
+    /// Everything waiting; the next event wakes the loop again.
+    fn take(&self) -> VecDeque<ConsoleEvent> {
+        let mut m = self.lock();
+        m.bytes = 0;
+        m.woken = false;
+        m.urged = false;
+        std::mem::take(&mut m.events)
+    }
+}
+
+/// The cards whose mailboxes the loop was told of and has not emptied
+/// yet. Any action that is not console mail lets what waits go first: the
+/// app sees every console's events in order, and before what follows.
+#[derive(Debug, Default)]
+struct Held(std::collections::BTreeSet<u32>);
+
+impl Held {
+    fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Notes console mail (handing it on at once if it is much); gives the
+    /// app anything else, after what waits.
+    fn update(&mut self, boxes: &Mailboxes, app: &mut App, action: Action) -> Vec<Effect> {
+        match action {
+            Action::ConsoleMail { card } => {
+                self.0.insert(card);
+                if boxes.get(&card).is_some_and(|b| b.full()) {
+                    return self.release(boxes, app);
+                }
+                Vec::new()
+            }
+            other => {
+                let mut effects = self.release(boxes, app);
+                effects.extend(app.update(other));
+                effects
+            }
+        }
+    }
+
+    /// Gives the app what waits.
+    fn release(&mut self, boxes: &Mailboxes, app: &mut App) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for card in std::mem::take(&mut self.0) {
+            let Some(mailbox) = boxes.get(&card) else { continue };
+            for event in mailbox.take() {
+                effects.extend(app.update(Action::Console { card, event }));
+            }
+        }
+        effects
+    }
+}
+
+/// Each card's console mailbox (one per card for good: a console attached
+/// again shares it with the one before, whose last events come first).
+type Mailboxes = BTreeMap<u32, Arc<Mailbox>>;
+
 /// The longest one access to the driver's files may take: a driver that
 /// does not answer by then is hung, and the access fails naming the file.
 pub const ACCESS_LIMIT: Duration = Duration::from_secs(5);
@@ -130,6 +238,8 @@ pub struct Runtime {
     console_source: Box<dyn ConsoleSource>,
     /// The consoles attached, by card.
     consoles: BTreeMap<u32, Box<dyn Console>>,
+    /// Their events on the way to the loop.
+    mail: Mailboxes,
     /// A probe for the driver's return is running.
     reconnecting: bool,
     /// Frames drawn so far.
@@ -192,6 +302,7 @@ pub fn session(root: &MicRoot, config: Config, theme: Theme) -> anyhow::Result<S
         watching: fleet.watching,
         console_source: Box::new(consoles),
         consoles: BTreeMap::new(),
+        mail: Mailboxes::new(),
         reconnecting: false,
         frames: Arc::new(AtomicU64::new(0)),
         first_frame: None,
@@ -310,6 +421,7 @@ impl Runtime {
         pending.extend(app.start());
         pending.extend(initial);
         let mut pacer = FramePacer::new(Instant::now());
+        let mut held = Held::default();
         loop {
             while let Some(effect) = pending.pop_front() {
                 pending.extend(self.apply(effect, app));
@@ -321,13 +433,22 @@ impl Runtime {
             // changes (every card's attributes arriving at start, a card
             // printing as fast as it can) is a frame at a time.
             let mut due = None;
-            if app.needs_redraw() {
+            if app.needs_redraw() || held.any() {
                 match pacer.ask(Instant::now()) {
                     None => {
-                        terminal.draw(|f| ui::draw(f, app))?;
-                        app.drawn();
-                        self.frames.fetch_add(1, Ordering::Relaxed);
-                        self.first_frame.get_or_insert_with(Instant::now);
+                        pending.extend(held.release(&self.mail, app));
+                        while let Some(effect) = pending.pop_front() {
+                            pending.extend(self.apply(effect, app));
+                        }
+                        if app.quitting() {
+                            return Ok(());
+                        }
+                        if app.needs_redraw() {
+                            terminal.draw(|f| ui::draw(f, app))?;
+                            app.drawn();
+                            self.frames.fetch_add(1, Ordering::Relaxed);
+                            self.first_frame.get_or_insert_with(Instant::now);
+                        }
                     }
                     Some(at) => due = Some(at),
                 }
@@ -340,13 +461,13 @@ impl Runtime {
                 },
             };
             let Some(action) = action else { return Ok(()) };
-            pending.extend(app.update(action));
+            pending.extend(held.update(&self.mail, app, action));
             // Whatever else is queued, for at most a frame interval: a
             // flood (a card printing as fast as it can) still gets its
             // frames.
             let batch = Instant::now() + FRAME_INTERVAL;
             while let Ok(action) = rx.try_recv() {
-                pending.extend(app.update(action));
+                pending.extend(held.update(&self.mail, app, action));
                 if Instant::now() >= batch {
                     break;
                 }
@@ -424,7 +545,14 @@ impl Runtime {
                     old.detach();
                 }
                 let tx = self.tx.clone();
-                let sink: Sink = Box::new(move |event| tx.send(Action::Console { card, event }).is_ok());
+                let mailbox = Arc::clone(self.mail.entry(card).or_default());
+                let sink: Sink = Box::new(move |event| {
+                    if mailbox.put(event) {
+                        tx.send(Action::ConsoleMail { card }).is_ok()
+                    } else {
+                        !tx.is_closed()
+                    }
+                });
                 let attached = self.console_source.attach(card, access, size, sink).map(|c| {
                     self.consoles.insert(card, c);
                 });
@@ -926,5 +1054,114 @@ mod pacer {
             assert_eq!(p.ask(later), None);
         }
         assert!(p.ask(later).is_some());
+    }
+}
+
+#[cfg(test)]
+mod held {
+    use super::*;
+    use crate::config::ThemeName;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    fn app_with_console() -> App {
+        let root = libmic::MicRoot::new("/nonexistent");
+        let mut app = App::new(
+            Config::default(),
+            Theme::new(ThemeName::Dark),
+            "/held".into(),
+            vec![CardView::new(root.card_by_id(0), Ok(libmic::MicState::Online))],
+            Instant::now(),
+        );
+        app.update(Action::Resize(120, 40));
+        app.update(Action::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE)));
+        app
+    }
+
+    fn out(bytes: &[u8]) -> ConsoleEvent {
+        ConsoleEvent::Output(bytes.to_vec())
+    }
+
+    fn received(app: &App) -> u64 {
+        app.consoles().shown().expect("the console").received
+    }
+
+    /// Card 0's mailbox, and what the loop does with each wake-up it asks
+    /// for.
+    fn mailbox() -> (Mailboxes, Arc<Mailbox>) {
+        let mb = Arc::new(Mailbox::default());
+        (Mailboxes::from([(0, Arc::clone(&mb))]), mb)
+    }
+
+    #[test]
+    fn the_loop_is_woken_once_and_takes_the_output_in_one_piece() {
+        let mut app = app_with_console();
+        let (boxes, mb) = mailbox();
+        let mut held = Held::default();
+        assert!(mb.put(out(b"one ")), "the first event wakes the loop");
+        assert!(!mb.put(out(b"two\r\n")), "then no more wake-ups");
+        held.update(&boxes, &mut app, Action::ConsoleMail { card: 0 });
+        assert!(!mb.put(out(b"three")), "still none: the loop has not taken it");
+        assert_eq!(received(&app), 0, "waiting for the frame, not yet the app's");
+        assert!(held.any());
+        held.release(&boxes, &mut app);
+        assert_eq!(received(&app), 14);
+        assert!(!held.any());
+        let screen = app.consoles().shown().unwrap().term().screen().contents();
+        assert_eq!(screen.lines().next(), Some("one two"), "{screen:?}");
+        assert!(mb.put(out(b"four")), "taken: the next event wakes the loop again");
+    }
+
+    #[test]
+    fn anything_else_lets_the_waiting_events_go_first_in_order() {
+        let mut app = app_with_console();
+        let (boxes, mb) = mailbox();
+        let mut held = Held::default();
+        mb.put(out(b"before"));
+        mb.put(ConsoleEvent::Ended("gone".into()));
+        mb.put(out(b"after"));
+        held.update(&boxes, &mut app, Action::ConsoleMail { card: 0 });
+        assert_eq!(received(&app), 0);
+        held.update(&boxes, &mut app, Action::Resize(120, 40));
+        assert!(!held.any());
+        let view = app.consoles().shown().unwrap();
+        assert_eq!(view.ended.as_deref(), Some("gone"));
+        assert_eq!(view.received, 11);
+        // In order, output joined only where nothing came between.
+        mb.put(out(b"a"));
+        mb.put(out(b"b"));
+        mb.put(ConsoleEvent::Notice("n".into()));
+        mb.put(out(b"c"));
+        let got: Vec<String> = mb
+            .take()
+            .into_iter()
+            .map(|e| match e {
+                ConsoleEvent::Output(b) => String::from_utf8(b).unwrap(),
+                ConsoleEvent::Notice(n) => format!("notice {n}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["ab", "notice n", "c"]);
+    }
+
+    #[test]
+    fn much_output_wakes_the_loop_again_and_goes_at_once() {
+        let mut app = app_with_console();
+        let (boxes, mb) = mailbox();
+        let mut held = Held::default();
+        let chunk = vec![b'x'; 64 << 10];
+        assert!(mb.put(out(&chunk)));
+        held.update(&boxes, &mut app, Action::ConsoleMail { card: 0 });
+        let mut sent = chunk.len();
+        let mut wakes = 0;
+        while sent < 3 * HELD_LIMIT {
+            if mb.put(out(&chunk)) {
+                wakes += 1;
+                held.update(&boxes, &mut app, Action::ConsoleMail { card: 0 });
+            }
+            sent += chunk.len();
+            let waiting = sent - usize::try_from(received(&app)).unwrap();
+            assert!(waiting <= HELD_LIMIT, "{waiting} bytes held");
+        }
+        assert!(wakes >= 2, "woken again each time it piled up: {wakes}");
     }
 }

@@ -274,6 +274,95 @@ impl Region {
     }
 }
 
+/// The line feeds in `bytes` if it is plain printable ASCII in lines
+/// ended by `\r\n` (a `\r` alone may return to the line's start), no
+/// line reaching column `cols`; else `None`. A card printing as fast as it
+/// can passes through here whole: [`short_plain_lines`] answers for most
+/// of it without a byte-at-a-time loop.
+fn plain_lines(bytes: &[u8], cols: u16) -> Option<u64> {
+    match short_plain_lines(bytes, cols) {
+        Quick::Plain(feeds) => Some(feeds),
+        Quick::NotPlain => None,
+        Quick::CannotTell => plain_lines_bytewise(bytes, cols),
+    }
+}
+
+/// [`plain_lines`] a byte at a time.
+fn plain_lines_bytewise(bytes: &[u8], cols: u16) -> Option<u64> {
+    let (mut feeds, mut run, mut prev) = (0u64, 0u16, b'\n');
+    for &b in bytes {
+        match b {
+            b'\r' => run = 0,
+            b'\n' if prev == b'\r' => feeds += 1,
+            0x20..=0x7e => {
+                run += 1;
+                if run >= cols {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        prev = b;
+    }
+    Some(feeds)
+}
+
+/// What [`short_plain_lines`] can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quick {
+    /// Plain lines, this many line feeds.
+    Plain(u64),
+    NotPlain,
+    /// A line may be longer than half the screen's width.
+    CannotTell,
+}
+
+/// [`plain_lines`]' answer when the lines are short, in passes the
+/// compiler vectorises (branch-free, hence `&` and `|` on booleans).
+///
+/// Every `\n` follows a `\r` and the rest is printable: then a line
+/// reaches column `cols` only if `cols` bytes in a row hold no `\r`, which
+/// cannot be when every aligned stretch of `cols / 2` bytes holds one (any
+/// `cols` bytes in a row hold a whole such stretch, at the start and end
+/// of `bytes` too).
+#[allow(
+    clippy::needless_bitwise_bool,
+    reason = "branch-free: the passes are vectorised"
+)]
+fn short_plain_lines(bytes: &[u8], cols: u16) -> Quick {
+    /// Each pass over a block the cache still holds.
+    const BLOCK: usize = 4096;
+    let half = usize::from(cols / 2);
+    if half == 0 {
+        return Quick::CannotTell;
+    }
+    let mut feeds = 0u64;
+    let mut prev = b'\n';
+    for block in bytes.chunks(BLOCK) {
+        let bad = block.iter().fold(false, |bad, &b| {
+            bad | (!(0x20..=0x7e).contains(&b) & (b != b'\r') & (b != b'\n'))
+        });
+        let lone = (block[0] == b'\n') & (prev != b'\r')
+            | block
+                .iter()
+                .zip(&block[1..])
+                .fold(false, |lone, (&p, &b)| lone | ((b == b'\n') & (p != b'\r')));
+        if bad || lone {
+            return Quick::NotPlain;
+        }
+        feeds += u64::try_from(memchr::memchr_iter(b'\n', block).count()).unwrap_or(u64::MAX);
+        prev = block[block.len() - 1];
+    }
+    if bytes
+        .chunks_exact(half)
+        .all(|stretch| memchr::memchr(b'\r', stretch).is_some())
+    {
+        Quick::Plain(feeds)
+    } else {
+        Quick::CannotTell
+    }
+}
+
 /// How much of `bytes` a terminal of `rows` × `cols` whose cursor is at
 /// the start of its bottom row may skip, and how many lines that part
 /// scrolls off: when `bytes` is plain printable ASCII in lines ended by
@@ -283,38 +372,20 @@ impl Region {
 /// cut is after a `\r\n`, so the rest starts where the skipped part left
 /// the cursor. `(0, 0)`: not such output, or too little of it to matter.
 fn skippable(bytes: &[u8], rows: u16, cols: u16) -> (usize, u64) {
-    let mut feeds = 0u64;
-    let mut run = 0u16;
-    let mut prev = b'\n';
-    for &b in bytes {
-        match b {
-            b'\r' => run = 0,
-            b'\n' if prev == b'\r' => feeds += 1,
-            0x20..=0x7e => {
-                run += 1;
-                if run >= cols {
-                    return (0, 0);
-                }
-            }
-            _ => return (0, 0),
-        }
-        prev = b;
-    }
+    let Some(feeds) = plain_lines(bytes, cols) else {
+        return (0, 0);
+    };
     let keep = u64::from(rows) + 1;
     if feeds <= 2 * keep {
         return (0, 0);
     }
+    // Every `\n` here is a line feed: the cut is after the one that
+    // leaves the last `keep` of them.
     let skip = feeds - keep;
-    let mut seen = 0u64;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' {
-            seen += 1;
-            if seen == skip {
-                return (i + 1, skip);
-            }
-        }
-    }
-    (0, 0)
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+    memchr::memrchr_iter(b'\n', bytes)
+        .nth(keep)
+        .map_or((0, 0), |i| (i + 1, skip))
 }
 
 impl std::fmt::Debug for Term {
@@ -840,6 +911,56 @@ mod tests {
         }
         same_as_vt100_in((24, 40), Some((30, 40)), 100, &bytes, 5, 8192);
         same_as_vt100_in((24, 40), Some((20, 30)), 100, &bytes, 6, 8192);
+    }
+
+    /// Lines short and long against the screen's width, with a lone
+    /// `\r`, a lone `\n`, an escape or a byte past ASCII now and then, cut
+    /// anywhere: the quick answer, when there is one, is the byte-wise one.
+    #[test]
+    fn short_lines_are_told_as_a_byte_at_a_time_tells_them() {
+        let mut seed = 7;
+        let (mut quick, mut plain) = (0, 0);
+        for case in 0..6000 {
+            let cols = [1, 2, 3, 20, 63, 64, 65, 80, 200][case % 9];
+            let odd = case % 3 == 0;
+            let longest = if case % 2 == 0 {
+                usize::from(cols) + 3
+            } else {
+                usize::from(cols / 2) + 1
+            };
+            let mut bytes = Vec::new();
+            let len = lcg(&mut seed) % if case % 5 == 0 { 9000 } else { 700 };
+            while bytes.len() < len {
+                let line = lcg(&mut seed) % longest;
+                bytes.extend((0..line).map(|i| b' ' + u8::try_from((i + case) % 95).unwrap()));
+                match lcg(&mut seed) % if odd { 12 } else { 400 } {
+                    0 => bytes.push(b'\r'),
+                    1 => bytes.push(b'\n'),
+                    2 => bytes.push(0x1b),
+                    3 => bytes.push(0xc3),
+                    _ => bytes.extend_from_slice(b"\r\n"),
+                }
+            }
+            let cut = lcg(&mut seed) % (bytes.len() + 1);
+            for part in [&bytes[..], &bytes[cut..], &bytes[..cut]] {
+                let want = plain_lines_bytewise(part, cols);
+                plain += usize::from(want.is_some());
+                let got = match short_plain_lines(part, cols) {
+                    Quick::Plain(feeds) => Some(Some(feeds)),
+                    Quick::NotPlain => Some(None),
+                    Quick::CannotTell => None,
+                };
+                if let Some(got) = got {
+                    quick += usize::from(got.is_some());
+                    assert_eq!(got, want, "cols {cols}: {:?}", String::from_utf8_lossy(part));
+                }
+                assert_eq!(plain_lines(part, cols), want);
+            }
+        }
+        assert!(
+            plain > 3000 && quick > 1500,
+            "both answers are exercised: {plain} plain, {quick} quick"
+        );
     }
 
     #[test]

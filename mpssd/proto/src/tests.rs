@@ -527,3 +527,89 @@ fn every_event_kind_is_named_and_described() {
     }
     assert_eq!(seen, EventKind::NAMES, "the fixture has every kind, in order");
 }
+
+/// Console output taken apart without the parser is what the parser makes
+/// of it; any line changed a little is either still that or left to the
+/// parser, whose verdict stands.
+#[test]
+fn console_output_is_decoded_quickly_as_the_parser_would() {
+    let mut seed = 11u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut quick = 0;
+    for case in 0..3000 {
+        let data: Vec<u8> = (0..next(200)).map(|_| u8::try_from(next(256)).unwrap()).collect();
+        let frame = ServerFrame {
+            v: VERSION,
+            id: None,
+            body: ServerBody::Console(ConsoleFrame {
+                card: u32::try_from(next(300)).unwrap(),
+                event: ConsoleEvent::Output {
+                    data: Bytes(data),
+                    replay: case % 2 == 0,
+                },
+            }),
+        };
+        let mut line = encode(&frame);
+        line.pop();
+        assert_eq!(
+            console_output(&line),
+            Some(frame.clone()),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        // One byte changed, dropped or added, anywhere.
+        let at = usize::try_from(next(line.len() as u64)).unwrap();
+        let mut changed = line.clone();
+        match case % 3 {
+            0 => changed[at] = b" \"0aA=,}{:9+/x\\"[usize::try_from(next(15)).unwrap()],
+            1 => {
+                changed.remove(at);
+            }
+            _ => changed.insert(at, b"\"0 ,}\\="[usize::try_from(next(7)).unwrap()]),
+        }
+        if let Some(got) = console_output(&changed) {
+            quick += 1;
+            let parsed = serde_json::from_slice::<ServerFrame>(&changed).expect("the parser takes it too");
+            assert_eq!(got, parsed, "{}", String::from_utf8_lossy(&changed));
+        }
+        let careful = serde_json::from_slice::<ServerFrame>(&changed)
+            .ok()
+            .filter(|f| f.v == VERSION);
+        assert_eq!(
+            decode_server(&changed).ok(),
+            careful,
+            "{}",
+            String::from_utf8_lossy(&changed)
+        );
+    }
+    assert!(
+        quick > 100,
+        "changes that leave a frame are taken quickly too: {quick}"
+    );
+}
+
+#[test]
+fn other_frames_and_spellings_are_left_to_the_parser() {
+    for line in [
+        &br#"{"v":1,"console":{"card":0,"kind":"output","data":"aGk=","replay":false},"id":3}"#[..],
+        br#"{"v":1, "console":{"card":0,"kind":"output","data":"aGk=","replay":false}}"#,
+        br#"{"v":1,"console":{"card":00,"kind":"output","data":"aGk=","replay":false}}"#,
+        br#"{"v":2,"console":{"card":0,"kind":"output","data":"aGk=","replay":false}}"#,
+        br#"{"v":1,"console":{"card":0,"kind":"output","data":"aGk\u003d","replay":false}}"#,
+        br#"{"v":1,"console":{"card":4294967296,"kind":"output","data":"aGk=","replay":false}}"#,
+        br#"{"v":1,"console":{"card":0,"kind":"output","data":"aGk=","replay":false}}x"#,
+    ] {
+        assert_eq!(console_output(line), None, "{}", String::from_utf8_lossy(line));
+    }
+    // The one the parser takes all the same.
+    let escaped = br#"{"v":1,"console":{"card":0,"kind":"output","data":"aGk\u003d","replay":false}}"#;
+    assert!(matches!(
+        decode_server(escaped).unwrap().body,
+        ServerBody::Console(ConsoleFrame { event: ConsoleEvent::Output { ref data, .. }, .. }) if data.0 == b"hi"
+    ));
+}
