@@ -262,7 +262,13 @@ fn events_show_a_boot_and_a_crash_and_its_bundle() {
         )),
         "{text}"
     );
-    assert!(seen.iter().all(|l| l.contains(" mic0: ")), "only mic0's: {text}");
+    // mic1's events are left out; daemon-wide ones (a configuration
+    // reload noticed late, a lag) concern every card and may come too.
+    assert!(seen.iter().all(|l| !l.contains(" mic1")), "only mic0's: {text}");
+    assert!(
+        seen.iter().filter(|l| l.contains(" mic0: ")).count() >= 4,
+        "mic0's: {text}"
+    );
 
     // The bundle, by its card and by its path.
     let name = Path::new(&bundle)
