@@ -14,7 +14,8 @@
 //! - [`shared`]: what the tasks share, the event bus;
 //! - [`logging`], [`sdnotify`], [`cli`], [`exit`].
 
-// The TAP's ioctls (devices::net::tap) are the one place allowed unsafe.
+// The TAP's ioctls (devices::net::tap) and the disk image's mapping
+// (devices::block::mapping) are the places allowed unsafe.
 #![deny(unsafe_code)]
 
 pub mod cli;

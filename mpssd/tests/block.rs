@@ -134,6 +134,49 @@ fn the_card_writes_its_disk_and_the_host_image_has_it_even_after_kill_9() {
     assert_eq!(d.stop(), 0);
 }
 
+/// mpssd maps the image: a file that shrinks under it must cost the card
+/// an I/O error per request that falls off the end, never the daemon
+/// (SIGBUS), and the disk works again where (and once) the file has the
+/// bytes.
+#[test]
+fn an_image_that_shrinks_under_the_card_gives_io_errors_not_a_dead_daemon() {
+    let fleet = Fleet::start(1);
+    let dir = fleet.root().join("var/lib/mpss");
+    let img = image(&dir, "mic0.img", 0x11);
+    fleet.write_config("[cards.mic0.block]\nimage = \"var/lib/mpss/mic0.img\"\n");
+    let d = Daemon::start(fleet.root(), &[]);
+    boot(&fleet, &d);
+    let mut c = console(&d);
+    disk_info(&mut c);
+    // Both ends touched through the mapping first.
+    assert!(shell(&mut c, "blk read 8192 1").contains("11 11 11 11"));
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(1 << 20).unwrap();
+    let out = shell(&mut c, "blk read 8192 1");
+    assert!(out.contains("read of sector 8192: I/O error"), "{out}");
+    let out = shell(&mut c, "blk write 8200 gone");
+    assert!(out.contains("write of sector 8200: I/O error"), "{out}");
+    // The daemon is alive, counted the errors, and the disk is still up.
+    let st = d.client().card_status(0).unwrap();
+    let blk = st.devices.iter().find(|x| x.kind == "block").unwrap();
+    assert_eq!(blk.state, "up", "{blk:?}");
+    assert_eq!(blk.counters["io_errors"], 2, "{blk:?}");
+    // What the file still has reads and writes as before.
+    assert!(shell(&mut c, "blk read 100 1").contains("11 11 11 11"));
+    assert!(shell(&mut c, "blk write 100 kept").contains("wrote 4 bytes"));
+    // The file grows back (zeros): the card reads the file as it is now,
+    // not a page left over from the fault.
+    f.set_len(IMAGE).unwrap();
+    let out = shell(&mut c, "blk read 8192 1");
+    assert!(out.contains("00 00 00 00") && !out.contains("error"), "{out}");
+    assert!(shell(&mut c, "blk write 8200 back").contains("wrote 4 bytes"));
+    let data = std::fs::read(&img).unwrap();
+    assert!(data[100 * 512..].starts_with(b"kept"));
+    assert!(data[8200 * 512..].starts_with(b"back"));
+    drop(c);
+    assert_eq!(d.stop(), 0);
+}
+
 #[test]
 fn read_only_disks_and_hot_swaps() {
     let fleet = Fleet::start(1);

@@ -1,9 +1,10 @@
-//! The raw image behind a card's disk: a regular file (or a block device)
-//! read and written with `pread`/`pwrite` — never mapped, so an image that
-//! shrinks under mpssd gives the card an I/O error instead of killing the
-//! daemon with SIGBUS. A write is in the page cache before the card hears
-//! OK (so it survives `kill -9` of mpssd and of micemu); a flush is
-//! `fdatasync`.
+//! The raw image behind a card's disk: a regular file (or a block device),
+//! mapped and copied with `memcpy` ([`super::mapping`]), or read and
+//! written with `pread`/`pwrite` where it cannot be mapped. Either way an
+//! image that shrinks under mpssd gives the card an I/O error, never the
+//! daemon SIGBUS. A write is in the page cache before the card hears OK
+//! (so it survives `kill -9` of mpssd and of micemu); a flush is
+//! `fdatasync` (which writes back what the mapping dirtied too).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek as _, SeekFrom};
@@ -13,12 +14,15 @@ use std::path::{Path, PathBuf};
 use mic_core::abi::virtio::{VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_SECTOR_SIZE};
 
 use super::BlockError;
+use super::mapping::Mapped;
 use super::request::Disk;
 
 /// An open image.
 #[derive(Debug)]
 pub struct Image {
     file: File,
+    /// The image's `size` bytes mapped (`None`: `pread`/`pwrite`).
+    map: Option<Mapped>,
     path: PathBuf,
     /// Bytes exposed: the file's size rounded down to whole sectors.
     size: u64,
@@ -74,8 +78,13 @@ impl Image {
         );
         let n = name.len().min(VIRTIO_BLK_ID_BYTES);
         id[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let map = Mapped::new(&file, size, !read_only);
+        if map.is_none() {
+            log::debug!(target: "mpssd", "{}: not mapped; read and written with pread/pwrite", path.display());
+        }
         Ok(Self {
             file,
+            map,
             path: path.to_owned(),
             size,
             read_only,
@@ -114,11 +123,17 @@ impl Disk for Image {
 
     /// A short read (the file shrank) is an error, not zeros.
     fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, off)
+        match &self.map {
+            Some(m) if m.usable() => m.read(buf, off),
+            _ => self.file.read_exact_at(buf, off),
+        }
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
-        self.file.write_all_at(buf, off)
+        match &self.map {
+            Some(m) if m.usable() => m.write(buf, off),
+            _ => self.file.write_all_at(buf, off),
+        }
     }
 
     fn flush(&self) -> std::io::Result<()> {

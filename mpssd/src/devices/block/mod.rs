@@ -7,11 +7,13 @@
 //! - [`queue`]: the request queue, one hand-off per request;
 //! - [`request`]: one request, parsed, bounds-checked and answered;
 //! - [`image`]: the image file;
+//! - [`mapping`]: the image mapped, its faults made I/O errors;
 //! - [`metrics`]: the counters.
 
 pub mod device;
 pub mod event_handler;
 pub mod image;
+pub mod mapping;
 pub mod metrics;
 pub mod queue;
 pub mod request;

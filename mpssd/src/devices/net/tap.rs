@@ -2,8 +2,8 @@
 //! on every frame, as the VMMs make one (TUNSETIFF, TUNSETVNETHDRSZ,
 //! TUNSETOFFLOAD on `/dev/net/tun`), non-blocking.
 //!
-//! The only `unsafe` of mpssd: three ioctls whose argument layouts the
-//! kernel defines (`struct ifreq`, an `int`, an `unsigned int`).
+//! One of mpssd's two places of `unsafe` (the other maps disk images):
+//! three ioctls whose argument layouts the kernel defines (`struct ifreq`, an `int`, an `unsigned int`).
 
 #![allow(unsafe_code)]
 
