@@ -61,6 +61,30 @@
 //! answers with the lower of the two versions, and a client sends batches
 //! only when that is 2 or more.
 //!
+//! The aperture (protocol 3). A caller's buffer outside the arena (its
+//! heap, say) is out of the server's reach but for `process_vm_*`, whose
+//! kernel copy runs far below `memcpy` (pinning the pages, one page a
+//! copy). [`OP_APERTURE`] instead hands the client the card's memory, read
+//! and write, as root may map a real card's memory BAR; the client maps it
+//! and makes the one copy itself, where the server says. COPY_DESC and
+//! batches in the slot then run as follows: the server walks the chain,
+//! checks every card address, copies the arena's pieces itself, and
+//! answers the rest with [`MSG_PLAN`] in the response slot (its `result`
+//! the count of [`PlanOp`]s that follow, at most [`PLAN_MAX`]; a longer
+//! list comes in several plans) under the request's own counter value.
+//! The client checks every operation against its buffers and the
+//! aperture, copies, and answers [`OP_PLAN_DONE`] (an `i32`: 0, or
+//! `-EFAULT` if it refused the plan) as a new request; only then does the
+//! server complete the chain (the used entry, the card's doorbell), and
+//! answer the request under the counter value of that last answer. A
+//! client that does not answer within [`PLAN_BUDGET_MS`] has failed the
+//! copy: the answer, `EFAULT` (the chain stays where it was), is written
+//! over the plan under the same counter value, and an answer to the plan
+//! that comes later is a request of its own (`EINVAL`). A client that
+//! hangs up meanwhile ends the connection as ever. Requests over
+//! the socket never get plans (the server uses `process_vm_*`, or refuses
+//! buffers it cannot reach).
+//!
 //! Requests larger than the slot. The request slot holds [`SHM_REQ_MAX`]
 //! bytes, header included; a client sends a larger request (a COPY_DESC
 //! or a batch with many iovecs) over the socket instead, where the limit
@@ -71,11 +95,13 @@
 use super::layout::abi_struct;
 
 /// Protocol version: the highest this side speaks.
-pub const PROTO_VERSION: u32 = 2;
+pub const PROTO_VERSION: u32 = 3;
 /// The oldest version a server still serves (1: no [`OP_COPY_BATCH`]).
 pub const PROTO_VERSION_MIN: u32 = 1;
 /// The first version with [`OP_COPY_BATCH`].
 pub const PROTO_VERSION_BATCH: u32 = 2;
+/// The first version with [`OP_APERTURE`] and plans.
+pub const PROTO_VERSION_APERTURE: u32 = 3;
 
 /// Handshake: version and the direct-mode probe.
 pub const OP_HELLO: u32 = 0x4D45_0001;
@@ -85,6 +111,11 @@ pub const OP_MMAP: u32 = 0x4D45_0002;
 pub const OP_ACK_WAKE: u32 = 0x4D45_0003;
 /// Several COPY_DESCs in one request (protocol 2).
 pub const OP_COPY_BATCH: u32 = 0x4D45_0004;
+/// The card's memory for the client to map (protocol 3; needs the shared
+/// region): REPLY [`ApertureReply`] and the memfd.
+pub const OP_APERTURE: u32 = 0x4D45_0005;
+/// In the request slot, the client's answer to a [`MSG_PLAN`]: an `i32`.
+pub const OP_PLAN_DONE: u32 = 0x4D45_0006;
 
 /// Most COPY_DESCs one [`OP_COPY_BATCH`] carries.
 pub const BATCH_MAX: u32 = 64;
@@ -95,6 +126,15 @@ pub const MSG_REPLY: u32 = 1;
 pub const MSG_WAKE: u32 = 2;
 /// The device is gone (poll: error).
 pub const MSG_GONE: u32 = 3;
+/// In the response slot, mid-request: copies for the client to make
+/// (`result` is their count; that many [`PlanOp`]s follow).
+pub const MSG_PLAN: u32 = 4;
+
+/// Most [`PlanOp`]s one [`MSG_PLAN`] carries (what the response slot holds).
+pub const PLAN_MAX: usize = (SHM_RESP_MAX - MsgHeader::SIZE) / PlanOp::SIZE;
+/// How long the server waits for a client's [`OP_PLAN_DONE`] (holding the
+/// device, as the kernel holds it over `copy_to_user`).
+pub const PLAN_BUDGET_MS: u64 = 1000;
 
 /// Copies go by `process_vm_readv/writev` on the client's iovecs.
 pub const MODE_DIRECT: u32 = 1;
@@ -258,6 +298,30 @@ abi_struct! {
         result: i32 => BATCH_RESULT = 0,
         /// The `out_len` the ioctl would have returned.
         out_len: u32 => BATCH_OUT_LEN = 4,
+    }
+}
+
+abi_struct! {
+    /// `OP_APERTURE` reply payload.
+    pub struct ApertureReply: size 8, repr(C, align(8)) {
+        /// Bytes of card memory the passed memfd holds (map them all).
+        size: u64 => APERTURE_SIZE = 0,
+    }
+}
+
+abi_struct! {
+    /// One copy of a [`MSG_PLAN`].
+    pub struct PlanOp: size 24, repr(C, align(8)) {
+        /// Card memory address (an offset into the aperture).
+        card_addr: u64 => PLAN_CARD_ADDR = 0,
+        /// Offset into the concatenation of the entry's iovecs.
+        user_off: u64 => PLAN_USER_OFF = 8,
+        /// Bytes.
+        len: u32 => PLAN_LEN = 16,
+        /// Which COPY_DESC of a batch (0 for a lone one).
+        entry: u16 => PLAN_ENTRY = 20,
+        /// 1: card → caller; 0: caller → card.
+        to_user: u16 => PLAN_TO_USER = 22,
     }
 }
 
