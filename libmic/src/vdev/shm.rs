@@ -7,13 +7,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::io::IoSliceMut;
 
 use mic_core::abi::emu_dev::{
-    MSG_PLAN, MsgHeader, OP_PLAN_DONE, PLAN_MAX, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_REQ,
-    SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
+    MSG_PLAN, MsgHeader, OP_PLAN_DONE, PLAN_MAX, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU,
+    SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
+    SHM_SERVER_CPU, SHM_SERVER_SLEEPING, Spin, SpinStep, cpu_word,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -23,14 +24,19 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 /// buffers touch are ever backed).
 pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
 
-/// How long the client spins for an answer before it sleeps.
-const CLIENT_SPIN: Duration = Duration::from_micros(200);
+/// How long the client spins for an answer before it sleeps (a batch of
+/// 64 KiB chains takes tens of µs).
+const CLIENT_SPIN: Spin = Spin::new(200_000);
 
-/// Looks at the answer counter (one load each) between two yields of the
-/// CPU, which are also looks at the clock. The server may be waiting for
-/// this very core (two cores, a third thread busy): spinning on without a
-/// yield would cost it the whole spin, a yield costs a system call.
+/// Looks at the answer counter (one load each) between two asks what to
+/// do next ([`Spin`]: a look at the clock and at the CPUs).
 const SPIN_BATCH: u32 = 32;
+
+/// The CPU this thread runs on, as the region publishes it.
+fn this_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes nothing and only reads the thread's state.
+    cpu_word(unsafe { libc::sched_getcpu() })
+}
 
 /// A read-write shared mapping of the region.
 #[derive(Debug)]
@@ -224,6 +230,8 @@ impl Shm {
         }
         let n = reply.len().min(SHM_RESP_MAX);
         self.region.read(SHM_RESP, &mut reply[..n]);
+        // Back to the caller: whether we run on is no longer known.
+        self.region.word(SHM_CLIENT_CPU).store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -240,6 +248,7 @@ impl Shm {
         }
         self.seq = self.seq.wrapping_add(1);
         let r = &self.region;
+        r.word(SHM_CLIENT_CPU).store(this_cpu(), Ordering::Relaxed);
         r.word(SHM_REQ_SEQ).store(self.seq, Ordering::SeqCst);
         if r.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) != 0 {
             let _ = self.kick_server.write(1);
@@ -249,23 +258,35 @@ impl Shm {
     /// Waits until the server answered the last request posted.
     fn wait_answer<E>(&mut self, sock: RawFd, on_msg: &mut impl FnMut() -> Result<(), E>) -> Result<(), E> {
         let r = &self.region;
-        let spin_end = Instant::now() + CLIENT_SPIN;
+        let start = Instant::now();
+        let mut spinning = true;
         let mut looks = 0u32;
         loop {
             if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
                 break;
             }
-            // The answer is one load away; the clock is read every few
-            // looks only.
-            looks = looks.wrapping_add(1);
-            if looks % SPIN_BATCH != 0 {
-                std::hint::spin_loop();
-                continue;
+            if spinning {
+                // The answer is one load away; the clock and the CPUs are
+                // read every few looks only.
+                looks = looks.wrapping_add(1);
+                if looks % SPIN_BATCH != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let cpu = this_cpu();
+                r.word(SHM_CLIENT_CPU).store(cpu, Ordering::Relaxed);
+                let server = r.word(SHM_SERVER_CPU).load(Ordering::Relaxed);
+                let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                match CLIENT_SPIN.step(now, cpu, server) {
+                    SpinStep::Spin => continue,
+                    SpinStep::Yield => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    SpinStep::Sleep => spinning = false,
+                }
             }
-            if Instant::now() < spin_end {
-                std::thread::yield_now();
-                continue;
-            }
+            r.word(SHM_CLIENT_CPU).store(0, Ordering::Relaxed);
             r.word(SHM_CLIENT_SLEEPING).store(1, Ordering::SeqCst);
             if r.word(SHM_RESP_SEQ).load(Ordering::SeqCst) == self.seq {
                 r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
@@ -288,6 +309,7 @@ impl Shm {
             // SAFETY: two pollfds of descriptors we hold, for the call.
             unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
             r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
+            r.word(SHM_CLIENT_CPU).store(this_cpu(), Ordering::Relaxed);
             let _ = self.kick_client.read();
             if fds[1].revents != 0 {
                 on_msg()?;

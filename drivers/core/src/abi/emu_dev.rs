@@ -38,9 +38,15 @@
 //! [`SHM_REQ_SEQ`]; the server, spinning briefly after each request and
 //! sleeping on its eventfd otherwise ([`SHM_SERVER_SLEEPING`] says which),
 //! answers in the response slot and sets [`SHM_RESP_SEQ`]; the client spins
-//! briefly, then sleeps on its own eventfd. Both sides yield the CPU every
-//! few looks while they spin: on two cores with a third thread busy, the
-//! side they wait for may be waiting for their core. iovecs inside the
+//! briefly, then sleeps on its own eventfd. Spinning pays only while the
+//! other side runs on another CPU; on two cores with a third thread busy,
+//! the side waited for may instead be queued behind the spinner on its
+//! CPU. So each side publishes the CPU it runs on ([`SHM_CLIENT_CPU`],
+//! [`SHM_SERVER_CPU`]; 0 before it sleeps, and the client when it returns
+//! to its caller), and a spinner asks [`Spin`] every few looks: it spins
+//! on while the other side was last seen on another CPU, yields the CPU
+//! when that was its own CPU (the other side waits for it) or is not
+//! known, and sleeps once its budget is spent. iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
 //!
@@ -162,6 +168,11 @@ pub const SHM_RESP_SEQ: usize = 64;
 pub const SHM_SERVER_SLEEPING: usize = 128;
 /// Shared region: 1 while the client sleeps on its eventfd (u32).
 pub const SHM_CLIENT_SLEEPING: usize = 192;
+/// Shared region: the CPU the client last ran on, plus one (0: not said)
+/// (u32).
+pub const SHM_CLIENT_CPU: usize = 256;
+/// Shared region: the CPU the server last ran on, plus one (u32).
+pub const SHM_SERVER_CPU: usize = 320;
 /// Shared region: the request slot (a [`ReqHeader`] and its payload).
 pub const SHM_REQ: usize = 4096;
 /// Bytes of the request slot.
@@ -174,6 +185,54 @@ pub const SHM_RESP_MAX: usize = 4096;
 pub const SHM_ARENA: usize = 64 << 10;
 /// Largest shared region a server accepts.
 pub const SHM_MAX: u64 = 1 << 30;
+
+/// What a side publishes as its CPU: `sched_getcpu()`'s answer plus one,
+/// 0 if it failed (negative).
+#[must_use]
+pub fn cpu_word(sched_getcpu: i32) -> u32 {
+    u32::try_from(sched_getcpu).map_or(0, |c| c.wrapping_add(1))
+}
+
+/// What a spinning side of the slot protocol does next (see [`Spin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpinStep {
+    /// Look again at once: the other side runs on another CPU.
+    Spin,
+    /// Give the CPU up for a moment, then look again: the other side is
+    /// queued on this very CPU, or where it runs is not known.
+    Yield,
+    /// Stop spinning and sleep until woken.
+    Sleep,
+}
+
+/// One spinning wait of a side of the slot protocol, asked every few looks
+/// at the counter what to do next (see the module text).
+#[derive(Debug, Clone, Copy)]
+pub struct Spin {
+    limit_ns: u64,
+}
+
+impl Spin {
+    /// A wait that may spin `limit_ns`.
+    #[must_use]
+    pub const fn new(limit_ns: u64) -> Self {
+        Self { limit_ns }
+    }
+
+    /// The next step `now_ns` into the wait, on CPU word `cpu`, the other
+    /// side's last published one being `peer_cpu` ([`cpu_word`]; 0 for not
+    /// known: asleep, or between calls).
+    #[must_use]
+    pub fn step(&self, now_ns: u64, cpu: u32, peer_cpu: u32) -> SpinStep {
+        if now_ns >= self.limit_ns {
+            SpinStep::Sleep
+        } else if peer_cpu != 0 && peer_cpu != cpu {
+            SpinStep::Spin
+        } else {
+            SpinStep::Yield
+        }
+    }
+}
 
 /// `PROT_WRITE` in [`MmapReq::prot`].
 pub const PROT_WRITE: u32 = 2;
@@ -333,3 +392,31 @@ pub const fn batch_reply_len(count: u32) -> usize {
 }
 
 const _: () = assert!(MsgHeader::SIZE + batch_reply_len(BATCH_MAX) <= SHM_RESP_MAX);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spinner_spins_beside_a_running_peer_yields_to_one_on_its_cpu_and_sleeps_when_spent() {
+        let s = Spin::new(1000);
+        let (cpu0, cpu1) = (cpu_word(0), cpu_word(1));
+        assert_eq!((cpu0, cpu1, cpu_word(-1)), (1, 2, 0), "0 is 'not known'");
+        assert_eq!(s.step(0, cpu0, cpu1), SpinStep::Spin, "peer on the other CPU");
+        assert_eq!(s.step(10, cpu0, cpu0), SpinStep::Yield, "peer queued on ours");
+        assert_eq!(
+            s.step(10, cpu0, 0),
+            SpinStep::Yield,
+            "peer asleep or between calls"
+        );
+        assert_eq!(s.step(10, 0, 0), SpinStep::Yield, "neither known");
+        assert_eq!(s.step(999, cpu0, cpu1), SpinStep::Spin);
+        for peer in [cpu1, cpu0, 0] {
+            assert_eq!(
+                s.step(1000, cpu0, peer),
+                SpinStep::Sleep,
+                "spent, whatever the peer"
+            );
+        }
+    }
+}

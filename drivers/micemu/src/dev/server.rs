@@ -22,8 +22,9 @@ use mic_core::abi::emu_dev::{
     Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_PLAN, MSG_REPLY,
     MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, OP_PLAN_DONE,
     PLAN_BUDGET_MS, PLAN_MAX, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH,
-    PROTO_VERSION_MIN, Piece, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ,
-    SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
+    PROTO_VERSION_MIN, Piece, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU, SHM_CLIENT_SLEEPING, SHM_MAX,
+    SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_CPU,
+    SHM_SERVER_SLEEPING, Spin, SpinStep, cpu_word,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -236,14 +237,13 @@ struct Shm {
     seq: std::cell::Cell<u32>,
 }
 
-/// How long the server keeps looking for the next fast request after one,
-/// before it sleeps on its eventfd.
-const SERVER_SPIN: Duration = Duration::from_micros(50);
+/// How long the server keeps looking for the next fast request after one
+/// (or for a plan's answer) before it sleeps on its eventfd.
+const SERVER_SPIN: Spin = Spin::new(50_000);
 
-/// Looks at the slot (one load each) between two yields of the CPU, which
-/// are also looks at the clock and the socket. The client may be waiting
-/// for this very core (two cores, a third thread busy): spinning on without
-/// a yield would cost it the whole spin, a yield costs a system call.
+/// Looks at the slot (one load each) between two asks what to do next
+/// ([`Spin`]: a look at the clock and the CPUs; in the main loop also at
+/// the socket).
 const SPIN_BATCH: u32 = 32;
 
 impl Shm {
@@ -263,6 +263,24 @@ impl Shm {
         use vm_memory::Bytes as _;
         if let Some(s) = self.slice(off, 4) {
             let _ = s.store(v, 0, order);
+        }
+    }
+
+    /// Publishes the CPU this thread runs on and, a spin begun at `start`,
+    /// whether to look again: after spinning on or yielding (true), or not
+    /// (false: sleep).
+    fn spin_on(&self, start: Instant) -> bool {
+        let cpu = this_cpu();
+        self.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
+        let client = self.load(SHM_CLIENT_CPU, Ordering::Relaxed);
+        let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match SERVER_SPIN.step(now, cpu, client) {
+            SpinStep::Spin => true,
+            SpinStep::Yield => {
+                std::thread::yield_now();
+                true
+            }
+            SpinStep::Sleep => false,
         }
     }
 
@@ -327,24 +345,28 @@ impl Shm {
         let start = Instant::now();
         let old = self.seq.get();
         let mut looks = 0u32;
+        let mut spinning = true;
         loop {
             let seq = self.load(SHM_REQ_SEQ, Ordering::Acquire);
             if seq != old {
                 return Some(seq);
             }
-            looks = looks.wrapping_add(1);
-            if looks % SPIN_BATCH != 0 {
-                std::hint::spin_loop();
-                continue;
+            if spinning {
+                looks = looks.wrapping_add(1);
+                if looks % SPIN_BATCH != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                spinning = self.spin_on(start);
+                if spinning {
+                    continue;
+                }
             }
             let waited = start.elapsed();
             if waited >= budget {
                 return None;
             }
-            if waited < SERVER_SPIN {
-                std::thread::yield_now();
-                continue;
-            }
+            self.store(SHM_SERVER_CPU, 0, Ordering::Relaxed);
             self.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
             if self.load(SHM_REQ_SEQ, Ordering::SeqCst) == old {
                 // SAFETY: the connection's socket, open for the call.
@@ -364,9 +386,16 @@ impl Shm {
                 }
             }
             self.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            self.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
             drain(&self.kick_server);
         }
     }
+}
+
+/// The CPU this thread runs on, as the region publishes it.
+fn this_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes nothing and only reads the thread's state.
+    cpu_word(unsafe { libc::sched_getcpu() })
 }
 
 fn kick(fd: &OwnedFd) {
@@ -431,25 +460,24 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         bells: super::PendingBells::default(),
     };
     let mut buf = vec![0u8; MAX_MSG];
-    let mut spin_until: Option<Instant> = None;
+    // After a fast request, the server looks for the next one a while.
+    let mut idle: Option<Instant> = None;
     let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            spin_until = Some(Instant::now() + SERVER_SPIN);
+            idle = Some(Instant::now());
             continue;
         }
-        if let Some(t) = spin_until {
+        if let Some(t) = idle {
             looks = looks.wrapping_add(1);
             if looks % SPIN_BATCH != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            let now = Instant::now();
-            if now >= t {
-                spin_until = None;
+            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(t)) {
+                idle = None;
                 continue;
             }
-            std::thread::yield_now();
             // A socket request (a wake ack, a config change) is served
             // between spins too.
             if !socket_readable(conn.fd.as_raw_fd(), 0) {
@@ -457,6 +485,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
             }
         } else if let Some(shm) = &conn.shm {
             // Sleep: say so, look once more, then wait for either side.
+            shm.store(SHM_SERVER_CPU, 0, Ordering::Relaxed);
             shm.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
             if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq.get() {
                 shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
@@ -469,6 +498,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
             let _ = poll(&mut fds, PollTimeout::NONE);
             let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
             shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
             drain(&shm.kick_server);
             if !sock {
                 continue;
@@ -694,6 +724,7 @@ impl Conn {
             return false;
         }
         shm.seq.set(seq);
+        shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
         // The header, then only the payload it announces (a COPY_DESC is
         // tens of bytes; the slot is 32 KiB).
         let mut req = std::mem::take(&mut self.req);
