@@ -34,8 +34,7 @@ const SPIN_BATCH: u32 = 32;
 
 /// The CPU this thread runs on, as the region publishes it.
 fn this_cpu() -> u32 {
-    // SAFETY: sched_getcpu takes nothing and only reads the thread's state.
-    cpu_word(unsafe { libc::sched_getcpu() })
+    cpu_word(nix::sched::sched_getcpu().ok())
 }
 
 /// A read-write shared mapping of the region.

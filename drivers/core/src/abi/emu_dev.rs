@@ -187,10 +187,12 @@ pub const SHM_ARENA: usize = 64 << 10;
 pub const SHM_MAX: u64 = 1 << 30;
 
 /// What a side publishes as its CPU: `sched_getcpu()`'s answer plus one,
-/// 0 if it failed (negative).
+/// 0 if it failed (or is too large to say).
 #[must_use]
-pub fn cpu_word(sched_getcpu: i32) -> u32 {
-    u32::try_from(sched_getcpu).map_or(0, |c| c.wrapping_add(1))
+pub fn cpu_word(sched_getcpu: Option<usize>) -> u32 {
+    sched_getcpu
+        .and_then(|c| u32::try_from(c).ok())
+        .map_or(0, |c| c.saturating_add(1))
 }
 
 /// What a spinning side of the slot protocol does next (see [`Spin`]).
@@ -400,8 +402,8 @@ mod tests {
     #[test]
     fn a_spinner_spins_beside_a_running_peer_yields_to_one_on_its_cpu_and_sleeps_when_spent() {
         let s = Spin::new(1000);
-        let (cpu0, cpu1) = (cpu_word(0), cpu_word(1));
-        assert_eq!((cpu0, cpu1, cpu_word(-1)), (1, 2, 0), "0 is 'not known'");
+        let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
+        assert_eq!((cpu0, cpu1, cpu_word(None)), (1, 2, 0), "0 is 'not known'");
         assert_eq!(s.step(0, cpu0, cpu1), SpinStep::Spin, "peer on the other CPU");
         assert_eq!(s.step(10, cpu0, cpu0), SpinStep::Yield, "peer queued on ours");
         assert_eq!(

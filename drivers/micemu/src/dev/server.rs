@@ -10,7 +10,7 @@
 //! or inside the messages when the client's memory cannot be reached.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -300,7 +300,7 @@ impl Shm {
     /// request taken last) and waits for its [`OP_PLAN_DONE`]: `Ok` once it
     /// made the copies, a fault if it refused them, answered anything else,
     /// hung up or let [`PLAN_BUDGET_MS`] pass.
-    fn plan(&self, sock: RawFd, ops: &[PlanOp]) -> Result<(), CopyFault> {
+    fn plan(&self, sock: BorrowedFd<'_>, ops: &[PlanOp]) -> Result<(), CopyFault> {
         let mut out = [0u8; SHM_RESP_MAX];
         let head = MsgHeader {
             kind: MSG_PLAN,
@@ -341,7 +341,7 @@ impl Shm {
     /// Waits for the client's next request in the slot: spins a little,
     /// then sleeps on the eventfd; `None` if the client hung up or `budget`
     /// passed. Returns its counter value.
-    fn wait_request(&self, sock: RawFd, budget: Duration) -> Option<u32> {
+    fn wait_request(&self, sock: BorrowedFd<'_>, budget: Duration) -> Option<u32> {
         let start = Instant::now();
         let old = self.seq.get();
         let mut looks = 0u32;
@@ -369,8 +369,6 @@ impl Shm {
             self.store(SHM_SERVER_CPU, 0, Ordering::Relaxed);
             self.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
             if self.load(SHM_REQ_SEQ, Ordering::SeqCst) == old {
-                // SAFETY: the connection's socket, open for the call.
-                let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
                 // Only the end is looked for on the socket: its requests
                 // wait for the main loop.
                 let mut fds = [
@@ -394,8 +392,7 @@ impl Shm {
 
 /// The CPU this thread runs on, as the region publishes it.
 fn this_cpu() -> u32 {
-    // SAFETY: sched_getcpu takes nothing and only reads the thread's state.
-    cpu_word(unsafe { libc::sched_getcpu() })
+    cpu_word(nix::sched::sched_getcpu().ok())
 }
 
 fn kick(fd: &OwnedFd) {
@@ -899,7 +896,7 @@ macro_rules! peer {
             pid: $conn.pid,
             shm: $conn.shm.as_ref(),
             plan: $via_slot && $conn.aperture,
-            sock: $conn.fd.as_raw_fd(),
+            sock: $conn.fd.as_fd(),
         }
     };
 }
@@ -915,7 +912,7 @@ struct Peer<'a> {
     /// aperture: it copies what lies outside the arena itself, by plan.
     plan: bool,
     /// The connection's socket (a plan's wait watches it for the end).
-    sock: RawFd,
+    sock: BorrowedFd<'a>,
 }
 
 /// What one COPY_DESC needs besides the device, reused across requests.
