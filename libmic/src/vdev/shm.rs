@@ -14,7 +14,7 @@ use std::io::IoSliceMut;
 use mic_core::abi::emu_dev::{
     MSG_PLAN, MsgHeader, OP_PLAN_DONE, PLAN_MAX, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU,
     SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
-    SHM_SERVER_CPU, SHM_SERVER_SLEEPING, Spin, SpinStep, cpu_word,
+    SHM_SERVER_CPU, SHM_SERVER_SLEEPING, SpinStep, Spinner, cpu_word,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -25,8 +25,9 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
 
 /// How long the client spins for an answer before it sleeps (a batch of
-/// 64 KiB chains takes tens of µs).
-const CLIENT_SPIN: Spin = Spin::new(200_000);
+/// 64 KiB chains takes tens of µs), at least and at most, in ns
+/// ([`Spinner`]).
+const CLIENT_SPIN_NS: (u64, u64) = (5_000, 200_000);
 
 /// Looks at the answer counter (one load each) between two asks what to
 /// do next ([`Spin`]: a look at the clock and at the CPUs).
@@ -110,6 +111,9 @@ pub(super) struct Shm {
     /// Next free arena offset (a bump allocator: buffers live as long as
     /// the region).
     next: usize,
+    /// How this side waits, and the clock it waits by.
+    spinner: Spinner,
+    epoch: Instant,
 }
 
 impl Shm {
@@ -143,6 +147,8 @@ impl Shm {
             kick_client: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             seq: 0,
             next: SHM_ARENA,
+            spinner: Spinner::new(CLIENT_SPIN_NS.0, CLIENT_SPIN_NS.1),
+            epoch: Instant::now(),
         })
     }
 
@@ -257,11 +263,15 @@ impl Shm {
     /// Waits until the server answered the last request posted.
     fn wait_answer<E>(&mut self, sock: RawFd, on_msg: &mut impl FnMut() -> Result<(), E>) -> Result<(), E> {
         let r = &self.region;
-        let start = Instant::now();
+        let now = |epoch: Instant| u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut spin = self.spinner.begin(now(self.epoch));
         let mut spinning = true;
         let mut looks = 0u32;
         loop {
             if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
+                if spinning {
+                    self.spinner.found();
+                }
                 break;
             }
             if spinning {
@@ -275,8 +285,7 @@ impl Shm {
                 let cpu = this_cpu();
                 r.word(SHM_CLIENT_CPU).store(cpu, Ordering::Relaxed);
                 let server = r.word(SHM_SERVER_CPU).load(Ordering::Relaxed);
-                let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                match CLIENT_SPIN.step(now, cpu, server) {
+                match self.spinner.step(&mut spin, now(self.epoch), cpu, server) {
                     SpinStep::Spin => continue,
                     SpinStep::Yield => {
                         std::thread::yield_now();

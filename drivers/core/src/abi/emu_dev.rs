@@ -43,10 +43,15 @@
 //! the side waited for may instead be queued behind the spinner on its
 //! CPU. So each side publishes the CPU it runs on ([`SHM_CLIENT_CPU`],
 //! [`SHM_SERVER_CPU`]; 0 before it sleeps, and the client when it returns
-//! to its caller), and a spinner asks [`Spin`] every few looks: it spins
-//! on while the other side was last seen on another CPU, yields the CPU
-//! when that was its own CPU (the other side waits for it) or is not
-//! known, and sleeps once its budget is spent. iovecs inside the
+//! to its caller), and a spinner asks its [`Spinner`] every few looks: it
+//! spins on while the other side was last seen on another CPU, yields the
+//! CPU when that was its own CPU (the other side waits for it) or is not
+//! known, and sleeps once its budget is spent (halved each time it runs
+//! out, doubled each time a spin finds its answer). A side that finds it
+//! lost its CPU between two asks (preempted, or its yield went to a busy
+//! thread) sleeps at once and takes the machine for loaded a while,
+//! sleeping then where it would have yielded (but spinning on where the
+//! other side is not known). iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
 //!
@@ -195,7 +200,7 @@ pub fn cpu_word(sched_getcpu: Option<usize>) -> u32 {
         .map_or(0, |c| c.saturating_add(1))
 }
 
-/// What a spinning side of the slot protocol does next (see [`Spin`]).
+/// What a spinning side of the slot protocol does next (see [`Spinner`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpinStep {
     /// Look again at once: the other side runs on another CPU.
@@ -207,31 +212,95 @@ pub enum SpinStep {
     Sleep,
 }
 
-/// One spinning wait of a side of the slot protocol, asked every few looks
-/// at the counter what to do next (see the module text).
+/// A gap this long between two asks of a spinning side means it lost its
+/// CPU meanwhile (preempted, or a yield gave the CPU to another thread).
+pub const SPIN_PREEMPTED_NS: u64 = 20_000;
+
+/// How long a side takes the machine for loaded after such a gap: it then
+/// sleeps where it would have yielded (a yield on a loaded CPU gives it to
+/// a busy thread for a whole time slice; a sleeper is woken in µs).
+pub const SPIN_LOADED_NS: u64 = 100_000_000;
+
+/// One spinning wait (from [`Spinner::begin`]); times in ns.
 #[derive(Debug, Clone, Copy)]
+#[allow(clippy::struct_field_names)] // all times in ns, named so
 pub struct Spin {
+    start_ns: u64,
+    last_ns: u64,
     limit_ns: u64,
 }
 
-impl Spin {
-    /// A wait that may spin `limit_ns`.
+/// A side's way of waiting in the slot protocol, with what its last waits
+/// taught it: asked every few looks at the counter what to do next (see
+/// the module text). Its budget for one spin is halved (down to the least)
+/// each time one ran out, and doubled (up to the most) each time one found
+/// what it waited for. Clocks are nanoseconds from any fixed start.
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::struct_field_names)] // all times in ns, named so
+pub struct Spinner {
+    loaded_until_ns: u64,
+    limit_ns: u64,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+impl Spinner {
+    /// A side spinning at least `min_ns` and at most `max_ns` a wait.
     #[must_use]
-    pub const fn new(limit_ns: u64) -> Self {
-        Self { limit_ns }
+    pub const fn new(min_ns: u64, max_ns: u64) -> Self {
+        Self {
+            loaded_until_ns: 0,
+            limit_ns: max_ns,
+            min_ns,
+            max_ns,
+        }
     }
 
-    /// The next step `now_ns` into the wait, on CPU word `cpu`, the other
+    /// A wait, from `now_ns`.
+    #[must_use]
+    pub const fn begin(&self, now_ns: u64) -> Spin {
+        Spin {
+            start_ns: now_ns,
+            last_ns: now_ns,
+            limit_ns: self.limit_ns,
+        }
+    }
+
+    /// A spin found what it waited for.
+    pub fn found(&mut self) {
+        self.limit_ns = self.limit_ns.saturating_mul(2).min(self.max_ns);
+    }
+
+    /// Whether the machine looks loaded at `now_ns`.
+    #[must_use]
+    pub const fn loaded(&self, now_ns: u64) -> bool {
+        now_ns < self.loaded_until_ns
+    }
+
+    /// The next step of `spin` at `now_ns`, on CPU word `cpu`, the other
     /// side's last published one being `peer_cpu` ([`cpu_word`]; 0 for not
     /// known: asleep, or between calls).
-    #[must_use]
-    pub fn step(&self, now_ns: u64, cpu: u32, peer_cpu: u32) -> SpinStep {
-        if now_ns >= self.limit_ns {
+    pub fn step(&mut self, spin: &mut Spin, now_ns: u64, cpu: u32, peer_cpu: u32) -> SpinStep {
+        let gap = now_ns.saturating_sub(spin.last_ns);
+        spin.last_ns = now_ns;
+        if gap >= SPIN_PREEMPTED_NS {
+            self.loaded_until_ns = now_ns.saturating_add(SPIN_LOADED_NS);
+            return SpinStep::Sleep;
+        }
+        if now_ns.saturating_sub(spin.start_ns) >= spin.limit_ns {
+            self.limit_ns = (self.limit_ns / 2).max(self.min_ns);
             SpinStep::Sleep
         } else if peer_cpu != 0 && peer_cpu != cpu {
             SpinStep::Spin
-        } else {
+        } else if !self.loaded(now_ns) {
             SpinStep::Yield
+        } else if peer_cpu == 0 {
+            // Loaded, and where the other side is not known: spin on (a
+            // yield would go to a busy thread; the other side, asleep, is
+            // woken by its own kick and preempts whoever runs).
+            SpinStep::Spin
+        } else {
+            SpinStep::Sleep
         }
     }
 }
@@ -401,24 +470,75 @@ mod tests {
 
     #[test]
     fn a_spinner_spins_beside_a_running_peer_yields_to_one_on_its_cpu_and_sleeps_when_spent() {
-        let s = Spin::new(1000);
         let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
         assert_eq!((cpu0, cpu1, cpu_word(None)), (1, 2, 0), "0 is 'not known'");
-        assert_eq!(s.step(0, cpu0, cpu1), SpinStep::Spin, "peer on the other CPU");
-        assert_eq!(s.step(10, cpu0, cpu0), SpinStep::Yield, "peer queued on ours");
+        let mut w = Spinner::new(500, 1000);
+        let mut s = w.begin(5_000);
         assert_eq!(
-            s.step(10, cpu0, 0),
+            w.step(&mut s, 5_000, cpu0, cpu1),
+            SpinStep::Spin,
+            "peer on the other CPU"
+        );
+        assert_eq!(
+            w.step(&mut s, 5_010, cpu0, cpu0),
+            SpinStep::Yield,
+            "peer queued on ours"
+        );
+        assert_eq!(
+            w.step(&mut s, 5_020, cpu0, 0),
             SpinStep::Yield,
             "peer asleep or between calls"
         );
-        assert_eq!(s.step(10, 0, 0), SpinStep::Yield, "neither known");
-        assert_eq!(s.step(999, cpu0, cpu1), SpinStep::Spin);
-        for peer in [cpu1, cpu0, 0] {
+        assert_eq!(w.step(&mut s, 5_999, cpu0, cpu1), SpinStep::Spin);
+        // Spent: sleep, and the next spins are shorter, down to the least;
+        // one that finds its answer doubles it again.
+        for (peer, limit) in [(cpu1, 1000), (cpu0, 500), (0, 500)] {
+            let mut s = w.begin(5_000);
+            assert_eq!(w.step(&mut s, 5_000 + limit - 1, cpu0, cpu1), SpinStep::Spin);
             assert_eq!(
-                s.step(1000, cpu0, peer),
+                w.step(&mut s, 5_000 + limit, cpu0, peer),
                 SpinStep::Sleep,
-                "spent, whatever the peer"
+                "spent"
             );
         }
+        w.found();
+        let mut s = w.begin(5_000);
+        assert_eq!(w.step(&mut s, 5_999, cpu0, cpu1), SpinStep::Spin);
+        assert!(!w.loaded(6_000));
+    }
+
+    #[test]
+    fn a_spinner_that_lost_its_cpu_sleeps_and_then_sleeps_instead_of_yielding_a_while() {
+        let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
+        let mut w = Spinner::new(1_000_000, 1_000_000);
+        let mut s = w.begin(0);
+        assert_eq!(w.step(&mut s, 1_000, cpu0, cpu1), SpinStep::Spin);
+        let back = 1_000 + SPIN_PREEMPTED_NS;
+        assert_eq!(w.step(&mut s, back, cpu0, cpu1), SpinStep::Sleep, "preempted");
+        assert!(w.loaded(back) && w.loaded(back + SPIN_LOADED_NS - 1));
+        let mut s = w.begin(back);
+        assert_eq!(
+            w.step(&mut s, back + 10, cpu0, cpu1),
+            SpinStep::Spin,
+            "still spins beside a running peer"
+        );
+        assert_eq!(
+            w.step(&mut s, back + 20, cpu0, cpu0),
+            SpinStep::Sleep,
+            "no yield while loaded"
+        );
+        assert_eq!(
+            w.step(&mut s, back + 30, cpu0, 0),
+            SpinStep::Spin,
+            "nor where it is not known"
+        );
+        let later = back + SPIN_LOADED_NS;
+        assert!(!w.loaded(later));
+        let mut s = w.begin(later);
+        assert_eq!(
+            w.step(&mut s, later + 10, cpu0, cpu0),
+            SpinStep::Yield,
+            "forgotten"
+        );
     }
 }

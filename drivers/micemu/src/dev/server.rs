@@ -24,7 +24,7 @@ use mic_core::abi::emu_dev::{
     PLAN_BUDGET_MS, PLAN_MAX, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH,
     PROTO_VERSION_MIN, Piece, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU, SHM_CLIENT_SLEEPING, SHM_MAX,
     SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_CPU,
-    SHM_SERVER_SLEEPING, Spin, SpinStep, cpu_word,
+    SHM_SERVER_SLEEPING, Spin, SpinStep, Spinner, cpu_word,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -235,11 +235,15 @@ struct Shm {
     kick_client: OwnedFd,
     /// The last request taken (a plan's answer is a request too).
     seq: std::cell::Cell<u32>,
+    /// How this side waits, and the clock it waits by.
+    spinner: std::cell::Cell<Spinner>,
+    epoch: Instant,
 }
 
 /// How long the server keeps looking for the next fast request after one
-/// (or for a plan's answer) before it sleeps on its eventfd.
-const SERVER_SPIN: Spin = Spin::new(50_000);
+/// (or for a plan's answer) before it sleeps on its eventfd, at least and
+/// at most, in ns ([`Spinner`]).
+const SERVER_SPIN_NS: (u64, u64) = (5_000, 50_000);
 
 /// Looks at the slot (one load each) between two asks what to do next
 /// ([`Spin`]: a look at the clock and the CPUs; in the main loop also at
@@ -266,15 +270,33 @@ impl Shm {
         }
     }
 
-    /// Publishes the CPU this thread runs on and, a spin begun at `start`,
-    /// whether to look again: after spinning on or yielding (true), or not
-    /// (false: sleep).
-    fn spin_on(&self, start: Instant) -> bool {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A spin found what it waited for.
+    fn found(&self) {
+        let mut w = self.spinner.get();
+        w.found();
+        self.spinner.set(w);
+    }
+
+    /// A spin for the next request or a plan's answer.
+    fn begin_spin(&self) -> Spin {
+        self.spinner.get().begin(self.now_ns())
+    }
+
+    /// Publishes the CPU this thread runs on and whether to look again
+    /// for `spin`: after spinning on or yielding (true), or not (false:
+    /// sleep).
+    fn spin_on(&self, spin: &mut Spin) -> bool {
         let cpu = this_cpu();
         self.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
         let client = self.load(SHM_CLIENT_CPU, Ordering::Relaxed);
-        let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        match SERVER_SPIN.step(now, cpu, client) {
+        let mut spinner = self.spinner.get();
+        let step = spinner.step(spin, self.now_ns(), cpu, client);
+        self.spinner.set(spinner);
+        match step {
             SpinStep::Spin => true,
             SpinStep::Yield => {
                 std::thread::yield_now();
@@ -345,22 +367,25 @@ impl Shm {
         let start = Instant::now();
         let old = self.seq.get();
         let mut looks = 0u32;
-        let mut spinning = true;
+        let mut spin = Some(self.begin_spin());
         loop {
             let seq = self.load(SHM_REQ_SEQ, Ordering::Acquire);
             if seq != old {
+                if spin.is_some() {
+                    self.found();
+                }
                 return Some(seq);
             }
-            if spinning {
+            if let Some(s) = &mut spin {
                 looks = looks.wrapping_add(1);
                 if looks % SPIN_BATCH != 0 {
                     std::hint::spin_loop();
                     continue;
                 }
-                spinning = self.spin_on(start);
-                if spinning {
+                if self.spin_on(s) {
                     continue;
                 }
+                spin = None;
             }
             let waited = start.elapsed();
             if waited >= budget {
@@ -458,20 +483,23 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
     };
     let mut buf = vec![0u8; MAX_MSG];
     // After a fast request, the server looks for the next one a while.
-    let mut idle: Option<Instant> = None;
+    let mut idle: Option<Spin> = None;
     let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            idle = Some(Instant::now());
+            if let (Some(shm), Some(_)) = (&conn.shm, &idle) {
+                shm.found();
+            }
+            idle = conn.shm.as_ref().map(Shm::begin_spin);
             continue;
         }
-        if let Some(t) = idle {
+        if let Some(s) = &mut idle {
             looks = looks.wrapping_add(1);
             if looks % SPIN_BATCH != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(t)) {
+            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(s)) {
                 idle = None;
                 continue;
             }
@@ -1020,6 +1048,8 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
         kick_server,
         kick_client,
         seq: std::cell::Cell::new(0),
+        spinner: std::cell::Cell::new(Spinner::new(SERVER_SPIN_NS.0, SERVER_SPIN_NS.1)),
+        epoch: Instant::now(),
     };
     shm.seq.set(shm.load(SHM_REQ_SEQ, Ordering::Acquire));
     Ok(shm)
