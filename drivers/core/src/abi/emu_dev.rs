@@ -213,8 +213,10 @@ pub enum SpinStep {
 }
 
 /// A gap this long between two asks of a spinning side means it lost its
-/// CPU meanwhile (preempted, or a yield gave the CPU to another thread).
-pub const SPIN_PREEMPTED_NS: u64 = 20_000;
+/// CPU meanwhile to a thread that ran its time slice (preempted, or a
+/// yield went to a busy thread rather than to the other side, which
+/// answers and gives the CPU back within µs).
+pub const SPIN_PREEMPTED_NS: u64 = 500_000;
 
 /// How long a side takes the machine for loaded after such a gap: it then
 /// sleeps where it would have yielded (a yield on a loaded CPU gives it to
