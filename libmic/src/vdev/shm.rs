@@ -235,9 +235,16 @@ impl Shm {
         }
         let n = reply.len().min(SHM_RESP_MAX);
         self.region.read(SHM_RESP, &mut reply[..n]);
-        // Back to the caller: whether we run on is no longer known.
-        self.region.word(SHM_CLIENT_CPU).store(0, Ordering::Relaxed);
+        // Back to the caller, on this CPU for now.
+        self.publish_cpu();
         Ok(())
+    }
+
+    /// Says which CPU this thread runs on (after a wake-up, say).
+    pub(super) fn publish_cpu(&self) {
+        self.region
+            .word(SHM_CLIENT_CPU)
+            .store(this_cpu(), Ordering::Relaxed);
     }
 
     /// Writes a request into the slot and hands it to the server.

@@ -607,6 +607,10 @@ impl SockFile {
             if n == 0 {
                 return Ok(Wake::TimedOut);
             }
+            // Awake again, maybe on another CPU: the emulator's spin reads it.
+            if let Some(shm) = &self.shm {
+                shm.publish_cpu();
+            }
             match self.recv("poll") {
                 Ok((h, _, _)) => self.note(h.kind)?,
                 Err(_) if self.gone => return Ok(Wake::Gone),

@@ -42,16 +42,17 @@
 //! other side runs on another CPU; on two cores with a third thread busy,
 //! the side waited for may instead be queued behind the spinner on its
 //! CPU. So each side publishes the CPU it runs on ([`SHM_CLIENT_CPU`],
-//! [`SHM_SERVER_CPU`]; 0 before it sleeps, and the client when it returns
-//! to its caller), and a spinner asks its [`Spinner`] every few looks: it
+//! [`SHM_SERVER_CPU`]; the server 0 before it sleeps, the client again
+//! when it returns to its caller and when a wait for a wake-up ends), and
+//! a spinner asks its [`Spinner`] every few looks: it
 //! spins on while the other side was last seen on another CPU, yields the
 //! CPU when that was its own CPU (the other side waits for it) or is not
 //! known, and sleeps once its budget is spent (halved each time it runs
 //! out, doubled each time a spin finds its answer). A side that finds it
 //! lost its CPU between two asks (preempted, or its yield went to a busy
 //! thread) sleeps at once and takes the machine for loaded a while,
-//! sleeping then where it would have yielded (but spinning on where the
-//! other side is not known). iovecs inside the
+//! sleeping then where it would have yielded to the other side queued on
+//! its CPU. iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
 //!
@@ -294,15 +295,12 @@ impl Spinner {
             SpinStep::Sleep
         } else if peer_cpu != 0 && peer_cpu != cpu {
             SpinStep::Spin
-        } else if !self.loaded(now_ns) {
-            SpinStep::Yield
-        } else if peer_cpu == 0 {
-            // Loaded, and where the other side is not known: spin on (a
-            // yield would go to a busy thread; the other side, asleep, is
-            // woken by its own kick and preempts whoever runs).
-            SpinStep::Spin
-        } else {
+        } else if peer_cpu == cpu && self.loaded(now_ns) {
             SpinStep::Sleep
+        } else {
+            // Queued here, or not known (asleep and maybe being woken onto
+            // this CPU, or between calls): let it run.
+            SpinStep::Yield
         }
     }
 }
@@ -531,8 +529,8 @@ mod tests {
         );
         assert_eq!(
             w.step(&mut s, back + 30, cpu0, 0),
-            SpinStep::Spin,
-            "nor where it is not known"
+            SpinStep::Yield,
+            "not known: it may be woken onto this CPU"
         );
         let later = back + SPIN_LOADED_NS;
         assert!(!w.loaded(later));
