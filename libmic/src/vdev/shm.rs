@@ -25,9 +25,8 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
 
 /// How long the client spins for an answer before it sleeps (a batch of
-/// 64 KiB chains takes tens of µs), at least and at most, in ns
-/// ([`Spinner`]).
-const CLIENT_SPIN_NS: (u64, u64) = (5_000, 200_000);
+/// 64 KiB chains takes tens of µs), in ns.
+const CLIENT_SPIN_NS: u64 = 200_000;
 
 /// Looks at the answer counter (one load each) between two asks what to
 /// do next ([`Spin`]: a look at the clock and at the CPUs).
@@ -147,7 +146,7 @@ impl Shm {
             kick_client: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             seq: 0,
             next: SHM_ARENA,
-            spinner: Spinner::new(CLIENT_SPIN_NS.0, CLIENT_SPIN_NS.1),
+            spinner: Spinner::new(CLIENT_SPIN_NS),
             epoch: Instant::now(),
         })
     }
@@ -276,9 +275,6 @@ impl Shm {
         let mut looks = 0u32;
         loop {
             if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
-                if spinning {
-                    self.spinner.found();
-                }
                 break;
             }
             if spinning {

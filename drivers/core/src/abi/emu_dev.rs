@@ -47,8 +47,7 @@
 //! a spinner asks its [`Spinner`] every few looks: it
 //! spins on while the other side was last seen on another CPU, yields the
 //! CPU when that was its own CPU (the other side waits for it) or is not
-//! known, and sleeps once its budget is spent (halved each time it runs
-//! out, doubled each time a spin finds its answer). A side that finds it
+//! known, and sleeps once its budget is spent. A side that finds it
 //! lost its CPU between two asks (preempted, or its yield went to a busy
 //! thread) sleeps at once and takes the machine for loaded a while,
 //! sleeping then where it would have yielded to the other side queued on
@@ -235,27 +234,21 @@ pub struct Spin {
 
 /// A side's way of waiting in the slot protocol, with what its last waits
 /// taught it: asked every few looks at the counter what to do next (see
-/// the module text). Its budget for one spin is halved (down to the least)
-/// each time one ran out, and doubled (up to the most) each time one found
-/// what it waited for. Clocks are nanoseconds from any fixed start.
+/// the module text). Clocks are nanoseconds from any fixed start.
 #[derive(Debug, Clone, Copy)]
 #[allow(clippy::struct_field_names)] // all times in ns, named so
 pub struct Spinner {
     loaded_until_ns: u64,
     limit_ns: u64,
-    min_ns: u64,
-    max_ns: u64,
 }
 
 impl Spinner {
-    /// A side spinning at least `min_ns` and at most `max_ns` a wait.
+    /// A side spinning at most `limit_ns` a wait.
     #[must_use]
-    pub const fn new(min_ns: u64, max_ns: u64) -> Self {
+    pub const fn new(limit_ns: u64) -> Self {
         Self {
             loaded_until_ns: 0,
-            limit_ns: max_ns,
-            min_ns,
-            max_ns,
+            limit_ns,
         }
     }
 
@@ -267,11 +260,6 @@ impl Spinner {
             last_ns: now_ns,
             limit_ns: self.limit_ns,
         }
-    }
-
-    /// A spin found what it waited for.
-    pub fn found(&mut self) {
-        self.limit_ns = self.limit_ns.saturating_mul(2).min(self.max_ns);
     }
 
     /// Whether the machine looks loaded at `now_ns`.
@@ -291,7 +279,6 @@ impl Spinner {
             return SpinStep::Sleep;
         }
         if now_ns.saturating_sub(spin.start_ns) >= spin.limit_ns {
-            self.limit_ns = (self.limit_ns / 2).max(self.min_ns);
             SpinStep::Sleep
         } else if peer_cpu != 0 && peer_cpu != cpu {
             SpinStep::Spin
@@ -472,7 +459,7 @@ mod tests {
     fn a_spinner_spins_beside_a_running_peer_yields_to_one_on_its_cpu_and_sleeps_when_spent() {
         let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
         assert_eq!((cpu0, cpu1, cpu_word(None)), (1, 2, 0), "0 is 'not known'");
-        let mut w = Spinner::new(500, 1000);
+        let mut w = Spinner::new(1000);
         let mut s = w.begin(5_000);
         assert_eq!(
             w.step(&mut s, 5_000, cpu0, cpu1),
@@ -490,27 +477,19 @@ mod tests {
             "peer asleep or between calls"
         );
         assert_eq!(w.step(&mut s, 5_999, cpu0, cpu1), SpinStep::Spin);
-        // Spent: sleep, and the next spins are shorter, down to the least;
-        // one that finds its answer doubles it again.
-        for (peer, limit) in [(cpu1, 1000), (cpu0, 500), (0, 500)] {
+        // Spent: sleep, wherever the peer is.
+        for peer in [cpu1, cpu0, 0] {
             let mut s = w.begin(5_000);
-            assert_eq!(w.step(&mut s, 5_000 + limit - 1, cpu0, cpu1), SpinStep::Spin);
-            assert_eq!(
-                w.step(&mut s, 5_000 + limit, cpu0, peer),
-                SpinStep::Sleep,
-                "spent"
-            );
+            assert_eq!(w.step(&mut s, 5_999, cpu0, cpu1), SpinStep::Spin);
+            assert_eq!(w.step(&mut s, 6_000, cpu0, peer), SpinStep::Sleep, "spent");
         }
-        w.found();
-        let mut s = w.begin(5_000);
-        assert_eq!(w.step(&mut s, 5_999, cpu0, cpu1), SpinStep::Spin);
         assert!(!w.loaded(6_000));
     }
 
     #[test]
     fn a_spinner_that_lost_its_cpu_sleeps_and_then_sleeps_instead_of_yielding_a_while() {
         let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
-        let mut w = Spinner::new(1_000_000, 1_000_000);
+        let mut w = Spinner::new(1_000_000);
         let mut s = w.begin(0);
         assert_eq!(w.step(&mut s, 1_000, cpu0, cpu1), SpinStep::Spin);
         let back = 1_000 + SPIN_PREEMPTED_NS;

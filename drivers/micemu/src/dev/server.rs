@@ -238,14 +238,11 @@ struct Shm {
     /// How this side waits, and the clock it waits by.
     spinner: std::cell::Cell<Spinner>,
     epoch: Instant,
-    /// When this thread last moved off the client's CPU.
-    aside_ns: std::cell::Cell<u64>,
 }
 
 /// How long the server keeps looking for the next fast request after one
-/// (or for a plan's answer) before it sleeps on its eventfd, at least and
-/// at most, in ns ([`Spinner`]).
-const SERVER_SPIN_NS: (u64, u64) = (5_000, 50_000);
+/// (or for a plan's answer) before it sleeps on its eventfd, in ns.
+const SERVER_SPIN_NS: u64 = 50_000;
 
 /// Looks at the slot (one load each) between two asks what to do next
 /// ([`Spin`]: a look at the clock and the CPUs; in the main loop also at
@@ -276,13 +273,6 @@ impl Shm {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// A spin found what it waited for.
-    fn found(&self) {
-        let mut w = self.spinner.get();
-        w.found();
-        self.spinner.set(w);
-    }
-
     /// A spin for the next request or a plan's answer.
     fn begin_spin(&self) -> Spin {
         self.spinner.get().begin(self.now_ns())
@@ -296,20 +286,8 @@ impl Shm {
         self.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
         let client = self.load(SHM_CLIENT_CPU, Ordering::Relaxed);
         let mut spinner = self.spinner.get();
-        let now = self.now_ns();
-        let step = spinner.step(spin, now, cpu, client);
+        let step = spinner.step(spin, self.now_ns(), cpu, client);
         self.spinner.set(spinner);
-        if step == SpinStep::Yield
-            && client == cpu
-            && now.saturating_sub(self.aside_ns.get()) >= STEP_ASIDE_EVERY_NS
-        {
-            // The client waits queued on our CPU: rather than hand this
-            // one CPU back and forth with it, move to another.
-            self.aside_ns.set(now);
-            if step_aside(cpu) {
-                return true;
-            }
-        }
         match step {
             SpinStep::Spin => true,
             SpinStep::Yield => {
@@ -385,9 +363,6 @@ impl Shm {
         loop {
             let seq = self.load(SHM_REQ_SEQ, Ordering::Acquire);
             if seq != old {
-                if spin.is_some() {
-                    self.found();
-                }
                 return Some(seq);
             }
             if let Some(s) = &mut spin {
@@ -427,30 +402,6 @@ impl Shm {
             drain(&self.kick_server);
         }
     }
-}
-
-/// Moves the calling thread at most this often off the client's CPU.
-const STEP_ASIDE_EVERY_NS: u64 = 1_000_000;
-
-/// Moves the calling thread off CPU word `cpu` ([`cpu_word`]) to another it
-/// may run on, leaving its affinity as it was; whether it moved.
-fn step_aside(cpu: u32) -> bool {
-    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-    let me = nix::unistd::Pid::from_raw(0);
-    let (Some(cpu), Ok(mask)) = (cpu.checked_sub(1), sched_getaffinity(me)) else {
-        return false;
-    };
-    let mut elsewhere = mask;
-    if elsewhere.unset(cpu as usize).is_err()
-        || !(0..CpuSet::count()).any(|c| elsewhere.is_set(c).unwrap_or(false))
-    {
-        return false;
-    }
-    // Leaving the current CPU out moves the thread at once; the whole mask
-    // back lets the scheduler place it freely again from there.
-    let moved = sched_setaffinity(me, &elsewhere).is_ok();
-    let _ = sched_setaffinity(me, &mask);
-    moved
 }
 
 /// The CPU this thread runs on, as the region publishes it.
@@ -525,9 +476,6 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
     let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            if let (Some(shm), Some(_)) = (&conn.shm, &idle) {
-                shm.found();
-            }
             idle = conn.shm.as_ref().map(Shm::begin_spin);
             continue;
         }
@@ -1086,9 +1034,8 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
         kick_server,
         kick_client,
         seq: std::cell::Cell::new(0),
-        spinner: std::cell::Cell::new(Spinner::new(SERVER_SPIN_NS.0, SERVER_SPIN_NS.1)),
+        spinner: std::cell::Cell::new(Spinner::new(SERVER_SPIN_NS)),
         epoch: Instant::now(),
-        aside_ns: std::cell::Cell::new(0),
     };
     shm.seq.set(shm.load(SHM_REQ_SEQ, Ordering::Acquire));
     Ok(shm)
