@@ -239,6 +239,12 @@ impl SharedMem {
         File::open(path)
     }
 
+    /// Another descriptor of the memfd, read-write (its size is sealed:
+    /// a client's mapping of it can never fault past the end).
+    pub fn read_write_fd(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// The address in this process of bytes `addr .. addr + len`, for the
     /// kernel to copy to or from with `process_vm_readv/writev` (the one
     /// copy COPY_DESC makes). `None` if the range is not inside.

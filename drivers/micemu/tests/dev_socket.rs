@@ -909,3 +909,487 @@ fn a_copy_whose_request_outgrows_the_slot_is_an_error_not_a_panic() {
     drop(f);
     drop(inst);
 }
+
+/// A raw client of card 0's socket with the shared region, speaking the
+/// slot protocol byte by byte.
+struct RawSlot {
+    sock: std::os::fd::OwnedFd,
+    memfd: std::os::fd::OwnedFd,
+    kick_server: nix::sys::eventfd::EventFd,
+    kick_client: nix::sys::eventfd::EventFd,
+    // INVARIANT: a live shared read-write mapping of `len` bytes of the
+    // memfd, unmapped by Drop.
+    map: *mut u8,
+    len: usize,
+    seq: u32,
+}
+
+impl RawSlot {
+    /// Connects, says HELLO with the region (the current version), and
+    /// adds a console.
+    fn connect(dir: &std::path::Path) -> Self {
+        use mic_core::abi::emu_dev::{HELLO_SHM, Hello, OP_HELLO, PROTO_VERSION, SHM_ARENA};
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        use std::os::fd::{AsFd as _, AsRawFd};
+        static PROBE: u8 = 1;
+        let len = SHM_ARENA + (1 << 20);
+        let memfd =
+            nix::sys::memfd::memfd_create("raw-slot", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&memfd, len as i64).unwrap();
+        // SAFETY: a fresh shared mapping of the memfd just sized; checked.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let me = Self {
+            sock: raw_client(dir),
+            memfd,
+            kick_server: EventFd::from_value_and_flags(0, flags).unwrap(),
+            kick_client: EventFd::from_value_and_flags(0, flags).unwrap(),
+            map: map.cast(),
+            len,
+            seq: 0,
+        };
+        let h = Hello {
+            version: PROTO_VERSION,
+            flags: HELLO_SHM,
+            probe: std::ptr::addr_of!(PROBE) as u64,
+            shm_base: me.map as u64,
+            shm_len: len as u64,
+        };
+        let mut msg = mic_core::abi::emu_dev::ReqHeader {
+            op: OP_HELLO,
+            len: Hello::SIZE as u32,
+        }
+        .to_bytes()
+        .to_vec();
+        msg.extend_from_slice(&h.to_bytes());
+        let fds = [
+            me.memfd.as_raw_fd(),
+            me.kick_server.as_fd().as_raw_fd(),
+            me.kick_client.as_fd().as_raw_fd(),
+        ];
+        nix::sys::socket::sendmsg::<()>(
+            me.sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&msg)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let mut r = [0u8; 64];
+        let n =
+            nix::sys::socket::recv(me.sock.as_raw_fd(), &mut r, nix::sys::socket::MsgFlags::empty()).unwrap();
+        assert_eq!(&r[..8], &[1, 0, 0, 0, 0, 0, 0, 0], "HELLO answered 0 ({n} bytes)");
+        assert_eq!(
+            raw_call(
+                &me.sock,
+                mic_core::abi::MIC_VIRTIO_ADD_DEVICE,
+                &console().to_bytes()
+            )
+            .0,
+            0
+        );
+        me
+    }
+
+    fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(off + 4 <= mic_core::abi::emu_dev::SHM_ARENA && off % 4 == 0);
+        // SAFETY: an aligned control word (checked; the mapping is
+        // page-aligned) inside the live mapping.
+        #[allow(clippy::cast_ptr_alignment)]
+        unsafe {
+            &*self.map.add(off).cast::<std::sync::atomic::AtomicU32>()
+        }
+    }
+
+    fn bytes(&self, off: usize, n: usize) -> Vec<u8> {
+        assert!(off + n <= self.len);
+        let mut v = vec![0u8; n];
+        // SAFETY: inside the live mapping (checked), read once the server
+        // published its answer.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.add(off), v.as_mut_ptr(), n) };
+        v
+    }
+
+    /// Writes raw `bytes` into the request slot and hands them over.
+    fn post(&mut self, bytes: &[u8]) {
+        use mic_core::abi::emu_dev::{SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_SERVER_SLEEPING};
+        use std::sync::atomic::Ordering::SeqCst;
+        assert!(bytes.len() <= SHM_REQ_MAX);
+        // SAFETY: inside the request slot of the live mapping (checked);
+        // the server reads it only after the counter below moves.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.add(SHM_REQ), bytes.len()) };
+        self.seq = self.seq.wrapping_add(1);
+        self.word(SHM_REQ_SEQ).store(self.seq, SeqCst);
+        if self.word(SHM_SERVER_SLEEPING).load(SeqCst) != 0 {
+            self.kick_server.write(1).unwrap();
+        }
+    }
+
+    /// The server's next answer in the response slot (its header and the
+    /// first `n` payload bytes), waiting on the client eventfd, 10 s at most.
+    fn answer(&self, n: usize) -> (mic_core::abi::emu_dev::MsgHeader, Vec<u8>) {
+        use mic_core::abi::emu_dev::{MsgHeader, SHM_CLIENT_SLEEPING, SHM_RESP, SHM_RESP_SEQ};
+        use std::os::fd::AsFd as _;
+        use std::sync::atomic::Ordering::SeqCst;
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.word(SHM_RESP_SEQ).load(SeqCst) != self.seq {
+            assert!(Instant::now() < end, "no answer to request {}", self.seq);
+            self.word(SHM_CLIENT_SLEEPING).store(1, SeqCst);
+            if self.word(SHM_RESP_SEQ).load(SeqCst) != self.seq {
+                let fd = self.kick_client.as_fd();
+                let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                // TIMEOUT: one look; the loop's bound is 10 s.
+                let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(100u16));
+                let _ = self.kick_client.read();
+            }
+            self.word(SHM_CLIENT_SLEEPING).store(0, SeqCst);
+        }
+        let h = MsgHeader::from_slice(&self.bytes(SHM_RESP, MsgHeader::SIZE)).unwrap();
+        (h, self.bytes(SHM_RESP + MsgHeader::SIZE, n))
+    }
+
+    /// A COPY_DESC in the slot on vring `vr` naming `iovs`.
+    fn copy_desc(&mut self, vr: u8, iovs: &[(u64, u64)]) {
+        use mic_core::abi::MicCopyDesc;
+        use mic_core::abi::emu_dev::{Iovec, ReqHeader};
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: iovs.len() as u32,
+            vr_idx: vr,
+            update_used: 1,
+            out_len: 0,
+        };
+        let len = MicCopyDesc::SIZE + iovs.len() * Iovec::SIZE;
+        let mut b = ReqHeader {
+            op: mic_core::abi::MIC_VIRTIO_COPY_DESC,
+            len: len as u32,
+        }
+        .to_bytes()
+        .to_vec();
+        b.extend_from_slice(&cd.to_bytes());
+        for &(base, len) in iovs {
+            b.extend_from_slice(&Iovec { base, len }.to_bytes());
+        }
+        self.post(&b);
+    }
+
+    /// The answer to a plan: `result` for OP_PLAN_DONE.
+    fn plan_done(&mut self, result: i32) {
+        use mic_core::abi::emu_dev::{OP_PLAN_DONE, ReqHeader};
+        let mut b = ReqHeader {
+            op: OP_PLAN_DONE,
+            len: 4,
+        }
+        .to_bytes()
+        .to_vec();
+        b.extend_from_slice(&result.to_le_bytes());
+        self.post(&b);
+    }
+}
+
+impl Drop for RawSlot {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `connect` (invariant).
+        unsafe { libc::munmap(self.map.cast(), self.len) };
+    }
+}
+
+/// `out_len` of a COPY_DESC answer's payload (its `MicCopyDesc`).
+fn out_len(body: &[u8]) -> u32 {
+    mic_core::abi::MicCopyDesc::from_slice(body).unwrap().out_len
+}
+
+#[test]
+fn a_slot_request_claiming_more_than_the_slot_is_refused_and_the_slot_still_serves() {
+    use mic_core::abi::MicCopyDesc;
+    use mic_core::abi::emu_dev::{Iovec, MSG_REPLY, ReqHeader, SHM_REQ_MAX};
+    let (dir, inst) = fleet(1);
+    let mut c = RawSlot::connect(dir.path());
+    let mut v = card_up(&inst, 0);
+    post(&inst, &mut v, 1, 0x2100_0000, 2, 16);
+    // Our buffer is reached by process_vm (root, no aperture asked for).
+    let mut buf = vec![0u8; 16];
+    let base = buf.as_mut_ptr() as u64;
+    // A COPY_DESC of one iovec, padded with zeros to a header length of
+    // `len`: the server reads the argument and the iovec, ignores the rest.
+    let request = |len: u32| {
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: 1,
+            vr_idx: 1,
+            update_used: 1,
+            out_len: 0,
+        };
+        let mut b = ReqHeader {
+            op: mic_core::abi::MIC_VIRTIO_COPY_DESC,
+            len,
+        }
+        .to_bytes()
+        .to_vec();
+        b.extend_from_slice(&cd.to_bytes());
+        b.extend_from_slice(&Iovec { base, len: 16 }.to_bytes());
+        b.resize(SHM_REQ_MAX.min(ReqHeader::SIZE + len as usize), 0);
+        b
+    };
+    let most = (SHM_REQ_MAX - ReqHeader::SIZE) as u32;
+    for (what, len) in [
+        ("one byte past the slot", most + 1),
+        (
+            "past the largest socket message",
+            (mic_core::abi::emu_dev::MAX_MSG + 1) as u32,
+        ),
+        ("u32::MAX", u32::MAX),
+    ] {
+        c.post(&request(len));
+        let (h, body) = c.answer(MicCopyDesc::SIZE);
+        assert_eq!((h.kind, h.result), (MSG_REPLY, -libc::EINVAL), "{what}");
+        assert!(
+            body.iter().all(|&b| b == 0) || out_len(&body) == 0,
+            "{what}: no out_len"
+        );
+        assert!(buf.iter().all(|&b| b == 0), "{what}: nothing ran");
+    }
+    // Exactly the slot: served, the first chain comes, and then the second.
+    for chain in 1..=2u8 {
+        c.post(&request(most));
+        let (h, body) = c.answer(MicCopyDesc::SIZE);
+        assert_eq!((h.kind, h.result), (MSG_REPLY, 0));
+        assert_eq!(out_len(&body), 16);
+        assert!(buf.iter().all(|&b| b == chain), "chain {chain}: {buf:?}");
+    }
+    // The socket beside it: a header claiming more than its message
+    // carries is refused the same way, and the connection goes on.
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&c.sock);
+    for claim in [Iovec::SIZE as u32 + MicCopyDesc::SIZE as u32 + 1, u32::MAX] {
+        let mut msg = request(claim);
+        msg.truncate(ReqHeader::SIZE + MicCopyDesc::SIZE + Iovec::SIZE);
+        nix::sys::socket::send(raw, &msg, nix::sys::socket::MsgFlags::empty()).unwrap();
+        // The card's doorbells (wake-ups) come on the socket too.
+        let h = loop {
+            let mut r = [0u8; 64];
+            let n = nix::sys::socket::recv(raw, &mut r, nix::sys::socket::MsgFlags::empty()).unwrap();
+            let h = mic_core::abi::emu_dev::MsgHeader::from_slice(&r[..n]).unwrap();
+            if h.kind == MSG_REPLY {
+                break h;
+            }
+        };
+        assert_eq!(h.result, -libc::EINVAL, "claim {claim}");
+    }
+    let (r, _) = raw_call(
+        &c.sock,
+        mic_core::abi::MIC_VIRTIO_COPY_DESC,
+        &request(most)[8..48],
+    );
+    assert_eq!(r, 0, "the socket still serves (the ring is empty: out_len 0)");
+    drop(c);
+    drop(inst);
+}
+
+/// OP_APERTURE on a raw connection: (result, size, the memfd).
+fn aperture(sock: &std::os::fd::OwnedFd) -> (i32, u64, Option<std::os::fd::OwnedFd>) {
+    use mic_core::abi::emu_dev::{ApertureReply, MSG_REPLY, MsgHeader, OP_APERTURE, ReqHeader};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let raw = sock.as_raw_fd();
+    let h = ReqHeader {
+        op: OP_APERTURE,
+        len: 0,
+    }
+    .to_bytes();
+    nix::sys::socket::send(raw, &h, nix::sys::socket::MsgFlags::empty()).unwrap();
+    loop {
+        let mut buf = [0u8; 64];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let m = nix::sys::socket::recvmsg::<()>(
+            raw,
+            &mut iov,
+            Some(&mut cmsg),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        let mut fd = None;
+        for c in m.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel just installed these for us.
+                fd = fds
+                    .first()
+                    .map(|&f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) });
+            }
+        }
+        let n = m.bytes;
+        let h = MsgHeader::from_slice(&buf[..n]).unwrap();
+        if h.kind == MSG_REPLY {
+            let size = ApertureReply::from_slice(&buf[MsgHeader::SIZE..n]).map_or(0, |a| a.size);
+            return (h.result, size, fd);
+        }
+    }
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn with_the_aperture_the_client_copies_where_the_plan_says_and_its_answer_decides() {
+    use mic_core::abi::emu_dev::{MSG_PLAN, MSG_REPLY, PROTO_VERSION, PlanOp};
+    let (dir, inst) = fleet(1);
+    let hw = inst.emulator().card_hw(0).unwrap();
+    // No aperture without the shared region (plans travel in its slots).
+    let bare = raw_client(dir.path());
+    assert_eq!(hello(&bare, PROTO_VERSION).0, 0);
+    assert_eq!(aperture(&bare).0, -libc::EPERM);
+    drop(bare);
+    let mut c = RawSlot::connect(dir.path());
+    let (r, size, fd) = aperture(&c.sock);
+    assert_eq!((r, size), (0, 1 << 30), "the card's memory, all of it");
+    let fd = fd.expect("the memfd");
+    // SAFETY: a fresh shared mapping of the card's memfd; checked.
+    let ap = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            0,
+        )
+    };
+    assert_ne!(ap, libc::MAP_FAILED);
+    let ap = ap.cast::<u8>();
+    let mut v = card_up(&inst, 0);
+    post(&inst, &mut v, 1, 0x2100_0000, 3, 16);
+    let plan = |c: &RawSlot| {
+        let (h, body) = c.answer(mic_core::abi::emu_dev::PLAN_MAX * PlanOp::SIZE);
+        assert_eq!(h.kind, MSG_PLAN);
+        let ops: Vec<PlanOp> = body
+            .chunks_exact(PlanOp::SIZE)
+            .take(h.result as usize)
+            .filter_map(PlanOp::from_slice)
+            .collect();
+        ops
+    };
+    let reply = |c: &RawSlot| {
+        let (h, body) = c.answer(mic_core::abi::MicCopyDesc::SIZE);
+        assert_eq!(h.kind, MSG_REPLY);
+        (h.result, out_len(&body))
+    };
+    // Addresses meaningless to the server (it must not touch them): two
+    // iovecs of 8 bytes take the first chain of 16.
+    let iovs = [(0xdead_0000, 8), (0xbeef_0000, 8)];
+    c.copy_desc(1, &iovs);
+    let op = |card_addr, user_off, len, to_user| PlanOp {
+        card_addr,
+        user_off,
+        len,
+        entry: 0,
+        to_user,
+    };
+    assert_eq!(plan(&c), [op(0x2100_0000, 0, 8, 1), op(0x2100_0008, 8, 8, 1)]);
+    // SAFETY: inside the mapping of the card's memory.
+    let got = unsafe { std::slice::from_raw_parts(ap.add(0x2100_0000), 16) }.to_vec();
+    assert_eq!(got, [1u8; 16], "the aperture is the card's memory");
+    assert!(
+        v.queue(1).unwrap().pop_used(&hw.phys).unwrap().is_none(),
+        "nothing is used before the client's answer"
+    );
+    c.plan_done(0);
+    assert_eq!(reply(&c), (0, 16));
+    assert_eq!(
+        v.queue(1).unwrap().pop_used(&hw.phys).unwrap(),
+        Some(UsedBuf { token: 100, len: 16 })
+    );
+    // Refused: EFAULT, and the chain stays where it was.
+    c.copy_desc(1, &iovs[..1]);
+    assert_eq!(plan(&c), [op(0x2101_0000, 0, 8, 1)]);
+    c.plan_done(-libc::EFAULT);
+    assert_eq!(reply(&c).0, -libc::EFAULT);
+    c.copy_desc(1, &[(0x1000, 16)]);
+    assert_eq!(plan(&c), [op(0x2101_0000, 0, 16, 1)], "the same chain again");
+    c.plan_done(0);
+    assert_eq!(reply(&c), (0, 16));
+    // Never answered: EFAULT once the budget passed; the late answer is a
+    // request of its own (EINVAL); the chain is still there.
+    c.copy_desc(1, &[(0x1000, 16)]);
+    assert_eq!(plan(&c), [op(0x2102_0000, 0, 16, 1)]);
+    // The answer is written over the plan, under the same counter value.
+    let t = Instant::now();
+    until("the server to give up on the plan", || {
+        c.bytes(mic_core::abi::emu_dev::SHM_RESP, 4) == MSG_REPLY.to_le_bytes()
+    });
+    assert!(t.elapsed() >= Duration::from_millis(mic_core::abi::emu_dev::PLAN_BUDGET_MS));
+    assert_eq!(reply(&c).0, -libc::EFAULT);
+    c.plan_done(0);
+    assert_eq!(reply(&c).0, -libc::EINVAL);
+    c.copy_desc(1, &[(0x1000, 16)]);
+    assert_eq!(plan(&c), [op(0x2102_0000, 0, 16, 1)]);
+    c.plan_done(0);
+    assert_eq!(reply(&c), (0, 16));
+    // Caller → card: the client writes the card's buffer itself.
+    post(&inst, &mut v, 0, 0x2200_0000, 1, 16);
+    c.copy_desc(0, &[(0x1000, 16)]);
+    assert_eq!(plan(&c), [op(0x2200_0000, 0, 16, 0)]);
+    // SAFETY: inside the mapping of the card's memory.
+    unsafe { std::ptr::write_bytes(ap.add(0x2200_0000), 0xab, 16) };
+    c.plan_done(0);
+    assert_eq!(reply(&c), (0, 16));
+    let mut card = [0u8; 16];
+    hw.phys.read(0x2200_0000, &mut card).unwrap();
+    assert_eq!(card, [0xab; 16]);
+    // Gone mid-plan: the server stops waiting, and the connection ends as
+    // ever: the card is asked to remove the device.
+    post(&inst, &mut v, 1, 0x2300_0000, 1, 16);
+    c.copy_desc(1, &[(0x1000, 16)]);
+    assert_eq!(plan(&c).len(), 1);
+    drop(c);
+    until("the removal request", || {
+        v.config_request(&hw.phys).unwrap() == Some(mic_core::card::virtio::ConfigRequest::Remove)
+    });
+    v.ack_config(&hw.phys).unwrap();
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(ap.cast(), size as usize) };
+    drop(inst);
+}
+
+#[test]
+fn heap_buffers_are_copied_by_the_client_both_ways_and_inline_clients_go_without() {
+    for inline in [false, true] {
+        let (_dir, inst, mut f) = console_on(inline);
+        assert_eq!(f.copies_itself(), !inline);
+        let mut v = card_up(&inst, 0);
+        let hw = inst.emulator().card_hw(0).unwrap();
+        // A chain of 3000 bytes into three heap buffers of 1000.
+        post(&inst, &mut v, 1, 0x2100_0000, 1, 3000);
+        let mut bufs = [vec![0u8; 1000], vec![0u8; 1000], vec![0u8; 1000]];
+        let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        assert_eq!(f.copy_desc(1, &mut io, true).unwrap(), 3000);
+        assert!(bufs.iter().flatten().all(|&b| b == 1));
+        // And back: 2500 of 3000 bytes offered fill a chain of 2500.
+        post(&inst, &mut v, 0, 0x2200_0000, 1, 2500);
+        for (i, b) in bufs.iter_mut().enumerate() {
+            b.fill(0x10 + i as u8);
+        }
+        let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        assert_eq!(f.copy_desc(0, &mut io, true).unwrap(), 2500);
+        let mut card = vec![0u8; 2500];
+        hw.phys.read(0x2200_0000, &mut card).unwrap();
+        let want: Vec<u8> = (0..2500).map(|i| 0x10 + (i / 1000) as u8).collect();
+        assert_eq!(card, want);
+        // A batch of heap buffers, one chain each.
+        post(&inst, &mut v, 1, 0x2300_0000, 2, 700);
+        let mut two = [vec![0u8; 700], vec![0u8; 700]];
+        let mut io: Vec<IoSliceMut<'_>> = two.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let b = f.copy_desc_batch(1, &mut io, true).unwrap();
+        assert!(b.error.is_none(), "{:?}", b.error);
+        assert_eq!(&b.lens[..b.chains], [700, 700]);
+        assert!(two[0].iter().all(|&x| x == 1) && two[1].iter().all(|&x| x == 2));
+        drop(f);
+        drop(inst);
+    }
+}

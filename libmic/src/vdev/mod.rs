@@ -305,6 +305,17 @@ impl VirtioFile {
         self.card
     }
 
+    /// Whether COPY_DESC's bytes for buffers outside the shared arena are
+    /// copied by this process, from the card's memory micemu handed over
+    /// (the one copy, at memcpy speed), rather than by the driver.
+    #[must_use]
+    pub fn copies_itself(&self) -> bool {
+        match &self.inner {
+            Inner::Char(_) => false,
+            Inner::Socket(s) => s.copies_itself(),
+        }
+    }
+
     /// How this file reaches the driver.
     #[must_use]
     pub fn transport(&self) -> Transport {

@@ -7,11 +7,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use std::io::IoSliceMut;
 
 use mic_core::abi::emu_dev::{
-    SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
-    SHM_SERVER_SLEEPING,
+    MSG_PLAN, MsgHeader, OP_PLAN_DONE, PLAN_MAX, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU,
+    SHM_CLIENT_SLEEPING, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ,
+    SHM_SERVER_CPU, SHM_SERVER_SLEEPING, SpinStep, Spinner, cpu_word,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -21,14 +24,18 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 /// buffers touch are ever backed).
 pub(super) const DEFAULT_LEN: usize = SHM_ARENA + (16 << 20);
 
-/// How long the client spins for an answer before it sleeps.
-const CLIENT_SPIN: Duration = Duration::from_micros(200);
+/// How long the client spins for an answer before it sleeps (a batch of
+/// 64 KiB chains takes tens of µs), in ns.
+const CLIENT_SPIN_NS: u64 = 200_000;
 
-/// Looks at the answer counter (one load each) between two yields of the
-/// CPU, which are also looks at the clock. The server may be waiting for
-/// this very core (two cores, a third thread busy): spinning on without a
-/// yield would cost it the whole spin, a yield costs a system call.
+/// Looks at the answer counter (one load each) between two asks what to
+/// do next ([`Spin`]: a look at the clock and at the CPUs).
 const SPIN_BATCH: u32 = 32;
+
+/// The CPU this thread runs on, as the region publishes it.
+fn this_cpu() -> u32 {
+    cpu_word(nix::sched::sched_getcpu().ok())
+}
 
 /// A read-write shared mapping of the region.
 #[derive(Debug)]
@@ -103,6 +110,9 @@ pub(super) struct Shm {
     /// Next free arena offset (a bump allocator: buffers live as long as
     /// the region).
     next: usize,
+    /// How this side waits, and the clock it waits by.
+    spinner: Spinner,
+    epoch: Instant,
 }
 
 impl Shm {
@@ -136,6 +146,8 @@ impl Shm {
             kick_client: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             seq: 0,
             next: SHM_ARENA,
+            spinner: Spinner::new(CLIENT_SPIN_NS),
+            epoch: Instant::now(),
         })
     }
 
@@ -184,14 +196,58 @@ impl Shm {
     /// Sends one request through the slot and waits for its answer, which
     /// is copied into `reply` (header included). `sock` is watched while
     /// sleeping: `on_msg` is called when it is readable (wake-ups, the end),
-    /// and an error from it ends the wait.
+    /// and an error from it ends the wait. A plan the server sends meanwhile
+    /// ([`MSG_PLAN`]) is carried out by `on_plan` (its raw [`PlanOp`]s;
+    /// false refuses it) and answered.
     pub(super) fn call<E>(
         &mut self,
         request: &[&[u8]],
         reply: &mut [u8],
         sock: RawFd,
         mut on_msg: impl FnMut() -> Result<(), E>,
+        mut on_plan: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), E> {
+        self.post(request);
+        loop {
+            self.wait_answer(sock, &mut on_msg)?;
+            let mut head = [0u8; MsgHeader::SIZE];
+            self.region.read(SHM_RESP, &mut head);
+            let h = MsgHeader::from_bytes(&head);
+            if h.kind != MSG_PLAN {
+                break;
+            }
+            let ok = usize::try_from(h.result)
+                .ok()
+                .filter(|&n| n <= PLAN_MAX)
+                .is_some_and(|n| {
+                    let mut ops = [0u8; PLAN_MAX * PlanOp::SIZE];
+                    let ops = &mut ops[..n * PlanOp::SIZE];
+                    self.region.read(SHM_RESP + MsgHeader::SIZE, ops);
+                    on_plan(ops)
+                });
+            let done = ReqHeader {
+                op: OP_PLAN_DONE,
+                len: 4,
+            };
+            let result: i32 = if ok { 0 } else { -libc::EFAULT };
+            self.post(&[&done.to_bytes(), &result.to_le_bytes()]);
+        }
+        let n = reply.len().min(SHM_RESP_MAX);
+        self.region.read(SHM_RESP, &mut reply[..n]);
+        // Back to the caller, on this CPU for now.
+        self.publish_cpu();
+        Ok(())
+    }
+
+    /// Says which CPU this thread runs on (after a wake-up, say).
+    pub(super) fn publish_cpu(&self) {
+        self.region
+            .word(SHM_CLIENT_CPU)
+            .store(this_cpu(), Ordering::Relaxed);
+    }
+
+    /// Writes a request into the slot and hands it to the server.
+    fn post(&mut self, request: &[&[u8]]) {
         let mut at = SHM_REQ;
         for part in request {
             assert!(
@@ -203,27 +259,45 @@ impl Shm {
         }
         self.seq = self.seq.wrapping_add(1);
         let r = &self.region;
+        r.word(SHM_CLIENT_CPU).store(this_cpu(), Ordering::Relaxed);
         r.word(SHM_REQ_SEQ).store(self.seq, Ordering::SeqCst);
         if r.word(SHM_SERVER_SLEEPING).load(Ordering::SeqCst) != 0 {
             let _ = self.kick_server.write(1);
         }
-        let spin_end = Instant::now() + CLIENT_SPIN;
+    }
+
+    /// Waits until the server answered the last request posted.
+    fn wait_answer<E>(&mut self, sock: RawFd, on_msg: &mut impl FnMut() -> Result<(), E>) -> Result<(), E> {
+        let r = &self.region;
+        let now = |epoch: Instant| u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut spin = self.spinner.begin(now(self.epoch));
+        let mut spinning = true;
         let mut looks = 0u32;
         loop {
             if r.word(SHM_RESP_SEQ).load(Ordering::Acquire) == self.seq {
                 break;
             }
-            // The answer is one load away; the clock is read every few
-            // looks only.
-            looks = looks.wrapping_add(1);
-            if looks % SPIN_BATCH != 0 {
-                std::hint::spin_loop();
-                continue;
+            if spinning {
+                // The answer is one load away; the clock and the CPUs are
+                // read every few looks only.
+                looks = looks.wrapping_add(1);
+                if looks % SPIN_BATCH != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let cpu = this_cpu();
+                r.word(SHM_CLIENT_CPU).store(cpu, Ordering::Relaxed);
+                let server = r.word(SHM_SERVER_CPU).load(Ordering::Relaxed);
+                match self.spinner.step(&mut spin, now(self.epoch), cpu, server) {
+                    SpinStep::Spin => continue,
+                    SpinStep::Yield => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    SpinStep::Sleep => spinning = false,
+                }
             }
-            if Instant::now() < spin_end {
-                std::thread::yield_now();
-                continue;
-            }
+            r.word(SHM_CLIENT_CPU).store(0, Ordering::Relaxed);
             r.word(SHM_CLIENT_SLEEPING).store(1, Ordering::SeqCst);
             if r.word(SHM_RESP_SEQ).load(Ordering::SeqCst) == self.seq {
                 r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
@@ -246,14 +320,127 @@ impl Shm {
             // SAFETY: two pollfds of descriptors we hold, for the call.
             unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
             r.word(SHM_CLIENT_SLEEPING).store(0, Ordering::SeqCst);
+            r.word(SHM_CLIENT_CPU).store(this_cpu(), Ordering::Relaxed);
             let _ = self.kick_client.read();
             if fds[1].revents != 0 {
                 on_msg()?;
             }
         }
-        let n = reply.len().min(SHM_RESP_MAX);
-        self.region.read(SHM_RESP, &mut reply[..n]);
         Ok(())
+    }
+}
+
+/// The card's memory, mapped read-write (micemu's `OP_APERTURE`): where a
+/// plan's copies go to and come from.
+#[derive(Debug)]
+pub(super) struct Aperture {
+    // INVARIANT: `ptr .. ptr + len` is a live PROT_READ|PROT_WRITE shared
+    // mapping owned by this value, unmapped only by its Drop; the card (in
+    // the emulator) writes it concurrently, so it is only ever copied to
+    // and from through raw pointers, never referenced.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: shared memory touched only by raw copies; nothing in it is tied
+// to a thread.
+unsafe impl Send for Aperture {}
+
+impl Drop for Aperture {
+    fn drop(&mut self) {
+        // SAFETY: the range this value mapped (invariant).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl Aperture {
+    /// Maps `len` bytes of `fd` shared, read-write.
+    pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), of
+        // a descriptor we hold open for the call; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: NonNull::new(p.cast()).ok_or_else(std::io::Error::last_os_error)?,
+            len,
+        })
+    }
+
+    /// Carries out a plan's raw [`PlanOp`]s on `bufs` (entry `i` of a batch
+    /// is `bufs[i]`; a lone COPY_DESC's entry 0 is all of them). Every
+    /// operation is checked first, against the aperture and the buffers of
+    /// its entry: false (nothing copied) if one does not fit.
+    pub(super) fn run_plan(&self, ops: &[u8], bufs: &mut [IoSliceMut<'_>], batch: bool) -> bool {
+        let ops = || ops.chunks_exact(PlanOp::SIZE).filter_map(PlanOp::from_slice);
+        let entry = |bufs: &[IoSliceMut<'_>], e: u16| -> Option<(usize, usize)> {
+            let e = usize::from(e);
+            if batch {
+                (e < bufs.len()).then_some((e, e + 1))
+            } else {
+                (e == 0).then_some((0, bufs.len()))
+            }
+        };
+        let fits = ops().all(|op| {
+            let room =
+                entry(bufs, op.entry).map_or(0, |(a, b)| bufs[a..b].iter().map(|b| b.len() as u64).sum());
+            let user_ok = op
+                .user_off
+                .checked_add(u64::from(op.len))
+                .is_some_and(|e| e <= room);
+            let card_ok = mic_core::hw::in_bounds(op.card_addr, u64::from(op.len), self.len as u64);
+            op.to_user <= 1 && user_ok && card_ok
+        });
+        if !fits {
+            return false;
+        }
+        for op in ops() {
+            let Some((a, b)) = entry(bufs, op.entry) else {
+                return false;
+            };
+            // Checked above: inside the aperture; the card address fits usize.
+            let mut card = op.card_addr as usize;
+            let (mut skip, mut left) = (op.user_off as usize, op.len as usize);
+            for buf in &mut bufs[a..b] {
+                if left == 0 {
+                    break;
+                }
+                if skip >= buf.len() {
+                    skip -= buf.len();
+                    continue;
+                }
+                let n = (buf.len() - skip).min(left);
+                let user = buf[skip..skip + n].as_mut_ptr();
+                // SAFETY: `card .. card + n` lies inside the live mapping
+                // (checked against its length above) and `user .. user + n`
+                // inside the caller's buffer we hold `&mut` of; one is the
+                // card's memory, the other not, so they do not overlap.
+                unsafe {
+                    let at = self.ptr.as_ptr().add(card);
+                    if op.to_user == 1 {
+                        std::ptr::copy_nonoverlapping(at, user, n);
+                    } else {
+                        std::ptr::copy_nonoverlapping(user, at, n);
+                    }
+                }
+                card += n;
+                left -= n;
+                skip = 0;
+            }
+        }
+        true
     }
 }
 
@@ -317,5 +504,62 @@ impl std::ops::DerefMut for IoBuf {
             },
             Buf::Heap(b) => b,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(card_addr: u64, user_off: u64, len: u32, entry: u16, to_user: u16) -> [u8; PlanOp::SIZE] {
+        PlanOp {
+            card_addr,
+            user_off,
+            len,
+            entry,
+            to_user,
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_plan_is_checked_whole_before_anything_is_copied() {
+        let memfd = memfd_create("aperture-test", MFdFlags::MFD_CLOEXEC).unwrap();
+        let file = std::fs::File::from(memfd);
+        file.set_len(8192).unwrap();
+        let ap = Aperture::map(file.as_fd(), 8192).unwrap();
+        let mut card = [0u8; 8192];
+        card.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        assert!(ap.run_plan(&[], &mut [], false), "an empty plan");
+        // Seed the card memory through a plan (caller → card).
+        let mut src = card.to_vec();
+        let mut io = [IoSliceMut::new(&mut src)];
+        assert!(ap.run_plan(&op(0, 0, 8192, 0, 0), &mut io, false));
+        // Card → caller across two buffers, at an offset.
+        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+        let mut io = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+        assert!(ap.run_plan(&op(100, 2, 5, 0, 1), &mut io, false));
+        assert_eq!((a, b), ([0, 0, 100, 101], [102, 103, 104, 0]));
+        // Each of these refuses the whole plan, the good first op included.
+        for (what, bad) in [
+            ("past the card's memory", op(8190, 0, 4, 0, 1)),
+            ("an address that wraps", op(u64::MAX - 1, 0, 4, 0, 1)),
+            ("past the buffers", op(0, 6, 4, 0, 1)),
+            ("an offset that wraps", op(0, u64::MAX, 2, 0, 1)),
+            ("an entry of a batch that is not there", op(0, 0, 1, 2, 1)),
+            ("a direction that is neither", op(0, 0, 1, 0, 2)),
+        ] {
+            let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+            let mut io = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+            let plan = [op(0, 0, 1, 0, 1), bad].concat();
+            assert!(!ap.run_plan(&plan, &mut io, true), "{what}");
+            assert_eq!((a, b), ([0; 4], [0; 4]), "{what}: nothing copied");
+        }
+        // In a batch, entry 1 is the second buffer alone.
+        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+        let mut io = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+        assert!(!ap.run_plan(&op(0, 2, 4, 1, 1), &mut io, true), "past entry 1");
+        assert!(ap.run_plan(&op(7, 0, 4, 1, 1), &mut io, true));
+        assert_eq!((a, b), ([0; 4], [7, 8, 9, 10]));
     }
 }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mic_core::abi::emu_dev::{
-    BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello,
-    HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader,
-    OP_ACK_WAKE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROTO_VERSION, PROTO_VERSION_BATCH, PROTO_VERSION_MIN,
-    Piece, ReqHeader, batch_reply_len,
+    ApertureReply, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM,
+    Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq,
+    MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROTO_VERSION,
+    PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH, PROTO_VERSION_MIN, Piece, ReqHeader, batch_reply_len,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use nix::sys::socket::{
@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 
 use super::map::Mapping;
-use super::shm::{self, IoBuf, Shm};
+use super::shm::{self, Aperture, IoBuf, Shm};
 use super::{Batch, Transport, VdevError, Wake, meaning, poll_ms};
 
 /// A byte whose address the server reads to learn whether it can reach
@@ -40,6 +40,9 @@ pub(super) struct SockFile {
     buf: Vec<u8>,
     /// The COPY_DESC fast path, once the emulator took it.
     shm: Option<Shm>,
+    /// The card's memory, if the emulator handed it over: we copy what
+    /// lies outside the arena ourselves, where its plans say.
+    aperture: Option<Aperture>,
 }
 
 /// A reply: its result and payload (in `SockFile::buf`), and a passed fd.
@@ -81,6 +84,7 @@ impl SockFile {
             gone: false,
             buf: vec![0; MAX_MSG],
             shm: None,
+            aperture: None,
         };
         // The fast path is an optimisation: without a memfd it is skipped.
         let shm = Shm::new(shm::DEFAULT_LEN).ok();
@@ -120,7 +124,29 @@ impl SockFile {
         me.direct = hr.mode == MODE_DIRECT;
         me.version = hr.version;
         me.shm = shm;
+        if me.shm.is_some() && !force_inline && me.version >= PROTO_VERSION_APERTURE {
+            // Also an optimisation: refused (EPERM) or unmappable, the
+            // emulator copies as before.
+            me.aperture = me.take_aperture()?;
+        }
         Ok(me)
+    }
+
+    /// OP_APERTURE: the card's memory, mapped, or `None` if refused.
+    fn take_aperture(&mut self) -> Result<Option<Aperture>, VdevError> {
+        let r = self.call("APERTURE", OP_APERTURE, &[])?;
+        let (Some(fd), true) = (r.fd, r.result >= 0) else {
+            return Ok(None);
+        };
+        let size = ApertureReply::from_slice(&self.buf[..r.len]).ok_or_else(|| self.bad("APERTURE"))?;
+        let len = usize::try_from(size.size).map_err(|_| self.bad("APERTURE"))?;
+        Ok(Aperture::map(fd.as_fd(), len).ok())
+    }
+
+    /// Whether COPY_DESC's bytes for buffers outside the arena are copied
+    /// by us, from the card's memory the emulator handed over.
+    pub(super) fn copies_itself(&self) -> bool {
+        self.aperture.is_some()
     }
 
     /// A buffer for COPY_DESC: in the shared arena while it has room (one
@@ -325,12 +351,13 @@ impl SockFile {
         }
         // A request too large for the slot goes over the socket.
         let fast = Shm::fits(ReqHeader::SIZE + cdb.len() + iovs.len())
-            && self
-                .shm
-                .as_ref()
-                .is_some_and(|s| self.direct || bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len())));
+            && self.shm.as_ref().is_some_and(|s| {
+                self.direct
+                    || self.aperture.is_some()
+                    || bufs.iter().all(|b| s.in_arena(b.as_ptr() as u64, b.len()))
+            });
         if fast {
-            return self.copy_desc_fast(&cdb, &iovs);
+            return self.copy_desc_fast(&cdb, &iovs, bufs);
         }
         let r = self.call("COPY_DESC", MIC_VIRTIO_COPY_DESC, &parts)?;
         if r.result < 0 {
@@ -361,7 +388,12 @@ impl SockFile {
 
     /// COPY_DESC through the shared slot (the bytes go straight to and from
     /// the caller's buffers: arena or process_vm).
-    fn copy_desc_fast(&mut self, cd: &[u8], iovs: &[u8]) -> Result<u32, VdevError> {
+    fn copy_desc_fast(
+        &mut self,
+        cd: &[u8],
+        iovs: &[u8],
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Result<u32, VdevError> {
         let Some(mut shm) = self.shm.take() else {
             return Err(self.bad("COPY_DESC"));
         };
@@ -371,13 +403,7 @@ impl SockFile {
         }
         .to_bytes();
         let mut reply = [0u8; MsgHeader::SIZE + MicCopyDesc::SIZE];
-        // Watched (poll) while the answer is awaited; `self.fd` stays open
-        // for the whole call.
-        let sock = self.fd.as_raw_fd();
-        let res = shm.call(&[&h, cd, iovs], &mut reply, sock, || {
-            let (m, _, _) = self.recv("COPY_DESC")?;
-            self.note(m.kind)
-        });
+        let res = self.slot_call(&mut shm, &[&h, cd, iovs], &mut reply, bufs, false);
         self.shm = Some(shm);
         res?;
         let head = MsgHeader::from_slice(&reply).ok_or_else(|| self.bad("COPY_DESC"))?;
@@ -386,6 +412,46 @@ impl SockFile {
         }
         let out = MicCopyDesc::from_slice(&reply[MsgHeader::SIZE..]).ok_or_else(|| self.bad("COPY_DESC"))?;
         Ok(out.out_len)
+    }
+
+    /// One COPY_DESC or batch (`batch`) through the slot of `shm` (taken
+    /// out of `self` for the call), its answer in `reply`; the plans the
+    /// emulator sends meanwhile carried out on `bufs`.
+    fn slot_call(
+        &mut self,
+        shm: &mut Shm,
+        request: &[&[u8]],
+        reply: &mut [u8],
+        bufs: &mut [IoSliceMut<'_>],
+        batch: bool,
+    ) -> Result<(), VdevError> {
+        // Watched (poll) while the answer is awaited; `self.fd` stays open
+        // for the whole call.
+        let sock = self.fd.as_raw_fd();
+        let aperture = self.aperture.take();
+        let mut refused = false;
+        let res = shm.call(
+            request,
+            reply,
+            sock,
+            || {
+                let (m, _, _) = self.recv("COPY_DESC")?;
+                self.note(m.kind)
+            },
+            |ops| {
+                let ok = aperture.as_ref().is_some_and(|a| a.run_plan(ops, bufs, batch));
+                refused |= !ok;
+                ok
+            },
+        );
+        self.aperture = aperture;
+        res?;
+        if refused {
+            // The emulator asked for copies outside our buffers or its
+            // memory: refused (it answered EFAULT), and said so.
+            return Err(self.bad("COPY_DESC"));
+        }
+        Ok(())
     }
 
     /// Several COPY_DESCs on vring `vr_idx`, one chain per buffer, in one
@@ -400,6 +466,7 @@ impl SockFile {
         let n = bufs.len().min(update_used.len()).min(BATCH_MAX as usize);
         let (bufs, update_used) = (&mut bufs[..n], &update_used[..n]);
         let reachable = self.direct
+            || self.aperture.is_some()
             || self
                 .shm
                 .as_ref()
@@ -443,11 +510,13 @@ impl SockFile {
                 len: req.len() as u32,
             }
             .to_bytes();
-            let sock = self.fd.as_raw_fd();
-            let res = shm.call(&[&h, &req], &mut reply[..MsgHeader::SIZE + want], sock, || {
-                let (m, _, _) = self.recv("COPY_DESC")?;
-                self.note(m.kind)
-            });
+            let res = self.slot_call(
+                &mut shm,
+                &[&h, &req],
+                &mut reply[..MsgHeader::SIZE + want],
+                bufs,
+                true,
+            );
             self.shm = Some(shm);
             res?;
             let head = MsgHeader::from_slice(&reply).ok_or_else(|| self.bad("COPY_DESC"))?;
@@ -537,6 +606,10 @@ impl SockFile {
             }
             if n == 0 {
                 return Ok(Wake::TimedOut);
+            }
+            // Awake again, maybe on another CPU: the emulator's spin reads it.
+            if let Some(shm) = &self.shm {
+                shm.publish_cpu();
             }
             match self.recv("poll") {
                 Ok((h, _, _)) => self.note(h.kind)?,

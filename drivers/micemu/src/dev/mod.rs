@@ -267,6 +267,15 @@ impl VdevFile {
         Ok(MmapPlan { fd, pieces })
     }
 
+    /// The card's memory, read-write, and its size: what micemu's socket
+    /// hands a client as the card's memory BAR (the client then makes a
+    /// COPY_DESC's one copy itself, where the driver's walk says).
+    pub fn card_memory(&self) -> Result<(File, u64), Errno> {
+        let gddr = self.card().gddr.shared();
+        let fd = gddr.read_write_fd().map_err(|_| libc::ENOMEM)?;
+        Ok((fd, mic_core::hw::Memory::size(gddr)))
+    }
+
     /// poll's error condition.
     #[must_use]
     pub fn poll_error(&self) -> bool {

@@ -10,7 +10,7 @@
 //! or inside the messages when the client's memory cannot be reached.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,11 +18,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::emu_dev::{
-    BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM, Hello,
-    HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq,
-    MsgHeader, OP_ACK_WAKE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_BATCH,
-    PROTO_VERSION_MIN, Piece, ReqHeader, SHM_ARENA, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ, SHM_REQ_MAX,
-    SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_SLEEPING,
+    ApertureReply, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM,
+    Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_PLAN, MSG_REPLY,
+    MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, OP_PLAN_DONE,
+    PLAN_BUDGET_MS, PLAN_MAX, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH,
+    PROTO_VERSION_MIN, Piece, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU, SHM_CLIENT_SLEEPING, SHM_MAX,
+    SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_CPU,
+    SHM_SERVER_SLEEPING, Spin, SpinStep, Spinner, cpu_word,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -231,18 +233,20 @@ struct Shm {
     len: u64,
     kick_server: OwnedFd,
     kick_client: OwnedFd,
-    /// The last request answered.
-    seq: u32,
+    /// The last request taken (a plan's answer is a request too).
+    seq: std::cell::Cell<u32>,
+    /// How this side waits, and the clock it waits by.
+    spinner: std::cell::Cell<Spinner>,
+    epoch: Instant,
 }
 
-/// How long the server keeps looking for the next fast request after one,
-/// before it sleeps on its eventfd.
-const SERVER_SPIN: Duration = Duration::from_micros(50);
+/// How long the server keeps looking for the next fast request after one
+/// (or for a plan's answer) before it sleeps on its eventfd, in ns.
+const SERVER_SPIN_NS: u64 = 50_000;
 
-/// Looks at the slot (one load each) between two yields of the CPU, which
-/// are also looks at the clock and the socket. The client may be waiting
-/// for this very core (two cores, a third thread busy): spinning on without
-/// a yield would cost it the whole spin, a yield costs a system call.
+/// Looks at the slot (one load each) between two asks what to do next
+/// ([`Spin`]: a look at the clock and the CPUs; in the main loop also at
+/// the socket).
 const SPIN_BATCH: u32 = 32;
 
 impl Shm {
@@ -265,6 +269,35 @@ impl Shm {
         }
     }
 
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A spin for the next request or a plan's answer.
+    fn begin_spin(&self) -> Spin {
+        self.spinner.get().begin(self.now_ns())
+    }
+
+    /// Publishes the CPU this thread runs on and whether to look again
+    /// for `spin`: after spinning on or yielding (true), or not (false:
+    /// sleep).
+    fn spin_on(&self, spin: &mut Spin) -> bool {
+        let cpu = this_cpu();
+        self.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
+        let client = self.load(SHM_CLIENT_CPU, Ordering::Relaxed);
+        let mut spinner = self.spinner.get();
+        let step = spinner.step(spin, self.now_ns(), cpu, client);
+        self.spinner.set(spinner);
+        match step {
+            SpinStep::Spin => true,
+            SpinStep::Yield => {
+                std::thread::yield_now();
+                true
+            }
+            SpinStep::Sleep => false,
+        }
+    }
+
     /// The arena slice behind client addresses `addr .. addr + len`, if the
     /// range lies inside the arena.
     fn arena(&self, addr: u64, len: usize) -> Option<vm_memory::VolatileSlice<'_, ()>> {
@@ -274,6 +307,106 @@ impl Shm {
         }
         self.slice(off as usize, len)
     }
+}
+
+impl Shm {
+    /// Hands the client `ops` in the response slot ([`MSG_PLAN`], under the
+    /// request taken last) and waits for its [`OP_PLAN_DONE`]: `Ok` once it
+    /// made the copies, a fault if it refused them, answered anything else,
+    /// hung up or let [`PLAN_BUDGET_MS`] pass.
+    fn plan(&self, sock: BorrowedFd<'_>, ops: &[PlanOp]) -> Result<(), CopyFault> {
+        let mut out = [0u8; SHM_RESP_MAX];
+        let head = MsgHeader {
+            kind: MSG_PLAN,
+            result: i32::try_from(ops.len()).map_err(|_| CopyFault)?,
+        };
+        out[..MsgHeader::SIZE].copy_from_slice(&head.to_bytes());
+        let mut at = MsgHeader::SIZE;
+        for op in ops {
+            out.get_mut(at..at + PlanOp::SIZE)
+                .ok_or(CopyFault)?
+                .copy_from_slice(&op.to_bytes());
+            at += PlanOp::SIZE;
+        }
+        let slot = self.slice(SHM_RESP, at).ok_or(CopyFault)?;
+        vm_memory::Bytes::write_slice(&slot, &out[..at], 0).map_err(|_| CopyFault)?;
+        let seq = self.seq.get();
+        self.store(SHM_RESP_SEQ, seq, Ordering::SeqCst);
+        if self.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) != 0 {
+            kick(&self.kick_client);
+        }
+        // TIMEOUT: PLAN_BUDGET_MS, for a client that never answers.
+        let next = self
+            .wait_request(sock, Duration::from_millis(PLAN_BUDGET_MS))
+            .ok_or(CopyFault)?;
+        self.seq.set(next);
+        let mut done = [0u8; ReqHeader::SIZE + 4];
+        let req = self.slice(SHM_REQ, done.len()).ok_or(CopyFault)?;
+        vm_memory::Bytes::read_slice(&req, &mut done, 0).map_err(|_| CopyFault)?;
+        let h = ReqHeader::from_slice(&done).ok_or(CopyFault)?;
+        let result = i32::from_le_bytes([done[8], done[9], done[10], done[11]]);
+        if h.op == OP_PLAN_DONE && h.len == 4 && result == 0 {
+            Ok(())
+        } else {
+            Err(CopyFault)
+        }
+    }
+
+    /// Waits for the client's next request in the slot: spins a little,
+    /// then sleeps on the eventfd; `None` if the client hung up or `budget`
+    /// passed. Returns its counter value.
+    fn wait_request(&self, sock: BorrowedFd<'_>, budget: Duration) -> Option<u32> {
+        let start = Instant::now();
+        let old = self.seq.get();
+        let mut looks = 0u32;
+        let mut spin = Some(self.begin_spin());
+        loop {
+            let seq = self.load(SHM_REQ_SEQ, Ordering::Acquire);
+            if seq != old {
+                return Some(seq);
+            }
+            if let Some(s) = &mut spin {
+                looks = looks.wrapping_add(1);
+                if looks % SPIN_BATCH != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                if self.spin_on(s) {
+                    continue;
+                }
+                spin = None;
+            }
+            let waited = start.elapsed();
+            if waited >= budget {
+                return None;
+            }
+            self.store(SHM_SERVER_CPU, 0, Ordering::Relaxed);
+            self.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
+            if self.load(SHM_REQ_SEQ, Ordering::SeqCst) == old {
+                // Only the end is looked for on the socket: its requests
+                // wait for the main loop.
+                let mut fds = [
+                    PollFd::new(sock, PollFlags::empty()),
+                    PollFd::new(self.kick_server.as_fd(), PollFlags::POLLIN),
+                ];
+                let left = budget.saturating_sub(waited).as_millis() + 1;
+                let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+                let _ = poll(&mut fds, ms);
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    self.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+                    return None;
+                }
+            }
+            self.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            self.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
+            drain(&self.kick_server);
+        }
+    }
+}
+
+/// The CPU this thread runs on, as the region publishes it.
+fn this_cpu() -> u32 {
+    cpu_word(nix::sched::sched_getcpu().ok())
 }
 
 fn kick(fd: &OwnedFd) {
@@ -290,6 +423,10 @@ struct Conn {
     waker: Arc<SocketWaker>,
     file: VdevFile,
     pid: i32,
+    /// The client may map the card's memory (root, or our own user).
+    may_map_card: bool,
+    /// It did: buffers outside the arena are copied by the client.
+    aperture: bool,
     mode: u32,
     shm: Option<Shm>,
     /// Reused across requests: no allocation per COPY_DESC.
@@ -306,7 +443,9 @@ struct Conn {
 }
 
 fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
-    let pid = getsockopt(&*fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
+    let creds = getsockopt(&*fd, sockopt::PeerCredentials).ok();
+    let pid = creds.map_or(0, |c| c.pid());
+    let may_map_card = creds.is_some_and(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw());
     let waker = Arc::new(SocketWaker {
         fd: Arc::clone(&fd),
         state: Mutex::new((false, false)),
@@ -320,6 +459,8 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         waker,
         file,
         pid,
+        may_map_card,
+        aperture: false,
         mode: MODE_INLINE,
         shm: None,
         scratch: Scratch::default(),
@@ -330,25 +471,24 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
         bells: super::PendingBells::default(),
     };
     let mut buf = vec![0u8; MAX_MSG];
-    let mut spin_until: Option<Instant> = None;
+    // After a fast request, the server looks for the next one a while.
+    let mut idle: Option<Spin> = None;
     let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            spin_until = Some(Instant::now() + SERVER_SPIN);
+            idle = conn.shm.as_ref().map(Shm::begin_spin);
             continue;
         }
-        if let Some(t) = spin_until {
+        if let Some(s) = &mut idle {
             looks = looks.wrapping_add(1);
             if looks % SPIN_BATCH != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            let now = Instant::now();
-            if now >= t {
-                spin_until = None;
+            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(s)) {
+                idle = None;
                 continue;
             }
-            std::thread::yield_now();
             // A socket request (a wake ack, a config change) is served
             // between spins too.
             if !socket_readable(conn.fd.as_raw_fd(), 0) {
@@ -356,8 +496,9 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
             }
         } else if let Some(shm) = &conn.shm {
             // Sleep: say so, look once more, then wait for either side.
+            shm.store(SHM_SERVER_CPU, 0, Ordering::Relaxed);
             shm.store(SHM_SERVER_SLEEPING, 1, Ordering::SeqCst);
-            if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq {
+            if shm.load(SHM_REQ_SEQ, Ordering::SeqCst) != shm.seq.get() {
                 shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
                 continue;
             }
@@ -368,6 +509,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
             let _ = poll(&mut fds, PollTimeout::NONE);
             let sock = fds[0].revents().is_some_and(|r| !r.is_empty());
             shm.store(SHM_SERVER_SLEEPING, 0, Ordering::SeqCst);
+            shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
             drain(&shm.kick_server);
             if !sock {
                 continue;
@@ -386,8 +528,12 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
             conn.reply_err(libc::EINVAL);
             continue;
         };
-        let payload = msg.get(ReqHeader::SIZE..).unwrap_or(&[]);
-        let payload = payload.get(..h.len as usize).unwrap_or(payload);
+        // A header claiming more than came (more than MAX_MSG, say) is
+        // refused, as one claiming more than the slot is.
+        let Some(payload) = msg.get(ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize) else {
+            conn.reply_err(libc::EINVAL);
+            continue;
+        };
         conn.handle(h.op, payload, fds);
         conn.file.ring_here(std::mem::take(&mut conn.bells));
     }
@@ -482,15 +628,16 @@ impl Conn {
                 let r = self.file.config_change(payload);
                 self.done(r);
             }
+            OP_APERTURE if self.version >= PROTO_VERSION_APERTURE => self.aperture(),
             OP_COPY_BATCH if self.version >= PROTO_VERSION_BATCH => {
-                let r = self.copy_batch(payload);
+                let r = self.copy_batch(payload, false);
                 match r {
                     Ok(()) => self.reply(0, &[&self.batch_out], None),
                     Err(e) => self.reply_err(e),
                 }
             }
             MIC_VIRTIO_COPY_DESC => {
-                let (result, cd, tail) = self.copy_desc(payload);
+                let (result, cd, tail) = self.copy_desc(payload, false);
                 match result {
                     Ok(()) => {
                         let out: &[u8] = if self.mode == MODE_DIRECT {
@@ -538,6 +685,23 @@ impl Conn {
         self.reply(0, &[&r.to_bytes()], None);
     }
 
+    /// OP_APERTURE: the card's memory, read-write, for a client with the
+    /// shared region (plans come only through its slot) that may have it;
+    /// EPERM otherwise.
+    fn aperture(&mut self) {
+        if self.shm.is_none() || !self.may_map_card {
+            return self.reply_err(libc::EPERM);
+        }
+        match self.file.card_memory() {
+            Ok((fd, size)) => {
+                self.aperture = true;
+                let r = ApertureReply { size };
+                self.reply(0, &[&r.to_bytes()], Some(fd.as_raw_fd()));
+            }
+            Err(e) => self.reply_err(e),
+        }
+    }
+
     fn mmap(&self, payload: &[u8]) {
         let Some(m) = MmapReq::from_slice(payload) else {
             return self.reply_err(libc::EINVAL);
@@ -567,9 +731,11 @@ impl Conn {
     fn serve_fast(&mut self) -> bool {
         let Some(shm) = &self.shm else { return false };
         let seq = shm.load(SHM_REQ_SEQ, Ordering::Acquire);
-        if seq == shm.seq {
+        if seq == shm.seq.get() {
             return false;
         }
+        shm.seq.set(seq);
+        shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
         // The header, then only the payload it announces (a COPY_DESC is
         // tens of bytes; the slot is 32 KiB).
         let mut req = std::mem::take(&mut self.req);
@@ -590,13 +756,13 @@ impl Conn {
         let result = match head {
             Some(h) if ok && h.op == MIC_VIRTIO_COPY_DESC => {
                 let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
-                let (r, cd, _) = self.copy_desc(payload);
+                let (r, cd, _) = self.copy_desc(payload, true);
                 cd_reply = cd;
                 r.map(|()| false)
             }
             Some(h) if ok && h.op == OP_COPY_BATCH && self.version >= PROTO_VERSION_BATCH => {
                 let payload = &req[ReqHeader::SIZE..ReqHeader::SIZE + h.len as usize];
-                self.copy_batch(payload).map(|()| true)
+                self.copy_batch(payload, true).map(|()| true)
             }
             _ => Err(libc::EINVAL),
         };
@@ -618,7 +784,9 @@ impl Conn {
                 let _ = vm_memory::Bytes::write_slice(&s, body, MsgHeader::SIZE);
             }
         }
-        shm.seq = seq;
+        // The answer goes under the last request taken: the plans' answers
+        // came as requests of their own.
+        let seq = shm.seq.get();
         shm.store(SHM_RESP_SEQ, seq, Ordering::SeqCst);
         if shm.load(SHM_CLIENT_SLEEPING, Ordering::SeqCst) != 0 {
             kick(&shm.kick_client);
@@ -632,6 +800,7 @@ impl Conn {
     fn copy_desc(
         &mut self,
         payload: &[u8],
+        via_slot: bool,
     ) -> (Result<(), Errno>, [u8; MicCopyDesc::SIZE], [u8; CopyReply::SIZE]) {
         let fail = |e| (Err(e), [0; MicCopyDesc::SIZE], [0; CopyReply::SIZE]);
         let (mut cd, iov_end) = match parse_copy(payload) {
@@ -639,11 +808,12 @@ impl Conn {
             Err(e) => return fail(e),
         };
         let bells = self.file.doorbells();
+        let peer = peer!(self, via_slot);
         let r = self.scratch.run_copy(
             &self.file,
             &bells,
-            (self.mode, self.pid, self.shm.as_ref()),
-            &cd,
+            peer,
+            (0, &cd),
             &payload[MicCopyDesc::SIZE..iov_end],
             Some(&payload[iov_end..]),
         );
@@ -664,7 +834,7 @@ impl Conn {
     /// OP_COPY_BATCH: the reply payload (a [`BatchReply`] and one
     /// [`BatchResult`] per entry) in `self.batch_out`, or the errno that
     /// refused the whole batch before any entry ran.
-    fn copy_batch(&mut self, payload: &[u8]) -> Result<(), Errno> {
+    fn copy_batch(&mut self, payload: &[u8], via_slot: bool) -> Result<(), Errno> {
         let head = BatchReq::from_slice(payload).ok_or(libc::EINVAL)?;
         if head.count > BATCH_MAX || head.flags != 0 {
             return Err(libc::EINVAL);
@@ -680,6 +850,7 @@ impl Conn {
             at += iov_end;
         }
         let reachable = self.mode == MODE_DIRECT
+            || (via_slot && self.aperture)
             || entries.iter().all(|(_, r)| {
                 self.shm.as_ref().is_some_and(|s| {
                     payload[r.clone()]
@@ -695,12 +866,14 @@ impl Conn {
         let mut results = [BatchResult::default(); BATCH_MAX as usize];
         let mut done = 0;
         let bells = self.file.doorbells();
+        let peer = peer!(self, via_slot);
         for (i, (cd, r)) in entries.iter().enumerate() {
             done = i + 1;
-            let peer = (self.mode, self.pid, self.shm.as_ref());
+            // i < BATCH_MAX, which fits a plan's entry field.
+            let entry = (i as u16, cd);
             match self
                 .scratch
-                .run_copy(&self.file, &bells, peer, cd, &payload[r.clone()], None)
+                .run_copy(&self.file, &bells, peer, entry, &payload[r.clone()], None)
             {
                 Ok((0, _)) => break,
                 Ok((n, _)) => results[i].out_len = n,
@@ -727,26 +900,56 @@ impl Conn {
     }
 }
 
+/// How a connection's client is reached for a request that came through
+/// the slot (`via_slot`) or the socket (a macro: it borrows the fields,
+/// not the whole connection).
+macro_rules! peer {
+    ($conn:expr, $via_slot:expr) => {
+        Peer {
+            mode: $conn.mode,
+            pid: $conn.pid,
+            shm: $conn.shm.as_ref(),
+            plan: $via_slot && $conn.aperture,
+            sock: $conn.fd.as_fd(),
+        }
+    };
+}
+use peer;
+
+/// Who the caller of a COPY_DESC is, and how its buffers are reached.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    mode: u32,
+    pid: i32,
+    shm: Option<&'a Shm>,
+    /// The request came through the slot from a client holding the
+    /// aperture: it copies what lies outside the arena itself, by plan.
+    plan: bool,
+    /// The connection's socket (a plan's wait watches it for the end).
+    sock: BorrowedFd<'a>,
+}
+
 /// What one COPY_DESC needs besides the device, reused across requests.
 #[derive(Default)]
 struct Scratch {
     ops: Vec<Op>,
     out: Vec<u8>,
     iovs: Vec<Iovec>,
+    plan: Vec<PlanOp>,
 }
 
 impl Scratch {
-    /// One COPY_DESC with its iovecs (`raw`), its doorbell left in `bells`,
-    /// for the client (`peer`: mode, pid, shared region): (out_len, bytes
-    /// for the caller in `out`). `inline` is the caller's data when the
-    /// message carries it (`None` in a batch: its buffers must be
-    /// reachable directly).
+    /// One COPY_DESC (`cd`, entry `entry` of its batch) with its iovecs
+    /// (`raw`), its doorbell left in `bells`, for the client `peer`:
+    /// (out_len, bytes for the caller in `out`). `inline` is the caller's
+    /// data when the message carries it (`None` in a batch: its buffers
+    /// must be reachable directly).
     fn run_copy(
         &mut self,
         file: &VdevFile,
         bells: &super::Doorbells<'_>,
-        (mode, pid, shm): (u32, i32, Option<&Shm>),
-        cd: &MicCopyDesc,
+        peer: Peer<'_>,
+        (entry, cd): (u16, &MicCopyDesc),
         raw: &[u8],
         inline: Option<&[u8]>,
     ) -> Result<(u32, usize), Errno> {
@@ -761,19 +964,21 @@ impl Scratch {
         self.ops.clear();
         let gddr = &file.card().gddr;
         let update = cd.update_used != 0;
-        let arena_only = shm.is_some_and(|s| {
+        let arena_only = peer.shm.is_some_and(|s| {
             self.iovs
                 .iter()
                 .all(|v| s.arena(v.base, v.len as usize).is_some())
         });
-        if mode == MODE_DIRECT || arena_only {
+        if peer.plan || peer.mode == MODE_DIRECT || arena_only {
+            self.plan.clear();
             let mut user = RemoteBuffers {
-                pid,
+                peer,
+                entry,
                 iovs: &self.iovs,
                 total,
                 ops: &mut self.ops,
+                plan: &mut self.plan,
                 gddr,
-                shm,
             };
             return file
                 .copy_desc_deferred(bells, cd.vr_idx, &mut user, update)
@@ -828,10 +1033,12 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
         len: h.shm_len,
         kick_server,
         kick_client,
-        seq: 0,
+        seq: std::cell::Cell::new(0),
+        spinner: std::cell::Cell::new(Spinner::new(SERVER_SPIN_NS)),
+        epoch: Instant::now(),
     };
-    let seq = shm.load(SHM_REQ_SEQ, Ordering::Acquire);
-    Ok(Shm { seq, ..shm })
+    shm.seq.set(shm.load(SHM_REQ_SEQ, Ordering::Acquire));
+    Ok(shm)
 }
 
 /// One deferred copy of a direct-mode COPY_DESC.
@@ -843,15 +1050,18 @@ struct Op {
     len: u32,
 }
 
-/// The client's iovecs in its own address space, reached with
-/// `process_vm_readv/writev` when the walker's plan is complete.
+/// The client's iovecs in its own address space, reached when the
+/// walker's plan is complete: in the arena with a plain copy, else by the
+/// client itself (a plan) or with `process_vm_readv/writev`.
 struct RemoteBuffers<'a> {
-    pid: i32,
+    peer: Peer<'a>,
+    /// Which COPY_DESC of its batch this is.
+    entry: u16,
     iovs: &'a [Iovec],
     total: u64,
     ops: &'a mut Vec<Op>,
+    plan: &'a mut Vec<PlanOp>,
     gddr: &'a SharedMem,
-    shm: Option<&'a Shm>,
 }
 
 impl UserBuffers for RemoteBuffers<'_> {
@@ -885,10 +1095,10 @@ impl UserBuffers for RemoteBuffers<'_> {
             for op in self.ops.iter().filter(|o| o.to_user == dir) {
                 pieces.clear();
                 split_user(self.iovs, op.off, u64::from(op.len), &mut pieces)?;
-                let mut card_addr = op.card_addr;
+                let (mut card_addr, mut user_off) = (op.card_addr, op.off);
                 for p in &pieces {
                     let n = p.iov_len;
-                    if let Some(user) = self.shm.and_then(|s| s.arena(p.iov_base as u64, n)) {
+                    if let Some(user) = self.peer.shm.and_then(|s| s.arena(p.iov_base as u64, n)) {
                         // The caller's buffer is in the shared arena: one
                         // plain copy between the two mappings.
                         let card = self.gddr.volatile(card_addr, n).ok_or(CopyFault)?;
@@ -897,6 +1107,17 @@ impl UserBuffers for RemoteBuffers<'_> {
                         } else {
                             user.copy_to_volatile_slice(card);
                         }
+                    } else if self.peer.plan {
+                        // The client copies, where we say: only inside
+                        // card memory.
+                        self.gddr.volatile(card_addr, n).ok_or(CopyFault)?;
+                        self.plan.push(PlanOp {
+                            card_addr,
+                            user_off,
+                            len: u32::try_from(n).map_err(|_| CopyFault)?,
+                            entry: self.entry,
+                            to_user: u16::from(dir),
+                        });
                     } else {
                         let ptr = self.gddr.host_ptr(card_addr, n).ok_or(CopyFault)?;
                         local.push(libc::iovec {
@@ -907,10 +1128,16 @@ impl UserBuffers for RemoteBuffers<'_> {
                         expect += n;
                     }
                     card_addr += n as u64;
+                    user_off += n as u64;
                 }
             }
-            if expect > 0 && vm_copy(self.pid, dir, &local, &remote) != expect {
+            if expect > 0 && vm_copy(self.peer.pid, dir, &local, &remote) != expect {
                 return Err(CopyFault);
+            }
+        }
+        if let Some(shm) = self.peer.shm.filter(|_| self.peer.plan) {
+            for part in self.plan.chunks(PLAN_MAX) {
+                shm.plan(self.peer.sock, part)?;
             }
         }
         Ok(())
