@@ -34,6 +34,7 @@ mod card;
 #[path = "../tests/net/netns.rs"]
 mod netns;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -177,16 +178,23 @@ fn device_tx(card: &mut card::Card<'_>, stats: &NetStats) -> f64 {
 /// [`QUEUED`] frames wait on the device's TAP (interface `name`), which
 /// stopped reading it when the card's buffers ran out; the card then
 /// reposts every buffer filled until they are through: frames per second
-/// the card received.
-fn device_rx(card: &mut card::Card<'_>, stats: &NetStats, name: &str) -> Result<f64> {
+/// the card received, and how many (the threads' CPU while they moved is
+/// added to `before` and `after`).
+fn device_rx(
+    card: &mut card::Card<'_>,
+    stats: &NetStats,
+    name: &str,
+    (before, after): (&mut BTreeMap<String, f64>, &mut BTreeMap<String, f64>),
+) -> Result<(f64, u64)> {
     let full = stats.rx_ring_full.load(Ordering::Relaxed);
-    let before = stats.rx_frames.load(Ordering::Relaxed);
+    let before_frames = stats.rx_frames.load(Ordering::Relaxed);
     fill(name, QUEUED)?;
     card.until("the receive ring full", HANG, |_| {
         stats.rx_ring_full.load(Ordering::Relaxed) > full
     });
     let start_frames = stats.rx_frames.load(Ordering::Relaxed);
-    let left = QUEUED - (start_frames - before);
+    let left = QUEUED - (start_frames - before_frames);
+    accumulate(before, &thread_cpu());
     let start = Instant::now();
     while stats.rx_frames.load(Ordering::Relaxed) - start_frames < left {
         anyhow::ensure!(start.elapsed() < HANG, "the queued frames never reached the card");
@@ -196,10 +204,10 @@ fn device_rx(card: &mut card::Card<'_>, stats: &NetStats, name: &str) -> Result<
             std::thread::sleep(NAP);
         }
     }
-    Ok(rate(
-        stats.rx_frames.load(Ordering::Relaxed) - start_frames,
-        start.elapsed(),
-    ))
+    let n = stats.rx_frames.load(Ordering::Relaxed) - start_frames;
+    let r = rate(n, start.elapsed());
+    accumulate(after, &thread_cpu());
+    Ok((r, n))
 }
 
 /// Our median beside the baseline's, and the card's doorbells since
@@ -226,6 +234,63 @@ fn line(what: &str, ours: &[f64], base: &[f64], card: &card::Card<'_>, bells: (u
         "",
         card.rung - bells.0,
         card.saved - bells.1
+    );
+}
+
+/// CPU time of each of this process's threads so far, by name (the
+/// scheduler's own account, `/proc/self/task/*/sched`), in ms; this
+/// thread, the played card, is named `card`.
+fn thread_cpu() -> BTreeMap<String, f64> {
+    let me = std::process::id().to_string();
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(sched) = std::fs::read_to_string(t.path().join("sched")) else {
+            continue;
+        };
+        let ms = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("se.sum_exec_runtime"))
+            .and_then(|l| l.trim_start_matches([' ', ':']).trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let name = if t.file_name().to_string_lossy() == me {
+            "card".to_owned()
+        } else {
+            std::fs::read_to_string(t.path().join("comm"))
+                .map_or_else(|_| "?".into(), |c| c.trim().to_owned())
+        };
+        *out.entry(name).or_insert(0.0) += ms;
+    }
+    out
+}
+
+/// Adds `now` into `sum`, thread by thread.
+fn accumulate(sum: &mut BTreeMap<String, f64>, now: &BTreeMap<String, f64>) {
+    for (k, v) in now {
+        *sum.entry(k.clone()).or_insert(0.0) += v;
+    }
+}
+
+/// CPU each thread spent between `before` and `after`, per frame of
+/// `frames`: the played card's, the device's (mpssd's threads), micemu's.
+fn cpu_line(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, frames: u64) {
+    let per = |ms: f64| ms * 1e3 / frames.max(1) as f64;
+    let mut parts = Vec::new();
+    let mut total = 0.0;
+    for (name, &ms) in after {
+        let d = ms - before.get(name).copied().unwrap_or(0.0);
+        if d * 1e3 / frames.max(1) as f64 >= 0.005 {
+            parts.push(format!("{name} {:.2}", per(d)));
+            total += d;
+        }
+    }
+    println!(
+        "  {:<11} CPU µs per frame: {} (all {:.2})",
+        "",
+        parts.join(", "),
+        per(total)
     );
 }
 
@@ -282,11 +347,16 @@ fn main() -> Result<()> {
         let base_tap = baseline_tap("bench0", Ipv4Addr::new(192, 0, 2, 254))?;
         let bells = (card.rung, card.saved);
         let (mut base, mut ours) = (Vec::new(), Vec::new());
+        let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+        let frames = stats.tx_frames.load(Ordering::Relaxed);
         for _ in 0..ROUNDS {
             base.push(raw_writes(&base_tap)?);
+            accumulate(&mut before, &thread_cpu());
             ours.push(device_tx(&mut card, &stats));
+            accumulate(&mut after, &thread_cpu());
         }
         line("card → TAP", &ours, &base, &card, bells);
+        cpu_line(&before, &after, stats.tx_frames.load(Ordering::Relaxed) - frames);
     }
     if run("rx") {
         let base_tap = baseline_tap("bench1", Ipv4Addr::new(198, 51, 100, 254))?;
@@ -296,11 +366,16 @@ fn main() -> Result<()> {
         card.post_rx(card::SLOTS as usize, 1536);
         card.kick_if_needed();
         let (mut base, mut ours) = (Vec::new(), Vec::new());
+        let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+        let mut frames = 0;
         for _ in 0..ROUNDS {
             base.push(raw_reads(&base_tap, "bench1")?);
-            ours.push(device_rx(&mut card, &stats, &config.tap)?);
+            let (r, n) = device_rx(&mut card, &stats, &config.tap, (&mut before, &mut after))?;
+            ours.push(r);
+            frames += n;
         }
         line("TAP → card", &ours, &base, &card, bells);
+        cpu_line(&before, &after, frames);
     }
     let st = stats.snapshot();
     println!(
