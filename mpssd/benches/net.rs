@@ -20,6 +20,12 @@
 //! are printed. It has no interrupt to wait for, so it naps ([`NAP`]) when
 //! it has nothing to do: the card's processors are not the host's two.
 //!
+//! Each direction also prints every thread's CPU per frame while the
+//! device moved frames — the played card's (which a real card spends on
+//! its own cores), micemu's server's (the real card's DMA engine), mpssd's
+//! — and mpssd's own beside the baseline's: on a shared machine the
+//! figure above is bounded by the baseline over all of them together.
+//!
 //! Goal: each direction through the device at ≥ 70 % of its baseline.
 //! Baseline and device alternate, [`ROUNDS`] times each, and the medians
 //! are compared: the machine is shared, and its other load moves both.
@@ -274,16 +280,20 @@ fn accumulate(sum: &mut BTreeMap<String, f64>, now: &BTreeMap<String, f64>) {
 }
 
 /// CPU each thread spent between `before` and `after`, per frame of
-/// `frames`: the played card's, the device's (mpssd's threads), micemu's.
-fn cpu_line(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, frames: u64) {
+/// `frames`: the played card's, the device's (mpssd's threads), micemu's;
+/// and mpssd's own beside the baseline's (`base`: its rates).
+fn cpu_line(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, frames: u64, base: &[f64]) {
     let per = |ms: f64| ms * 1e3 / frames.max(1) as f64;
     let mut parts = Vec::new();
-    let mut total = 0.0;
+    let (mut total, mut ours) = (0.0, 0.0);
     for (name, &ms) in after {
         let d = ms - before.get(name).copied().unwrap_or(0.0);
         if d * 1e3 / frames.max(1) as f64 >= 0.005 {
             parts.push(format!("{name} {:.2}", per(d)));
             total += d;
+        }
+        if name.starts_with("net-mic") {
+            ours += d;
         }
     }
     println!(
@@ -291,6 +301,15 @@ fn cpu_line(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, frame
         "",
         parts.join(", "),
         per(total)
+    );
+    // The baseline is one thread that never waits: its time is its CPU.
+    let base = 1e6 / median(base.to_vec());
+    println!(
+        "  {:<11} mpssd's own CPU per frame {:.2} µs, the baseline's {base:.2} µs: {:.1} % of the card's \
+         and micemu's share aside",
+        "",
+        per(ours),
+        100.0 * base / per(ours).max(f64::MIN_POSITIVE)
     );
 }
 
@@ -356,7 +375,12 @@ fn main() -> Result<()> {
             accumulate(&mut after, &thread_cpu());
         }
         line("card → TAP", &ours, &base, &card, bells);
-        cpu_line(&before, &after, stats.tx_frames.load(Ordering::Relaxed) - frames);
+        cpu_line(
+            &before,
+            &after,
+            stats.tx_frames.load(Ordering::Relaxed) - frames,
+            &base,
+        );
     }
     if run("rx") {
         let base_tap = baseline_tap("bench1", Ipv4Addr::new(198, 51, 100, 254))?;
@@ -375,7 +399,7 @@ fn main() -> Result<()> {
             frames += n;
         }
         line("TAP → card", &ours, &base, &card, bells);
-        cpu_line(&before, &after, frames);
+        cpu_line(&before, &after, frames, &base);
     }
     let st = stats.snapshot();
     println!(
