@@ -20,6 +20,12 @@
 //! are printed. It has no interrupt to wait for, so it naps ([`NAP`]) when
 //! it has nothing to do: the card's processors are not the host's two.
 //!
+//! Each direction also prints every thread's CPU per frame while the
+//! device moved frames — the played card's (which a real card spends on
+//! its own cores), micemu's server's (the real card's DMA engine), mpssd's
+//! — and mpssd's own beside the baseline's: on a shared machine the
+//! figure above is bounded by the baseline over all of them together.
+//!
 //! Goal: each direction through the device at ≥ 70 % of its baseline.
 //! Baseline and device alternate, [`ROUNDS`] times each, and the medians
 //! are compared: the machine is shared, and its other load moves both.
@@ -34,6 +40,7 @@ mod card;
 #[path = "../tests/net/netns.rs"]
 mod netns;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -177,16 +184,23 @@ fn device_tx(card: &mut card::Card<'_>, stats: &NetStats) -> f64 {
 /// [`QUEUED`] frames wait on the device's TAP (interface `name`), which
 /// stopped reading it when the card's buffers ran out; the card then
 /// reposts every buffer filled until they are through: frames per second
-/// the card received.
-fn device_rx(card: &mut card::Card<'_>, stats: &NetStats, name: &str) -> Result<f64> {
+/// the card received, and how many (the threads' CPU while they moved is
+/// added to `before` and `after`).
+fn device_rx(
+    card: &mut card::Card<'_>,
+    stats: &NetStats,
+    name: &str,
+    (before, after): (&mut BTreeMap<String, f64>, &mut BTreeMap<String, f64>),
+) -> Result<(f64, u64)> {
     let full = stats.rx_ring_full.load(Ordering::Relaxed);
-    let before = stats.rx_frames.load(Ordering::Relaxed);
+    let before_frames = stats.rx_frames.load(Ordering::Relaxed);
     fill(name, QUEUED)?;
     card.until("the receive ring full", HANG, |_| {
         stats.rx_ring_full.load(Ordering::Relaxed) > full
     });
     let start_frames = stats.rx_frames.load(Ordering::Relaxed);
-    let left = QUEUED - (start_frames - before);
+    let left = QUEUED - (start_frames - before_frames);
+    accumulate(before, &thread_cpu());
     let start = Instant::now();
     while stats.rx_frames.load(Ordering::Relaxed) - start_frames < left {
         anyhow::ensure!(start.elapsed() < HANG, "the queued frames never reached the card");
@@ -196,10 +210,10 @@ fn device_rx(card: &mut card::Card<'_>, stats: &NetStats, name: &str) -> Result<
             std::thread::sleep(NAP);
         }
     }
-    Ok(rate(
-        stats.rx_frames.load(Ordering::Relaxed) - start_frames,
-        start.elapsed(),
-    ))
+    let n = stats.rx_frames.load(Ordering::Relaxed) - start_frames;
+    let r = rate(n, start.elapsed());
+    accumulate(after, &thread_cpu());
+    Ok((r, n))
 }
 
 /// Our median beside the baseline's, and the card's doorbells since
@@ -226,6 +240,76 @@ fn line(what: &str, ours: &[f64], base: &[f64], card: &card::Card<'_>, bells: (u
         "",
         card.rung - bells.0,
         card.saved - bells.1
+    );
+}
+
+/// CPU time of each of this process's threads so far, by name (the
+/// scheduler's own account, `/proc/self/task/*/sched`), in ms; this
+/// thread, the played card, is named `card`.
+fn thread_cpu() -> BTreeMap<String, f64> {
+    let me = std::process::id().to_string();
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(sched) = std::fs::read_to_string(t.path().join("sched")) else {
+            continue;
+        };
+        let ms = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("se.sum_exec_runtime"))
+            .and_then(|l| l.trim_start_matches([' ', ':']).trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let name = if t.file_name().to_string_lossy() == me {
+            "card".to_owned()
+        } else {
+            std::fs::read_to_string(t.path().join("comm"))
+                .map_or_else(|_| "?".into(), |c| c.trim().to_owned())
+        };
+        *out.entry(name).or_insert(0.0) += ms;
+    }
+    out
+}
+
+/// Adds `now` into `sum`, thread by thread.
+fn accumulate(sum: &mut BTreeMap<String, f64>, now: &BTreeMap<String, f64>) {
+    for (k, v) in now {
+        *sum.entry(k.clone()).or_insert(0.0) += v;
+    }
+}
+
+/// CPU each thread spent between `before` and `after`, per frame of
+/// `frames`: the played card's, the device's (mpssd's threads), micemu's;
+/// and mpssd's own beside the baseline's (`base`: its rates).
+fn cpu_line(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, frames: u64, base: &[f64]) {
+    let per = |ms: f64| ms * 1e3 / frames.max(1) as f64;
+    let mut parts = Vec::new();
+    let (mut total, mut ours) = (0.0, 0.0);
+    for (name, &ms) in after {
+        let d = ms - before.get(name).copied().unwrap_or(0.0);
+        if d * 1e3 / frames.max(1) as f64 >= 0.005 {
+            parts.push(format!("{name} {:.2}", per(d)));
+            total += d;
+        }
+        if name.starts_with("net-mic") {
+            ours += d;
+        }
+    }
+    println!(
+        "  {:<11} CPU µs per frame: {} (all {:.2})",
+        "",
+        parts.join(", "),
+        per(total)
+    );
+    // The baseline is one thread that never waits: its time is its CPU.
+    let base = 1e6 / median(base.to_vec());
+    println!(
+        "  {:<11} mpssd's own CPU per frame {:.2} µs, the baseline's {base:.2} µs: {:.1} % of the card's \
+         and micemu's share aside",
+        "",
+        per(ours),
+        100.0 * base / per(ours).max(f64::MIN_POSITIVE)
     );
 }
 
@@ -282,11 +366,21 @@ fn main() -> Result<()> {
         let base_tap = baseline_tap("bench0", Ipv4Addr::new(192, 0, 2, 254))?;
         let bells = (card.rung, card.saved);
         let (mut base, mut ours) = (Vec::new(), Vec::new());
+        let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+        let frames = stats.tx_frames.load(Ordering::Relaxed);
         for _ in 0..ROUNDS {
             base.push(raw_writes(&base_tap)?);
+            accumulate(&mut before, &thread_cpu());
             ours.push(device_tx(&mut card, &stats));
+            accumulate(&mut after, &thread_cpu());
         }
         line("card → TAP", &ours, &base, &card, bells);
+        cpu_line(
+            &before,
+            &after,
+            stats.tx_frames.load(Ordering::Relaxed) - frames,
+            &base,
+        );
     }
     if run("rx") {
         let base_tap = baseline_tap("bench1", Ipv4Addr::new(198, 51, 100, 254))?;
@@ -296,11 +390,16 @@ fn main() -> Result<()> {
         card.post_rx(card::SLOTS as usize, 1536);
         card.kick_if_needed();
         let (mut base, mut ours) = (Vec::new(), Vec::new());
+        let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+        let mut frames = 0;
         for _ in 0..ROUNDS {
             base.push(raw_reads(&base_tap, "bench1")?);
-            ours.push(device_rx(&mut card, &stats, &config.tap)?);
+            let (r, n) = device_rx(&mut card, &stats, &config.tap, (&mut before, &mut after))?;
+            ours.push(r);
+            frames += n;
         }
         line("TAP → card", &ours, &base, &card, bells);
+        cpu_line(&before, &after, frames, &base);
     }
     let st = stats.snapshot();
     println!(

@@ -136,38 +136,56 @@ pub fn drain(
     mut each: impl FnMut(&mut [u8]),
 ) -> Drained {
     let mut out = Drained::default();
-    let ring = usize::from(vr);
-    let most = bufs.len().min(BATCH_MAX);
-    while out.chains < budget && most > 0 {
-        if !map.pending(ring) {
-            return out;
+    let mut lens = Vec::with_capacity(bufs.len().min(BATCH_MAX));
+    while out.chains < budget {
+        let room = budget - out.chains;
+        let most = bufs.len().min(room);
+        let d = drain_batch(file, map, vr, &mut bufs[..most], &mut lens);
+        for (buf, &len) in bufs.iter_mut().zip(&lens) {
+            each(&mut buf[..len]);
         }
-        let want = usize::from(map.available(ring))
-            .min(budget - out.chains)
-            .clamp(1, most);
-        let mut io: Vec<IoSliceMut<'_>> = bufs[..want].iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let b = file.copy_desc_batch(vr, &mut io, true);
-        drop(io);
-        let b = match b {
-            Ok(b) => b,
-            Err(e) => {
-                out.error = Some(e);
-                return out;
-            }
-        };
-        for (buf, &len) in bufs.iter_mut().zip(&b.lens[..b.chains]) {
-            each(&mut buf[..len as usize]);
-        }
-        out.chains += b.chains;
-        if b.error.is_some() {
-            out.error = b.error;
-            return out;
-        }
-        if b.chains < want {
+        out.chains += d.chains;
+        if d.error.is_some() || !d.more {
+            out.error = d.error;
             return out;
         }
     }
-    out.more = out.chains >= budget && map.pending(ring);
+    out.more = map.pending(usize::from(vr));
+    out
+}
+
+/// One `copy_desc_batch` of [`drain`]: up to `bufs.len()` (and
+/// [`BATCH_MAX`]) of the card's chains on vring `vr`, each completed, into
+/// `bufs` in ring order; `lens` gets their lengths (cleared first). `more`:
+/// every chain asked for came, so the ring may hold more.
+pub fn drain_batch(
+    file: &mut VirtioFile,
+    map: &RingMap,
+    vr: u8,
+    bufs: &mut [IoBuf],
+    lens: &mut Vec<usize>,
+) -> Drained {
+    lens.clear();
+    let mut out = Drained::default();
+    let ring = usize::from(vr);
+    let most = bufs.len().min(BATCH_MAX);
+    if most == 0 || !map.pending(ring) {
+        return out;
+    }
+    let want = usize::from(map.available(ring)).clamp(1, most);
+    let mut io: [IoSliceMut<'_>; BATCH_MAX] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    for (slot, b) in io.iter_mut().zip(&mut bufs[..want]) {
+        *slot = IoSliceMut::new(b);
+    }
+    match file.copy_desc_batch(vr, &mut io[..want], true) {
+        Ok(b) => {
+            lens.extend(b.lens[..b.chains].iter().map(|&l| l as usize));
+            out.chains = b.chains;
+            out.more = b.error.is_none() && b.chains == want;
+            out.error = b.error;
+        }
+        Err(e) => out.error = Some(e),
+    }
     out
 }
 

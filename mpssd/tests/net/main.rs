@@ -275,6 +275,38 @@ fn a_card_that_stops_posting_buffers_stops_the_tap_reads() {
 }
 
 #[test]
+fn frames_longer_than_the_cards_buffers_are_cut_and_counted() {
+    let s = Setup::start();
+    let mut card = card::Card::up(&s.inst, 0, 0);
+    s.until("the card's driver", |st| st.state() == NetState::Up);
+    // Buffers shorter than any frame (the header and an Ethernet header
+    // are 24 bytes; an ARP frame alone is 42).
+    card.post_rx(3, 30);
+    card.kick();
+    datagrams(&broadcaster(), 0..10);
+    s.until("three frames", |st| st.rx_frames.load(Ordering::Relaxed) == 3);
+    assert_eq!(get(&s.stats, "rx_truncated"), 3, "each frame cut is counted");
+    assert!(
+        get(&s.stats, "rx_bytes") >= 3 * 42,
+        "the frames' own lengths are counted"
+    );
+    let got = card.take_rx();
+    assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [30; 3]);
+    // A buffer that fits takes the next frame whole.
+    card.post_rx(1, 1536);
+    card.kick();
+    s.until("a fourth frame", |st| st.rx_frames.load(Ordering::Relaxed) == 4);
+    assert_eq!(get(&s.stats, "rx_truncated"), 3);
+    let got = card.take_rx();
+    assert!(
+        got.len() == 1 && got[0].len() > 30,
+        "{:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(get(&s.stats, "errors"), 0);
+}
+
+#[test]
 fn the_card_rings_only_when_the_device_waits_for_it() {
     let s = Setup::start();
     let mut card = card::Card::up(&s.inst, 0, 0);

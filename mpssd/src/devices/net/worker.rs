@@ -247,6 +247,8 @@ impl Worker {
         }
         let acked = self.acked.unwrap_or(0);
         let (card, tap, stats, logged) = (self.card, &self.tap, &*self.stats, &mut self.logged);
+        // Counted once a drain, not once a frame.
+        let (mut frames, mut bytes) = (0u64, 0u64);
         let d = drain(
             &mut self.file,
             &self.map,
@@ -254,9 +256,14 @@ impl Worker {
             &mut self.tx_bufs,
             BUDGET,
             |frame| {
-                forward(frame, acked, tap, stats, (card, logged));
+                if forward(frame, acked, tap, stats, (card, logged)) {
+                    frames += 1;
+                    bytes += (frame.len() - HDR) as u64;
+                }
             },
         );
+        bump(&self.stats.tx_frames, frames);
+        bump(&self.stats.tx_bytes, bytes);
         if let Some(e) = d.error {
             self.copy_failed(TX, &e)?;
             return Ok(Batch::Done);
@@ -293,14 +300,14 @@ impl Worker {
                 self.ring_full();
                 return Ok(Batch::Done);
             }
-            let mut io: Vec<IoSliceMut<'_>> = self
-                .rx_bufs
-                .iter_mut()
-                .zip(&self.held)
-                .map(|(b, &n)| IoSliceMut::new(&mut b[..n]))
-                .collect();
-            let b = self.file.copy_desc_batch(RX, &mut io, true);
-            drop(io);
+            // The held frames' slices, on the stack (no allocation a batch).
+            let b = {
+                let mut io: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+                for ((slot, b), &n) in io.iter_mut().zip(&mut self.rx_bufs).zip(&self.held) {
+                    *slot = IoSliceMut::new(&mut b[..n]);
+                }
+                self.file.copy_desc_batch(RX, &mut io[..self.held.len()], true)
+            };
             let b = match b {
                 Ok(b) => b,
                 Err(e) => {
@@ -308,13 +315,17 @@ impl Worker {
                     return Ok(Batch::Done);
                 }
             };
-            for (i, &len) in self.held.iter().take(b.chains).enumerate() {
-                if (b.lens[i] as usize) < len {
-                    bump(&self.stats.rx_truncated, 1);
-                }
-                bump(&self.stats.rx_frames, 1);
-                bump(&self.stats.rx_bytes, (len - HDR) as u64);
+            // Counted once a batch, not once a frame.
+            let (mut cut, mut bytes) = (0u64, 0u64);
+            for (&moved, &len) in b.lens.iter().zip(&self.held[..b.chains]) {
+                cut += u64::from((moved as usize) < len);
+                bytes += (len - HDR) as u64;
             }
+            if cut > 0 {
+                bump(&self.stats.rx_truncated, cut);
+            }
+            bump(&self.stats.rx_frames, b.chains as u64);
+            bump(&self.stats.rx_bytes, bytes);
             if b.chains > 0 {
                 self.rx_blocked = false;
             }
@@ -380,24 +391,28 @@ fn log_once(logged: &mut u32, card: u32, bit: u32, what: impl FnOnce() -> String
 }
 
 /// A transmit chain's bytes (a header and a frame) go to the TAP,
-/// sanitised, or are dropped and counted (a reason logged once per card).
-fn forward(frame: &mut [u8], acked: u32, tap: &Tap, stats: &NetStats, (card, logged): (u32, &mut u32)) {
-    let n = frame.len();
+/// sanitised, or are dropped and counted (a reason logged once per card);
+/// whether it went (the caller counts the frames that did).
+fn forward(
+    frame: &mut [u8],
+    acked: u32,
+    tap: &Tap,
+    stats: &NetStats,
+    (card, logged): (u32, &mut u32),
+) -> bool {
     match hdr::sanitize_tx(frame, acked) {
         Ok(changed) => {
             if changed {
                 bump(&stats.tx_sanitised, 1);
             }
             match tap.send(frame) {
-                Ok(()) => {
-                    bump(&stats.tx_frames, 1);
-                    bump(&stats.tx_bytes, (n - HDR) as u64);
-                }
+                Ok(()) => true,
                 Err(e) => {
                     bump(&stats.tx_drop_tap, 1);
                     log_once(logged, card, 0, || {
                         format!("the TAP refused a frame from the card: {e}")
                     });
+                    false
                 }
             }
         }
@@ -406,6 +421,7 @@ fn forward(frame: &mut [u8], acked: u32, tap: &Tap, stats: &NetStats, (card, log
             log_once(logged, card, 1 + why as u32, || {
                 format!("dropped a frame from the card: {why}")
             });
+            false
         }
     }
 }
