@@ -449,6 +449,61 @@ fn buffers(f: &mut VirtioFile, arena: bool, n: usize) -> Vec<libmic::vdev::IoBuf
         .collect()
 }
 
+/// A batch handed over and collected later moves what the same batch made
+/// whole would; the file takes nothing else meanwhile; where it cannot be
+/// handed over (buffers outside the arena) it is made whole at once.
+#[test]
+fn a_batch_started_then_finished_is_the_batch_made_whole() {
+    for (inline, arena) in [(false, false), (false, true), (true, true), (true, false)] {
+        let what = format!("inline={inline} arena={arena}");
+        let (_dir, inst, mut f) = console_on(inline);
+        let mut v = card_up(&inst, 0);
+        let emu = inst.emulator();
+        let hw = emu.card_hw(0).unwrap();
+        let mut bufs = buffers(&mut f, arena, 8);
+        post(&inst, &mut v, 1, 0x2100_0000, 5, 3000);
+        let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let pending = f.start_batch(1, &mut io, true);
+        drop(io);
+        let started = format!("{pending:?}") == "PendingBatch(started)";
+        // Handed over on the shared slot, for buffers in the arena.
+        assert_eq!(started, arena, "{what}");
+        if started {
+            assert!(
+                f.config_change(&[0; 12]).is_err(),
+                "{what}: another request while a batch is in flight"
+            );
+        }
+        let b = f.finish_batch(pending).unwrap();
+        assert!(b.error.is_none(), "{what}: {:?}", b.error);
+        assert_eq!(b.chains, 5, "{what}");
+        assert_eq!(&b.lens[..6], &[3000, 3000, 3000, 3000, 3000, 0], "{what}");
+        for (i, buf) in bufs.iter().take(5).enumerate() {
+            assert!(
+                buf[..3000].iter().all(|&x| x == i as u8 + 1),
+                "{what}: buffer {i}"
+            );
+        }
+        let q = v.queue(1).unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                q.pop_used(&hw.phys).unwrap(),
+                Some(UsedBuf {
+                    token: 100 + i,
+                    len: 3000
+                }),
+                "{what}"
+            );
+        }
+        assert_eq!(q.pop_used(&hw.phys).unwrap(), None, "{what}");
+        // Collected: the file serves again.
+        post(&inst, &mut v, 1, 0x2180_0000, 1, 10);
+        let mut io: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let b = f.copy_desc_batch(1, &mut io, true).unwrap();
+        assert_eq!((b.chains, b.lens[0]), (1, 10), "{what}");
+    }
+}
+
 #[test]
 fn a_batch_moves_one_chain_per_buffer_and_stops_where_the_ring_ends() {
     // Direct mode with heap and arena buffers, inline mode with arena ones

@@ -38,6 +38,10 @@ const _: () = {
 };
 
 impl CharFile {
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(super) fn open(path: &Path, card: u32) -> Result<Self, VdevError> {
         let file = OpenOptions::new()
             .read(true)

@@ -244,6 +244,28 @@ impl DeviceBlock {
     }
 }
 
+/// A batch [`VirtioFile::start_batch`] handed over (or already made).
+#[must_use = "a started batch's answer must be collected with finish_batch"]
+pub struct PendingBatch {
+    state: Pending,
+    /// Each buffer's length, to check what the answer says it moved.
+    sizes: [usize; BATCH_MAX],
+}
+
+enum Pending {
+    Started(socket::Started),
+    Done(Box<Result<Batch, VdevError>>),
+}
+
+impl std::fmt::Debug for PendingBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.state {
+            Pending::Started(_) => "PendingBatch(started)",
+            Pending::Done(_) => "PendingBatch(done)",
+        })
+    }
+}
+
 #[derive(Debug)]
 enum Inner {
     Char(chardev::CharFile),
@@ -394,6 +416,63 @@ impl VirtioFile {
         }?;
         for (b, &moved) in bufs.iter().zip(&batch.lens[..batch.chains]) {
             within(self.card, moved, b.len())?;
+        }
+        Ok(batch)
+    }
+
+    /// [`VirtioFile::copy_desc_batch`] in two halves, so the copies run
+    /// while the caller does something else (a backend writes the last
+    /// batch's frames out meanwhile): on micemu's shared slot, with
+    /// buffers the emulator reaches itself, this hands the batch over and
+    /// returns at once; [`VirtioFile::finish_batch`] waits for its answer.
+    /// Until then the buffers are the emulator's (not to be touched) and
+    /// this file takes no other request (one fails), and the batch is
+    /// finished on this file, not another (that fails). Anywhere else (the
+    /// real device, buffers outside the arena) the batch is made whole
+    /// here and `finish_batch` gives its result.
+    pub fn start_batch(
+        &mut self,
+        vr_idx: u8,
+        bufs: &mut [IoSliceMut<'_>],
+        update_used: bool,
+    ) -> PendingBatch {
+        let n = bufs.len().min(BATCH_MAX);
+        let mut sizes = [0usize; BATCH_MAX];
+        for (s, b) in sizes.iter_mut().zip(bufs.iter()) {
+            *s = b.len();
+        }
+        let state = match &mut self.inner {
+            Inner::Socket(s) => s
+                .start_batch(vr_idx, &bufs[..n], &[update_used; BATCH_MAX])
+                .map(Pending::Started),
+            Inner::Char(_) => None,
+        }
+        .unwrap_or_else(|| {
+            Pending::Done(Box::new(self.copy_desc_batch(
+                vr_idx,
+                &mut bufs[..n],
+                update_used,
+            )))
+        });
+        PendingBatch { state, sizes }
+    }
+
+    /// The answer to [`VirtioFile::start_batch`]'s batch, checked as
+    /// [`VirtioFile::copy_desc_batch`]'s is.
+    pub fn finish_batch(&mut self, pending: PendingBatch) -> Result<Batch, VdevError> {
+        let batch = match (pending.state, &mut self.inner) {
+            (Pending::Done(r), _) => return *r,
+            (Pending::Started(started), Inner::Socket(s)) => s.finish_batch(started)?,
+            // Started by another file (never by the character device).
+            (Pending::Started(_), Inner::Char(c)) => {
+                return Err(VdevError::BadReply {
+                    path: c.path().to_path_buf(),
+                    op: "COPY_DESC",
+                });
+            }
+        };
+        for (&size, &moved) in pending.sizes.iter().zip(&batch.lens[..batch.chains]) {
+            within(self.card, moved, size)?;
         }
         Ok(batch)
     }

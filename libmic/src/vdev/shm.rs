@@ -204,10 +204,28 @@ impl Shm {
         request: &[&[u8]],
         reply: &mut [u8],
         sock: RawFd,
+        on_msg: impl FnMut() -> Result<(), E>,
+        on_plan: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), E> {
+        self.post(request);
+        self.finish(reply, sock, on_msg, on_plan)
+    }
+
+    /// Hands a request to the server without waiting for its answer (the
+    /// first half of [`Shm::call`]; [`Shm::finish`] is the second, and no
+    /// other request may be posted between them).
+    pub(super) fn start(&mut self, request: &[&[u8]]) {
+        self.post(request);
+    }
+
+    /// Waits for the answer to the request posted last, as [`Shm::call`].
+    pub(super) fn finish<E>(
+        &mut self,
+        reply: &mut [u8],
+        sock: RawFd,
         mut on_msg: impl FnMut() -> Result<(), E>,
         mut on_plan: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), E> {
-        self.post(request);
         loop {
             self.wait_answer(sock, &mut on_msg)?;
             let mut head = [0u8; MsgHeader::SIZE];

@@ -27,6 +27,10 @@ use super::{Batch, Transport, VdevError, Wake, meaning, poll_ms};
 static PROBE: u8 = 0x5a;
 
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts of one connection"
+)]
 pub(super) struct SockFile {
     fd: OwnedFd,
     path: PathBuf,
@@ -43,6 +47,9 @@ pub(super) struct SockFile {
     /// The card's memory, if the emulator handed it over: we copy what
     /// lies outside the arena ourselves, where its plans say.
     aperture: Option<Aperture>,
+    /// A batch was handed over through the slot and its answer is not
+    /// collected yet: nothing else may be asked meanwhile.
+    inflight: bool,
 }
 
 /// A reply: its result and payload (in `SockFile::buf`), and a passed fd.
@@ -85,6 +92,7 @@ impl SockFile {
             buf: vec![0; MAX_MSG],
             shm: None,
             aperture: None,
+            inflight: false,
         };
         // The fast path is an optimisation: without a memfd it is skipped.
         let shm = Shm::new(shm::DEFAULT_LEN).ok();
@@ -275,6 +283,9 @@ impl SockFile {
 
     /// One request and its reply; wakes arriving meanwhile are kept.
     fn call(&mut self, what: &'static str, op: u32, parts: &[&[u8]]) -> Result<Reply, VdevError> {
+        if self.inflight {
+            return Err(self.bad(what));
+        }
         self.send(what, op, parts)?;
         self.reply(what)
     }
@@ -476,31 +487,7 @@ impl SockFile {
                 self.copy_desc(vr_idx, std::slice::from_mut(b), u)
             });
         }
-        let cd = |u: bool| {
-            MicCopyDesc {
-                iov: 0,
-                iovcnt: 1,
-                vr_idx,
-                update_used: u8::from(u),
-                out_len: 0,
-            }
-            .to_bytes()
-        };
-        let head = BatchReq {
-            count: bufs.len() as u32,
-            flags: 0,
-        }
-        .to_bytes();
-        let mut req = Vec::with_capacity(head.len() + bufs.len() * (MicCopyDesc::SIZE + Iovec::SIZE));
-        req.extend_from_slice(&head);
-        for (b, &u) in bufs.iter().zip(update_used) {
-            req.extend_from_slice(&cd(u));
-            let v = Iovec {
-                base: b.as_ptr() as u64,
-                len: b.len() as u64,
-            };
-            req.extend_from_slice(&v.to_bytes());
-        }
+        let req = batch_request(vr_idx, bufs, update_used);
         let want = batch_reply_len(bufs.len() as u32);
         let mut reply = [0u8; MsgHeader::SIZE + batch_reply_len(BATCH_MAX)];
         let slot = Shm::fits(ReqHeader::SIZE + req.len());
@@ -529,13 +516,19 @@ impl SockFile {
             reply[..want.min(r.len)].copy_from_slice(&self.buf[..want.min(r.len)]);
             (r.result, &reply[..want])
         };
+        self.batch_answer(result, body, bufs.len())
+    }
+
+    /// What a batch's answer says: the chains moved, their lengths, the
+    /// refusal that stopped it.
+    fn batch_answer(&self, result: i32, body: &[u8], n: usize) -> Result<Batch, VdevError> {
         if result < 0 {
             return Err(self.driver("COPY_DESC", result));
         }
         let done = BatchReply::from_slice(body)
             .ok_or_else(|| self.bad("COPY_DESC"))?
             .done as usize;
-        if done > bufs.len() {
+        if done > n {
             return Err(self.bad("COPY_DESC"));
         }
         let mut out = Batch::default();
@@ -556,6 +549,74 @@ impl SockFile {
             out.chains = i + 1;
         }
         Ok(out)
+    }
+
+    /// Hands a batch to the emulator through the shared slot and returns
+    /// at once, where the emulator copies every buffer itself (all in the
+    /// arena): the copies run while the caller does
+    /// something else; [`SockFile::finish_batch`] collects the answer.
+    /// `None` when the batch cannot be made so (then it is made whole by
+    /// [`SockFile::copy_desc_batch`]).
+    pub(super) fn start_batch(
+        &mut self,
+        vr_idx: u8,
+        bufs: &[IoSliceMut<'_>],
+        update_used: &[bool],
+    ) -> Option<Started> {
+        let n = bufs.len().min(update_used.len()).min(BATCH_MAX as usize);
+        let (bufs, update_used) = (&bufs[..n], &update_used[..n]);
+        let shm = self.shm.as_ref()?;
+        // In the arena the emulator copies itself: no plan (which would
+        // need the buffers while the caller works) is asked for.
+        let reachable = bufs.iter().all(|b| shm.in_arena(b.as_ptr() as u64, b.len()));
+        if self.version < PROTO_VERSION_BATCH || !reachable || n == 0 || self.inflight {
+            return None;
+        }
+        let req = batch_request(vr_idx, bufs, update_used);
+        if !Shm::fits(ReqHeader::SIZE + req.len()) {
+            return None;
+        }
+        let h = ReqHeader {
+            op: OP_COPY_BATCH,
+            len: req.len() as u32,
+        }
+        .to_bytes();
+        let mut shm = self.shm.take()?;
+        shm.start(&[&h, &req]);
+        self.inflight = true;
+        Some(Started {
+            n,
+            shm,
+            file: self.fd.as_raw_fd(),
+        })
+    }
+
+    /// The answer to the batch [`SockFile::start_batch`] handed over (the
+    /// buffers it named hold what it moved once this returns).
+    pub(super) fn finish_batch(&mut self, started: Started) -> Result<Batch, VdevError> {
+        let want = batch_reply_len(started.n as u32);
+        let mut reply = [0u8; MsgHeader::SIZE + batch_reply_len(BATCH_MAX)];
+        if started.file != self.fd.as_raw_fd() || !self.inflight {
+            return Err(self.bad("COPY_DESC"));
+        }
+        let Started { n, mut shm, .. } = started;
+        self.inflight = false;
+        let sock = self.fd.as_raw_fd();
+        // Its buffers are the emulator's to reach: a plan is never asked
+        // for, and one would be refused.
+        let res = shm.finish(
+            &mut reply[..MsgHeader::SIZE + want],
+            sock,
+            || {
+                let (m, _, _) = self.recv("COPY_DESC")?;
+                self.note(m.kind)
+            },
+            |_| false,
+        );
+        self.shm = Some(shm);
+        res?;
+        let head = MsgHeader::from_slice(&reply).ok_or_else(|| self.bad("COPY_DESC"))?;
+        self.batch_answer(head.result, &reply[MsgHeader::SIZE..MsgHeader::SIZE + want], n)
     }
 
     pub(super) fn map(&mut self, len: usize) -> Result<Mapping, VdevError> {
@@ -622,4 +683,43 @@ impl SockFile {
     pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A batch handed over and not yet answered: nothing else may go through
+/// the file until it is.
+#[must_use = "the emulator's answer must be collected before anything else is asked"]
+pub(super) struct Started {
+    n: usize,
+    /// The slot, the answer's until it is collected.
+    shm: Shm,
+    /// The connection it was handed to.
+    file: std::os::fd::RawFd,
+}
+
+/// An `OP_COPY_BATCH` request's body: one COPY_DESC and its one iovec per
+/// buffer.
+fn batch_request(vr_idx: u8, bufs: &[IoSliceMut<'_>], update_used: &[bool]) -> Vec<u8> {
+    let head = BatchReq {
+        count: bufs.len() as u32,
+        flags: 0,
+    }
+    .to_bytes();
+    let mut req = Vec::with_capacity(head.len() + bufs.len() * (MicCopyDesc::SIZE + Iovec::SIZE));
+    req.extend_from_slice(&head);
+    for (b, &u) in bufs.iter().zip(update_used) {
+        let cd = MicCopyDesc {
+            iov: 0,
+            iovcnt: 1,
+            vr_idx,
+            update_used: u8::from(u),
+            out_len: 0,
+        };
+        req.extend_from_slice(&cd.to_bytes());
+        let v = Iovec {
+            base: b.as_ptr() as u64,
+            len: b.len() as u64,
+        };
+        req.extend_from_slice(&v.to_bytes());
+    }
+    req
 }

@@ -154,6 +154,69 @@ pub fn drain(
     out
 }
 
+/// [`drain`] with the copies of one batch overlapping the handling of the
+/// one before: `bufs` holds two sets of buffers (its halves); while `each`
+/// takes the chains of one set, the next batch is copied into the other
+/// ([`VirtioFile::start_batch`]: on micemu's shared slot the emulator
+/// copies while this thread works; elsewhere the same as [`drain`]). The
+/// chains reach `each` in ring order.
+pub fn drain_overlapped(
+    file: &mut VirtioFile,
+    map: &RingMap,
+    vr: u8,
+    bufs: &mut [IoBuf],
+    budget: usize,
+    mut each: impl FnMut(&mut [u8]),
+) -> Drained {
+    let ring = usize::from(vr);
+    let half = (bufs.len() / 2).min(BATCH_MAX);
+    let (first, second) = bufs.split_at_mut(half);
+    let sets = [first, &mut second[..half]];
+    let mut out = Drained::default();
+    let start = |file: &mut VirtioFile, set: &mut [IoBuf], room: usize| {
+        if half == 0 || room == 0 || !map.pending(ring) {
+            return None;
+        }
+        let want = usize::from(map.available(ring)).clamp(1, half.min(room));
+        let mut io: [IoSliceMut<'_>; BATCH_MAX] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        for (slot, b) in io.iter_mut().zip(&mut set[..want]) {
+            *slot = IoSliceMut::new(b);
+        }
+        Some((file.start_batch(vr, &mut io[..want], true), want))
+    };
+    let mut cur = 0;
+    let mut pending = start(file, sets[0], budget);
+    while let Some((p, want)) = pending.take() {
+        let b = match file.finish_batch(p) {
+            Ok(b) => b,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        out.chains += b.chains;
+        let more = b.error.is_none() && b.chains == want;
+        // The next batch is copied while this one is handled.
+        if more {
+            pending = start(file, sets[cur ^ 1], budget - out.chains);
+        }
+        for (buf, &len) in sets[cur].iter_mut().zip(&b.lens[..b.chains]) {
+            each(&mut buf[..len as usize]);
+        }
+        if b.error.is_some() {
+            // Nothing was started after a refusal.
+            out.error = b.error;
+            return out;
+        }
+        cur ^= 1;
+        if !more {
+            return out;
+        }
+    }
+    out.more = out.chains >= budget && map.pending(ring);
+    out
+}
+
 /// One `copy_desc_batch` of [`drain`]: up to `bufs.len()` (and
 /// [`BATCH_MAX`]) of the card's chains on vring `vr`, each completed, into
 /// `bufs` in ring order; `lens` gets their lengths (cleared first). `more`:

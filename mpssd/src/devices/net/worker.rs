@@ -2,13 +2,16 @@
 //! the TAP and a stop eventfd; COPY_DESC (which blocks) only here, never on
 //! the runtime's threads.
 //!
-//! Each wake-up serves both rings, at most [`BUDGET`] frames per direction
-//! before the other gets a look, draining what the card made available
+//! Each wake-up serves both rings, at most [`TX_BUDGET`] frames from the
+//! card and [`BUDGET`] to it before the other direction gets a look, draining what the card made available
 //! (the driver wakes once per doorbell, so everything pending is served
 //! before sleeping, and the card's doorbells coalesce while we work).
 //! Frames move [`BATCH`] chains to a `copy_desc_batch`: on micemu one
 //! hand-off between the processes for them all, which costs far more than
-//! the copies (one ioctl each on the real device). Before sleeping, a wake
+//! the copies (one ioctl each on the real device). From the card, the next
+//! batch is copied while the last one is written to the TAP
+//! (`dataplane::drain_overlapped`: micemu copies on its own thread while
+//! this one writes). Before sleeping, a wake
 //! absorbed during a COPY_DESC is collected, so none is lost.
 //!
 //! Notification suppression is the driver's half, as the ABI has it (the
@@ -42,11 +45,16 @@ use nix::sys::eventfd::EventFd;
 use super::hdr::{self, HDR};
 use super::metrics::{NetState, NetStats, bump};
 use super::tap::Tap;
-use crate::devices::dataplane::drain;
+use crate::devices::dataplane::drain_overlapped;
 
 /// Frames served per direction before the other direction (and the stop
 /// request) gets a look.
 pub(super) const BUDGET: usize = 64;
+
+/// Frames taken from the card per wake-up before the receive side gets a
+/// look: a whole ring, so the copies of one batch overlap the writes of
+/// the one before all the way through.
+pub(super) const TX_BUDGET: usize = 128;
 
 /// Chains per `copy_desc_batch`, and buffers per direction (each holds the
 /// largest frame: 2 × 32 × 64 KiB of address space, of which only the
@@ -99,7 +107,8 @@ pub(super) fn buffers(file: &mut VirtioFile) -> (Vec<IoBuf>, Vec<IoBuf>) {
     let rx = (0..BATCH)
         .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME))
         .collect();
-    let tx = (0..BATCH)
+    // Two sets: one batch is copied while the last is written out.
+    let tx = (0..2 * BATCH)
         .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME + 1))
         .collect();
     (rx, tx)
@@ -249,12 +258,12 @@ impl Worker {
         let (card, tap, stats, logged) = (self.card, &self.tap, &*self.stats, &mut self.logged);
         // Counted once a drain, not once a frame.
         let (mut frames, mut bytes) = (0u64, 0u64);
-        let d = drain(
+        let d = drain_overlapped(
             &mut self.file,
             &self.map,
             TX,
             &mut self.tx_bufs,
-            BUDGET,
+            TX_BUDGET,
             |frame| {
                 if forward(frame, acked, tap, stats, (card, logged)) {
                     frames += 1;
