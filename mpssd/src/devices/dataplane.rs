@@ -174,14 +174,7 @@ pub fn drain_overlapped(
     let sets = [first, &mut second[..half]];
     let mut out = Drained::default();
     let start = |file: &mut VirtioFile, set: &mut [IoBuf], room: usize| {
-        if half == 0 || room == 0 || !map.pending(ring) {
-            return None;
-        }
-        let want = usize::from(map.available(ring)).clamp(1, half.min(room));
-        let mut io: [IoSliceMut<'_>; BATCH_MAX] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
-        for (slot, b) in io.iter_mut().zip(&mut set[..want]) {
-            *slot = IoSliceMut::new(b);
-        }
+        let (want, mut io) = next_chains(map, ring, &mut set[..half.min(room)])?;
         Some((file.start_batch(vr, &mut io[..want], true), want))
     };
     let mut cur = 0;
@@ -217,6 +210,27 @@ pub fn drain_overlapped(
     out
 }
 
+/// How many of the card's chains on `ring` the next batch asks for (what
+/// it says it made available, at least one, at most `bufs.len()` and
+/// [`BATCH_MAX`]), and the first that many of `bufs` as COPY_DESC slices;
+/// `None` when the ring holds nothing or there is no buffer.
+fn next_chains<'a>(
+    map: &RingMap,
+    ring: usize,
+    bufs: &'a mut [IoBuf],
+) -> Option<(usize, [IoSliceMut<'a>; BATCH_MAX])> {
+    let most = bufs.len().min(BATCH_MAX);
+    if most == 0 || !map.pending(ring) {
+        return None;
+    }
+    let want = usize::from(map.available(ring)).clamp(1, most);
+    let mut io: [IoSliceMut<'a>; BATCH_MAX] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    for (slot, b) in io.iter_mut().zip(&mut bufs[..want]) {
+        *slot = IoSliceMut::new(b);
+    }
+    Some((want, io))
+}
+
 /// One `copy_desc_batch` of [`drain`]: up to `bufs.len()` (and
 /// [`BATCH_MAX`]) of the card's chains on vring `vr`, each completed, into
 /// `bufs` in ring order; `lens` gets their lengths (cleared first). `more`:
@@ -230,16 +244,9 @@ pub fn drain_batch(
 ) -> Drained {
     lens.clear();
     let mut out = Drained::default();
-    let ring = usize::from(vr);
-    let most = bufs.len().min(BATCH_MAX);
-    if most == 0 || !map.pending(ring) {
+    let Some((want, mut io)) = next_chains(map, usize::from(vr), bufs) else {
         return out;
-    }
-    let want = usize::from(map.available(ring)).clamp(1, most);
-    let mut io: [IoSliceMut<'_>; BATCH_MAX] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
-    for (slot, b) in io.iter_mut().zip(&mut bufs[..want]) {
-        *slot = IoSliceMut::new(b);
-    }
+    };
     match file.copy_desc_batch(vr, &mut io[..want], true) {
         Ok(b) => {
             lens.extend(b.lens[..b.chains].iter().map(|&l| l as usize));
