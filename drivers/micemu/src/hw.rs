@@ -323,13 +323,9 @@ impl Memory for SharedMem {
             .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
     }
 
-    fn write_barrier(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-    }
-
-    fn read_barrier(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-    }
+    // The barriers are the trait's: fences of the ordering each names
+    // (release, acquire, and a full one only where a write must be seen
+    // before a later read), as the kernel's smp_wmb/rmb/mb.
 }
 
 /// The card's GDDR: sparse, sealed at its size.
@@ -383,6 +379,9 @@ impl Memory for Gddr {
     }
     fn read_barrier(&self) {
         self.0.read_barrier();
+    }
+    fn full_barrier(&self) {
+        self.0.full_barrier();
     }
 }
 
@@ -439,6 +438,9 @@ impl Memory for HostRam {
     }
     fn read_barrier(&self) {
         self.mem.read_barrier();
+    }
+    fn full_barrier(&self) {
+        self.mem.full_barrier();
     }
 }
 

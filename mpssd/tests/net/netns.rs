@@ -105,6 +105,20 @@ impl Packet {
             )
         };
         assert_eq!(r, 0);
+        // Room for a burst the reader has not caught up with (the kernel
+        // drops what does not fit, and the tests count frames): 8 MiB,
+        // past rmem_max (the tests run as root), else the default.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: SO_RCVBUFFORCE takes an int of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
         Packet { fd }
     }
 

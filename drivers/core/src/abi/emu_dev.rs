@@ -51,7 +51,13 @@
 //! lost its CPU between two asks (preempted, or its yield went to a busy
 //! thread) sleeps at once and takes the machine for loaded a while,
 //! sleeping then where it would have yielded to the other side queued on
-//! its CPU. iovecs inside the
+//! its CPU. The server yields where the client would spin
+//! ([`Spinner::yielding`]): it stands in for the card's DMA engine, which
+//! takes no host CPU, and a pure spin took the CPU from a third thread
+//! that wanted it (the card's emulated cores). And it moves off the CPU
+//! its client was seen on when a request finds them together (a wake-up
+//! puts a thread beside its waker, and the scheduler keeps it there), so
+//! the client's own work overlaps the copies. iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
 //!
@@ -240,6 +246,8 @@ pub struct Spin {
 pub struct Spinner {
     loaded_until_ns: u64,
     limit_ns: u64,
+    /// Yields where it would spin (see [`Spinner::yielding`]).
+    yields: bool,
 }
 
 impl Spinner {
@@ -249,6 +257,20 @@ impl Spinner {
         Self {
             loaded_until_ns: 0,
             limit_ns,
+            yields: false,
+        }
+    }
+
+    /// A side that yields the CPU between its looks where [`Spinner::new`]'s
+    /// would spin, at most `limit_ns` a wait: it looks again at once when
+    /// nothing else wants its CPU, and lets any thread that does run first
+    /// (the server: it stands in for hardware, which takes no host CPU).
+    #[must_use]
+    pub const fn yielding(limit_ns: u64) -> Self {
+        Self {
+            loaded_until_ns: 0,
+            limit_ns,
+            yields: true,
         }
     }
 
@@ -281,7 +303,11 @@ impl Spinner {
         if now_ns.saturating_sub(spin.start_ns) >= spin.limit_ns {
             SpinStep::Sleep
         } else if peer_cpu != 0 && peer_cpu != cpu {
-            SpinStep::Spin
+            if self.yields {
+                SpinStep::Yield
+            } else {
+                SpinStep::Spin
+            }
         } else if peer_cpu == cpu && self.loaded(now_ns) {
             SpinStep::Sleep
         } else {
@@ -484,6 +510,22 @@ mod tests {
             assert_eq!(w.step(&mut s, 6_000, cpu0, peer), SpinStep::Sleep, "spent");
         }
         assert!(!w.loaded(6_000));
+    }
+
+    #[test]
+    fn a_yielding_spinner_yields_where_the_other_spins_and_sleeps_when_spent() {
+        let (cpu0, cpu1) = (cpu_word(Some(0)), cpu_word(Some(1)));
+        let mut w = Spinner::yielding(1000);
+        let mut s = w.begin(5_000);
+        for (t, peer) in [(5_000, cpu1), (5_010, cpu0), (5_020, 0), (5_999, cpu1)] {
+            assert_eq!(w.step(&mut s, t, cpu0, peer), SpinStep::Yield, "peer word {peer}");
+        }
+        assert_eq!(w.step(&mut s, 6_000, cpu0, cpu1), SpinStep::Sleep, "spent");
+        assert_eq!(
+            Spinner::new(1000).step(&mut Spinner::new(1000).begin(0), 10, cpu0, cpu1),
+            SpinStep::Spin,
+            "the other kind spins there"
+        );
     }
 
     #[test]

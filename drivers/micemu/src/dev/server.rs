@@ -238,11 +238,20 @@ struct Shm {
     /// How this side waits, and the clock it waits by.
     spinner: std::cell::Cell<Spinner>,
     epoch: Instant,
+    /// When this thread last moved off the client's CPU ([`Shm::keep_off`]).
+    moved_ns: std::cell::Cell<Option<u64>>,
 }
 
 /// How long the server keeps looking for the next fast request after one
-/// (or for a plan's answer) before it sleeps on its eventfd, in ns.
-const SERVER_SPIN_NS: u64 = 50_000;
+/// (or for a plan's answer) before it sleeps on its eventfd, in ns. It
+/// yields between looks ([`Spinner::yielding`]), so the wait costs a CPU
+/// only nobody else wants: long enough to span a backend's work between
+/// two batches (a batch of frames written to a TAP), so that a stream of
+/// requests never puts it to sleep and back.
+const SERVER_SPIN_NS: u64 = 200_000;
+
+/// At most one move off the client's CPU ([`Shm::keep_off`]) this often.
+const KEEP_OFF_EVERY_NS: u64 = 1_000_000;
 
 /// Looks at the slot (one load each) between two asks what to do next
 /// ([`Spin`]: a look at the clock and the CPUs; in the main loop also at
@@ -295,6 +304,43 @@ impl Shm {
                 true
             }
             SpinStep::Sleep => false,
+        }
+    }
+
+    /// Moves this thread off CPU `cpu` (a [`cpu_word`]), the one its
+    /// client was just seen on, if the machine has another: the server
+    /// stands in for the card's DMA engine, which never takes the CPU of
+    /// the thread it serves. A wake-up puts the server beside its waker,
+    /// and the scheduler then keeps a thread that ran a moment ago where it
+    /// is; the two then take turns on one CPU and the client's work no
+    /// longer overlaps the copies. The affinity is narrowed to the other
+    /// CPUs, which moves the thread at once, and put back as it was; at
+    /// most once per [`KEEP_OFF_EVERY_NS`].
+    fn keep_off(&self, cpu: u32) {
+        let now = self.now_ns();
+        if self
+            .moved_ns
+            .get()
+            .is_some_and(|t| now.saturating_sub(t) < KEEP_OFF_EVERY_NS)
+        {
+            return;
+        }
+        self.moved_ns.set(Some(now));
+        let Some(here) = (cpu as usize).checked_sub(1) else {
+            return;
+        };
+        let me = nix::unistd::Pid::from_raw(0);
+        let Ok(all) = nix::sched::sched_getaffinity(me) else {
+            return;
+        };
+        let mut others = all;
+        if others.unset(here).is_err()
+            || !(0..nix::sched::CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false))
+        {
+            return;
+        }
+        if nix::sched::sched_setaffinity(me, &others).is_ok() {
+            let _ = nix::sched::sched_setaffinity(me, &all);
         }
     }
 
@@ -735,7 +781,11 @@ impl Conn {
             return false;
         }
         shm.seq.set(seq);
-        shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
+        let cpu = this_cpu();
+        shm.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
+        if cpu != 0 && shm.load(SHM_CLIENT_CPU, Ordering::Relaxed) == cpu {
+            shm.keep_off(cpu);
+        }
         // The header, then only the payload it announces (a COPY_DESC is
         // tens of bytes; the slot is 32 KiB).
         let mut req = std::mem::take(&mut self.req);
@@ -1034,7 +1084,8 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
         kick_server,
         kick_client,
         seq: std::cell::Cell::new(0),
-        spinner: std::cell::Cell::new(Spinner::new(SERVER_SPIN_NS)),
+        spinner: std::cell::Cell::new(Spinner::yielding(SERVER_SPIN_NS)),
+        moved_ns: std::cell::Cell::new(None),
         epoch: Instant::now(),
     };
     shm.seq.set(shm.load(SHM_REQ_SEQ, Ordering::Acquire));

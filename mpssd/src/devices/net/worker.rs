@@ -11,7 +11,8 @@
 //! the copies (one ioctl each on the real device). From the card, the next
 //! batch is copied while the last one is written to the TAP
 //! (`dataplane::drain_overlapped`: micemu copies on its own thread while
-//! this one writes). Before sleeping, a wake
+//! this one writes); to the card, the next batch is read from the TAP
+//! while the last is copied. Before sleeping, a wake
 //! absorbed during a COPY_DESC is collected, so none is lost.
 //!
 //! Notification suppression is the driver's half, as the ABI has it (the
@@ -25,8 +26,9 @@
 //! `used_event`) decides, in the driver too.
 //!
 //! Back-pressure: frames are read from the TAP only for receive chains
-//! the card says it has posted (at most [`BATCH`]), or one when it has
-//! none, so at most [`BATCH`] frames wait for card buffers, in buffers
+//! the card says it has posted (at most [`BATCH`] a batch, and as many
+//! again for the next while one is copied), or one when it has none, so
+//! at most 2 × [`BATCH`] frames wait for card buffers, in buffers
 //! allocated once. While any waits the TAP is not polled at all, so a
 //! card that never replenishes its receive ring costs nothing — the
 //! kernel's TAP queue fills and drops — and the next kick (the card
@@ -52,13 +54,13 @@ use crate::devices::dataplane::drain_overlapped;
 pub(super) const BUDGET: usize = 64;
 
 /// Frames taken from the card per wake-up before the receive side gets a
-/// look: a whole ring, so the copies of one batch overlap the writes of
-/// the one before all the way through.
-pub(super) const TX_BUDGET: usize = 128;
+/// look: four rings' worth (the card refills as we go), so the one batch
+/// of a drain whose copy nothing overlaps (its first) is a small part.
+pub(super) const TX_BUDGET: usize = 512;
 
-/// Chains per `copy_desc_batch`, and buffers per direction (each holds the
-/// largest frame: 2 × 32 × 64 KiB of address space, of which only the
-/// pages frames touch are ever backed).
+/// Chains per `copy_desc_batch`; each direction has two sets of this many
+/// buffers (each holds the largest frame: 2 × 2 × 32 × 64 KiB of address
+/// space in all, of which only the pages frames touch are ever backed).
 pub(super) const BATCH: usize = 32;
 
 /// vring 0: host → card (the card's receive queue).
@@ -89,7 +91,7 @@ pub(super) struct Worker {
     /// longer).
     pub(super) tx_bufs: Vec<IoBuf>,
     /// Lengths of the TAP frames waiting for card buffers, in
-    /// `rx_bufs[..held.len()]`, oldest first.
+    /// `rx_bufs[..held.len()]`, oldest first (at most `rx_bufs.len()`).
     held: Vec<usize>,
     /// What the card acknowledged, while its driver is up.
     acked: Option<u32>,
@@ -101,14 +103,18 @@ pub(super) struct Worker {
     logged: u32,
 }
 
-/// The worker's buffers, [`BATCH`] of each: TAP reads, and card chains
-/// with one byte more than any valid one.
+/// The worker's buffers, two sets of [`BATCH`] each way: TAP reads, and
+/// card chains with one byte more than any valid one.
 pub(super) fn buffers(file: &mut VirtioFile) -> (Vec<IoBuf>, Vec<IoBuf>) {
-    let rx = (0..BATCH)
+    // Two sets: the next batch is read from the TAP while one is copied.
+    let rx = (0..2 * BATCH)
         .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME))
         .collect();
     // Two sets: one batch is copied while the last is written out.
-    let tx = (0..2 * BATCH)
+    let tx = (0..2 * std::env::var("XTXB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BATCH))
         .map(|_| file.alloc_buf(HDR + VIRTIO_NET_MAX_FRAME + 1))
         .collect();
     (rx, tx)
@@ -144,7 +150,7 @@ impl Worker {
             stats,
             rx_bufs,
             tx_bufs,
-            held: Vec::with_capacity(BATCH),
+            held: Vec::with_capacity(2 * BATCH),
             acked: None,
             broken: false,
             rx_blocked: false,
@@ -280,7 +286,10 @@ impl Worker {
         Ok(if d.more { Batch::More } else { Batch::Done })
     }
 
-    /// TAP → card: fill the card's posted receive buffers.
+    /// TAP → card: fill the card's posted receive buffers. The frames for
+    /// the next batch are read from the TAP while micemu copies this one
+    /// into the card ([`VirtioFile::start_batch`]), into the buffers after
+    /// it, and only as many as the card says it has buffers for beyond it.
     fn rx_batch(&mut self) -> Result<Batch, String> {
         let mut served = 0;
         while served < BUDGET {
@@ -289,19 +298,8 @@ impl Worker {
             }
             // Frames for the buffers the card says it has (one if none, to
             // hold while the TAP is left alone).
-            let room = usize::from(self.map.available(usize::from(RX))).clamp(1, BATCH);
-            while self.held.len() < room {
-                let buf = &mut self.rx_bufs[self.held.len()];
-                match self.tap.recv(buf) {
-                    Ok(Some(n)) if n > HDR => {
-                        hdr::mark_rx(&mut buf[..n]);
-                        self.held.push(n);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(e) => return Err(format!("reading the TAP: {e}")),
-                }
-            }
+            let avail = usize::from(self.map.available(usize::from(RX)));
+            self.read_tap(avail.clamp(1, BATCH))?;
             if self.held.is_empty() {
                 return Ok(Batch::Done);
             }
@@ -309,15 +307,18 @@ impl Worker {
                 self.ring_full();
                 return Ok(Batch::Done);
             }
+            let want = self.held.len().min(BATCH);
             // The held frames' slices, on the stack (no allocation a batch).
-            let b = {
+            let started = {
                 let mut io: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
-                for ((slot, b), &n) in io.iter_mut().zip(&mut self.rx_bufs).zip(&self.held) {
+                for ((slot, b), &n) in io.iter_mut().zip(&mut self.rx_bufs).zip(&self.held[..want]) {
                     *slot = IoSliceMut::new(&mut b[..n]);
                 }
-                self.file.copy_desc_batch(RX, &mut io[..self.held.len()], true)
+                self.file.start_batch(RX, &mut io[..want], true)
             };
-            let b = match b {
+            // Meanwhile, the next batch's frames, into the other buffers.
+            let read = self.read_tap(want + avail.saturating_sub(want).min(BATCH));
+            let b = match self.file.finish_batch(started) {
                 Ok(b) => b,
                 Err(e) => {
                     self.copy_failed(RX, &e)?;
@@ -342,17 +343,36 @@ impl Worker {
             self.held.drain(..b.chains);
             self.rx_bufs.rotate_left(b.chains);
             served += b.chains;
+            read?;
             if let Some(e) = b.error {
                 self.copy_failed(RX, &e)?;
                 return Ok(Batch::Done);
             }
-            if !self.held.is_empty() {
+            if b.chains < want {
                 // The driver saw fewer chains than the card announced.
                 self.ring_full();
                 return Ok(Batch::Done);
             }
         }
         Ok(Batch::More)
+    }
+
+    /// Reads frames from the TAP into the buffers after the held ones
+    /// until `want` are held (at most one per buffer) or the TAP has none.
+    fn read_tap(&mut self, want: usize) -> Result<(), String> {
+        while self.held.len() < want.min(self.rx_bufs.len()) {
+            let buf = &mut self.rx_bufs[self.held.len()];
+            match self.tap.recv(buf) {
+                Ok(Some(n)) if n > HDR => {
+                    hdr::mark_rx(&mut buf[..n]);
+                    self.held.push(n);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading the TAP: {e}")),
+            }
+        }
+        Ok(())
     }
 
     /// A frame waits and the card has no buffer: counted once per stall.

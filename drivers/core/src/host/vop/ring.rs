@@ -214,7 +214,9 @@ pub struct Seg {
     pub write: bool,
 }
 
-/// A chain fetched from the avail ring and not yet completed.
+/// A chain fetched from the avail ring and not yet completed (kept in
+/// its ring for the ring's life and refilled by each fetch: the segment
+/// table is never zeroed or moved a chain).
 #[derive(Debug, Clone)]
 struct Held {
     head: u16,
@@ -296,7 +298,10 @@ pub struct HostVring {
     since_notify: u32,
     /// The card's kicks for this ring are off (see the module's doc).
     kicks_off: bool,
-    held: Option<Held>,
+    // INVARIANT: `held` is a chain (its fields meaningful) only while
+    // `holding`; otherwise it is the last chain's leftovers, never read.
+    held: Held,
+    holding: bool,
     broken: Option<RingError>,
     stats: RingStats,
 }
@@ -322,7 +327,15 @@ impl HostVring {
             notify_base: 0,
             since_notify: 0,
             kicks_off: false,
-            held: None,
+            held: Held {
+                head: 0,
+                segs: [Seg::default(); MAX_CHAIN],
+                nsegs: 0,
+                pos: 0,
+                off: 0,
+                consumed: 0,
+            },
+            holding: false,
             broken: None,
             stats: RingStats::default(),
         })
@@ -361,7 +374,7 @@ impl HostVring {
     /// Whether a chain is held partly consumed.
     #[must_use]
     pub fn holds_chain(&self) -> bool {
-        self.held.is_some()
+        self.holding
     }
 
     /// Counters.
@@ -417,7 +430,7 @@ impl HostVring {
     /// re-homed used ring so nothing is written to it any more, clear the
     /// broken mark.
     pub fn reset(&mut self, host: &impl Memory) -> Result<(), MemError> {
-        self.held = None;
+        self.holding = false;
         self.last_avail = 0;
         self.last_used = 0;
         self.notify_base = 0;
@@ -432,7 +445,7 @@ impl HostVring {
     /// Whether the card has made chains available that the host has not
     /// fetched (or a chain is held).
     pub fn pending(&self, host: &impl Memory) -> Result<bool, MemError> {
-        Ok(self.held.is_some() || host.read_u16(self.avail + 2)? != self.last_avail)
+        Ok(self.holding || host.read_u16(self.avail + 2)? != self.last_avail)
     }
 
     /// Whether the card's kicks for this ring are off.
@@ -490,7 +503,7 @@ impl HostVring {
     fn fail(&mut self, e: RingError) -> RingError {
         self.stats.errors += 1;
         self.broken = Some(e);
-        self.held = None;
+        self.holding = false;
         e
     }
 
@@ -513,30 +526,29 @@ impl HostVring {
         if head >= self.num {
             return Err(RingError::BadHead(head));
         }
-        let mut chain = Held {
-            head,
-            segs: [Seg::default(); MAX_CHAIN],
-            nsegs: 0,
-            pos: 0,
-            off: 0,
-            consumed: 0,
-        };
-        self.walk(host, card, head, &mut chain)?;
+        let chain = &mut self.held;
+        chain.head = head;
+        chain.nsegs = 0;
+        chain.pos = 0;
+        chain.off = 0;
+        chain.consumed = 0;
+        Self::walk((self.num, self.desc, self.features), host, card, head, chain)?;
         self.last_avail = self.last_avail.wrapping_add(1);
         self.stats.chains += 1;
-        self.held = Some(chain);
+        self.holding = true;
         Ok(true)
     }
 
-    /// Reads the chain at `first` once, validating every descriptor.
+    /// Reads the chain at `first` once, validating every descriptor, into
+    /// `chain` (of a ring of `num` entries, its table at `desc`).
     fn walk(
-        &self,
+        (num, desc, features): (u16, u64, RingFeatures),
         host: &impl Memory,
         card: &impl Memory,
         first: u16,
         chain: &mut Held,
     ) -> Result<(), RingError> {
-        let num = u32::from(self.num);
+        let num = u32::from(num);
         // The table being walked: the ring's own (in host memory) or an
         // indirect one (in card memory) of `len` entries.
         let mut indirect: Option<(u64, u32)> = None;
@@ -551,7 +563,7 @@ impl HostVring {
             }
             let mut raw = [0u8; VringDesc::SIZE];
             match indirect {
-                None => host.read(self.desc + u64::from(i) * VringDesc::SIZE as u64, &mut raw)?,
+                None => host.read(desc + u64::from(i) * VringDesc::SIZE as u64, &mut raw)?,
                 Some((table, _)) => card.read(table + u64::from(i) * VringDesc::SIZE as u64, &mut raw)?,
             }
             let d = VringDesc::from_bytes(&raw);
@@ -562,7 +574,7 @@ impl HostVring {
                 if indirect.is_some() {
                     return Err(RingError::NestedIndirect);
                 }
-                if !self.features.indirect {
+                if !features.indirect {
                     return Err(RingError::IndirectNotNegotiated);
                 }
                 if d.flags & VRING_DESC_F_NEXT != 0 {
@@ -630,16 +642,14 @@ impl HostVring {
         if self.broken.is_some() {
             return Err(RingError::Broken.into());
         }
-        if self.held.is_none() {
+        if !self.holding {
             match self.fetch(host, card) {
                 Ok(true) => {}
                 Ok(false) => return Ok(Copied::default()),
                 Err(e) => return Err(self.fail(e).into()),
             }
         }
-        let Some(chain) = self.held.as_mut() else {
-            return Ok(Copied::default());
-        };
+        let chain = &mut self.held;
         let cap = user.capacity();
         let (mut pos, mut off, mut moved) = (chain.pos, chain.off, 0u64);
         let (mut to_user, mut to_card) = (0u64, 0u64);
@@ -680,7 +690,7 @@ impl HostVring {
         };
         if update_used && out_len > 0 {
             let (id, consumed) = (chain.head, chain.consumed);
-            self.held = None;
+            self.holding = false;
             copied.completed = true;
             copied.notify = self
                 .complete(host, card, id, consumed)
@@ -734,7 +744,9 @@ impl HostVring {
     /// completions happened, when the comparison would wrap); without it,
     /// unless the card set NO_INTERRUPT.
     fn need_notify(&mut self, host: &impl Memory) -> Result<bool, RingError> {
-        host.read_barrier();
+        // The used index written before the card's word is read
+        // (`virtio_mb`): the card's half orders them the other way.
+        host.full_barrier();
         let old = self.notify_base;
         let many = self.since_notify > 0xFFFF;
         self.notify_base = self.last_used;
