@@ -76,6 +76,72 @@ const QUEUED: u64 = 20_000;
 /// own wake-ups took the CPU the device needs.
 const NAP: Duration = Duration::from_micros(50);
 
+/// The played card keeps off the CPU the device's thread runs on, as the
+/// card's own cores would: on a two-CPU machine the scheduler otherwise
+/// now and then puts the two together, and the card's refills then take
+/// the device's CPU, which measures the placement, not the device. Every
+/// [`KEEP_OFF_EVERY`] it looks where that thread ran last and, when it is
+/// this CPU, narrows its affinity to the others (which moves it at once)
+/// and puts it back.
+struct KeepOff {
+    stat: std::path::PathBuf,
+    next: Instant,
+    /// Times it moved.
+    moves: u64,
+}
+
+/// How often the played card looks where the device's thread runs.
+const KEEP_OFF_EVERY: Duration = Duration::from_millis(1);
+
+impl KeepOff {
+    /// For the thread named `name` (the device's), if there is one.
+    fn new(name: &str) -> Option<Self> {
+        let task = std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))?;
+        Some(Self {
+            stat: task.path().join("stat"),
+            next: Instant::now(),
+            moves: 0,
+        })
+    }
+
+    fn check(&mut self) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + KEEP_OFF_EVERY;
+        // The CPU it ran on last: field 39, the 37th after the name.
+        let Some(theirs) = std::fs::read_to_string(&self.stat).ok().and_then(|st| {
+            st.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(36)?
+                .parse::<usize>()
+                .ok()
+        }) else {
+            return;
+        };
+        if nix::sched::sched_getcpu().ok() != Some(theirs) {
+            return;
+        }
+        let me = nix::unistd::Pid::from_raw(0);
+        let Ok(all) = nix::sched::sched_getaffinity(me) else {
+            return;
+        };
+        let mut others = all;
+        if others.unset(theirs).is_ok()
+            && (0..nix::sched::CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false))
+            && nix::sched::sched_setaffinity(me, &others).is_ok()
+        {
+            self.moves += 1;
+            let _ = nix::sched::sched_setaffinity(me, &all);
+        }
+    }
+}
+
 fn frame() -> Vec<u8> {
     netns::ether(DST, [0x02, 0x6d, 0x69, 0x63, 0, 0], 0x88b5, &[0x5a; FRAME - 14])
 }
@@ -161,11 +227,14 @@ fn raw_reads(t: &tap::Tap, name: &str) -> Result<f64> {
 
 /// The card keeps the transmit ring full for one [`RUN`]: frames per
 /// second the device wrote to the TAP.
-fn device_tx(card: &mut card::Card<'_>, stats: &NetStats) -> f64 {
+fn device_tx(card: &mut card::Card<'_>, stats: &NetStats, mut keep_off: Option<&mut KeepOff>) -> f64 {
     let tx = with_hdr(&frame());
     let before = stats.tx_frames.load(Ordering::Relaxed);
     let start = Instant::now();
     while start.elapsed() < RUN {
+        if let Some(k) = keep_off.as_deref_mut() {
+            k.check();
+        }
         card.reap_tx();
         let mut added = false;
         while card.send(&[&tx]) {
@@ -196,6 +265,7 @@ fn device_rx(
     stats: &NetStats,
     name: &str,
     (before, after): (&mut BTreeMap<String, f64>, &mut BTreeMap<String, f64>),
+    mut keep_off: Option<&mut KeepOff>,
 ) -> Result<(f64, u64)> {
     let full = stats.rx_ring_full.load(Ordering::Relaxed);
     let before_frames = stats.rx_frames.load(Ordering::Relaxed);
@@ -209,6 +279,9 @@ fn device_rx(
     let start = Instant::now();
     while stats.rx_frames.load(Ordering::Relaxed) - start_frames < left {
         anyhow::ensure!(start.elapsed() < HANG, "the queued frames never reached the card");
+        if let Some(k) = keep_off.as_deref_mut() {
+            k.check();
+        }
         if card.recycle_rx() > 0 {
             card.kick_if_needed();
         } else {
@@ -368,6 +441,7 @@ fn main() -> Result<()> {
         std::thread::yield_now();
     }
     println!("  (dev/micN transport: {transport:?})");
+    let mut keep_off = KeepOff::new("net-mic0");
 
     if run("tx") {
         let base_tap = baseline_tap("bench0", Ipv4Addr::new(192, 0, 2, 254))?;
@@ -378,7 +452,7 @@ fn main() -> Result<()> {
         for _ in 0..ROUNDS {
             base.push(raw_writes(&base_tap)?);
             accumulate(&mut before, &thread_cpu());
-            ours.push(device_tx(&mut card, &stats));
+            ours.push(device_tx(&mut card, &stats, keep_off.as_mut()));
             accumulate(&mut after, &thread_cpu());
         }
         line("card → TAP", &ours, &base, &card, bells);
@@ -401,7 +475,13 @@ fn main() -> Result<()> {
         let mut frames = 0;
         for _ in 0..ROUNDS {
             base.push(raw_reads(&base_tap, "bench1")?);
-            let (r, n) = device_rx(&mut card, &stats, &config.tap, (&mut before, &mut after))?;
+            let (r, n) = device_rx(
+                &mut card,
+                &stats,
+                &config.tap,
+                (&mut before, &mut after),
+                keep_off.as_mut(),
+            )?;
             ours.push(r);
             frames += n;
         }
@@ -414,6 +494,12 @@ fn main() -> Result<()> {
          {} ring-full stalls, {} errors",
         st["tx_frames"], st["rx_frames"], st["doorbells"], st["polls"], st["rx_ring_full"], st["errors"]
     );
+    if let Some(k) = &keep_off {
+        println!(
+            "  the played card moved off the device's CPU {} times (looking every {KEEP_OFF_EVERY:?})",
+            k.moves
+        );
+    }
     dev.stop();
     drop(card);
     inst.stop()
