@@ -81,8 +81,7 @@ const NAP: Duration = Duration::from_micros(50);
 /// now and then puts the two together, and the card's refills then take
 /// the device's CPU, which measures the placement, not the device. Every
 /// [`KEEP_OFF_EVERY`] it looks where that thread ran last and, when it is
-/// this CPU, narrows its affinity to the others (which moves it at once)
-/// and puts it back.
+/// this CPU, moves off it (`micemu::affinity::move_off`).
 struct KeepOff {
     stat: std::path::PathBuf,
     next: Instant,
@@ -127,17 +126,8 @@ impl KeepOff {
         if nix::sched::sched_getcpu().ok() != Some(theirs) {
             return;
         }
-        let me = nix::unistd::Pid::from_raw(0);
-        let Ok(all) = nix::sched::sched_getaffinity(me) else {
-            return;
-        };
-        let mut others = all;
-        if others.unset(theirs).is_ok()
-            && (0..nix::sched::CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false))
-            && nix::sched::sched_setaffinity(me, &others).is_ok()
-        {
+        if micemu::affinity::move_off(theirs) {
             self.moves += 1;
-            let _ = nix::sched::sched_setaffinity(me, &all);
         }
     }
 }

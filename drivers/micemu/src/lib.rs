@@ -15,6 +15,7 @@
 //! * [`instance`] — a whole fleet served under a root (also for tests);
 //! * [`cli`], [`run`] — the command line.
 
+pub mod affinity;
 pub mod backend;
 pub mod card;
 pub mod cardos;

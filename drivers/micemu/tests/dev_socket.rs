@@ -770,7 +770,7 @@ fn batches_are_negotiated_and_malformed_ones_are_refused_whole() {
     let none: &[(u64, u64)] = &[];
     let too_many: Vec<(u8, &[(u64, u64)])> = (0..=WIRE_MAX).map(|_| (1u8, none)).collect();
     let mut flagged = one.clone();
-    flagged[4] = 1;
+    flagged[4] = 2;
     let mut short = one.clone();
     short.truncate(one.len() - 3);
     let mut trailing = one.clone();
@@ -801,6 +801,18 @@ fn batches_are_negotiated_and_malformed_ones_are_refused_whole() {
     assert_eq!(BatchReply::from_slice(&body).unwrap().done, 1);
     let first = BatchResult::from_slice(&body[BatchReply::SIZE..]).unwrap();
     assert_eq!(first.result, -libc::EINVAL, "no device on this file");
+    // BATCH_F_STARTED is known from version 4 on, and refused before.
+    let mut started = one.clone();
+    started[4] = mic_core::abi::emu_dev::BATCH_F_STARTED as u8;
+    assert_eq!(raw_call(&c, OP_COPY_BATCH, &started).0, 0, "known in version 4");
+    let v3 = raw_client(dir.path());
+    assert_eq!(hello(&v3, 3), (0, 3));
+    assert_eq!(
+        raw_call(&v3, OP_COPY_BATCH, &started).0,
+        -libc::EINVAL,
+        "not in version 3"
+    );
+    drop(v3);
     // With a device and chains: entry 0 moves one, entry 1 names a vring
     // the device does not have (EINVAL), entry 2 never runs.
     assert_eq!(

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mic_core::abi::emu_dev::{
-    ApertureReply, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM,
-    Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE, MSG_REPLY, MSG_WAKE, MmapReq,
-    MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, PROTO_VERSION,
-    PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH, PROTO_VERSION_MIN, Piece, ReqHeader, batch_reply_len,
+    ApertureReply, BATCH_F_STARTED, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply,
+    HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MSG_GONE,
+    MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP,
+    PROTO_VERSION, PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH, PROTO_VERSION_MIN, PROTO_VERSION_STARTED,
+    Piece, ReqHeader, batch_reply_len,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use nix::sys::socket::{
@@ -487,7 +488,7 @@ impl SockFile {
                 self.copy_desc(vr_idx, std::slice::from_mut(b), u)
             });
         }
-        let req = batch_request(vr_idx, bufs, update_used);
+        let req = batch_request(vr_idx, bufs, update_used, 0);
         let want = batch_reply_len(bufs.len() as u32);
         let mut reply = [0u8; MsgHeader::SIZE + batch_reply_len(BATCH_MAX)];
         let slot = Shm::fits(ReqHeader::SIZE + req.len());
@@ -572,7 +573,12 @@ impl SockFile {
         if self.version < PROTO_VERSION_BATCH || !reachable || n == 0 || self.inflight {
             return None;
         }
-        let req = batch_request(vr_idx, bufs, update_used);
+        let started = if self.version >= PROTO_VERSION_STARTED {
+            BATCH_F_STARTED
+        } else {
+            0
+        };
+        let req = batch_request(vr_idx, bufs, update_used, started);
         if !Shm::fits(ReqHeader::SIZE + req.len()) {
             return None;
         }
@@ -698,10 +704,10 @@ pub(super) struct Started {
 
 /// An `OP_COPY_BATCH` request's body: one COPY_DESC and its one iovec per
 /// buffer.
-fn batch_request(vr_idx: u8, bufs: &[IoSliceMut<'_>], update_used: &[bool]) -> Vec<u8> {
+fn batch_request(vr_idx: u8, bufs: &[IoSliceMut<'_>], update_used: &[bool], flags: u32) -> Vec<u8> {
     let head = BatchReq {
         count: bufs.len() as u32,
-        flags: 0,
+        flags,
     }
     .to_bytes();
     let mut req = Vec::with_capacity(head.len() + bufs.len() * (MicCopyDesc::SIZE + Iovec::SIZE));

@@ -54,10 +54,12 @@
 //! its CPU. The server yields where the client would spin
 //! ([`Spinner::yielding`]): it stands in for the card's DMA engine, which
 //! takes no host CPU, and a pure spin took the CPU from a third thread
-//! that wanted it (the card's emulated cores). And it moves off the CPU
-//! its client was seen on when a request finds them together (a wake-up
-//! puts a thread beside its waker, and the scheduler keeps it there), so
-//! the client's own work overlaps the copies. iovecs inside the
+//! that wanted it (the card's emulated cores). And when a batch the
+//! client works beside ([`BATCH_F_STARTED`], protocol 4) finds the two on
+//! one CPU (a wake-up puts a thread beside its waker, and the scheduler
+//! keeps it there), the server moves off it, so the client's own work
+//! overlaps the copies; a client that waits for its answer gains nothing
+//! from the move and is not made to pay for it. iovecs inside the
 //! arena are copied with one plain memcpy between the two mappings. The
 //! socket still carries everything else, wake-ups included.
 //!
@@ -112,13 +114,21 @@
 use super::layout::abi_struct;
 
 /// Protocol version: the highest this side speaks.
-pub const PROTO_VERSION: u32 = 3;
+pub const PROTO_VERSION: u32 = 4;
 /// The oldest version a server still serves (1: no [`OP_COPY_BATCH`]).
 pub const PROTO_VERSION_MIN: u32 = 1;
 /// The first version with [`OP_COPY_BATCH`].
 pub const PROTO_VERSION_BATCH: u32 = 2;
 /// The first version with [`OP_APERTURE`] and plans.
 pub const PROTO_VERSION_APERTURE: u32 = 3;
+/// The first version with [`BATCH_F_STARTED`].
+pub const PROTO_VERSION_STARTED: u32 = 4;
+
+/// [`BatchReq::flags`]: the client handed the batch over through the slot
+/// and works on until it collects the answer (libmic's `start_batch`), so
+/// the server moves off the client's CPU if it finds itself there (see the
+/// module text); the batch runs as any other. Unknown bits are refused.
+pub const BATCH_F_STARTED: u32 = 1;
 
 /// Handshake: version and the direct-mode probe.
 pub const OP_HELLO: u32 = 0x4D45_0001;
@@ -419,7 +429,7 @@ abi_struct! {
     pub struct BatchReq: size 8, repr(C, align(4)) {
         /// Entries, at most [`BATCH_MAX`].
         count: u32 => BATCH_COUNT = 0,
-        /// Reserved, 0.
+        /// `BATCH_F_*` bits (from [`PROTO_VERSION_STARTED`]; 0 before).
         flags: u32 => BATCH_FLAGS = 4,
     }
 }

@@ -18,13 +18,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mic_core::abi::emu_dev::{
-    ApertureReply, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply, HELLO_FORCE_INLINE, HELLO_SHM,
-    Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE, MSG_GONE, MSG_PLAN, MSG_REPLY,
-    MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH, OP_HELLO, OP_MMAP, OP_PLAN_DONE,
-    PLAN_BUDGET_MS, PLAN_MAX, PROT_WRITE, PROTO_VERSION, PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH,
-    PROTO_VERSION_MIN, Piece, PlanOp, ReqHeader, SHM_ARENA, SHM_CLIENT_CPU, SHM_CLIENT_SLEEPING, SHM_MAX,
-    SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ, SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_CPU,
-    SHM_SERVER_SLEEPING, Spin, SpinStep, Spinner, cpu_word,
+    ApertureReply, BATCH_F_STARTED, BATCH_MAX, BatchReply, BatchReq, BatchResult, CopyReply,
+    HELLO_FORCE_INLINE, HELLO_SHM, Hello, HelloReply, Iovec, MAX_INLINE, MAX_MSG, MODE_DIRECT, MODE_INLINE,
+    MSG_GONE, MSG_PLAN, MSG_REPLY, MSG_WAKE, MmapReq, MsgHeader, OP_ACK_WAKE, OP_APERTURE, OP_COPY_BATCH,
+    OP_HELLO, OP_MMAP, OP_PLAN_DONE, PLAN_BUDGET_MS, PLAN_MAX, PROT_WRITE, PROTO_VERSION,
+    PROTO_VERSION_APERTURE, PROTO_VERSION_BATCH, PROTO_VERSION_MIN, PROTO_VERSION_STARTED, Piece, PlanOp,
+    ReqHeader, SHM_ARENA, SHM_CLIENT_CPU, SHM_CLIENT_SLEEPING, SHM_MAX, SHM_REQ, SHM_REQ_MAX, SHM_REQ_SEQ,
+    SHM_RESP, SHM_RESP_MAX, SHM_RESP_SEQ, SHM_SERVER_CPU, SHM_SERVER_SLEEPING, Spin, SpinStep, Spinner,
+    cpu_word,
 };
 use mic_core::abi::{MIC_VIRTIO_ADD_DEVICE, MIC_VIRTIO_CONFIG_CHANGE, MIC_VIRTIO_COPY_DESC, MicCopyDesc};
 use mic_core::host::vop::{CopyFault, MAX_IOVECS, UserBuffers};
@@ -235,20 +236,26 @@ struct Shm {
     kick_client: OwnedFd,
     /// The last request taken (a plan's answer is a request too).
     seq: std::cell::Cell<u32>,
-    /// How this side waits, and the clock it waits by.
+    /// How this side waits for the next request, for a plan's answer,
+    /// and the clock it waits by.
     spinner: std::cell::Cell<Spinner>,
+    plan_spinner: std::cell::Cell<Spinner>,
     epoch: Instant,
     /// When this thread last moved off the client's CPU ([`Shm::keep_off`]).
     moved_ns: std::cell::Cell<Option<u64>>,
 }
 
 /// How long the server keeps looking for the next fast request after one
-/// (or for a plan's answer) before it sleeps on its eventfd, in ns. It
-/// yields between looks ([`Spinner::yielding`]), so the wait costs a CPU
+/// before it sleeps on its eventfd, in ns. It yields between looks ([`Spinner::yielding`]), so the wait costs a CPU
 /// only nobody else wants: long enough to span a backend's work between
 /// two batches (a batch of frames written to a TAP), so that a stream of
 /// requests never puts it to sleep and back.
 const SERVER_SPIN_NS: u64 = 200_000;
+
+/// How long the server spins for a plan's answer before it sleeps, in ns:
+/// the client copies and answers at once, so this wait spins (a yield
+/// could hand the CPU to a busy thread for a whole time slice).
+const PLAN_SPIN_NS: u64 = 50_000;
 
 /// At most one move off the client's CPU ([`Shm::keep_off`]) this often.
 const KEEP_OFF_EVERY_NS: u64 = 1_000_000;
@@ -282,21 +289,25 @@ impl Shm {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// A spin for the next request or a plan's answer.
-    fn begin_spin(&self) -> Spin {
-        self.spinner.get().begin(self.now_ns())
+    /// A spin for the next request, or (`plan`) a plan's answer.
+    fn begin_spin(&self, plan: bool) -> Spin {
+        self.which(plan).get().begin(self.now_ns())
+    }
+
+    fn which(&self, plan: bool) -> &std::cell::Cell<Spinner> {
+        if plan { &self.plan_spinner } else { &self.spinner }
     }
 
     /// Publishes the CPU this thread runs on and whether to look again
     /// for `spin`: after spinning on or yielding (true), or not (false:
     /// sleep).
-    fn spin_on(&self, spin: &mut Spin) -> bool {
+    fn spin_on(&self, spin: &mut Spin, plan: bool) -> bool {
         let cpu = this_cpu();
         self.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
         let client = self.load(SHM_CLIENT_CPU, Ordering::Relaxed);
-        let mut spinner = self.spinner.get();
+        let mut spinner = self.which(plan).get();
         let step = spinner.step(spin, self.now_ns(), cpu, client);
-        self.spinner.set(spinner);
+        self.which(plan).set(spinner);
         match step {
             SpinStep::Spin => true,
             SpinStep::Yield => {
@@ -308,13 +319,13 @@ impl Shm {
     }
 
     /// Moves this thread off CPU `cpu` (a [`cpu_word`]), the one its
-    /// client was just seen on, if the machine has another: the server
+    /// client was just seen on, if the machine has another (for a batch the
+    /// client works beside, [`BATCH_F_STARTED`]): the server
     /// stands in for the card's DMA engine, which never takes the CPU of
     /// the thread it serves. A wake-up puts the server beside its waker,
     /// and the scheduler then keeps a thread that ran a moment ago where it
     /// is; the two then take turns on one CPU and the client's work no
-    /// longer overlaps the copies. The affinity is narrowed to the other
-    /// CPUs, which moves the thread at once, and put back as it was; at
+    /// longer overlaps the copies ([`crate::affinity::move_off`]); at
     /// most once per [`KEEP_OFF_EVERY_NS`].
     fn keep_off(&self, cpu: u32) {
         let now = self.now_ns();
@@ -326,21 +337,8 @@ impl Shm {
             return;
         }
         self.moved_ns.set(Some(now));
-        let Some(here) = (cpu as usize).checked_sub(1) else {
-            return;
-        };
-        let me = nix::unistd::Pid::from_raw(0);
-        let Ok(all) = nix::sched::sched_getaffinity(me) else {
-            return;
-        };
-        let mut others = all;
-        if others.unset(here).is_err()
-            || !(0..nix::sched::CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false))
-        {
-            return;
-        }
-        if nix::sched::sched_setaffinity(me, &others).is_ok() {
-            let _ = nix::sched::sched_setaffinity(me, &all);
+        if let Some(here) = (cpu as usize).checked_sub(1) {
+            let _ = crate::affinity::move_off(here);
         }
     }
 
@@ -405,7 +403,7 @@ impl Shm {
         let start = Instant::now();
         let old = self.seq.get();
         let mut looks = 0u32;
-        let mut spin = Some(self.begin_spin());
+        let mut spin = Some(self.begin_spin(true));
         loop {
             let seq = self.load(SHM_REQ_SEQ, Ordering::Acquire);
             if seq != old {
@@ -417,7 +415,7 @@ impl Shm {
                     std::hint::spin_loop();
                     continue;
                 }
-                if self.spin_on(s) {
+                if self.spin_on(s, true) {
                     continue;
                 }
                 spin = None;
@@ -522,7 +520,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
     let mut looks = 0u32;
     loop {
         if conn.serve_fast() {
-            idle = conn.shm.as_ref().map(Shm::begin_spin);
+            idle = conn.shm.as_ref().map(|shm| shm.begin_spin(false));
             continue;
         }
         if let Some(s) = &mut idle {
@@ -531,7 +529,7 @@ fn serve_conn(emu: &Arc<Emulator>, id: u32, fd: Arc<OwnedFd>) {
                 std::hint::spin_loop();
                 continue;
             }
-            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(s)) {
+            if !conn.shm.as_ref().is_some_and(|shm| shm.spin_on(s, false)) {
                 idle = None;
                 continue;
             }
@@ -781,11 +779,7 @@ impl Conn {
             return false;
         }
         shm.seq.set(seq);
-        let cpu = this_cpu();
-        shm.store(SHM_SERVER_CPU, cpu, Ordering::Relaxed);
-        if cpu != 0 && shm.load(SHM_CLIENT_CPU, Ordering::Relaxed) == cpu {
-            shm.keep_off(cpu);
-        }
+        shm.store(SHM_SERVER_CPU, this_cpu(), Ordering::Relaxed);
         // The header, then only the payload it announces (a COPY_DESC is
         // tens of bytes; the slot is 32 KiB).
         let mut req = std::mem::take(&mut self.req);
@@ -886,8 +880,21 @@ impl Conn {
     /// refused the whole batch before any entry ran.
     fn copy_batch(&mut self, payload: &[u8], via_slot: bool) -> Result<(), Errno> {
         let head = BatchReq::from_slice(payload).ok_or(libc::EINVAL)?;
-        if head.count > BATCH_MAX || head.flags != 0 {
+        let known = if self.version >= PROTO_VERSION_STARTED {
+            BATCH_F_STARTED
+        } else {
+            0
+        };
+        if head.count > BATCH_MAX || head.flags & !known != 0 {
             return Err(libc::EINVAL);
+        }
+        if head.flags & BATCH_F_STARTED != 0 && via_slot {
+            if let Some(shm) = &self.shm {
+                let cpu = this_cpu();
+                if cpu != 0 && shm.load(SHM_CLIENT_CPU, Ordering::Relaxed) == cpu {
+                    shm.keep_off(cpu);
+                }
+            }
         }
         // Every entry parses, and every buffer is reachable, before any runs.
         let mut entries = std::mem::take(&mut self.batch);
@@ -1085,6 +1092,7 @@ fn take_shm(h: &Hello, fds: Vec<OwnedFd>) -> Result<Shm, Errno> {
         kick_client,
         seq: std::cell::Cell::new(0),
         spinner: std::cell::Cell::new(Spinner::yielding(SERVER_SPIN_NS)),
+        plan_spinner: std::cell::Cell::new(Spinner::new(PLAN_SPIN_NS)),
         moved_ns: std::cell::Cell::new(None),
         epoch: Instant::now(),
     };
