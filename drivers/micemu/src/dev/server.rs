@@ -246,10 +246,11 @@ struct Shm {
 }
 
 /// How long the server keeps looking for the next fast request after one
-/// before it sleeps on its eventfd, in ns. It yields between looks ([`Spinner::yielding`]), so the wait costs a CPU
-/// only nobody else wants: long enough to span a backend's work between
-/// two batches (a batch of frames written to a TAP), so that a stream of
-/// requests never puts it to sleep and back.
+/// before it sleeps on its eventfd, in ns. It yields between looks
+/// ([`Spinner::yielding`]), so the wait costs a CPU only nobody else
+/// wants: long enough to span a backend's work between two batches (a
+/// batch of frames written to a TAP), so that a stream of requests never
+/// puts it to sleep and back.
 const SERVER_SPIN_NS: u64 = 200_000;
 
 /// How long the server spins for a plan's answer before it sleeps, in ns:
@@ -396,9 +397,10 @@ impl Shm {
         }
     }
 
-    /// Waits for the client's next request in the slot: spins a little,
-    /// then sleeps on the eventfd; `None` if the client hung up or `budget`
-    /// passed. Returns its counter value.
+    /// Waits for the client's next request in the slot (its answer to a
+    /// plan): spins a little ([`PLAN_SPIN_NS`]), then sleeps on the
+    /// eventfd; `None` if the client hung up or `budget` passed. Returns
+    /// its counter value.
     fn wait_request(&self, sock: BorrowedFd<'_>, budget: Duration) -> Option<u32> {
         let start = Instant::now();
         let old = self.seq.get();
