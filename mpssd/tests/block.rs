@@ -102,7 +102,7 @@ fn the_card_writes_its_disk_and_the_host_image_has_it_even_after_kill_9() {
     let want = pattern_sha256(fleet.root(), 42);
     assert_eq!(sha256sum(&img), want, "the host's image is what the card wrote");
     assert_eq!(card_sha256(&mut c), want, "and what the card reads back");
-    let blk = block_status(&d, |b| b.counters["flushes"] >= 1);
+    let blk = d.device_status(0, "block", |b| b.counters["flushes"] >= 1);
     assert_eq!(
         (blk.state.as_str(), blk.target.as_str()),
         ("up", img.to_str().unwrap())
@@ -132,22 +132,6 @@ fn the_card_writes_its_disk_and_the_host_image_has_it_even_after_kill_9() {
     assert_eq!(d.stop(), 0);
 }
 
-/// mic0's disk as the control socket reports it, once `ready` holds
-/// (bounded by `HANG`): a request is counted once its answer is with the
-/// card, so a count may trail what the card was told by a moment.
-fn block_status(d: &Daemon, ready: impl Fn(&mpssd_proto::DeviceStatus) -> bool) -> mpssd_proto::DeviceStatus {
-    let start = std::time::Instant::now();
-    loop {
-        let st = d.client().card_status(0).unwrap();
-        let blk = st.devices.into_iter().find(|x| x.kind == "block").unwrap();
-        if ready(&blk) {
-            return blk;
-        }
-        assert!(start.elapsed() < HANG, "{blk:?}");
-        std::thread::yield_now();
-    }
-}
-
 /// mpssd maps the image: a file that shrinks under it must cost the card
 /// an I/O error per request that falls off the end, never the daemon
 /// (SIGBUS), and the disk works again where (and once) the file has the
@@ -171,7 +155,7 @@ fn an_image_that_shrinks_under_the_card_gives_io_errors_not_a_dead_daemon() {
     let out = shell(&mut c, "blk write 8200 gone");
     assert!(out.contains("write of sector 8200: I/O error"), "{out}");
     // The daemon is alive, counted the errors, and the disk is still up.
-    let blk = block_status(&d, |b| b.counters["io_errors"] >= 2);
+    let blk = d.device_status(0, "block", |b| b.counters["io_errors"] >= 2);
     assert_eq!(blk.state, "up", "{blk:?}");
     assert_eq!(blk.counters["io_errors"], 2, "{blk:?}");
     // What the file still has reads and writes as before.

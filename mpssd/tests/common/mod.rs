@@ -253,6 +253,28 @@ impl Daemon {
         c
     }
 
+    /// Card `card`'s device of kind `kind` as the control socket reports
+    /// it, once `ready` holds (bounded by `HANG`): a request is counted
+    /// once its answer is with the card, so a count may trail what the
+    /// card was told by a moment.
+    pub fn device_status(
+        &self,
+        card: u32,
+        kind: &str,
+        ready: impl Fn(&mpssd_proto::DeviceStatus) -> bool,
+    ) -> mpssd_proto::DeviceStatus {
+        let start = std::time::Instant::now();
+        loop {
+            let st = self.client().card_status(card).unwrap();
+            let dev = st.devices.into_iter().find(|x| x.kind == kind).unwrap();
+            if ready(&dev) {
+                return dev;
+            }
+            assert!(start.elapsed() < HANG, "{dev:?}");
+            std::thread::yield_now();
+        }
+    }
+
     pub fn events(&self) -> Events {
         let mut e = self.client().subscribe().unwrap();
         e.set_timeout(Some(HANG)).unwrap();
